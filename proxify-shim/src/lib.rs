@@ -1,0 +1,1 @@
+//! libproxify.so

@@ -72,21 +72,479 @@ impl std::str::FromStr for ProxyUrl {
     /// literal or a bracketed IPv6 literal. Unknown scheme, bad/zero port, bad percent-encoding,
     /// empty host, unknown query key: error.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let _ = s;
-        todo!()
+        let s = s.trim();
+        let (scheme_str, rest) = match s.find("://") {
+            Some(i) => (&s[..i], &s[i + 3..]),
+            None => {
+                return Err(err(
+                    "proxy URL must start with socks5h://, socks5://, socks4a:// or socks4://",
+                ))
+            }
+        };
+        let scheme = match scheme_str.to_ascii_lowercase().as_str() {
+            "socks5" => Scheme::Socks5,
+            "socks5h" => Scheme::Socks5h,
+            "socks4" => Scheme::Socks4,
+            "socks4a" => Scheme::Socks4a,
+            _ => {
+                return Err(UrlError(format!(
+                    "unknown proxy scheme \"{}\" (use socks5h, socks5, socks4a or socks4)",
+                    printable(scheme_str)
+                )))
+            }
+        };
+
+        // The user info ends at the last '@', so an unencoded '/', '?', '#' or '@' in the
+        // password still works (a host never contains '@').
+        let (userinfo, hostpart) = match rest.rfind('@') {
+            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+            None => (None, rest),
+        };
+        let (user, pass) = match userinfo {
+            None => (None, None),
+            Some(ui) => {
+                let (u, p) = match ui.find(':') {
+                    Some(i) => (&ui[..i], Some(&ui[i + 1..])),
+                    None => (ui, None),
+                };
+                if u.is_empty() {
+                    return Err(err("empty user name in proxy URL"));
+                }
+                let user = percent_decode(u).map_err(|bad| {
+                    UrlError(format!(
+                        "bad percent-encoding \"{}\" in the proxy user name",
+                        printable(bad)
+                    ))
+                })?;
+                let pass = match p {
+                    None => None,
+                    // Never quote the password (or a piece of it) in the message.
+                    Some(p) => Some(percent_decode(p).map_err(|_| {
+                        err("bad percent-encoding in the proxy password (write % as %25)")
+                    })?),
+                };
+                (Some(user), pass)
+            }
+        };
+
+        // Split host[:port] from an optional path and query.
+        let end = hostpart.find(['/', '?', '#']).unwrap_or(hostpart.len());
+        let (authority, tail) = hostpart.split_at(end);
+        let (path, query) = match tail.find('?') {
+            Some(i) => (&tail[..i], Some(&tail[i + 1..])),
+            None => (tail, None),
+        };
+        if !(path.is_empty() || path == "/") {
+            return Err(UrlError(format!(
+                "unexpected path \"{}\" in proxy URL (only scheme://[user[:password]@]host[:port] is allowed)",
+                printable(path)
+            )));
+        }
+        let mut pipeline = false;
+        if let Some(q) = query {
+            for kv in q.split('&').filter(|kv| !kv.is_empty()) {
+                let (k, v) = match kv.find('=') {
+                    Some(i) => (&kv[..i], &kv[i + 1..]),
+                    None => (kv, ""),
+                };
+                if k != "pipeline" {
+                    return Err(UrlError(format!(
+                        "unknown option \"{}\" in proxy URL (known: pipeline=0|1)",
+                        printable(k)
+                    )));
+                }
+                pipeline = match v {
+                    "1" => true,
+                    "0" => false,
+                    _ => {
+                        return Err(UrlError(format!(
+                            "bad value \"{}\" for pipeline in proxy URL (use 0 or 1)",
+                            printable(v)
+                        )))
+                    }
+                };
+            }
+        }
+
+        let (host, port_str) = if let Some(after) = authority.strip_prefix('[') {
+            let close = after
+                .find(']')
+                .ok_or_else(|| err("missing ']' after IPv6 address in proxy URL"))?;
+            let inside = &after[..close];
+            let ip: std::net::Ipv6Addr = inside.parse().map_err(|_| {
+                UrlError(format!(
+                    "bad IPv6 address \"{}\" in proxy URL",
+                    printable(inside)
+                ))
+            })?;
+            let after_close = &after[close + 1..];
+            let port_str = match after_close.strip_prefix(':') {
+                Some(p) => Some(p),
+                None if after_close.is_empty() => None,
+                None => {
+                    return Err(UrlError(format!(
+                        "unexpected \"{}\" after IPv6 address in proxy URL",
+                        printable(after_close)
+                    )))
+                }
+            };
+            (Host::Ip(IpAddr::V6(ip)), port_str)
+        } else {
+            let (h, p) = match authority.find(':') {
+                Some(i) => (&authority[..i], Some(&authority[i + 1..])),
+                None => (authority, None),
+            };
+            if p.is_some_and(|p| p.contains(':')) {
+                return Err(err(
+                    "IPv6 address in proxy URL must be in brackets, e.g. socks5h://[2001:db8::1]:1080",
+                ));
+            }
+            (parse_host(h)?, p)
+        };
+
+        let port = match port_str {
+            None => 1080,
+            Some(p) => parse_port(p)?,
+        };
+
+        Ok(ProxyUrl {
+            scheme,
+            host,
+            port,
+            user,
+            pass,
+            pipeline,
+        })
+    }
+}
+
+fn err(s: &str) -> UrlError {
+    UrlError(s.to_string())
+}
+
+/// Quotes user-supplied text in a one-line message: control characters are escaped and the
+/// text is shortened.
+fn printable(s: &str) -> String {
+    let mut out: String = s.chars().take(64).flat_map(char::escape_debug).collect();
+    if s.chars().count() > 64 {
+        out.push_str("...");
+    }
+    out
+}
+
+fn parse_host(h: &str) -> Result<Host, UrlError> {
+    if h.is_empty() {
+        return Err(err("empty host in proxy URL"));
+    }
+    if let Ok(ip) = h.parse::<std::net::Ipv4Addr>() {
+        return Ok(Host::Ip(IpAddr::V4(ip)));
+    }
+    if let Some(c) = h
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '.' || *c == '_'))
+    {
+        return Err(UrlError(format!(
+            "invalid character '{}' in proxy host \"{}\"",
+            c.escape_debug(),
+            printable(h)
+        )));
+    }
+    if h.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(UrlError(format!(
+            "bad IPv4 address \"{}\" in proxy URL",
+            printable(h)
+        )));
+    }
+    if h.len() > 253 {
+        return Err(err("proxy host name longer than 253 characters"));
+    }
+    Ok(Host::Name(h.to_string()))
+}
+
+fn parse_port(p: &str) -> Result<u16, UrlError> {
+    if p.is_empty() {
+        return Err(err(
+            "empty port in proxy URL (omit the ':' for the default 1080)",
+        ));
+    }
+    if !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(UrlError(format!(
+            "bad port \"{}\" in proxy URL: not a number",
+            printable(p)
+        )));
+    }
+    let n: u64 = if p.len() > 10 {
+        u64::MAX
+    } else {
+        p.parse().unwrap_or(u64::MAX)
+    };
+    if n == 0 || n > 65535 {
+        return Err(UrlError(format!(
+            "bad port \"{}\" in proxy URL: must be 1 to 65535",
+            printable(p)
+        )));
+    }
+    Ok(n as u16)
+}
+
+/// Decodes `%XX`; on error returns the offending sequence (up to 3 characters).
+fn percent_decode(s: &str) -> Result<Vec<u8>, &str> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let hi = b.get(i + 1).and_then(|&x| (x as char).to_digit(16));
+            let lo = b.get(i + 2).and_then(|&x| (x as char).to_digit(16));
+            match (hi, lo) {
+                (Some(hi), Some(lo)) => {
+                    out.push((hi * 16 + lo) as u8);
+                    i += 3;
+                }
+                _ => {
+                    // Report at most "%" plus two characters, on a char boundary.
+                    let mut end = (i + 3).min(s.len());
+                    while !s.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    return Err(s.get(i..end).unwrap_or("%"));
+                }
+            }
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn percent_encode(b: &[u8], out: &mut String) {
+    for &c in b {
+        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+            out.push(c as char);
+        } else {
+            out.push_str(&format!("%{c:02X}"));
+        }
+    }
+}
+
+impl std::fmt::Display for Host {
+    /// A name or an address as is (IPv6 without brackets).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Host::Ip(ip) => write!(f, "{ip}"),
+            Host::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+impl std::fmt::Display for ProxyUrl {
+    /// Same as [`ProxyUrl::masked`]: never shows the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.masked())
     }
 }
 
 impl ProxyUrl {
+    fn render(&self, mask: bool) -> String {
+        let mut s = String::new();
+        s.push_str(self.scheme.as_str());
+        s.push_str("://");
+        if let Some(user) = &self.user {
+            percent_encode(user, &mut s);
+            if let Some(pass) = &self.pass {
+                s.push(':');
+                if mask {
+                    s.push_str("***");
+                } else {
+                    percent_encode(pass, &mut s);
+                }
+            }
+            s.push('@');
+        }
+        match &self.host {
+            Host::Ip(IpAddr::V6(ip)) => s.push_str(&format!("[{ip}]")),
+            Host::Ip(IpAddr::V4(ip)) => s.push_str(&ip.to_string()),
+            Host::Name(n) => s.push_str(n),
+        }
+        s.push_str(&format!(":{}", self.port));
+        if self.pipeline {
+            s.push_str("?pipeline=1");
+        }
+        s
+    }
+
     /// Full URL, percent-encoding user and password again, suitable to hand to the shim.
     pub fn to_url_string(&self) -> String {
-        todo!()
+        self.render(false)
     }
     /// For messages: like `to_url_string` but the password replaced by `***`.
     pub fn masked(&self) -> String {
-        todo!()
+        self.render(true)
     }
     pub fn credentials(&self) -> Option<crate::socks::Credentials> {
-        todo!()
+        self.user.as_ref().map(|u| crate::socks::Credentials {
+            user: u.clone(),
+            pass: self.pass.clone().unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn p(s: &str) -> ProxyUrl {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+    fn e(s: &str) -> String {
+        match s.parse::<ProxyUrl>() {
+            Ok(u) => panic!("{s} parsed as {u:?}"),
+            Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn schemes_and_defaults() {
+        let u = p("socks5h://proxy.example");
+        assert_eq!(u.scheme, Scheme::Socks5h);
+        assert_eq!(u.host, Host::Name("proxy.example".into()));
+        assert_eq!(u.port, 1080);
+        assert_eq!((u.user, u.pass, u.pipeline), (None, None, false));
+        assert_eq!(p("SOCKS5://h").scheme, Scheme::Socks5);
+        assert_eq!(p("Socks4://h").scheme, Scheme::Socks4);
+        assert_eq!(p("socks4A://h").scheme, Scheme::Socks4a);
+        assert!(Scheme::Socks5h.remote_dns() && Scheme::Socks4a.remote_dns());
+        assert!(!Scheme::Socks5.remote_dns() && !Scheme::Socks4.remote_dns());
+    }
+
+    #[test]
+    fn hosts_ports_paths() {
+        let u = p("socks5://192.0.2.1:9050/");
+        assert_eq!(u.host, Host::Ip(Ipv4Addr::new(192, 0, 2, 1).into()));
+        assert_eq!(u.port, 9050);
+        let u = p("socks5://[2001:db8::1]:65535");
+        assert_eq!(
+            u.host,
+            Host::Ip("2001:db8::1".parse::<Ipv6Addr>().unwrap().into())
+        );
+        assert_eq!(u.port, 65535);
+        assert_eq!(p("socks5://[::1]").port, 1080);
+        assert_eq!(p("socks5://h:1").port, 1);
+        assert!(p("socks5://h?pipeline=1").pipeline);
+        assert!(p("socks5://h/?pipeline=1").pipeline);
+        assert!(!p("socks5://h:1080/?pipeline=0").pipeline);
+    }
+
+    #[test]
+    fn userinfo() {
+        let u = p("socks5h://alice:s3cr%3At%40x%2f@proxy:1081");
+        assert_eq!(u.user.as_deref(), Some(&b"alice"[..]));
+        assert_eq!(u.pass.as_deref(), Some(&b"s3cr:t@x/"[..]));
+        let u = p("socks5h://us%20er@proxy");
+        assert_eq!(u.user.as_deref(), Some(&b"us er"[..]));
+        assert_eq!(u.pass, None);
+        let c = u.credentials().unwrap();
+        assert_eq!((c.user, c.pass), (b"us er".to_vec(), Vec::new()));
+        let u = p("socks5h://a:@proxy");
+        assert_eq!(u.pass.as_deref(), Some(&b""[..]));
+        // Unencoded '@', '/' and '?' in the password: the last '@' ends the user info.
+        let u = p("socks5h://a:p@s/s?w@proxy:1");
+        assert_eq!(u.pass.as_deref(), Some(&b"p@s/s?w"[..]));
+        assert_eq!(u.host, Host::Name("proxy".into()));
+        assert_eq!(p("socks5://h").credentials(), None);
+        let c = p("socks5://bob:pw@h").credentials().unwrap();
+        assert_eq!((c.user, c.pass), (b"bob".to_vec(), b"pw".to_vec()));
+        assert_eq!(
+            p("socks5://%ff%00x:%C3%A9@h").user,
+            Some(vec![0xff, 0, b'x'])
+        );
+    }
+
+    #[test]
+    fn errors() {
+        let cases = [
+            ("http://proxy", "scheme"),
+            ("proxy:1080", "socks5h://"),
+            ("socks5://", "empty host"),
+            ("socks5://:1080", "empty host"),
+            ("socks5://u:p@", "empty host"),
+            ("socks5://h:0", "port"),
+            ("socks5://h:65536", "port"),
+            ("socks5://h:99999999999999999999", "port"),
+            ("socks5://h:abc", "port"),
+            ("socks5://h:-1", "port"),
+            ("socks5://h:+80", "port"),
+            ("socks5://h:", "port"),
+            ("socks5://h/path", "path"),
+            ("socks5://h//", "path"),
+            ("socks5://h#frag", "path"),
+            ("socks5://h?foo=1", "foo"),
+            ("socks5://h?pipeline=2", "pipeline"),
+            ("socks5://%zzuser@h", "%zz"),
+            ("socks5://user%4@h", "\"%4\""),
+            ("socks5://:pw@h", "user"),
+            ("socks5://[2001:db8::1", "]"),
+            ("socks5://[nope]:1", "IPv6"),
+            ("socks5://[::1]x", "after IPv6"),
+            ("socks5://2001:db8::1", "brackets"),
+            ("socks5://999.1.1.1", "IPv4"),
+            ("socks5://ho st", "invalid character"),
+        ];
+        for (url, needle) in cases {
+            let m = e(url);
+            assert!(m.contains(needle), "{url}: {m}");
+            assert!(!m.contains('\n'), "{url}: {m}");
+        }
+    }
+
+    #[test]
+    fn errors_never_show_the_password() {
+        for url in [
+            "socks5://u:hunter2%zz@h",
+            "socks5://u:hunter2%@h",
+            "socks5://u:hunter2@h:0",
+            "socks5://u:hunter2@h/x",
+            "socks5://u:hunter2@",
+            "ftp://u:hunter2@h",
+            "socks5://u:hunter2@h?x=1",
+        ] {
+            let m = e(url);
+            assert!(!m.contains("hunter2"), "{url}: {m}");
+        }
+    }
+
+    #[test]
+    fn round_trip_and_mask() {
+        for url in [
+            "socks5h://proxy.example:1080",
+            "socks5://192.0.2.1:9050",
+            "socks4://[2001:db8::2]:1",
+            "socks4a://ident@proxy:1080",
+            "socks5h://a%3Ab%40c:p%25%2F%3F%40%3A%20%2C%FF@[::1]:1081?pipeline=1",
+            "socks5h://user:@h:1080",
+        ] {
+            let u = p(url);
+            assert_eq!(u.to_url_string(), url);
+            assert_eq!(p(&u.to_url_string()), u);
+        }
+        let u = p("SOCKS5H://bob:s%40cret@h");
+        assert_eq!(u.to_url_string(), "socks5h://bob:s%40cret@h:1080");
+        assert_eq!(u.masked(), "socks5h://bob:***@h:1080");
+        assert_eq!(u.to_string(), u.masked());
+        assert_eq!(p("socks4://id@h").masked(), "socks4://id@h:1080");
+        // Every byte value survives encoding.
+        let all: Vec<u8> = (0..=255u8).collect();
+        let u = ProxyUrl {
+            scheme: Scheme::Socks5,
+            host: Host::Name("h".into()),
+            port: 2,
+            user: Some(all.clone()),
+            pass: Some(all),
+            pipeline: false,
+        };
+        assert_eq!(p(&u.to_url_string()), u);
+        assert!(!u.masked().contains("%FF%FF"));
     }
 }

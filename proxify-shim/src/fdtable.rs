@@ -1,0 +1,277 @@
+//! Per-fd state, in one table that `close`, `dup*`, `fcntl(F_DUPFD*)` and `close_range` keep
+//! true.
+//!
+//! The table is lock-free: a fixed array of lazily allocated chunks of slots, each slot made
+//! of atomics. `TRACKED` counts the fds in use, so every hook can tell in one relaxed load that
+//! nothing is tracked and go straight to libc. Clearing a slot (the `close` path) takes no lock
+//! and allocates nothing; only [`set`] may allocate a chunk, on the proxied path.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+const CHUNK: usize = 1024;
+const MAX_CHUNKS: usize = 1024;
+/// fds at or above this are never tracked (connects on them are refused, never sent direct).
+pub const MAX_FD: usize = CHUNK * MAX_CHUNKS;
+
+/// What we know about an fd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A TCP socket connected through the proxy; `peer` is what the program asked for.
+    ProxiedTcp = 1,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: Kind,
+    pub peer: SocketAddr,
+}
+
+struct Slot {
+    kind: AtomicU8,
+    peer: [AtomicU64; 4],
+}
+
+type Chunk = [Slot; CHUNK];
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_CHUNK: AtomicPtr<Chunk> = AtomicPtr::new(std::ptr::null_mut());
+static CHUNKS: [AtomicPtr<Chunk>; MAX_CHUNKS] = [NO_CHUNK; MAX_CHUNKS];
+static TRACKED: AtomicUsize = AtomicUsize::new(0);
+
+/// True when no fd at all is tracked: the fast path of every hook.
+#[inline(always)]
+pub fn none_tracked() -> bool {
+    TRACKED.load(Ordering::Relaxed) == 0
+}
+
+#[inline]
+fn slot(fd: i32) -> Option<&'static Slot> {
+    let fd = usize::try_from(fd).ok()?;
+    if fd >= MAX_FD {
+        return None;
+    }
+    let chunk = CHUNKS[fd / CHUNK].load(Ordering::Acquire);
+    if chunk.is_null() {
+        return None;
+    }
+    // SAFETY: chunks are never freed once published.
+    Some(unsafe { &(*chunk)[fd % CHUNK] })
+}
+
+fn slot_alloc(fd: i32) -> Option<&'static Slot> {
+    let idx = usize::try_from(fd).ok()?;
+    if idx >= MAX_FD {
+        return None;
+    }
+    let cell = &CHUNKS[idx / CHUNK];
+    if cell.load(Ordering::Acquire).is_null() {
+        // All-zero is a valid, empty chunk (atomics of 0).
+        let layout = std::alloc::Layout::new::<Chunk>();
+        let fresh = unsafe { std::alloc::alloc_zeroed(layout) } as *mut Chunk;
+        if fresh.is_null() {
+            return None;
+        }
+        if cell
+            .compare_exchange(
+                std::ptr::null_mut(),
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            unsafe { std::alloc::dealloc(fresh as *mut u8, layout) };
+        }
+    }
+    slot(fd)
+}
+
+fn encode(addr: &SocketAddr) -> [u64; 4] {
+    let mut b = [0u8; 32];
+    match addr {
+        SocketAddr::V4(a) => {
+            b[0] = 4;
+            b[1..3].copy_from_slice(&a.port().to_be_bytes());
+            b[3..7].copy_from_slice(&a.ip().octets());
+        }
+        SocketAddr::V6(a) => {
+            b[0] = 6;
+            b[1..3].copy_from_slice(&a.port().to_be_bytes());
+            b[3..19].copy_from_slice(&a.ip().octets());
+            b[19..23].copy_from_slice(&a.flowinfo().to_be_bytes());
+            b[23..27].copy_from_slice(&a.scope_id().to_be_bytes());
+        }
+    }
+    let mut w = [0u64; 4];
+    for (i, c) in b.chunks_exact(8).enumerate() {
+        w[i] = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+    }
+    w
+}
+
+fn decode(w: [u64; 4]) -> Option<SocketAddr> {
+    let mut b = [0u8; 32];
+    for (i, x) in w.iter().enumerate() {
+        b[i * 8..i * 8 + 8].copy_from_slice(&x.to_le_bytes());
+    }
+    let port = u16::from_be_bytes([b[1], b[2]]);
+    match b[0] {
+        4 => Some(SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::new(b[3], b[4], b[5], b[6]),
+            port,
+        ))),
+        6 => {
+            let mut ip = [0u8; 16];
+            ip.copy_from_slice(&b[3..19]);
+            let flow = u32::from_be_bytes([b[19], b[20], b[21], b[22]]);
+            let scope = u32::from_be_bytes([b[23], b[24], b[25], b[26]]);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(ip),
+                port,
+                flow,
+                scope,
+            )))
+        }
+        _ => None,
+    }
+}
+
+fn kind_from(k: u8) -> Option<Kind> {
+    match k {
+        1 => Some(Kind::ProxiedTcp),
+        _ => None,
+    }
+}
+
+/// Records `entry` for `fd`. Returns false if the fd is beyond the table (the caller must then
+/// fail closed).
+pub fn set(fd: i32, entry: Entry) -> bool {
+    let Some(s) = slot_alloc(fd) else {
+        return false;
+    };
+    for (cell, v) in s.peer.iter().zip(encode(&entry.peer)) {
+        cell.store(v, Ordering::Relaxed);
+    }
+    if s.kind.swap(entry.kind as u8, Ordering::Release) == 0 {
+        TRACKED.fetch_add(1, Ordering::Relaxed);
+    }
+    true
+}
+
+/// The state of `fd`, if tracked.
+#[inline]
+pub fn get(fd: i32) -> Option<Entry> {
+    if none_tracked() {
+        return None;
+    }
+    let s = slot(fd)?;
+    let kind = kind_from(s.kind.load(Ordering::Acquire))?;
+    let w = [
+        s.peer[0].load(Ordering::Relaxed),
+        s.peer[1].load(Ordering::Relaxed),
+        s.peer[2].load(Ordering::Relaxed),
+        s.peer[3].load(Ordering::Relaxed),
+    ];
+    Some(Entry {
+        kind,
+        peer: decode(w)?,
+    })
+}
+
+/// Forgets `fd`. Lock-free, allocation-free: safe on the `close` path.
+#[inline]
+pub fn clear(fd: i32) {
+    if none_tracked() {
+        return;
+    }
+    if let Some(s) = slot(fd) {
+        if s.kind.swap(0, Ordering::AcqRel) != 0 {
+            TRACKED.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Forgets every fd in `first..=last`.
+pub fn clear_range(first: u32, last: u32) {
+    if none_tracked() {
+        return;
+    }
+    let last = (last as usize).min(MAX_FD - 1);
+    let mut fd = first as usize;
+    while fd <= last {
+        let chunk = CHUNKS[fd / CHUNK].load(Ordering::Acquire);
+        if chunk.is_null() {
+            fd = (fd / CHUNK + 1) * CHUNK;
+            continue;
+        }
+        clear(fd as i32);
+        fd += 1;
+    }
+}
+
+/// `newfd` now refers to the same socket as `oldfd` (dup, dup2, dup3, F_DUPFD): copy the state,
+/// or forget stale state that `newfd` had.
+pub fn duplicate(oldfd: i32, newfd: i32) {
+    if none_tracked() {
+        return;
+    }
+    match get(oldfd) {
+        Some(e) => {
+            if !set(newfd, e) {
+                // Beyond the table: cannot happen for an fd that dup returned under MAX_FD.
+                clear(newfd);
+            }
+        }
+        None => clear(newfd),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_get_clear_dup() {
+        let a: SocketAddr = "[2001:db8::1%3]:443".parse().unwrap();
+        assert!(set(
+            10,
+            Entry {
+                kind: Kind::ProxiedTcp,
+                peer: a
+            }
+        ));
+        assert_eq!(get(10).unwrap().peer, a);
+        duplicate(10, 2000);
+        assert_eq!(get(2000).unwrap().peer, a);
+        clear(10);
+        assert!(get(10).is_none());
+        clear_range(0, u32::MAX);
+        assert!(get(2000).is_none());
+        assert!(none_tracked());
+        let b: SocketAddr = "192.0.2.1:80".parse().unwrap();
+        assert!(set(
+            5,
+            Entry {
+                kind: Kind::ProxiedTcp,
+                peer: b
+            }
+        ));
+        duplicate(7, 5); // dup2 of an untracked fd over a tracked one
+        assert!(get(5).is_none());
+        assert!(!set(
+            MAX_FD as i32,
+            Entry {
+                kind: Kind::ProxiedTcp,
+                peer: b
+            }
+        ));
+        assert!(!set(
+            -1,
+            Entry {
+                kind: Kind::ProxiedTcp,
+                peer: b
+            }
+        ));
+    }
+}

@@ -1,0 +1,7 @@
+//! The exported C functions, one file per family of calls. Each hook only converts arguments,
+//! asks the plain-Rust decision code what to do, and maps the result to the C convention.
+
+pub mod connect;
+pub mod dns;
+pub mod fd;
+pub mod udp;

@@ -1,0 +1,65 @@
+//! `/etc/hosts`, read by us so that a name listed there is answered without ever asking the
+//! system resolver (which would fall through to DNS for a family the file does not list).
+
+use std::net::IpAddr;
+
+const HOSTS: &str = "/etc/hosts";
+
+fn entries(text: &str) -> impl Iterator<Item = (IpAddr, Vec<&str>)> {
+    text.lines().filter_map(|line| {
+        let line = line.split('#').next().unwrap_or("");
+        let mut it = line.split_whitespace();
+        let addr = it.next()?;
+        let addr = addr.split('%').next().unwrap_or(addr);
+        let ip: IpAddr = addr.parse().ok()?;
+        let names: Vec<&str> = it.collect();
+        (!names.is_empty()).then_some((ip, names))
+    })
+}
+
+fn read() -> String {
+    std::fs::read_to_string(HOSTS).unwrap_or_default()
+}
+
+/// Addresses listed for `name` (case-insensitive; canonical name first), in file order.
+pub fn lookup_name(name: &str) -> Option<(String, Vec<IpAddr>)> {
+    lookup_name_in(&read(), name)
+}
+
+pub fn lookup_name_in(text: &str, name: &str) -> Option<(String, Vec<IpAddr>)> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let mut canon = None;
+    let mut addrs = Vec::new();
+    for (ip, names) in entries(text) {
+        if names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            canon.get_or_insert_with(|| names[0].to_string());
+            if !addrs.contains(&ip) {
+                addrs.push(ip);
+            }
+        }
+    }
+    canon.map(|c| (c, addrs))
+}
+
+/// The first name listed for `ip`.
+pub fn lookup_addr(ip: &IpAddr) -> Option<String> {
+    entries(&read())
+        .find(|(a, _)| a == ip)
+        .map(|(_, n)| n[0].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn parse() {
+        let t = "127.0.0.1 localhost\n# x\n::1 localhost ip6-localhost\n203.0.113.10 Target.example t # c\nbad line\n";
+        let (c, a) = lookup_name_in(t, "localhost").unwrap();
+        assert_eq!(c, "localhost");
+        assert_eq!(a.len(), 2);
+        let (c, a) = lookup_name_in(t, "T.").unwrap();
+        assert_eq!(c, "Target.example");
+        assert_eq!(a, vec!["203.0.113.10".parse::<IpAddr>().unwrap()]);
+        assert!(lookup_name_in(t, "nothere").is_none());
+    }
+}

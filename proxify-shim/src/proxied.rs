@@ -1,0 +1,324 @@
+//! The proxied TCP connect: the program's own socket is connected to the proxy (never a fresh
+//! socket dup2-ed over it, so its options, flags and close-on-exec stay), then the sans-IO SOCKS
+//! client from proxify-core is driven over it with a deadline.
+
+use crate::real;
+use crate::runtime::Runtime;
+use crate::sockaddr;
+use libc::{c_int, c_void};
+use proxify_core::socks::{Client, Command, Reply, Request, State, TargetAddr};
+use proxify_core::url::ProxyUrl;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A failed proxied call: the errno the program sees and the reason for the one log line.
+#[derive(Debug)]
+pub struct Failure {
+    pub errno: c_int,
+    pub msg: String,
+}
+
+impl Failure {
+    pub fn new(errno: c_int, msg: impl Into<String>) -> Self {
+        Failure {
+            errno,
+            msg: msg.into(),
+        }
+    }
+}
+
+pub fn errno() -> c_int {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+pub fn strerror(e: c_int) -> String {
+    std::io::Error::from_raw_os_error(e).to_string()
+}
+
+fn sockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
+    let mut v: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            &mut v as *mut c_int as *mut c_void,
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(v)
+}
+
+/// SO_TYPE and SO_PROTOCOL of a socket.
+pub fn socket_type(fd: c_int) -> Option<(c_int, c_int)> {
+    Some((
+        sockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)?,
+        sockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).unwrap_or(0),
+    ))
+}
+
+/// Picks the proxy address this socket can reach: same family, or IPv4-mapped on a dual-stack
+/// AF_INET6 socket.
+fn pick_proxy_addr(fd: c_int, family: c_int, addrs: &[SocketAddr]) -> Result<SocketAddr, Failure> {
+    let v6only = family == libc::AF_INET6
+        && sockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).unwrap_or(0) != 0;
+    let native = addrs
+        .iter()
+        .find(|a| (family == libc::AF_INET) == a.is_ipv4())
+        .copied();
+    let mapped = || {
+        if family == libc::AF_INET6 && !v6only {
+            addrs
+                .iter()
+                .find(|a| a.is_ipv4())
+                .and_then(|a| sockaddr::for_family(*a, family))
+        } else {
+            None
+        }
+    };
+    native.or_else(mapped).ok_or_else(|| {
+        Failure::new(
+            libc::EAFNOSUPPORT,
+            format!(
+                "the proxy has no {} address this socket can use",
+                if family == libc::AF_INET {
+                    "IPv4"
+                } else {
+                    "IPv6"
+                }
+            ),
+        )
+    })
+}
+
+fn fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
+    unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, arg) as c_int }
+}
+
+/// Waits for `events` on `fd` until `deadline`.
+fn wait(fd: c_int, events: libc::c_short, deadline: Instant, what: &str) -> Result<(), Failure> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Failure::new(libc::ETIMEDOUT, format!("timed out {what}")));
+        }
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as c_int;
+        let mut p = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        let rc = unsafe { libc::poll(&mut p, 1, ms) };
+        if rc > 0 {
+            return Ok(());
+        }
+        if rc < 0 {
+            let e = errno();
+            if e != libc::EINTR {
+                return Err(Failure::new(
+                    e,
+                    format!("poll failed {what}: {}", strerror(e)),
+                ));
+            }
+        }
+    }
+}
+
+/// TCP connect of the program's socket to the proxy, bounded by `timeout`.
+fn connect_proxy(fd: c_int, proxy: SocketAddr, timeout: Duration) -> Result<(), Failure> {
+    let deadline = Instant::now() + timeout;
+    let (st, len) = sockaddr::to_storage(&proxy);
+    let rc = unsafe { real::connect(fd, &st as *const _ as *const libc::sockaddr, len) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = errno();
+    if e != libc::EINPROGRESS && e != libc::EINTR && e != libc::EALREADY {
+        return Err(Failure::new(
+            e,
+            format!("cannot reach proxy {proxy}: {}", strerror(e)),
+        ));
+    }
+    wait(
+        fd,
+        libc::POLLOUT,
+        deadline,
+        &format!("connecting to proxy {proxy}"),
+    )?;
+    match sockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR) {
+        Some(0) => Ok(()),
+        Some(e) => Err(Failure::new(
+            e,
+            format!("cannot reach proxy {proxy}: {}", strerror(e)),
+        )),
+        None => {
+            let e = errno();
+            Err(Failure::new(
+                e,
+                format!("cannot reach proxy {proxy}: {}", strerror(e)),
+            ))
+        }
+    }
+}
+
+/// Drives `client` over the (non-blocking) `fd` until it is done, fails, or `deadline` passes.
+/// Reads exactly what the client wants: whole protocol messages, never application data.
+pub fn drive(fd: c_int, client: &mut Client, deadline: Instant) -> Result<Reply, Failure> {
+    let mut buf = [0u8; 512];
+    loop {
+        while !client.pending_output().is_empty() {
+            let out = client.pending_output();
+            let n = unsafe {
+                real::send(
+                    fd,
+                    out.as_ptr() as *const c_void,
+                    out.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if n >= 0 {
+                client.consume_output(n as usize);
+                continue;
+            }
+            match errno() {
+                libc::EINTR => {}
+                libc::EAGAIN => wait(fd, libc::POLLOUT, deadline, "sending to the proxy")?,
+                e => {
+                    return Err(Failure::new(
+                        e,
+                        format!("lost the proxy while sending: {}", strerror(e)),
+                    ))
+                }
+            }
+        }
+        match client.state() {
+            State::Done(r) => return Ok(r.clone()),
+            State::Failed(e) => return Err(Failure::new(e.errno(), e.to_string())),
+            State::Running => {}
+        }
+        let want = client.wanted().min(buf.len());
+        if want == 0 {
+            return Err(Failure::new(
+                libc::EIO,
+                "SOCKS client stalled (internal error)",
+            ));
+        }
+        let n = unsafe { real::recv(fd, buf.as_mut_ptr() as *mut c_void, want, 0) };
+        if n > 0 {
+            if let Err(e) = client.feed(&buf[..n as usize]) {
+                return Err(Failure::new(e.errno(), e.to_string()));
+            }
+        } else if n == 0 {
+            let e = client.eof();
+            return Err(Failure::new(e.errno(), e.to_string()));
+        } else {
+            match errno() {
+                libc::EINTR => {}
+                libc::EAGAIN => wait(fd, libc::POLLIN, deadline, "waiting for the proxy's reply")?,
+                e => {
+                    return Err(Failure::new(
+                        e,
+                        format!("lost the proxy while reading its reply: {}", strerror(e)),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// The SOCKS request for `command` to `target` through `proxy`.
+pub fn request(proxy: &ProxyUrl, command: Command, target: TargetAddr) -> Request {
+    Request {
+        version: proxy.scheme.version(),
+        command,
+        target,
+        credentials: proxy.credentials(),
+        pipeline: proxy.pipeline,
+    }
+}
+
+/// Connects the program's TCP socket `fd` (of `family`) to `target` through the proxy.
+/// On failure the socket is disconnected again (it never stays connected to anything), and
+/// its file status flags are as the program left them in every case.
+pub fn connect(
+    rt: &Runtime,
+    fd: c_int,
+    family: c_int,
+    target: TargetAddr,
+) -> Result<Reply, Failure> {
+    let proxy = rt
+        .proxy()
+        .map_err(|e| Failure::new(libc::EACCES, e.to_string()))?;
+    let cfg = rt
+        .config()
+        .ok_or_else(|| Failure::new(libc::EACCES, "no usable configuration"))?;
+    let addrs = rt
+        .proxy_addrs()
+        .map_err(|e| Failure::new(libc::EHOSTUNREACH, e))?;
+    let proxy_addr = pick_proxy_addr(fd, family, addrs)?;
+    let mut client = Client::new(request(proxy, Command::Connect, target))
+        .map_err(|e| Failure::new(e.errno(), e.to_string()))?;
+
+    let flags = fcntl(fd, libc::F_GETFL, 0);
+    if flags < 0 {
+        let e = errno();
+        return Err(Failure::new(e, format!("fcntl failed: {}", strerror(e))));
+    }
+    let mut restore = Restore {
+        fd,
+        flags,
+        blocking: flags & libc::O_NONBLOCK == 0,
+        succeeded: false,
+    };
+    if restore.blocking && fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+        restore.blocking = false;
+        let e = errno();
+        return Err(Failure::new(e, format!("fcntl failed: {}", strerror(e))));
+    }
+    connect_proxy(fd, proxy_addr, cfg.connect_timeout)?;
+    if rt.fault == crate::runtime::Fault::PanicConnect {
+        panic!("injected fault (PROXIFY_TEST_FAULT=panic-connect)");
+    }
+    let reply = drive(fd, &mut client, Instant::now() + cfg.handshake_timeout)?;
+    restore.succeeded = true;
+    Ok(reply)
+}
+
+/// Puts the socket back as the program left it, on every exit path (errors and panics too):
+/// its file status flags, and, unless the handshake succeeded, no connection at all.
+struct Restore {
+    fd: c_int,
+    flags: c_int,
+    blocking: bool,
+    succeeded: bool,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if !self.succeeded {
+            disconnect(self.fd);
+        }
+        if self.blocking {
+            fcntl(self.fd, libc::F_SETFL, self.flags);
+        }
+    }
+}
+
+/// Dissolves whatever connection `fd` has (connect with AF_UNSPEC), so a failed proxied
+/// connect never leaves the socket connected to the proxy.
+pub fn disconnect(fd: c_int) {
+    let sa = libc::sockaddr {
+        sa_family: libc::AF_UNSPEC as libc::sa_family_t,
+        sa_data: [0; 14],
+    };
+    unsafe {
+        real::connect(
+            fd,
+            &sa,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        );
+    }
+}

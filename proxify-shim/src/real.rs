@@ -1,0 +1,96 @@
+//! The real libc functions, found once with `dlsym(RTLD_NEXT, ...)`.
+//!
+//! Each wrapper resolves its symbol on first use and caches the pointer in an atomic, so a hook
+//! that runs before our constructor (another library's constructor calling `connect`) still
+//! works, and the constructor resolves them all up front so later calls never enter `dlsym`.
+
+use libc::{c_char, c_int, c_void, hostent, size_t, sockaddr, socklen_t, ssize_t};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn lookup(name: &'static [u8]) -> usize {
+    let mut p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr() as *const c_char) } as usize;
+    if p == 0 && name == b"fcntl64\0" {
+        p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"fcntl".as_ptr()) } as usize;
+    }
+    p
+}
+
+/// Resolves `name` (NUL-terminated) in the libraries after ours. Aborts with one line if a libc
+/// function we interpose does not exist when it is called: nothing sensible can be done and
+/// carrying on could leak.
+#[cold]
+fn resolve(name: &'static [u8], slot: &AtomicUsize) -> usize {
+    let p = lookup(name);
+    if p == 0 {
+        let msg = b"proxify: cannot find a real libc function; aborting\n";
+        unsafe {
+            libc::syscall(libc::SYS_write, 2, msg.as_ptr(), msg.len());
+            libc::abort();
+        }
+    }
+    slot.store(p, Ordering::Relaxed);
+    p
+}
+
+macro_rules! real_fns {
+    ($( fn $name:ident = $sym:literal ($($arg:ident: $ty:ty),*) -> $ret:ty; )*) => {
+        /// One cached pointer per real function (0 = not resolved yet).
+        #[allow(non_upper_case_globals)]
+        mod slot {
+            use std::sync::atomic::AtomicUsize;
+            $( pub static $name: AtomicUsize = AtomicUsize::new(0); )*
+        }
+        $(
+            #[allow(clippy::missing_safety_doc, clippy::too_many_arguments)]
+            #[inline]
+            pub unsafe fn $name($($arg: $ty),*) -> $ret {
+                let mut p = slot::$name.load(Ordering::Relaxed);
+                if p == 0 {
+                    p = resolve(concat!($sym, "\0").as_bytes(), &slot::$name);
+                }
+                let f: unsafe extern "C" fn($($ty),*) -> $ret = std::mem::transmute(p);
+                f($($arg),*)
+            }
+        )*
+        /// Resolves every symbol now (called from the constructor).
+        pub fn resolve_all() {
+            $( if slot::$name.load(Ordering::Relaxed) == 0 {
+                slot::$name.store(lookup(concat!($sym, "\0").as_bytes()), Ordering::Relaxed);
+            } )*
+        }
+    };
+}
+
+real_fns! {
+    fn connect = "connect"(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;
+    fn getpeername = "getpeername"(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
+    fn close = "close"(fd: c_int) -> c_int;
+    fn dup = "dup"(fd: c_int) -> c_int;
+    fn dup2 = "dup2"(fd: c_int, fd2: c_int) -> c_int;
+    fn dup3 = "dup3"(fd: c_int, fd2: c_int, flags: c_int) -> c_int;
+    fn fcntl = "fcntl64"(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int;
+    fn close_range = "close_range"(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int;
+    fn closefrom = "closefrom"(first: c_int) -> ();
+    fn sendto = "sendto"(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t;
+    fn sendmsg = "sendmsg"(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> ssize_t;
+    fn sendmmsg = "sendmmsg"(fd: c_int, msgs: *mut libc::mmsghdr, n: libc::c_uint, flags: c_int) -> c_int;
+    fn send = "send"(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t;
+    fn recv = "recv"(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t;
+    fn getaddrinfo = "getaddrinfo"(node: *const c_char, service: *const c_char, hints: *const libc::addrinfo, res: *mut *mut libc::addrinfo) -> c_int;
+    fn freeaddrinfo = "freeaddrinfo"(ai: *mut libc::addrinfo) -> ();
+    fn getnameinfo = "getnameinfo"(sa: *const sockaddr, salen: socklen_t, host: *mut c_char, hostlen: socklen_t, serv: *mut c_char, servlen: socklen_t, flags: c_int) -> c_int;
+    fn gethostbyname = "gethostbyname"(name: *const c_char) -> *mut hostent;
+    fn gethostbyname2 = "gethostbyname2"(name: *const c_char, af: c_int) -> *mut hostent;
+    fn gethostbyname_r = "gethostbyname_r"(name: *const c_char, ret: *mut hostent, buf: *mut c_char, buflen: size_t, result: *mut *mut hostent, h_errnop: *mut c_int) -> c_int;
+    fn gethostbyname2_r = "gethostbyname2_r"(name: *const c_char, af: c_int, ret: *mut hostent, buf: *mut c_char, buflen: size_t, result: *mut *mut hostent, h_errnop: *mut c_int) -> c_int;
+    fn gethostbyaddr = "gethostbyaddr"(addr: *const c_void, len: socklen_t, ty: c_int) -> *mut hostent;
+    fn gethostbyaddr_r = "gethostbyaddr_r"(addr: *const c_void, len: socklen_t, ty: c_int, ret: *mut hostent, buf: *mut c_char, buflen: size_t, result: *mut *mut hostent, h_errnop: *mut c_int) -> c_int;
+    fn res_query = "res_query"(dname: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int) -> c_int;
+    fn res_search = "res_search"(dname: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int) -> c_int;
+    fn res_querydomain = "res_querydomain"(name: *const c_char, domain: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int) -> c_int;
+    fn res_send = "res_send"(msg: *const u8, msglen: c_int, answer: *mut u8, anslen: c_int) -> c_int;
+    fn res_nquery = "res_nquery"(statp: *mut c_void, dname: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int) -> c_int;
+    fn res_nsearch = "res_nsearch"(statp: *mut c_void, dname: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int) -> c_int;
+    fn res_nquerydomain = "res_nquerydomain"(statp: *mut c_void, name: *const c_char, domain: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int) -> c_int;
+    fn res_nsend = "res_nsend"(statp: *mut c_void, msg: *const u8, msglen: c_int, answer: *mut u8, anslen: c_int) -> c_int;
+}

@@ -7,7 +7,7 @@
 //! and allocates nothing; only [`set`] may allocate a chunk, on the proxied path.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 const CHUNK: usize = 1024;
 const MAX_CHUNKS: usize = 1024;
@@ -19,17 +19,38 @@ pub const MAX_FD: usize = CHUNK * MAX_CHUNKS;
 pub enum Kind {
     /// A TCP socket connected through the proxy; `peer` is what the program asked for.
     ProxiedTcp = 1,
+    /// A UDP socket with a SOCKS5 association: `relay` is the proxy's relay (in the socket's
+    /// family), `ctrl` our TCP control connection, `peer` the destination the program
+    /// connected the socket to (the kernel socket is then connected to the relay).
+    UdpAssoc = 2,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub kind: Kind,
-    pub peer: SocketAddr,
+    pub peer: Option<SocketAddr>,
+    pub relay: Option<SocketAddr>,
+    /// Our own fd (the UDP control connection), closed with the entry; -1 if none.
+    pub ctrl: i32,
+}
+
+impl Entry {
+    pub fn tcp(peer: SocketAddr) -> Entry {
+        Entry {
+            kind: Kind::ProxiedTcp,
+            peer: Some(peer),
+            relay: None,
+            ctrl: -1,
+        }
+    }
 }
 
 struct Slot {
     kind: AtomicU8,
+    /// Control fd + 1 (0: none), so that an all-zero chunk is empty.
+    ctrl: AtomicI32,
     peer: [AtomicU64; 4],
+    relay: [AtomicU64; 4],
 }
 
 type Chunk = [Slot; CHUNK];
@@ -87,15 +108,16 @@ fn slot_alloc(fd: i32) -> Option<&'static Slot> {
     slot(fd)
 }
 
-fn encode(addr: &SocketAddr) -> [u64; 4] {
+fn encode(addr: Option<&SocketAddr>) -> [u64; 4] {
     let mut b = [0u8; 32];
     match addr {
-        SocketAddr::V4(a) => {
+        None => {}
+        Some(SocketAddr::V4(a)) => {
             b[0] = 4;
             b[1..3].copy_from_slice(&a.port().to_be_bytes());
             b[3..7].copy_from_slice(&a.ip().octets());
         }
-        SocketAddr::V6(a) => {
+        Some(SocketAddr::V6(a)) => {
             b[0] = 6;
             b[1..3].copy_from_slice(&a.port().to_be_bytes());
             b[3..19].copy_from_slice(&a.ip().octets());
@@ -140,6 +162,7 @@ fn decode(w: [u64; 4]) -> Option<SocketAddr> {
 fn kind_from(k: u8) -> Option<Kind> {
     match k {
         1 => Some(Kind::ProxiedTcp),
+        2 => Some(Kind::UdpAssoc),
         _ => None,
     }
 }
@@ -150,13 +173,42 @@ pub fn set(fd: i32, entry: Entry) -> bool {
     let Some(s) = slot_alloc(fd) else {
         return false;
     };
-    for (cell, v) in s.peer.iter().zip(encode(&entry.peer)) {
+    for (cell, v) in s.peer.iter().zip(encode(entry.peer.as_ref())) {
         cell.store(v, Ordering::Relaxed);
     }
+    for (cell, v) in s.relay.iter().zip(encode(entry.relay.as_ref())) {
+        cell.store(v, Ordering::Relaxed);
+    }
+    let old_ctrl = s.ctrl.swap(entry.ctrl.max(-1) + 1, Ordering::Relaxed) - 1;
     if s.kind.swap(entry.kind as u8, Ordering::Release) == 0 {
         TRACKED.fetch_add(1, Ordering::Relaxed);
     }
+    if old_ctrl >= 0 && old_ctrl != entry.ctrl {
+        close_internal(old_ctrl);
+    }
     true
+}
+
+/// Updates the connected peer of a tracked fd.
+pub fn set_peer(fd: i32, peer: Option<SocketAddr>) {
+    if let Some(s) = slot(fd) {
+        for (cell, v) in s.peer.iter().zip(encode(peer.as_ref())) {
+            cell.store(v, Ordering::Release);
+        }
+    }
+}
+
+fn close_internal(fd: i32) {
+    unsafe { crate::real::close(fd) };
+}
+
+fn load(cells: &[AtomicU64; 4]) -> Option<SocketAddr> {
+    decode([
+        cells[0].load(Ordering::Relaxed),
+        cells[1].load(Ordering::Relaxed),
+        cells[2].load(Ordering::Relaxed),
+        cells[3].load(Ordering::Relaxed),
+    ])
 }
 
 /// The state of `fd`, if tracked.
@@ -167,29 +219,35 @@ pub fn get(fd: i32) -> Option<Entry> {
     }
     let s = slot(fd)?;
     let kind = kind_from(s.kind.load(Ordering::Acquire))?;
-    let w = [
-        s.peer[0].load(Ordering::Relaxed),
-        s.peer[1].load(Ordering::Relaxed),
-        s.peer[2].load(Ordering::Relaxed),
-        s.peer[3].load(Ordering::Relaxed),
-    ];
     Some(Entry {
         kind,
-        peer: decode(w)?,
+        peer: load(&s.peer),
+        relay: load(&s.relay),
+        ctrl: s.ctrl.load(Ordering::Relaxed) - 1,
     })
 }
 
-/// Forgets `fd`. Lock-free, allocation-free: safe on the `close` path.
+/// Forgets `fd` and closes our control connection that belonged to it. Lock-free,
+/// allocation-free: safe on the `close` path.
 #[inline]
 pub fn clear(fd: i32) {
     if none_tracked() {
         return;
     }
-    if let Some(s) = slot(fd) {
-        if s.kind.swap(0, Ordering::AcqRel) != 0 {
-            TRACKED.fetch_sub(1, Ordering::Relaxed);
-        }
+    if let Some(c) = take(fd) {
+        close_internal(c);
     }
+}
+
+/// Forgets `fd`; returns its control fd (for the caller to close) if it had one.
+fn take(fd: i32) -> Option<i32> {
+    let s = slot(fd)?;
+    if s.kind.swap(0, Ordering::AcqRel) != 0 {
+        TRACKED.fetch_sub(1, Ordering::Relaxed);
+        let c = s.ctrl.swap(0, Ordering::Relaxed) - 1;
+        return (c >= 0).then_some(c);
+    }
+    None
 }
 
 /// Forgets every fd in `first..=last`.
@@ -205,7 +263,13 @@ pub fn clear_range(first: u32, last: u32) {
             fd = (fd / CHUNK + 1) * CHUNK;
             continue;
         }
-        clear(fd as i32);
+        // A control fd inside the range was just closed by the kernel: closing its number
+        // again could hit a new fd of another thread.
+        if let Some(c) = take(fd as i32) {
+            if (c as u32) < first || (c as u32) > last as u32 {
+                close_internal(c);
+            }
+        }
         fd += 1;
     }
 }
@@ -217,7 +281,14 @@ pub fn duplicate(oldfd: i32, newfd: i32) {
         return;
     }
     match get(oldfd) {
-        Some(e) => {
+        Some(mut e) => {
+            if e.ctrl >= 0 {
+                // Each fd owns its copy of the control connection: closing one leaves the
+                // association alive for the other.
+                e.ctrl = unsafe {
+                    libc::syscall(libc::SYS_fcntl, e.ctrl, libc::F_DUPFD_CLOEXEC, 3) as i32
+                };
+            }
             if !set(newfd, e) {
                 // Beyond the table: cannot happen for an fd that dup returned under MAX_FD.
                 clear(newfd);
@@ -234,44 +305,33 @@ mod tests {
     #[test]
     fn set_get_clear_dup() {
         let a: SocketAddr = "[2001:db8::1%3]:443".parse().unwrap();
-        assert!(set(
-            10,
-            Entry {
-                kind: Kind::ProxiedTcp,
-                peer: a
-            }
-        ));
-        assert_eq!(get(10).unwrap().peer, a);
+        assert!(set(10, Entry::tcp(a)));
+        assert_eq!(get(10).unwrap().peer, Some(a));
+        assert_eq!(get(10).unwrap().ctrl, -1);
         duplicate(10, 2000);
-        assert_eq!(get(2000).unwrap().peer, a);
+        assert_eq!(get(2000).unwrap().peer, Some(a));
         clear(10);
         assert!(get(10).is_none());
         clear_range(0, u32::MAX);
         assert!(get(2000).is_none());
         assert!(none_tracked());
         let b: SocketAddr = "192.0.2.1:80".parse().unwrap();
-        assert!(set(
-            5,
-            Entry {
-                kind: Kind::ProxiedTcp,
-                peer: b
-            }
-        ));
+        assert!(set(5, Entry::tcp(b)));
         duplicate(7, 5); // dup2 of an untracked fd over a tracked one
         assert!(get(5).is_none());
-        assert!(!set(
-            MAX_FD as i32,
-            Entry {
-                kind: Kind::ProxiedTcp,
-                peer: b
-            }
-        ));
-        assert!(!set(
-            -1,
-            Entry {
-                kind: Kind::ProxiedTcp,
-                peer: b
-            }
-        ));
+        assert!(!set(MAX_FD as i32, Entry::tcp(b)));
+        assert!(!set(-1, Entry::tcp(b)));
+        let u = Entry {
+            kind: Kind::UdpAssoc,
+            peer: None,
+            relay: Some(b),
+            ctrl: -1,
+        };
+        assert!(set(6, u));
+        assert_eq!(get(6), Some(u));
+        set_peer(6, Some(a));
+        assert_eq!(get(6).unwrap().peer, Some(a));
+        clear(6);
+        assert!(none_tracked());
     }
 }

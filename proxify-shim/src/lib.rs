@@ -21,6 +21,7 @@ mod proxied;
 mod real;
 mod runtime;
 mod sockaddr;
+mod udp;
 
 extern "C" fn fork_prepare() {
     fakedns::fork_prepare();

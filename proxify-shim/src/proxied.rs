@@ -128,7 +128,7 @@ fn wait(fd: c_int, events: libc::c_short, deadline: Instant, what: &str) -> Resu
 }
 
 /// TCP connect of the program's socket to the proxy, bounded by `timeout`.
-fn connect_proxy(fd: c_int, proxy: SocketAddr, timeout: Duration) -> Result<(), Failure> {
+pub fn connect_proxy(fd: c_int, proxy: SocketAddr, timeout: Duration) -> Result<(), Failure> {
     let deadline = Instant::now() + timeout;
     let (st, len) = sockaddr::to_storage(&proxy);
     let rc = unsafe { real::connect(fd, &st as *const _ as *const libc::sockaddr, len) };

@@ -85,6 +85,13 @@ real_fns! {
     fn gethostbyname2_r = "gethostbyname2_r"(name: *const c_char, af: c_int, ret: *mut hostent, buf: *mut c_char, buflen: size_t, result: *mut *mut hostent, h_errnop: *mut c_int) -> c_int;
     fn gethostbyaddr = "gethostbyaddr"(addr: *const c_void, len: socklen_t, ty: c_int) -> *mut hostent;
     fn gethostbyaddr_r = "gethostbyaddr_r"(addr: *const c_void, len: socklen_t, ty: c_int, ret: *mut hostent, buf: *mut c_char, buflen: size_t, result: *mut *mut hostent, h_errnop: *mut c_int) -> c_int;
+    fn read = "read"(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t;
+    fn write = "write"(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t;
+    fn readv = "readv"(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t;
+    fn writev = "writev"(fd: c_int, iov: *const libc::iovec, n: c_int) -> ssize_t;
+    fn recvfrom = "recvfrom"(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t;
+    fn recvmsg = "recvmsg"(fd: c_int, msg: *mut libc::msghdr, flags: c_int) -> ssize_t;
+    fn recvmmsg = "recvmmsg"(fd: c_int, msgs: *mut libc::mmsghdr, n: libc::c_uint, flags: c_int, timeout: *mut libc::timespec) -> c_int;
     fn res_query = "res_query"(dname: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int) -> c_int;
     fn res_search = "res_search"(dname: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int) -> c_int;
     fn res_querydomain = "res_querydomain"(name: *const c_char, domain: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int) -> c_int;

@@ -14,6 +14,15 @@ use std::net::SocketAddr;
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     match sa::family(addr, len) {
         Some(libc::AF_INET) | Some(libc::AF_INET6) => {}
+        Some(libc::AF_UNSPEC) if !fdtable::none_tracked() => {
+            // Dissolving a UDP socket's connection: it is no longer connected through the
+            // relay (the association itself stays for later datagrams).
+            let r = real::connect(fd, addr, len);
+            if r == 0 && crate::hooks::udp::assoc(fd).is_some() {
+                fdtable::set_peer(fd, None);
+            }
+            return r;
+        }
         _ => return real::connect(fd, addr, len),
     }
     guarded(-1, libc::EIO, || connect_inet(fd, addr, len))
@@ -36,15 +45,20 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
         // Too short to be an address: the kernel refuses it without sending anything.
         return real::connect(fd, addr, len);
     };
+    let tracked = fdtable::get(fd);
     if let Some(Entry {
         kind: Kind::ProxiedTcp,
         ..
-    }) = fdtable::get(fd)
+    }) = tracked
     {
         return fail(libc::EISCONN);
     }
     if decide::trivially_direct(&dest) {
         log::debug!("connect fd {fd} to {dest}: direct (loopback)");
+        if tracked.is_some() {
+            // A UDP socket with an association now talks to a direct peer: drop it.
+            fdtable::clear(fd);
+        }
         return real::connect(fd, addr, len);
     }
     let rt = runtime::get();
@@ -52,6 +66,9 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
     match decide::route(dest, direct) {
         Route::Direct(why) => {
             log::debug!("connect fd {fd} to {dest}: direct ({why})");
+            if tracked.is_some() {
+                fdtable::clear(fd);
+            }
             real::connect(fd, addr, len)
         }
         Route::Deny(e, why) => {
@@ -74,13 +91,7 @@ fn connect_proxied(
     let domain = sockopt_domain(fd);
     match ty {
         libc::SOCK_STREAM if matches!(proto, 0 | libc::IPPROTO_TCP | libc::IPPROTO_MPTCP) => {}
-        libc::SOCK_DGRAM => {
-            log::warn!(
-                "refusing UDP to {}: UDP through the proxy is not supported yet",
-                describe(&target)
-            );
-            return fail(libc::EACCES);
-        }
+        libc::SOCK_DGRAM => return connect_udp(rt, fd, domain, dest, &target),
         _ => {
             log::warn!(
                 "refusing connection to {}: socket type {ty}/protocol {proto} cannot go through a SOCKS proxy",
@@ -104,13 +115,7 @@ fn connect_proxied(
     log::debug!("connect fd {fd} to {shown}: through proxy {via}");
     match proxied::connect(rt, fd, domain, target) {
         Ok(reply) => {
-            fdtable::set(
-                fd,
-                Entry {
-                    kind: Kind::ProxiedTcp,
-                    peer: dest,
-                },
-            );
+            fdtable::set(fd, Entry::tcp(dest));
             log::debug!(
                 "connect fd {fd} to {shown}: connected (proxy bound {})",
                 describe(&reply.bound)
@@ -122,6 +127,45 @@ fn connect_proxied(
             fail(f.errno)
         }
     }
+}
+
+/// `connect` of a UDP socket to a proxied destination: the association is set up (if the
+/// socket has none), the kernel socket is connected to the relay, and the program's peer is
+/// remembered for `getpeername`, `send`/`write` (wrapped) and `recv`/`read` (filtered).
+fn connect_udp(
+    rt: &runtime::Runtime,
+    fd: c_int,
+    domain: c_int,
+    dest: SocketAddr,
+    target: &TargetAddr,
+) -> c_int {
+    let entry = match crate::udp::assoc_for(rt, fd, domain) {
+        Ok(e) => e,
+        Err(f) => {
+            log::warn!("refusing UDP to {}: {}", describe(target), f.msg);
+            return fail(f.errno);
+        }
+    };
+    let Some(relay) = entry.relay else {
+        return fail(libc::EIO);
+    };
+    let (st, len) = sa::to_storage(&relay);
+    let r = unsafe { real::connect(fd, &st as *const _ as *const sockaddr, len) };
+    if r != 0 {
+        let e = proxied::errno();
+        log::warn!(
+            "refusing UDP to {}: cannot connect to the relay {relay}: {}",
+            describe(target),
+            proxied::strerror(e)
+        );
+        return fail(e);
+    }
+    fdtable::set_peer(fd, Some(dest));
+    log::debug!(
+        "UDP fd {fd} connected to {} through relay {relay}",
+        describe(target)
+    );
+    0
 }
 
 fn sockopt_domain(fd: c_int) -> c_int {
@@ -149,13 +193,14 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
         return real::getpeername(fd, addr, len);
     }
     match fdtable::get(fd) {
-        Some(e) => {
+        Some(Entry { peer: Some(p), .. }) => {
             if addr.is_null() || len.is_null() {
                 return fail(libc::EFAULT);
             }
-            sa::write_out(&e.peer, addr, len);
+            sa::write_out(&p, addr, len);
             0
         }
+        Some(_) => real::getpeername(fd, addr, len),
         None => real::getpeername(fd, addr, len),
     }
 }

@@ -4,4 +4,5 @@
 pub mod connect;
 pub mod dns;
 pub mod fd;
+pub mod io;
 pub mod udp;

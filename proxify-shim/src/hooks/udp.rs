@@ -1,64 +1,148 @@
-//! `sendto`, `sendmsg`, `sendmmsg`: a datagram (or a TCP Fast Open connect) to a destination
-//! that is not direct must never leave unproxied. UDP through the proxy (SOCKS5 UDP ASSOCIATE)
-//! is not built yet, so such a datagram is refused with an errno and one log line.
+//! `sendto`, `sendmsg`, `sendmmsg`, `send`, `recvfrom`, `recvmsg`, `recvmmsg`, `recv`.
 //!
-//! Fast path: no destination address (connected sockets, TCP) or a loopback one goes straight
-//! to libc without a system call of ours.
+//! A datagram to a destination that is not direct goes through the socket's SOCKS5 UDP
+//! association (see `udp.rs`); with a SOCKS4 proxy it is refused. A TCP Fast Open `sendto` to
+//! a proxied destination is refused (it would connect directly).
+//!
+//! Fast path: with no fd tracked and no destination address (connected sockets, TCP) or a
+//! loopback one, the call goes straight to libc without a system call of ours.
 
 use crate::decide::{self, Route};
+use crate::fdtable::{self, Entry, Kind};
 use crate::guard::{guarded, set_errno};
 use crate::hooks::connect::describe;
-use crate::{real, runtime, sockaddr};
-use libc::{c_int, c_uint, c_void, msghdr, size_t, socklen_t, ssize_t};
+use crate::{real, runtime, sockaddr, udp};
+use libc::{c_int, c_uint, c_void, iovec, msghdr, size_t, socklen_t, ssize_t};
+use proxify_core::socks::TargetAddr;
 
-/// Whether a send to `addr` may go ahead as is; if not, errno has been set.
-unsafe fn may_send(fd: c_int, addr: *const libc::sockaddr, len: socklen_t, flags: c_int) -> bool {
+/// What to do with a send that names a destination.
+enum Verdict {
+    /// Let libc send it as is.
+    Real,
+    /// Refused; errno is set.
+    Fail,
+    /// Through the association, to this target.
+    Udp(TargetAddr, c_int),
+}
+
+unsafe fn classify(
+    fd: c_int,
+    addr: *const libc::sockaddr,
+    len: socklen_t,
+    flags: c_int,
+) -> Verdict {
     let Some(dest) = sockaddr::read(addr, len) else {
-        // No address, or not an Internet one: nothing of ours to decide.
-        return true;
+        // Not an Internet address: nothing of ours to decide.
+        return Verdict::Real;
     };
     if decide::trivially_direct(&dest) {
-        return true;
+        return Verdict::Real;
     }
-    guarded(false, libc::EIO, || {
+    guarded(Verdict::Fail, libc::EIO, || {
         let rt = runtime::get();
         let direct = rt.config().map(|c| &c.direct[..]).unwrap_or(&[]);
         let target = match decide::route(dest, direct) {
-            Route::Direct(_) => return true,
+            Route::Direct(_) => return Verdict::Real,
             Route::Deny(e, why) => {
                 log::warn!("refusing datagram to {dest}: {why}");
                 set_errno(e);
-                return false;
+                return Verdict::Fail;
             }
             Route::Proxy(t) => t,
         };
-        let ty = crate::proxied::socket_type(fd).map(|t| t.0);
-        match ty {
+        match crate::proxied::socket_type(fd) {
             // A connected TCP socket ignores the address; an unconnected one with
             // MSG_FASTOPEN would connect directly: refuse that (TFO cannot be proxied).
-            Some(libc::SOCK_STREAM) if flags & libc::MSG_FASTOPEN == 0 => true,
-            Some(libc::SOCK_STREAM) => {
+            Some((libc::SOCK_STREAM, _)) if flags & libc::MSG_FASTOPEN == 0 => Verdict::Real,
+            Some((libc::SOCK_STREAM, _)) => {
                 log::warn!(
                     "refusing TCP Fast Open to {}: it cannot go through a SOCKS proxy",
                     describe(&target)
                 );
                 set_errno(libc::EOPNOTSUPP);
-                false
+                Verdict::Fail
             }
-            None => {
-                set_errno(crate::proxied::errno());
-                false
-            }
-            Some(_) => {
+            Some((libc::SOCK_DGRAM, _)) => Verdict::Udp(
+                target,
+                if dest.is_ipv4() {
+                    libc::AF_INET
+                } else {
+                    libc::AF_INET6
+                },
+            ),
+            Some((ty, proto)) => {
                 log::warn!(
-                    "refusing datagram to {}: UDP through the proxy is not supported yet",
+                    "refusing to send to {}: socket type {ty}/protocol {proto} cannot go through a SOCKS proxy",
                     describe(&target)
                 );
                 set_errno(libc::EACCES);
-                false
+                Verdict::Fail
+            }
+            None => {
+                set_errno(crate::proxied::errno());
+                Verdict::Fail
             }
         }
     })
+}
+
+/// Sends through the association of `fd` (set up now if needed).
+unsafe fn send_udp(
+    fd: c_int,
+    target: TargetAddr,
+    family: c_int,
+    iov: &[iovec],
+    control: (*mut c_void, usize),
+    flags: c_int,
+) -> ssize_t {
+    guarded(-1, libc::EIO, || {
+        let rt = runtime::get();
+        let mut entry = match udp::assoc_for(rt, fd, family) {
+            Ok(e) => e,
+            Err(f) => {
+                log::warn!("refusing datagram to {}: {}", describe(&target), f.msg);
+                set_errno(f.errno);
+                return -1;
+            }
+        };
+        // An explicit destination on a socket connected through the relay: the kernel would
+        // refuse a name on a connected UDP socket only for TCP; for UDP it sends to the name
+        // given, so address the relay explicitly.
+        entry.peer = None;
+        udp::send(&entry, fd, &target, iov, control, flags)
+    })
+}
+
+/// A send without a destination on an associated, connected socket.
+unsafe fn send_connected(
+    entry: &Entry,
+    fd: c_int,
+    iov: &[iovec],
+    control: (*mut c_void, usize),
+    flags: c_int,
+) -> ssize_t {
+    guarded(-1, libc::EIO, || {
+        let Some(peer) = entry.peer else {
+            set_errno(libc::EDESTADDRREQ);
+            return -1;
+        };
+        match udp::target_of(peer) {
+            Ok(t) => udp::send(entry, fd, &t, iov, control, flags),
+            Err(f) => {
+                set_errno(f.errno);
+                -1
+            }
+        }
+    })
+}
+
+/// The association of `fd` if it is an associated UDP socket.
+#[inline]
+pub fn assoc(fd: c_int) -> Option<Entry> {
+    if fdtable::none_tracked() {
+        return None;
+    }
+    fdtable::get(fd).filter(|e| e.kind == Kind::UdpAssoc)
 }
 
 #[no_mangle]
@@ -70,28 +154,66 @@ pub unsafe extern "C" fn sendto(
     addr: *const libc::sockaddr,
     alen: socklen_t,
 ) -> ssize_t {
-    if !addr.is_null() && !may_send(fd, addr, alen, flags) {
-        return -1;
+    let iov = [iovec {
+        iov_base: buf as *mut c_void,
+        iov_len: len,
+    }];
+    if addr.is_null() {
+        if let Some(e) = assoc(fd) {
+            return send_connected(&e, fd, &iov, (std::ptr::null_mut(), 0), flags);
+        }
+        return real::sendto(fd, buf, len, flags, addr, alen);
     }
-    real::sendto(fd, buf, len, flags, addr, alen)
+    match classify(fd, addr, alen, flags) {
+        Verdict::Real => real::sendto(fd, buf, len, flags, addr, alen),
+        Verdict::Fail => -1,
+        Verdict::Udp(t, fam) => send_udp(fd, t, fam, &iov, (std::ptr::null_mut(), 0), flags),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    if let Some(e) = assoc(fd) {
+        let iov = [iovec {
+            iov_base: buf as *mut c_void,
+            iov_len: len,
+        }];
+        return send_connected(&e, fd, &iov, (std::ptr::null_mut(), 0), flags);
+    }
+    real::send(fd, buf, len, flags)
+}
+
+unsafe fn iovs<'a>(m: &msghdr) -> &'a [iovec] {
+    if m.msg_iov.is_null() || m.msg_iovlen == 0 {
+        &[]
+    } else {
+        std::slice::from_raw_parts(m.msg_iov, m.msg_iovlen)
+    }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    if !msg.is_null() {
-        let m = &*msg;
-        if !m.msg_name.is_null()
-            && !may_send(
-                fd,
-                m.msg_name as *const libc::sockaddr,
-                m.msg_namelen,
-                flags,
-            )
-        {
-            return -1;
-        }
+    if msg.is_null() {
+        return real::sendmsg(fd, msg, flags);
     }
-    real::sendmsg(fd, msg, flags)
+    let m = &*msg;
+    let control = (m.msg_control, m.msg_controllen);
+    if m.msg_name.is_null() {
+        if let Some(e) = assoc(fd) {
+            return send_connected(&e, fd, iovs(m), control, flags);
+        }
+        return real::sendmsg(fd, msg, flags);
+    }
+    match classify(
+        fd,
+        m.msg_name as *const libc::sockaddr,
+        m.msg_namelen,
+        flags,
+    ) {
+        Verdict::Real => real::sendmsg(fd, msg, flags),
+        Verdict::Fail => -1,
+        Verdict::Udp(t, fam) => send_udp(fd, t, fam, iovs(m), control, flags),
+    }
 }
 
 #[no_mangle]
@@ -101,24 +223,158 @@ pub unsafe extern "C" fn sendmmsg(
     n: c_uint,
     flags: c_int,
 ) -> c_int {
-    if !msgs.is_null() {
-        for i in 0..n as usize {
+    if msgs.is_null() {
+        return real::sendmmsg(fd, msgs, n, flags);
+    }
+    // Fast path: nothing tracked and every destination absent or loopback.
+    let all_plain = fdtable::none_tracked()
+        && (0..n as usize).all(|i| {
             let m = &(*msgs.add(i)).msg_hdr;
-            if !m.msg_name.is_null()
-                && !may_send(
-                    fd,
-                    m.msg_name as *const libc::sockaddr,
-                    m.msg_namelen,
-                    flags,
-                )
-            {
-                // Like the kernel: report the datagrams sent before the first failure.
-                if i == 0 {
-                    return -1;
+            m.msg_name.is_null()
+                || sockaddr::read(m.msg_name as *const libc::sockaddr, m.msg_namelen)
+                    .map(|d| decide::trivially_direct(&d))
+                    .unwrap_or(true)
+        });
+    if all_plain {
+        return real::sendmmsg(fd, msgs, n, flags);
+    }
+    // One by one, like the kernel: the count sent before the first failure, or -1.
+    for i in 0..n as usize {
+        let mm = &mut *msgs.add(i);
+        let r = sendmsg(fd, &mm.msg_hdr, flags);
+        if r < 0 {
+            return if i == 0 { -1 } else { i as c_int };
+        }
+        mm.msg_len = r as c_uint;
+    }
+    n as c_int
+}
+
+/// recvmsg on an associated socket, filling the caller's msghdr.
+unsafe fn recv_assoc(e: &Entry, fd: c_int, m: &mut msghdr, flags: c_int) -> ssize_t {
+    guarded(-1, libc::EIO, || {
+        let mut clen = m.msg_controllen;
+        let control = if m.msg_control.is_null() {
+            (std::ptr::null_mut(), std::ptr::null_mut())
+        } else {
+            (m.msg_control, &mut clen as *mut usize)
+        };
+        match udp::recv(e, fd, iovs(m), control, flags) {
+            Ok(r) => {
+                if !m.msg_control.is_null() {
+                    m.msg_controllen = clen as _;
                 }
-                return real::sendmmsg(fd, msgs, i as c_uint, flags);
+                m.msg_flags = if r.full > r.copied {
+                    libc::MSG_TRUNC
+                } else {
+                    0
+                };
+                if !m.msg_name.is_null() {
+                    let mut l = m.msg_namelen;
+                    sockaddr::write_out(&r.from, m.msg_name as *mut libc::sockaddr, &mut l);
+                    m.msg_namelen = l;
+                }
+                (if flags & libc::MSG_TRUNC != 0 {
+                    r.full
+                } else {
+                    r.copied
+                }) as ssize_t
             }
+            Err(()) => -1,
+        }
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    if !msg.is_null() {
+        if let Some(e) = assoc(fd) {
+            return recv_assoc(&e, fd, &mut *msg, flags);
         }
     }
-    real::sendmmsg(fd, msgs, n, flags)
+    real::recvmsg(fd, msg, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *mut libc::sockaddr,
+    alen: *mut socklen_t,
+) -> ssize_t {
+    if let Some(e) = assoc(fd) {
+        let mut iov = iovec {
+            iov_base: buf,
+            iov_len: len,
+        };
+        let mut m: msghdr = std::mem::zeroed();
+        m.msg_iov = &mut iov;
+        m.msg_iovlen = 1;
+        if !addr.is_null() && !alen.is_null() {
+            m.msg_name = addr as *mut c_void;
+            m.msg_namelen = *alen;
+        }
+        let r = recv_assoc(&e, fd, &mut m, flags);
+        if r >= 0 && !addr.is_null() && !alen.is_null() {
+            *alen = m.msg_namelen;
+        }
+        return r;
+    }
+    real::recvfrom(fd, buf, len, flags, addr, alen)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    if assoc(fd).is_some() {
+        return recvfrom(
+            fd,
+            buf,
+            len,
+            flags,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+    }
+    real::recv(fd, buf, len, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn recvmmsg(
+    fd: c_int,
+    msgs: *mut libc::mmsghdr,
+    n: c_uint,
+    flags: c_int,
+    timeout: *mut libc::timespec,
+) -> c_int {
+    let Some(e) = assoc(fd) else {
+        return real::recvmmsg(fd, msgs, n, flags, timeout);
+    };
+    if msgs.is_null() {
+        set_errno(libc::EFAULT);
+        return -1;
+    }
+    // One by one: the first as asked (blocking unless MSG_DONTWAIT), the rest without waiting
+    // (MSG_WAITFORONE semantics; the timeout is not applied to associated sockets).
+    let mut got = 0usize;
+    for i in 0..n as usize {
+        let f = if i == 0 {
+            flags & !libc::MSG_WAITFORONE
+        } else {
+            (flags & !libc::MSG_WAITFORONE) | libc::MSG_DONTWAIT
+        };
+        let mm = &mut *msgs.add(i);
+        let r = recv_assoc(&e, fd, &mut mm.msg_hdr, f);
+        if r < 0 {
+            break;
+        }
+        mm.msg_len = r as c_uint;
+        got += 1;
+    }
+    if got == 0 {
+        -1
+    } else {
+        got as c_int
+    }
 }

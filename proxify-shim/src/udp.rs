@@ -1,0 +1,425 @@
+//! UDP through a SOCKS5 association (RFC 1928 UDP ASSOCIATE).
+//!
+//! The program's own UDP socket sends and receives; only the datagrams change: each one to a
+//! proxied destination is wrapped in the RFC 1928 header and sent to the relay, and each one
+//! from the relay is unwrapped before the program sees it. The association lives on a TCP
+//! control connection of ours (close-on-exec), kept for the socket's lifetime and closed with
+//! it. If the proxy drops it, later sends fail with ECONNRESET: nothing is ever sent direct.
+
+use crate::decide::{self, Route};
+use crate::fdtable::{self, Entry, Kind};
+use crate::proxied::{self, errno, strerror, Failure};
+use crate::runtime::Runtime;
+use crate::{fakedns, real, sockaddr};
+use libc::{c_int, c_void, iovec, msghdr, ssize_t};
+use proxify_core::socks::{self, Client, Command, TargetAddr, Version};
+use std::cell::RefCell;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Instant;
+
+/// Largest RFC 1928 UDP header (domain of 255 bytes).
+const MAX_HEADER: usize = 4 + 1 + 255 + 2;
+
+fn local_addr(fd: c_int) -> Option<SocketAddr> {
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
+    let rc = unsafe { libc::getsockname(fd, &mut st as *mut _ as *mut libc::sockaddr, &mut len) };
+    if rc != 0 {
+        return None;
+    }
+    unsafe { sockaddr::read(&st as *const _ as *const libc::sockaddr, len) }
+}
+
+fn wildcard(family: c_int) -> SocketAddr {
+    if family == libc::AF_INET6 {
+        SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)
+    } else {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+    }
+}
+
+/// Sets up an association for the UDP socket `fd` of `family`: returns (relay as the socket
+/// can address it, control fd).
+pub fn associate(rt: &Runtime, fd: c_int, family: c_int) -> Result<(SocketAddr, c_int), Failure> {
+    let proxy = rt
+        .proxy()
+        .map_err(|e| Failure::new(libc::EACCES, e.to_string()))?;
+    if proxy.scheme.version() != Version::Socks5 {
+        return Err(Failure::new(
+            libc::EOPNOTSUPP,
+            format!(
+                "{} proxies cannot carry UDP (SOCKS5 only)",
+                proxy.scheme.as_str()
+            ),
+        ));
+    }
+    let cfg = rt
+        .config()
+        .ok_or_else(|| Failure::new(libc::EACCES, "no usable configuration"))?;
+    let addrs = rt
+        .proxy_addrs()
+        .map_err(|e| Failure::new(libc::EHOSTUNREACH, e))?;
+    // The relay is normally on the proxy's address: talk to the proxy in a family the UDP
+    // socket can reach.
+    let paddr = addrs
+        .iter()
+        .find(|a| (family == libc::AF_INET) == a.is_ipv4())
+        .or_else(|| {
+            addrs
+                .iter()
+                .find(|a| family == libc::AF_INET6 && a.is_ipv4())
+        })
+        .copied()
+        .ok_or_else(|| {
+            Failure::new(
+                libc::EAFNOSUPPORT,
+                "the proxy has no address this UDP socket can reach",
+            )
+        })?;
+    // The socket must have its port before we announce it.
+    let mut local = local_addr(fd).ok_or_else(|| {
+        let e = errno();
+        Failure::new(e, format!("getsockname failed: {}", strerror(e)))
+    })?;
+    if local.port() == 0 {
+        let (st, len) = sockaddr::to_storage(&wildcard(family));
+        if unsafe { libc::bind(fd, &st as *const _ as *const libc::sockaddr, len) } != 0 {
+            let e = errno();
+            return Err(Failure::new(
+                e,
+                format!("cannot bind the UDP socket: {}", strerror(e)),
+            ));
+        }
+        local = local_addr(fd).ok_or_else(|| Failure::new(libc::EIO, "getsockname failed"))?;
+    }
+    let announce_ip = match decide::unmap(local).ip() {
+        ip if ip.is_unspecified() || ip.is_ipv4() != paddr.is_ipv4() => {
+            wildcard(if paddr.is_ipv4() {
+                libc::AF_INET
+            } else {
+                libc::AF_INET6
+            })
+            .ip()
+        }
+        ip => ip,
+    };
+    let announce = SocketAddr::new(announce_ip, local.port());
+
+    let pfam = if paddr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let ctrl = unsafe {
+        libc::socket(
+            pfam,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if ctrl < 0 {
+        let e = errno();
+        return Err(Failure::new(
+            e,
+            format!("cannot create the control socket: {}", strerror(e)),
+        ));
+    }
+    let close_ctrl = |f: Failure| {
+        unsafe { real::close(ctrl) };
+        f
+    };
+    proxied::connect_proxy(ctrl, paddr, cfg.connect_timeout).map_err(close_ctrl)?;
+    let mut client = Client::new(proxied::request(
+        proxy,
+        Command::UdpAssociate,
+        TargetAddr::Ip(announce),
+    ))
+    .map_err(|e| close_ctrl(Failure::new(e.errno(), e.to_string())))?;
+    let reply = proxied::drive(ctrl, &mut client, Instant::now() + cfg.handshake_timeout)
+        .map_err(close_ctrl)?;
+    let relay = match reply.bound {
+        TargetAddr::Ip(a) if a.ip().is_unspecified() => SocketAddr::new(paddr.ip(), a.port()),
+        TargetAddr::Ip(a) => a,
+        TargetAddr::Domain(..) => {
+            return Err(close_ctrl(Failure::new(
+                libc::EPROTO,
+                "the proxy named its UDP relay by host name",
+            )))
+        }
+    };
+    let relay = sockaddr::for_family(relay, family).ok_or_else(|| {
+        close_ctrl(Failure::new(
+            libc::EAFNOSUPPORT,
+            format!("the proxy's UDP relay {relay} is not reachable from this socket"),
+        ))
+    })?;
+    log::debug!("UDP fd {fd}: associated, relay {relay}, control fd {ctrl}");
+    Ok((relay, ctrl))
+}
+
+/// Is the control connection still open? (Readable, hung up or in error means it ended: the
+/// proxy sends nothing on it while the association lives.)
+pub fn ctrl_alive(ctrl: c_int) -> bool {
+    let mut p = libc::pollfd {
+        fd: ctrl,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let rc = unsafe { libc::poll(&mut p, 1, 0) };
+    rc == 0
+}
+
+/// The association of `fd`, set up now if it has none.
+pub fn assoc_for(rt: &Runtime, fd: c_int, family: c_int) -> Result<Entry, Failure> {
+    if let Some(
+        e @ Entry {
+            kind: Kind::UdpAssoc,
+            ..
+        },
+    ) = fdtable::get(fd)
+    {
+        return Ok(e);
+    }
+    if fd < 0 || fd as usize >= fdtable::MAX_FD {
+        return Err(Failure::new(libc::EMFILE, "fd beyond proxify's table"));
+    }
+    let (relay, ctrl) = associate(rt, fd, family)?;
+    let e = Entry {
+        kind: Kind::UdpAssoc,
+        peer: None,
+        relay: Some(relay),
+        ctrl,
+    };
+    fdtable::set(fd, e);
+    Ok(e)
+}
+
+fn family_of(e: &Entry) -> c_int {
+    match e.relay {
+        Some(SocketAddr::V6(_)) => libc::AF_INET6,
+        _ => libc::AF_INET,
+    }
+}
+
+/// The target a datagram to the program's `dest` carries in its header.
+pub fn target_of(dest: SocketAddr) -> Result<TargetAddr, Failure> {
+    match decide::route(dest, &[]) {
+        Route::Proxy(t) => Ok(t),
+        Route::Deny(e, why) => Err(Failure::new(e, why)),
+        Route::Direct(_) => Ok(TargetAddr::Ip(decide::unmap(dest))),
+    }
+}
+
+/// Sends the datagram made of `iov` to `target` through the association of `fd`.
+/// `connected`: the kernel socket is connected to the relay (no address needed).
+///
+/// # Safety
+/// `iov` must describe readable memory; `control` as in a `msghdr`.
+pub unsafe fn send(
+    entry: &Entry,
+    fd: c_int,
+    target: &TargetAddr,
+    iov: &[iovec],
+    control: (*mut c_void, usize),
+    flags: c_int,
+) -> ssize_t {
+    if entry.ctrl < 0 || !ctrl_alive(entry.ctrl) {
+        log::warn!(
+            "UDP to {}: the proxy closed the association; datagram not sent",
+            crate::hooks::connect::describe(target)
+        );
+        crate::guard::set_errno(libc::ECONNRESET);
+        return -1;
+    }
+    let mut hdr = Vec::with_capacity(MAX_HEADER);
+    if let Err(e) = socks::encode_udp_header(target, &mut hdr) {
+        crate::guard::set_errno(e.errno());
+        return -1;
+    }
+    let mut vec: Vec<iovec> = Vec::with_capacity(iov.len() + 1);
+    vec.push(iovec {
+        iov_base: hdr.as_ptr() as *mut c_void,
+        iov_len: hdr.len(),
+    });
+    vec.extend_from_slice(iov);
+    let (st, len) = match entry.relay {
+        Some(r) => sockaddr::to_storage(&r),
+        None => {
+            crate::guard::set_errno(libc::EIO);
+            return -1;
+        }
+    };
+    let mut m: msghdr = std::mem::zeroed();
+    if entry.peer.is_none() {
+        m.msg_name = &st as *const _ as *mut c_void;
+        m.msg_namelen = len;
+    }
+    m.msg_iov = vec.as_mut_ptr();
+    m.msg_iovlen = vec.len() as _;
+    m.msg_control = control.0;
+    m.msg_controllen = control.1 as _;
+    let n = real::sendmsg(fd, &m, flags & !libc::MSG_FASTOPEN);
+    if n < 0 {
+        return n;
+    }
+    (n as usize).saturating_sub(hdr.len()) as ssize_t
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Output of one unwrapped receive.
+pub struct Received {
+    /// Payload bytes copied into the caller's buffers.
+    pub copied: usize,
+    /// Full payload length (may exceed `copied`: truncated).
+    pub full: usize,
+    /// Source to report to the program.
+    pub from: SocketAddr,
+}
+
+fn same(a: &SocketAddr, b: &SocketAddr) -> bool {
+    decide::unmap(*a) == decide::unmap(*b)
+}
+
+/// Receives one datagram for the program on the associated socket `fd`: from the relay it is
+/// unwrapped; from a direct destination it is delivered as is; anything else (and fragments,
+/// and malformed headers) is dropped. Returns Err(()) with errno set on failure.
+///
+/// # Safety
+/// `iov` must describe writable memory; `control` as in a `msghdr` (its length is updated).
+pub unsafe fn recv(
+    entry: &Entry,
+    fd: c_int,
+    iov: &[iovec],
+    control: (*mut c_void, *mut usize),
+    flags: c_int,
+) -> Result<Received, ()> {
+    let want: usize = iov.iter().map(|v| v.iov_len).sum::<usize>().min(65536);
+    let family = family_of(entry);
+    let direct_rules: &[proxify_core::cidr::Cidr] = crate::runtime::get()
+        .config()
+        .map(|c| &c.direct[..])
+        .unwrap_or(&[]);
+    SCRATCH.with(|s| {
+        let mut buf = s.borrow_mut();
+        if buf.len() < want + MAX_HEADER {
+            buf.resize(want + MAX_HEADER, 0);
+        }
+        loop {
+            let mut from: libc::sockaddr_storage = std::mem::zeroed();
+            let mut v = iovec {
+                iov_base: buf.as_mut_ptr() as *mut c_void,
+                iov_len: want + MAX_HEADER,
+            };
+            let mut m: msghdr = std::mem::zeroed();
+            m.msg_name = &mut from as *mut _ as *mut c_void;
+            m.msg_namelen = std::mem::size_of_val(&from) as _;
+            m.msg_iov = &mut v;
+            m.msg_iovlen = 1;
+            if !control.1.is_null() {
+                m.msg_control = control.0;
+                m.msg_controllen = *control.1 as _;
+            }
+            let n = real::recvmsg(fd, &mut m, flags | libc::MSG_TRUNC);
+            if n < 0 {
+                return Err(());
+            }
+            if !control.1.is_null() {
+                *control.1 = m.msg_controllen as usize;
+            }
+            let full = n as usize;
+            let got = full.min(want + MAX_HEADER);
+            let src = sockaddr::read(&from as *const _ as *const libc::sockaddr, m.msg_namelen);
+            let drop_it = |why: &str| {
+                log::debug!("UDP fd {fd}: dropped a datagram ({why})");
+                if flags & libc::MSG_PEEK != 0 {
+                    // Consume the peeked datagram so the next look sees the one after it.
+                    real::recv(fd, std::ptr::null_mut(), 0, libc::MSG_DONTWAIT);
+                }
+            };
+            let Some(src) = src else {
+                drop_it("no source address");
+                continue;
+            };
+            let from_relay = entry.relay.map(|r| same(&r, &src)).unwrap_or(false);
+            if !from_relay {
+                if entry.peer.is_none()
+                    && matches!(decide::route(src, direct_rules), Route::Direct(_))
+                {
+                    let copied = scatter(&buf[..got.min(want)], iov);
+                    return Ok(Received {
+                        copied,
+                        full,
+                        from: src,
+                    });
+                }
+                drop_it("not from the relay");
+                continue;
+            }
+            let (hdr, off) = match socks::parse_udp_header(&buf[..got]) {
+                Ok(x) => x,
+                Err(_) => {
+                    drop_it("malformed header from the relay");
+                    continue;
+                }
+            };
+            if hdr.frag != 0 {
+                drop_it("fragment");
+                continue;
+            }
+            let origin = match &hdr.addr {
+                TargetAddr::Ip(a) => *a,
+                TargetAddr::Domain(n, p) => {
+                    let i = fakedns::index_for(n);
+                    SocketAddr::new(IpAddr::V4(fakedns::v4(i)), *p)
+                }
+            };
+            let from = match entry.peer {
+                Some(peer) => {
+                    // Connected: only the connected peer's datagrams.
+                    let ok = match target_of(peer) {
+                        Ok(TargetAddr::Ip(p)) => same(&p, &origin),
+                        _ => true,
+                    };
+                    if !ok {
+                        drop_it("not from the connected peer");
+                        continue;
+                    }
+                    peer
+                }
+                None => match sockaddr::for_family(origin, family) {
+                    Some(a) => a,
+                    None => {
+                        drop_it("source not expressible in the socket's family");
+                        continue;
+                    }
+                },
+            };
+            let payload = &buf[off.min(got)..got];
+            let copied = scatter(payload, iov);
+            return Ok(Received {
+                copied,
+                full: full.saturating_sub(off),
+                from,
+            });
+        }
+    })
+}
+
+/// Copies `data` into the caller's buffers; returns the bytes copied.
+unsafe fn scatter(data: &[u8], iov: &[iovec]) -> usize {
+    let mut done = 0;
+    for v in iov {
+        if done >= data.len() {
+            break;
+        }
+        let n = v.iov_len.min(data.len() - done);
+        if n > 0 {
+            std::ptr::copy_nonoverlapping(data.as_ptr().add(done), v.iov_base as *mut u8, n);
+        }
+        done += n;
+    }
+    done
+}

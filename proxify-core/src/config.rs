@@ -23,6 +23,47 @@ pub const ENV_LOG_FILE: &str = "PROXIFY_LOG_FILE";
 /// `1`: no output at all from the shim, not even the one-line failure notices.
 pub const ENV_QUIET: &str = "PROXIFY_QUIET";
 
+/// When a listening socket asks the proxy to BIND: `auto` (default), `always` or `never`.
+pub const ENV_BIND: &str = "PROXIFY_BIND";
+
+/// When `listen()` turns into a SOCKS BIND (see the README, "BIND").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BindPolicy {
+    /// When the process has a proxied connection and the socket is bound to an ephemeral port
+    /// on a non-loopback address (servers on fixed ports stay local).
+    #[default]
+    Auto,
+    /// Every non-loopback listening socket.
+    Always,
+    /// Never: listening sockets stay local.
+    Never,
+}
+
+impl BindPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindPolicy::Auto => "auto",
+            BindPolicy::Always => "always",
+            BindPolicy::Never => "never",
+        }
+    }
+}
+
+impl std::str::FromStr for BindPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(BindPolicy::Auto),
+            "always" => Ok(BindPolicy::Always),
+            "never" => Ok(BindPolicy::Never),
+            _ => Err(format!(
+                "\"{}\" is not auto, always or never",
+                s.chars().take(40).collect::<String>().escape_debug()
+            )),
+        }
+    }
+}
+
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -37,6 +78,7 @@ pub struct Config {
     pub log: Option<String>,
     pub log_file: Option<String>,
     pub quiet: bool,
+    pub bind: BindPolicy,
 }
 
 impl Default for Config {
@@ -49,6 +91,7 @@ impl Default for Config {
             log: None,
             log_file: None,
             quiet: false,
+            bind: BindPolicy::Auto,
         }
     }
 }
@@ -177,6 +220,11 @@ impl Config {
                 }
             };
         }
+        if let Some(v) = var(&get, ENV_BIND) {
+            c.bind = v
+                .parse()
+                .map_err(|e| ConfigError(format!("{ENV_BIND}: {e}")))?;
+        }
         Ok(c)
     }
     /// The variables that reproduce this configuration in [`Config::from_env_with`]; a `None`
@@ -215,6 +263,7 @@ impl Config {
                 ENV_QUIET,
                 Some(if self.quiet { "1" } else { "0" }.to_string()),
             ),
+            (ENV_BIND, Some(self.bind.as_str().to_string())),
         ]
     }
 }
@@ -384,6 +433,7 @@ mod tests {
             log: Some("proxify=debug,warn".to_string()),
             log_file: Some("/tmp/proxify test.log".to_string()),
             quiet: true,
+            bind: BindPolicy::Always,
         };
         let vars = full.to_env();
         for k in [
@@ -394,6 +444,7 @@ mod tests {
             ENV_LOG,
             ENV_LOG_FILE,
             ENV_QUIET,
+            ENV_BIND,
         ] {
             assert!(vars.iter().any(|(n, _)| *n == k), "{k} missing from to_env");
         }
@@ -404,5 +455,9 @@ mod tests {
             ..full.clone()
         };
         assert_eq!(from_vars(partial.to_env()), partial);
+        let e = Config::from_env_with(env(&[(ENV_BIND, "sometimes")])).unwrap_err();
+        assert!(e.0.contains(ENV_BIND), "{e}");
+        let c = Config::from_env_with(env(&[(ENV_BIND, " Never ")])).unwrap();
+        assert_eq!(c.bind, BindPolicy::Never);
     }
 }

@@ -23,6 +23,11 @@ pub enum Kind {
     /// family), `ctrl` our TCP control connection, `peer` the destination the program
     /// connected the socket to (the kernel socket is then connected to the relay).
     UdpAssoc = 2,
+    /// A listening socket turned into a SOCKS BIND: `relay` holds BND.ADDR:BND.PORT of the
+    /// first reply (what getsockname reports); the second reply arrives on the socket itself.
+    BindListen = 3,
+    /// A TCP socket bound to port 0 by the program (a candidate for BIND under `auto`).
+    BoundEphemeral = 4,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +36,7 @@ pub struct Entry {
     pub peer: Option<SocketAddr>,
     pub relay: Option<SocketAddr>,
     /// Our own fd (the UDP control connection), closed with the entry; -1 if none.
+    /// (`relay`, for a proxied TCP socket, is BND.ADDR:BND.PORT of the proxy's reply.)
     pub ctrl: i32,
 }
 
@@ -163,6 +169,8 @@ fn kind_from(k: u8) -> Option<Kind> {
     match k {
         1 => Some(Kind::ProxiedTcp),
         2 => Some(Kind::UdpAssoc),
+        3 => Some(Kind::BindListen),
+        4 => Some(Kind::BoundEphemeral),
         _ => None,
     }
 }

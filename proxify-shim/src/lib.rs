@@ -10,6 +10,7 @@
 //! - `real`: the real libc functions, resolved once; `runtime`: configuration and logging.
 //! - `csrc/variadic.c`: `fcntl`, which stable Rust cannot define (variadic).
 
+mod bind;
 mod decide;
 mod fakedns;
 mod fdtable;
@@ -25,9 +26,11 @@ mod udp;
 
 extern "C" fn fork_prepare() {
     fakedns::fork_prepare();
+    bind::fork_prepare();
 }
 
 extern "C" fn fork_release() {
+    bind::fork_release();
     fakedns::fork_release();
 }
 

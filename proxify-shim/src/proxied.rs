@@ -62,7 +62,11 @@ pub fn socket_type(fd: c_int) -> Option<(c_int, c_int)> {
 
 /// Picks the proxy address this socket can reach: same family, or IPv4-mapped on a dual-stack
 /// AF_INET6 socket.
-fn pick_proxy_addr(fd: c_int, family: c_int, addrs: &[SocketAddr]) -> Result<SocketAddr, Failure> {
+pub fn pick_proxy_addr(
+    fd: c_int,
+    family: c_int,
+    addrs: &[SocketAddr],
+) -> Result<SocketAddr, Failure> {
     let v6only = family == libc::AF_INET6
         && sockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).unwrap_or(0) != 0;
     let native = addrs
@@ -164,7 +168,7 @@ pub fn connect_proxy(fd: c_int, proxy: SocketAddr, timeout: Duration) -> Result<
     }
 }
 
-/// Drives `client` over the (non-blocking) `fd` until it is done, fails, or `deadline` passes.
+/// Drives `client` over `fd` (blocking or not: every call is MSG_DONTWAIT and waits in poll) until it is done, fails, or `deadline` passes.
 /// Reads exactly what the client wants: whole protocol messages, never application data.
 pub fn drive(fd: c_int, client: &mut Client, deadline: Instant) -> Result<Reply, Failure> {
     let mut buf = [0u8; 512];
@@ -176,7 +180,7 @@ pub fn drive(fd: c_int, client: &mut Client, deadline: Instant) -> Result<Reply,
                     fd,
                     out.as_ptr() as *const c_void,
                     out.len(),
-                    libc::MSG_NOSIGNAL,
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
                 )
             };
             if n >= 0 {
@@ -206,7 +210,14 @@ pub fn drive(fd: c_int, client: &mut Client, deadline: Instant) -> Result<Reply,
                 "SOCKS client stalled (internal error)",
             ));
         }
-        let n = unsafe { real::recv(fd, buf.as_mut_ptr() as *mut c_void, want, 0) };
+        let n = unsafe {
+            real::recv(
+                fd,
+                buf.as_mut_ptr() as *mut c_void,
+                want,
+                libc::MSG_DONTWAIT,
+            )
+        };
         if n > 0 {
             if let Err(e) = client.feed(&buf[..n as usize]) {
                 return Err(Failure::new(e.errno(), e.to_string()));
@@ -262,6 +273,21 @@ pub fn connect(
     let mut client = Client::new(request(proxy, Command::Connect, target))
         .map_err(|e| Failure::new(e.errno(), e.to_string()))?;
 
+    with_nonblocking(fd, || {
+        connect_proxy(fd, proxy_addr, cfg.connect_timeout)?;
+        if rt.fault == crate::runtime::Fault::PanicConnect {
+            panic!("injected fault (PROXIFY_TEST_FAULT=panic-connect)");
+        }
+        drive(fd, &mut client, Instant::now() + cfg.handshake_timeout)
+    })
+}
+
+/// Runs `f` with `fd` non-blocking, then puts the file status flags back as the program left
+/// them. If `f` fails (or panics) the socket is disconnected again.
+pub fn with_nonblocking<T>(
+    fd: c_int,
+    f: impl FnOnce() -> Result<T, Failure>,
+) -> Result<T, Failure> {
     let flags = fcntl(fd, libc::F_GETFL, 0);
     if flags < 0 {
         let e = errno();
@@ -278,13 +304,14 @@ pub fn connect(
         let e = errno();
         return Err(Failure::new(e, format!("fcntl failed: {}", strerror(e))));
     }
-    connect_proxy(fd, proxy_addr, cfg.connect_timeout)?;
-    if rt.fault == crate::runtime::Fault::PanicConnect {
-        panic!("injected fault (PROXIFY_TEST_FAULT=panic-connect)");
-    }
-    let reply = drive(fd, &mut client, Instant::now() + cfg.handshake_timeout)?;
+    let r = f()?;
     restore.succeeded = true;
-    Ok(reply)
+    Ok(r)
+}
+
+/// SO_DOMAIN of a socket (-1 if unknown).
+pub fn socket_domain(fd: c_int) -> c_int {
+    sockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(-1)
 }
 
 /// Puts the socket back as the program left it, on every exit path (errors and panics too):

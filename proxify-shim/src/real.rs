@@ -92,6 +92,11 @@ real_fns! {
     fn recvfrom = "recvfrom"(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t;
     fn recvmsg = "recvmsg"(fd: c_int, msg: *mut libc::msghdr, flags: c_int) -> ssize_t;
     fn recvmmsg = "recvmmsg"(fd: c_int, msgs: *mut libc::mmsghdr, n: libc::c_uint, flags: c_int, timeout: *mut libc::timespec) -> c_int;
+    fn listen = "listen"(fd: c_int, backlog: c_int) -> c_int;
+    fn accept = "accept"(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
+    fn accept4 = "accept4"(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int;
+    fn getsockname = "getsockname"(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
+    fn bind = "bind"(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;
     fn res_query = "res_query"(dname: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int) -> c_int;
     fn res_search = "res_search"(dname: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int) -> c_int;
     fn res_querydomain = "res_querydomain"(name: *const c_char, domain: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int) -> c_int;

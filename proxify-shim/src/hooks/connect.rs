@@ -88,7 +88,7 @@ fn connect_proxied(
     let Some((ty, proto)) = socket_type(fd) else {
         return fail(proxied::errno());
     };
-    let domain = sockopt_domain(fd);
+    let domain = proxied::socket_domain(fd);
     match ty {
         libc::SOCK_STREAM if matches!(proto, 0 | libc::IPPROTO_TCP | libc::IPPROTO_MPTCP) => {}
         libc::SOCK_DGRAM => return connect_udp(rt, fd, domain, dest, &target),
@@ -113,9 +113,17 @@ fn connect_proxied(
     let shown = describe(&target);
     let via = rt.proxy().map(|p| p.masked()).unwrap_or_default();
     log::debug!("connect fd {fd} to {shown}: through proxy {via}");
+    let target_copy = target.clone();
     match proxied::connect(rt, fd, domain, target) {
         Ok(reply) => {
-            fdtable::set(fd, Entry::tcp(dest));
+            let bound = match reply.bound {
+                TargetAddr::Ip(b) if !b.ip().is_unspecified() => sa::for_family(b, domain),
+                _ => None,
+            };
+            let mut e = Entry::tcp(dest);
+            e.relay = bound;
+            fdtable::set(fd, e);
+            crate::bind::note_connection(&target_copy, bound);
             log::debug!(
                 "connect fd {fd} to {shown}: connected (proxy bound {})",
                 describe(&reply.bound)
@@ -166,25 +174,6 @@ fn connect_udp(
         describe(target)
     );
     0
-}
-
-fn sockopt_domain(fd: c_int) -> c_int {
-    let mut v: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as socklen_t;
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            &mut v as *mut c_int as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    if rc == 0 {
-        v
-    } else {
-        -1
-    }
 }
 
 #[no_mangle]

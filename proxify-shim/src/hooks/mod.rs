@@ -5,4 +5,5 @@ pub mod connect;
 pub mod dns;
 pub mod fd;
 pub mod io;
+pub mod listen;
 pub mod udp;

@@ -1,0 +1,238 @@
+//! SOCKS BIND: a listening socket whose connection comes from the remote side (active FTP).
+//!
+//! On `listen()` (when the policy says so) the program's own socket is connected to the proxy
+//! and sends BIND; `listen` returns once the first reply names the address the proxy listens
+//! on, which `getsockname` then reports, so the program announces the proxy's address. The
+//! second reply (the remote side connected) arrives on that same socket: poll, select and
+//! epoll see it readable exactly when a connection is there, and `accept` reads the reply and
+//! returns a duplicate of the socket, now the data connection. No local listener is ever
+//! exposed: if the proxy refuses, `listen` fails.
+
+use crate::fdtable::{self, Entry, Kind};
+use crate::lock::ForkSafeMutex;
+use crate::proxied::{self, errno, strerror, Failure};
+use crate::runtime::Runtime;
+use crate::sockaddr;
+use libc::c_int;
+use proxify_core::cidr::is_loopback;
+use proxify_core::config::BindPolicy;
+use proxify_core::socks::{Client, Command, TargetAddr};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+struct State {
+    /// Peer of the most recent proxied connection (the default expected BIND peer).
+    last_peer: Option<TargetAddr>,
+    /// SOCKS clients waiting for their second reply, by listening fd.
+    pending: Option<HashMap<c_int, Client>>,
+    /// Proxy-side addresses we reported (BND of CONNECT replies): a program that binds a new
+    /// socket to one of them gets the wildcard address instead (curl's active FTP does this).
+    reported: Vec<IpAddr>,
+}
+
+static STATE: ForkSafeMutex<State> = ForkSafeMutex::new(State {
+    last_peer: None,
+    pending: None,
+    reported: Vec::new(),
+});
+
+pub(crate) fn fork_prepare() {
+    STATE.raw_lock();
+}
+
+pub(crate) fn fork_release() {
+    unsafe { STATE.raw_unlock() }
+}
+
+/// Remembers a successful proxied connection (and the proxy-side address it reported).
+pub fn note_connection(target: &TargetAddr, bound: Option<SocketAddr>) {
+    let mut s = STATE.lock();
+    s.last_peer = Some(target.clone());
+    if let Some(b) = bound {
+        let ip = crate::decide::unmap(b).ip();
+        if !s.reported.contains(&ip) {
+            if s.reported.len() >= 16 {
+                s.reported.remove(0);
+            }
+            s.reported.push(ip);
+        }
+    }
+}
+
+/// Is `ip` a proxy-side address we reported to the program?
+pub fn is_reported(ip: &IpAddr) -> bool {
+    let ip = crate::decide::unmap(SocketAddr::new(*ip, 0)).ip();
+    STATE.lock().reported.contains(&ip)
+}
+
+fn local_addr(fd: c_int) -> Option<SocketAddr> {
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
+    let rc =
+        unsafe { crate::real::getsockname(fd, &mut st as *mut _ as *mut libc::sockaddr, &mut len) };
+    if rc != 0 {
+        return None;
+    }
+    unsafe { sockaddr::read(&st as *const _ as *const libc::sockaddr, len) }
+}
+
+/// Should `listen` on `fd` become a BIND? Returns the expected peer if so.
+pub fn wanted(rt: &Runtime, fd: c_int) -> Option<TargetAddr> {
+    let cfg = rt.config()?;
+    if cfg.bind == BindPolicy::Never {
+        return None;
+    }
+    let local = local_addr(fd)?;
+    let ip = crate::decide::unmap(local).ip();
+    if is_loopback(&ip) {
+        return None;
+    }
+    let ephemeral = local.port() == 0
+        || matches!(
+            fdtable::get(fd),
+            Some(Entry {
+                kind: Kind::BoundEphemeral,
+                ..
+            })
+        );
+    let last = STATE.lock().last_peer.clone();
+    // The remote side connects back from a port we cannot know (FTP uses 20): port 0.
+    let last = last.map(|t| match t {
+        TargetAddr::Ip(a) => TargetAddr::Ip(SocketAddr::new(a.ip(), 0)),
+        TargetAddr::Domain(n, _) => TargetAddr::Domain(n, 0),
+    });
+    match cfg.bind {
+        BindPolicy::Auto if ephemeral => last,
+        BindPolicy::Always => Some(last.unwrap_or(TargetAddr::Ip(SocketAddr::new(
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            0,
+        )))),
+        _ => None,
+    }
+}
+
+/// Turns `listen` on `fd` (of `family`) into a BIND towards `peer`; returns BND of the first
+/// reply as the socket can express it.
+pub fn start(
+    rt: &Runtime,
+    fd: c_int,
+    family: c_int,
+    peer: TargetAddr,
+) -> Result<SocketAddr, Failure> {
+    let proxy = rt
+        .proxy()
+        .map_err(|e| Failure::new(libc::EACCES, e.to_string()))?;
+    let cfg = rt
+        .config()
+        .ok_or_else(|| Failure::new(libc::EACCES, "no usable configuration"))?;
+    let addrs = rt
+        .proxy_addrs()
+        .map_err(|e| Failure::new(libc::EHOSTUNREACH, e))?;
+    let paddr = proxied::pick_proxy_addr(fd, family, addrs)?;
+    let mut client = Client::new(proxied::request(proxy, Command::Bind, peer))
+        .map_err(|e| Failure::new(e.errno(), e.to_string()))?;
+    let reply = proxied::with_nonblocking(fd, || {
+        proxied::connect_proxy(fd, paddr, cfg.connect_timeout)?;
+        proxied::drive(fd, &mut client, Instant::now() + cfg.handshake_timeout)
+    })?;
+    let bound = match reply.bound {
+        TargetAddr::Ip(a) if a.ip().is_unspecified() => SocketAddr::new(paddr.ip(), a.port()),
+        TargetAddr::Ip(a) => a,
+        TargetAddr::Domain(..) => {
+            proxied::disconnect(fd);
+            return Err(Failure::new(
+                libc::EPROTO,
+                "the proxy named its BIND address by host name",
+            ));
+        }
+    };
+    let bound = crate::decide::unmap(bound);
+    let shown = sockaddr::for_family(bound, family).unwrap_or(bound);
+    if let Err(e) = client.expect_second_reply() {
+        proxied::disconnect(fd);
+        return Err(Failure::new(e.errno(), e.to_string()));
+    }
+    STATE
+        .lock()
+        .pending
+        .get_or_insert_with(HashMap::new)
+        .insert(fd, client);
+    fdtable::set(
+        fd,
+        Entry {
+            kind: Kind::BindListen,
+            peer: None,
+            relay: Some(shown),
+            ctrl: -1,
+        },
+    );
+    Ok(shown)
+}
+
+/// `accept` on a BIND socket: waits (unless non-blocking) for the second reply, then returns a
+/// duplicate of the socket as the accepted connection and the remote peer.
+pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAddr), Failure> {
+    let cfg = rt
+        .config()
+        .ok_or_else(|| Failure::new(libc::EACCES, "no usable configuration"))?;
+    let status = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL, 0) } as c_int;
+    if status < 0 {
+        let e = errno();
+        return Err(Failure::new(e, strerror(e)));
+    }
+    // Wait for the first byte of the second reply as accept would wait for a connection.
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let timeout = if status & libc::O_NONBLOCK != 0 {
+        0
+    } else {
+        -1
+    };
+    let rc = unsafe { libc::poll(&mut p, 1, timeout) };
+    if rc < 0 {
+        let e = errno();
+        return Err(Failure::new(e, strerror(e)));
+    }
+    if rc == 0 {
+        return Err(Failure::new(libc::EAGAIN, "no connection yet"));
+    }
+    let Some(mut client) = STATE.lock().pending.as_mut().and_then(|m| m.remove(&fd)) else {
+        return Err(Failure::new(
+            libc::ECONNABORTED,
+            "the BIND connection was already accepted",
+        ));
+    };
+    let reply = proxied::drive(fd, &mut client, Instant::now() + cfg.handshake_timeout)?;
+    let peer = match reply.bound {
+        TargetAddr::Ip(a) => a,
+        TargetAddr::Domain(n, p) => SocketAddr::new(
+            IpAddr::V4(crate::fakedns::v4(crate::fakedns::index_for(&n))),
+            p,
+        ),
+    };
+    let cmd = if flags & libc::SOCK_CLOEXEC != 0 {
+        libc::F_DUPFD_CLOEXEC
+    } else {
+        libc::F_DUPFD
+    };
+    let nfd = unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, 0) } as c_int;
+    if nfd < 0 {
+        let e = errno();
+        return Err(Failure::new(e, strerror(e)));
+    }
+    // The duplicate shares the file description: its O_NONBLOCK is what accept4 asked for.
+    let want = if flags & libc::SOCK_NONBLOCK != 0 {
+        status | libc::O_NONBLOCK
+    } else {
+        status & !libc::O_NONBLOCK
+    };
+    unsafe { libc::syscall(libc::SYS_fcntl, nfd, libc::F_SETFL, want) };
+    let mut e = Entry::tcp(peer);
+    e.relay = fdtable::get(fd).and_then(|e| e.relay);
+    fdtable::set(nfd, e);
+    Ok((nfd, peer))
+}

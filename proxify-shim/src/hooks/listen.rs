@@ -1,0 +1,157 @@
+//! `bind`, `listen`, `accept`, `accept4`, `getsockname`: SOCKS BIND for listening sockets
+//! (see `bind.rs`), and the proxy-side address of proxied connections.
+
+use crate::fdtable::{self, Entry, Kind};
+use crate::guard::{guarded, set_errno};
+use crate::sockaddr as sa;
+use crate::{bind, real, runtime};
+use libc::{c_int, sockaddr, socklen_t};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+fn fail(e: c_int) -> c_int {
+    set_errno(e);
+    -1
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    let Some(a) = sa::read(addr, len) else {
+        return real::bind(fd, addr, len);
+    };
+    guarded(-1, libc::EIO, || {
+        // Binding to a proxy-side address we reported (as curl's active FTP does with the
+        // control connection's getsockname) means "the address the proxy will use": bind
+        // locally to the wildcard and let listen() ask the proxy.
+        let r = if bind::is_reported(&a.ip()) {
+            let any = if a.is_ipv4() {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            };
+            let (st, l) = sa::to_storage(&SocketAddr::new(any, a.port()));
+            log::debug!("bind fd {fd} to proxy-side {a}: bound to {any} locally");
+            real::bind(fd, &st as *const _ as *const sockaddr, l)
+        } else {
+            real::bind(fd, addr, len)
+        };
+        if r == 0 && a.port() == 0 {
+            if let Some((libc::SOCK_STREAM, _)) = crate::proxied::socket_type(fd) {
+                fdtable::set(
+                    fd,
+                    Entry {
+                        kind: Kind::BoundEphemeral,
+                        peer: None,
+                        relay: None,
+                        ctrl: -1,
+                    },
+                );
+            }
+        }
+        r
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    guarded(-1, libc::EIO, || {
+        let rt = runtime::get();
+        let Some(peer) = bind::wanted(rt, fd) else {
+            return real::listen(fd, backlog);
+        };
+        let family = match crate::proxied::socket_domain(fd) {
+            f @ (libc::AF_INET | libc::AF_INET6) => f,
+            _ => return real::listen(fd, backlog),
+        };
+        let shown = crate::hooks::connect::describe(&peer);
+        match bind::start(rt, fd, family, peer) {
+            Ok(bound) => {
+                log::debug!(
+                    "listen fd {fd}: BIND through the proxy for {shown}, proxy listens on {bound}"
+                );
+                0
+            }
+            Err(f) => {
+                log::warn!(
+                    "cannot listen through the proxy (BIND for {shown}): {}",
+                    f.msg
+                );
+                fail(f.errno)
+            }
+        }
+    })
+}
+
+unsafe fn accept_bind(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
+    guarded(-1, libc::EIO, || {
+        let rt = runtime::get();
+        match bind::accept(rt, fd, flags) {
+            Ok((nfd, peer)) => {
+                log::debug!("accept fd {fd}: {peer} connected through the proxy (fd {nfd})");
+                if !addr.is_null() && !len.is_null() {
+                    let fam = crate::proxied::socket_domain(fd);
+                    let p = sa::for_family(peer, fam).unwrap_or(peer);
+                    sa::write_out(&p, addr, len);
+                }
+                nfd
+            }
+            Err(f) => {
+                if f.errno != libc::EAGAIN {
+                    log::warn!("accept through the proxy (BIND) failed: {}", f.msg);
+                }
+                fail(f.errno)
+            }
+        }
+    })
+}
+
+#[inline]
+fn is_bind(fd: c_int) -> bool {
+    !fdtable::none_tracked()
+        && matches!(
+            fdtable::get(fd),
+            Some(Entry {
+                kind: Kind::BindListen,
+                ..
+            })
+        )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if is_bind(fd) {
+        return accept_bind(fd, addr, len, 0);
+    }
+    real::accept(fd, addr, len)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    if is_bind(fd) {
+        return accept_bind(fd, addr, len, flags);
+    }
+    real::accept4(fd, addr, len, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if !fdtable::none_tracked() {
+        if let Some(Entry {
+            kind: Kind::BindListen | Kind::ProxiedTcp,
+            relay: Some(b),
+            ..
+        }) = fdtable::get(fd)
+        {
+            if addr.is_null() || len.is_null() {
+                return fail(libc::EFAULT);
+            }
+            sa::write_out(&b, addr, len);
+            return 0;
+        }
+    }
+    real::getsockname(fd, addr, len)
+}

@@ -176,7 +176,7 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
     let cfg = rt
         .config()
         .ok_or_else(|| Failure::new(libc::EACCES, "no usable configuration"))?;
-    let status = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL, 0) } as c_int;
+    let status = unsafe { crate::real::fcntl(fd, libc::F_GETFL, 0) };
     if status < 0 {
         let e = errno();
         return Err(Failure::new(e, strerror(e)));
@@ -219,7 +219,7 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
     } else {
         libc::F_DUPFD
     };
-    let nfd = unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, 0) } as c_int;
+    let nfd = unsafe { crate::real::fcntl(fd, cmd, 0) };
     if nfd < 0 {
         let e = errno();
         return Err(Failure::new(e, strerror(e)));
@@ -230,7 +230,7 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
     } else {
         status & !libc::O_NONBLOCK
     };
-    unsafe { libc::syscall(libc::SYS_fcntl, nfd, libc::F_SETFL, want) };
+    unsafe { crate::real::fcntl(nfd, libc::F_SETFL, want as libc::c_ulong) };
     let mut e = Entry::tcp(peer);
     e.relay = fdtable::get(fd).and_then(|e| e.relay);
     fdtable::set(nfd, e);

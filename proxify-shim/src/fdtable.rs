@@ -28,6 +28,10 @@ pub enum Kind {
     BindListen = 3,
     /// A TCP socket bound to port 0 by the program (a candidate for BIND under `auto`).
     BoundEphemeral = 4,
+    /// One of proxify's own fds (a UDP control connection); `ctrl` holds the fd that owns it.
+    /// The program cannot close it (`close` pretends, `close_range` skips it, `dup2` over it
+    /// moves it first): a daemon closing every fd must not break its own association.
+    Internal = 5,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,6 +175,7 @@ fn kind_from(k: u8) -> Option<Kind> {
         2 => Some(Kind::UdpAssoc),
         3 => Some(Kind::BindListen),
         4 => Some(Kind::BoundEphemeral),
+        5 => Some(Kind::Internal),
         _ => None,
     }
 }
@@ -188,12 +193,68 @@ pub fn set(fd: i32, entry: Entry) -> bool {
         cell.store(v, Ordering::Relaxed);
     }
     let old_ctrl = s.ctrl.swap(entry.ctrl.max(-1) + 1, Ordering::Relaxed) - 1;
-    if s.kind.swap(entry.kind as u8, Ordering::Release) == 0 {
+    let old_kind = s.kind.swap(entry.kind as u8, Ordering::Release);
+    if old_kind == 0 {
         TRACKED.fetch_add(1, Ordering::Relaxed);
     }
-    if old_ctrl >= 0 && old_ctrl != entry.ctrl {
+    if old_kind == Kind::UdpAssoc as u8 && old_ctrl >= 0 && old_ctrl != entry.ctrl {
         close_internal(old_ctrl);
     }
+    if entry.kind == Kind::UdpAssoc && entry.ctrl >= 0 {
+        // Mark the control fd as ours (its slot names its owner).
+        set(
+            entry.ctrl,
+            Entry {
+                kind: Kind::Internal,
+                peer: None,
+                relay: None,
+                ctrl: fd,
+            },
+        );
+    }
+    true
+}
+
+/// Is `fd` one of proxify's own fds?
+#[inline]
+pub fn is_internal(fd: i32) -> bool {
+    !none_tracked()
+        && slot(fd)
+            .map(|s| s.kind.load(Ordering::Acquire) == Kind::Internal as u8)
+            .unwrap_or(false)
+}
+
+/// Moves our internal `fd` to another number (the program is about to reuse its number with
+/// dup2/dup3) and tells its owner. Returns false if it could not be moved.
+pub fn relocate_internal(fd: i32) -> bool {
+    let Some(s) = slot(fd) else {
+        return false;
+    };
+    if s.kind.load(Ordering::Acquire) != Kind::Internal as u8 {
+        return true;
+    }
+    let owner = s.ctrl.load(Ordering::Relaxed) - 1;
+    let nfd = unsafe { crate::real::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if nfd < 0 {
+        return false;
+    }
+    if let Some(o) = slot(owner) {
+        o.ctrl.store(nfd + 1, Ordering::Relaxed);
+    }
+    set(
+        nfd,
+        Entry {
+            kind: Kind::Internal,
+            peer: None,
+            relay: None,
+            ctrl: owner,
+        },
+    );
+    // The old number is closed by the caller's dup2; forget it here.
+    if s.kind.swap(0, Ordering::AcqRel) != 0 {
+        TRACKED.fetch_sub(1, Ordering::Relaxed);
+    }
+    s.ctrl.store(0, Ordering::Relaxed);
     true
 }
 
@@ -250,16 +311,32 @@ pub fn clear(fd: i32) {
 /// Forgets `fd`; returns its control fd (for the caller to close) if it had one.
 fn take(fd: i32) -> Option<i32> {
     let s = slot(fd)?;
-    if s.kind.swap(0, Ordering::AcqRel) != 0 {
-        TRACKED.fetch_sub(1, Ordering::Relaxed);
-        let c = s.ctrl.swap(0, Ordering::Relaxed) - 1;
-        return (c >= 0).then_some(c);
+    let old = s.kind.swap(0, Ordering::AcqRel);
+    if old == 0 {
+        return None;
     }
-    None
+    TRACKED.fetch_sub(1, Ordering::Relaxed);
+    let c = s.ctrl.swap(0, Ordering::Relaxed) - 1;
+    if old != Kind::UdpAssoc as u8 || c < 0 {
+        return None;
+    }
+    // The control fd's own slot goes too.
+    if let Some(cs) = slot(c) {
+        if cs.kind.load(Ordering::Acquire) == Kind::Internal as u8
+            && cs.ctrl.load(Ordering::Relaxed) - 1 == fd
+            && cs.kind.swap(0, Ordering::AcqRel) != 0
+        {
+            TRACKED.fetch_sub(1, Ordering::Relaxed);
+            cs.ctrl.store(0, Ordering::Relaxed);
+        }
+    }
+    Some(c)
 }
 
-/// Forgets every fd in `first..=last`.
-pub fn clear_range(first: u32, last: u32) {
+/// Forgets every fd in `first..=last` that the kernel just closed. Our own fds in the range
+/// were skipped by the caller unless `ours_closed_too` (closefrom fallback): then their
+/// numbers may already be reused and must not be closed again.
+pub fn clear_range(first: u32, last: u32, ours_closed_too: bool) {
     if none_tracked() {
         return;
     }
@@ -271,15 +348,38 @@ pub fn clear_range(first: u32, last: u32) {
             fd = (fd / CHUNK + 1) * CHUNK;
             continue;
         }
-        // A control fd inside the range was just closed by the kernel: closing its number
-        // again could hit a new fd of another thread.
+        if !ours_closed_too && is_internal(fd as i32) {
+            fd += 1;
+            continue;
+        }
         if let Some(c) = take(fd as i32) {
-            if (c as u32) < first || (c as u32) > last as u32 {
+            let inside = (c as usize) >= first as usize && (c as usize) <= last;
+            if !(ours_closed_too && inside) {
                 close_internal(c);
             }
         }
         fd += 1;
     }
+}
+
+/// The first of our own fds in `from..=to`, skipping unallocated chunks.
+pub fn next_internal(from: u32, to: u32) -> Option<u32> {
+    if none_tracked() {
+        return None;
+    }
+    let to = (to as usize).min(MAX_FD - 1);
+    let mut fd = from as usize;
+    while fd <= to {
+        if CHUNKS[fd / CHUNK].load(Ordering::Acquire).is_null() {
+            fd = (fd / CHUNK + 1) * CHUNK;
+            continue;
+        }
+        if is_internal(fd as i32) {
+            return Some(fd as u32);
+        }
+        fd += 1;
+    }
+    None
 }
 
 /// `newfd` now refers to the same socket as `oldfd` (dup, dup2, dup3, F_DUPFD): copy the state,
@@ -293,9 +393,7 @@ pub fn duplicate(oldfd: i32, newfd: i32) {
             if e.ctrl >= 0 {
                 // Each fd owns its copy of the control connection: closing one leaves the
                 // association alive for the other.
-                e.ctrl = unsafe {
-                    libc::syscall(libc::SYS_fcntl, e.ctrl, libc::F_DUPFD_CLOEXEC, 3) as i32
-                };
+                e.ctrl = unsafe { crate::real::fcntl(e.ctrl, libc::F_DUPFD_CLOEXEC, 3) };
             }
             if !set(newfd, e) {
                 // Beyond the table: cannot happen for an fd that dup returned under MAX_FD.
@@ -320,7 +418,7 @@ mod tests {
         assert_eq!(get(2000).unwrap().peer, Some(a));
         clear(10);
         assert!(get(10).is_none());
-        clear_range(0, u32::MAX);
+        clear_range(0, u32::MAX, false);
         assert!(get(2000).is_none());
         assert!(none_tracked());
         let b: SocketAddr = "192.0.2.1:80".parse().unwrap();

@@ -99,7 +99,7 @@ pub fn pick_proxy_addr(
 }
 
 fn fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
-    unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, arg) as c_int }
+    unsafe { real::fcntl(fd, cmd, arg as libc::c_ulong) }
 }
 
 /// Waits for `events` on `fd` until `deadline`.

@@ -15,18 +15,15 @@ fn lookup(name: &'static [u8]) -> usize {
     p
 }
 
-/// Resolves `name` (NUL-terminated) in the libraries after ours. Aborts with one line if a libc
-/// function we interpose does not exist when it is called: nothing sensible can be done and
-/// carrying on could leak.
+/// Resolves `name` (NUL-terminated) in the libraries after ours. Aborts if a libc function we
+/// interpose does not exist when it is called: nothing sensible can be done and carrying on
+/// could leak.
 #[cold]
 fn resolve(name: &'static [u8], slot: &AtomicUsize) -> usize {
     let p = lookup(name);
     if p == 0 {
-        let msg = b"proxify: cannot find a real libc function; aborting\n";
-        unsafe {
-            libc::syscall(libc::SYS_write, 2, msg.as_ptr(), msg.len());
-            libc::abort();
-        }
+        // No message: every way to write one goes through a function we interpose.
+        unsafe { libc::abort() };
     }
     slot.store(p, Ordering::Relaxed);
     p
@@ -105,4 +102,24 @@ real_fns! {
     fn res_nsearch = "res_nsearch"(statp: *mut c_void, dname: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int) -> c_int;
     fn res_nquerydomain = "res_nquerydomain"(statp: *mut c_void, name: *const c_char, domain: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int) -> c_int;
     fn res_nsend = "res_nsend"(statp: *mut c_void, msg: *const u8, msglen: c_int, answer: *mut u8, anslen: c_int) -> c_int;
+}
+
+/// The real variadic `syscall` (Rust can call a variadic function, not define one).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn syscall6(
+    n: libc::c_long,
+    a1: libc::c_long,
+    a2: libc::c_long,
+    a3: libc::c_long,
+    a4: libc::c_long,
+    a5: libc::c_long,
+    a6: libc::c_long,
+) -> libc::c_long {
+    static SLOT: AtomicUsize = AtomicUsize::new(0);
+    let mut p = SLOT.load(Ordering::Relaxed);
+    if p == 0 {
+        p = resolve(b"syscall\0", &SLOT);
+    }
+    let f: unsafe extern "C" fn(libc::c_long, ...) -> libc::c_long = std::mem::transmute(p);
+    f(n, a1, a2, a3, a4, a5, a6)
 }

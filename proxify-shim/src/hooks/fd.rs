@@ -6,8 +6,23 @@ use libc::{c_int, c_uint, c_ulong};
 
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    fdtable::clear(fd);
+    if !fdtable::none_tracked() {
+        if fdtable::is_internal(fd) {
+            // One of ours (a daemon closing every fd): it stays open, the program moves on.
+            return 0;
+        }
+        fdtable::clear(fd);
+    }
     real::close(fd)
+}
+
+/// Before the program's dup2/dup3 reuses `fd2`: if it is one of our fds, move ours away.
+fn free_number(fd2: c_int) -> bool {
+    if fdtable::is_internal(fd2) && !fdtable::relocate_internal(fd2) {
+        crate::guard::set_errno(libc::EBUSY);
+        return false;
+    }
+    true
 }
 
 #[no_mangle]
@@ -21,6 +36,9 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 
 #[no_mangle]
 pub unsafe extern "C" fn dup2(fd: c_int, fd2: c_int) -> c_int {
+    if fd != fd2 && !free_number(fd2) {
+        return -1;
+    }
     let r = real::dup2(fd, fd2);
     if r >= 0 && fd != fd2 {
         fdtable::duplicate(fd, r);
@@ -30,6 +48,9 @@ pub unsafe extern "C" fn dup2(fd: c_int, fd2: c_int) -> c_int {
 
 #[no_mangle]
 pub unsafe extern "C" fn dup3(fd: c_int, fd2: c_int, flags: c_int) -> c_int {
+    if fd != fd2 && !free_number(fd2) {
+        return -1;
+    }
     let r = real::dup3(fd, fd2, flags);
     if r >= 0 {
         fdtable::duplicate(fd, r);
@@ -50,16 +71,37 @@ pub unsafe extern "C" fn proxify_fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c
 
 #[no_mangle]
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
-    let r = real::close_range(first, last, flags);
-    // CLOSE_RANGE_CLOEXEC only marks the fds; they stay open.
-    if r == 0 && flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
-        fdtable::clear_range(first, last);
+    // CLOSE_RANGE_CLOEXEC only marks the fds (ours are close-on-exec already).
+    if fdtable::none_tracked() || flags & libc::CLOSE_RANGE_CLOEXEC as c_int != 0 {
+        return real::close_range(first, last, flags);
+    }
+    // Close around our own fds: the sub-ranges between them.
+    let mut start = first;
+    let mut r = 0;
+    while let Some(ours) = fdtable::next_internal(start, last) {
+        if ours > start {
+            r |= real::close_range(start, ours - 1, flags);
+        }
+        if ours == c_uint::MAX {
+            start = ours;
+            break;
+        }
+        start = ours + 1;
+    }
+    if start <= last && !(start == last && fdtable::is_internal(start as c_int)) {
+        r |= real::close_range(start, last, flags);
+    }
+    if r == 0 {
+        fdtable::clear_range(first, last, false);
     }
     r
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn closefrom(first: c_int) {
-    real::closefrom(first);
-    fdtable::clear_range(first.max(0) as c_uint, c_uint::MAX);
+    let first = first.max(0) as c_uint;
+    if fdtable::none_tracked() || close_range(first, c_uint::MAX, 0) != 0 {
+        real::closefrom(first as c_int);
+        fdtable::clear_range(first, c_uint::MAX, true);
+    }
 }

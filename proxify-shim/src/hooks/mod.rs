@@ -6,4 +6,5 @@ pub mod dns;
 pub mod fd;
 pub mod io;
 pub mod listen;
+pub mod syscall;
 pub mod udp;

@@ -33,6 +33,7 @@ Each setting comes from the flags, else from the environment, else from the -f F
   PROXIFY_LOG              log filter (env_logger syntax: error, warn, info, debug, trace)
   PROXIFY_LOG_FILE         log to this file instead of stderr
   PROXIFY_QUIET=1          like -q
+  PROXIFY_ALLOW_UNPROXIED=1  like --allow-unproxied
 The -f FILE is TOML with the keys proxy, direct, connect_timeout, timeout, log,
 log_file and quiet, e.g.:
   proxy = \"socks5h://proxy.example:1080\"
@@ -40,7 +41,16 @@ log_file and quiet, e.g.:
   connect_timeout = 5
 
 Loopback destinations (127.0.0.0/8, ::1) are always reached directly.
-The exit status is COMMAND's; 127 if it cannot be run; 2 for proxify's own errors.";
+
+Some programs cannot be reached by the shim, and their connections would bypass the
+proxy: statically linked programs, Go programs (Go's network code does not use the C
+library), setuid, setgid and file-capability programs (the loader ignores LD_PRELOAD),
+and programs of another architecture; a script counts as its #! interpreter. proxify
+refuses to run them, and the shim makes the command's own attempts to run one fail
+with \"Operation not permitted\", unless --allow-unproxied is given.
+
+The exit status is COMMAND's; 127 if it cannot be run; 2 for proxify's own errors and
+for a COMMAND refused because the shim cannot reach it.";
 
 const RUN_AFTER_SHORT_HELP: &str = "\
 socks5h:// and socks4a:// URLs have names resolved by the proxy (remote DNS); socks5:// and
@@ -109,6 +119,11 @@ pub struct RunArgs {
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     pub verbose: u8,
 
+    /// Also run programs the shim cannot reach (static, Go, setuid...): their connections
+    /// bypass the proxy (or PROXIFY_ALLOW_UNPROXIED=1)
+    #[arg(long = "allow-unproxied")]
+    pub allow_unproxied: bool,
+
     /// The program to run and its arguments, passed untouched
     #[arg(
         value_name = "COMMAND",
@@ -172,6 +187,7 @@ mod tests {
             "--timeout",
             "0.5",
             "-q",
+            "--allow-unproxied",
             "true",
         ]);
         assert_eq!(a.proxy, ["socks4a://h"]);
@@ -180,7 +196,9 @@ mod tests {
         assert_eq!(a.connect_timeout.as_deref(), Some("2"));
         assert_eq!(a.timeout.as_deref(), Some("0.5"));
         assert!(a.quiet);
+        assert!(a.allow_unproxied);
         assert_eq!(cmd(&a), ["true"]);
+        assert!(!run(&["true"]).allow_unproxied);
         let a = run(&["-v", "-vv", "-x", "a", "-x", "b", "true"]);
         assert_eq!(a.verbose, 3);
         assert_eq!(a.proxy, ["a", "b"]);

@@ -13,6 +13,7 @@ use proxify_core::config::{
     parse_seconds, Config, ENV_CONNECT_TIMEOUT, ENV_DIRECT, ENV_HANDSHAKE_TIMEOUT, ENV_LOG,
     ENV_LOG_FILE, ENV_PROXY, ENV_QUIET,
 };
+use proxify_core::elfcheck::{self, Verdict, ENV_ALLOW_UNPROXIED};
 use proxify_core::url::ProxyUrl;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -110,8 +111,17 @@ fn run(args: RunArgs) -> (i32, String) {
         Err(msg) => return (EXIT_USAGE, msg),
     };
     let preload = preload_with(shim.as_os_str(), std::env::var_os("LD_PRELOAD").as_deref());
+    let allow = match allow_unproxied(&args) {
+        Ok(allow) => allow,
+        Err(msg) => return (EXIT_USAGE, msg),
+    };
 
     let program = &args.command[0];
+    if !allow {
+        if let Some(msg) = refusal(program) {
+            return (EXIT_USAGE, msg);
+        }
+    }
     let mut cmd = Command::new(program);
     cmd.args(&args.command[1..]);
     for (key, value) in cfg.to_env() {
@@ -121,6 +131,10 @@ fn run(args: RunArgs) -> (i32, String) {
         };
     }
     cmd.env("LD_PRELOAD", preload);
+    if allow {
+        // The shim reads it too: the command may then run such programs itself.
+        cmd.env(ENV_ALLOW_UNPROXIED, "1");
+    }
     let err = cmd.exec();
     (
         EXIT_CANNOT_RUN,
@@ -130,6 +144,40 @@ fn run(args: RunArgs) -> (i32, String) {
             io_error_text(&err)
         ),
     )
+}
+
+/// `--allow-unproxied`, else `PROXIFY_ALLOW_UNPROXIED`.
+fn allow_unproxied(args: &RunArgs) -> Result<bool, String> {
+    if args.allow_unproxied {
+        return Ok(true);
+    }
+    match std::env::var_os(ENV_ALLOW_UNPROXIED) {
+        None => Ok(false),
+        Some(v) => match v.to_str() {
+            Some(v) => elfcheck::parse_allow(v),
+            None => Err(format!("{ENV_ALLOW_UNPROXIED} is not valid UTF-8")),
+        },
+    }
+}
+
+/// Why `program` must not run: the shim cannot reach it (a static, Go, setuid... program, or
+/// a script run by one), so its connections would bypass the proxy. `program` is found
+/// through `$PATH` as the exec will find it; a command that is not found is left to the exec
+/// (which fails with 127).
+fn refusal(program: &OsStr) -> Option<String> {
+    let search = std::env::var_os("PATH");
+    let path = elfcheck::find_in_path(program, search.as_deref())?;
+    let name = program.to_string_lossy();
+    let hint = "(use --allow-unproxied to run it anyway)";
+    match elfcheck::inspect_with(&path, search.as_deref()) {
+        Ok(Verdict::Reachable) | Ok(Verdict::CannotRun) => None,
+        Ok(Verdict::Unreachable(why)) => Some(format!(
+            "refusing to run {name}: {why} \u{2014} its connections would bypass the proxy {hint}"
+        )),
+        Err(e) => Some(format!(
+            "refusing to run {name}: {e} \u{2014} its connections could bypass the proxy {hint}"
+        )),
+    }
 }
 
 /// The settings: flags > environment > config file > defaults.

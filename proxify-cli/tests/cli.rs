@@ -559,6 +559,7 @@ fn the_command_gets_the_shim_and_the_settings() {
     assert_eq!(
         vars,
         [
+            "PROXIFY_BIND=auto".to_string(),
             "PROXIFY_CONNECT_TIMEOUT=2.5".to_string(),
             "PROXIFY_DIRECT=10.0.0.0/8,2001:db8::/32".to_string(),
             "PROXIFY_LOG=debug".to_string(),

@@ -6,5 +6,6 @@
 
 pub mod cidr;
 pub mod config;
+pub mod elfcheck;
 pub mod socks;
 pub mod url;

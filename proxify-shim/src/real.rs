@@ -102,6 +102,14 @@ real_fns! {
     fn res_nsearch = "res_nsearch"(statp: *mut c_void, dname: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int) -> c_int;
     fn res_nquerydomain = "res_nquerydomain"(statp: *mut c_void, name: *const c_char, domain: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int) -> c_int;
     fn res_nsend = "res_nsend"(statp: *mut c_void, msg: *const u8, msglen: c_int, answer: *mut u8, anslen: c_int) -> c_int;
+    fn execve = "execve"(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int;
+    fn execvpe = "execvpe"(file: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int;
+    fn fexecve = "fexecve"(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int;
+    fn execveat = "execveat"(dirfd: c_int, path: *const c_char, argv: *const *const c_char, envp: *const *const c_char, flags: c_int) -> c_int;
+    fn posix_spawn = "posix_spawn"(pid: *mut libc::pid_t, path: *const c_char, actions: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int;
+    fn posix_spawnp = "posix_spawnp"(pid: *mut libc::pid_t, file: *const c_char, actions: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int;
+    fn system = "system"(command: *const c_char) -> c_int;
+    fn popen = "popen"(command: *const c_char, mode: *const c_char) -> *mut libc::FILE;
 }
 
 /// The real variadic `syscall` (Rust can call a variadic function, not define one).

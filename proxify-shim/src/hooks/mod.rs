@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod dns;
+pub mod exec;
 pub mod fd;
 pub mod io;
 pub mod listen;

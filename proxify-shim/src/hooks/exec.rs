@@ -1,0 +1,654 @@
+//! `execve` and the rest of the exec family, `posix_spawn`/`posix_spawnp`, `system`, `popen`.
+//!
+//! Two jobs, so that a proxied program cannot start an unproxied one:
+//! - **Refuse programs the shim cannot reach** (static, Go, setuid/setgid/capabilities, other
+//!   architecture; scripts by their interpreter; see `proxify_core::elfcheck`): the call fails
+//!   with EPERM (`posix_spawn*` return it) and one warning is logged, unless
+//!   `PROXIFY_ALLOW_UNPROXIED` was set when the program started. Programs that do not exist
+//!   are left to the real call, which fails with its own errno (shells search `PATH` that way).
+//! - **Keep the shim in the child's environment**: when the environment passed on lacks our
+//!   `LD_PRELOAD` entry (`env -i`, a program building its own `envp`) or a `PROXIFY_*` variable
+//!   we started with, the child gets a copy with them added back.
+//!
+//! glibc's `execv`, `execvp`, `execl*`, `fexecve` and `posix_spawnp` reach `execve` through
+//! internal calls that an LD_PRELOAD library cannot see, so each is hooked itself. The variadic
+//! `execl`, `execle` and `execlp` are small naked-assembly trampolines (x86-64 only) that hand
+//! their arguments to Rust. `system` and `popen` always run `/bin/sh` (judged like any program
+//! when it execs something); they only get the environment repaired.
+//!
+//! Cost: the environment is scanned once; a new one is only built when something is missing.
+//! The check is a `stat`, an `open`, one read of the first 4 KiB, for ELF files an `fgetxattr`
+//! and two more reads (section headers and their names), and a `close`.
+
+use crate::guard::{guarded, set_errno};
+use crate::{real, runtime};
+use libc::{c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t, FILE};
+use proxify_core::elfcheck::{self, Verdict, ENV_ALLOW_UNPROXIED};
+use std::ffi::{CStr, OsStr};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+extern "C" {
+    static mut environ: *const *const c_char;
+}
+
+const PRELOAD: &[u8] = b"LD_PRELOAD=";
+/// At most this many `PROXIFY_*` variables are carried over (a bit mask tracks them).
+const MAX_VARS: usize = 64;
+
+/// What the child must inherit, taken from our environment when the library is loaded.
+struct State {
+    /// This library's path as the loader has it, and canonical (what is added back).
+    shim_loaded: Option<Vec<u8>>,
+    shim: Option<Vec<u8>>,
+    /// `PROXIFY_NAME=value\0` entries.
+    vars: Vec<Vec<u8>>,
+    allow: bool,
+}
+
+static STATE: OnceLock<State> = OnceLock::new();
+
+fn state() -> &'static State {
+    STATE.get_or_init(snapshot)
+}
+
+extern "C" fn exec_init() {
+    guarded((), 0, || {
+        state();
+    });
+}
+
+/// Taken before `main` (and before any thread or fork), so the exec hooks never initialise
+/// anything in a child.
+#[used]
+#[link_section = ".init_array"]
+static EXEC_INIT: extern "C" fn() = exec_init;
+
+fn snapshot() -> State {
+    let mut vars = Vec::new();
+    let mut allow = false;
+    for e in unsafe { entries(environ) } {
+        if !e.starts_with(b"PROXIFY_") || !e.contains(&b'=') || vars.len() >= MAX_VARS {
+            continue;
+        }
+        if let Some(v) = e.strip_prefix(format!("{ENV_ALLOW_UNPROXIED}=").as_bytes()) {
+            allow = elfcheck::parse_allow(&String::from_utf8_lossy(v)).unwrap_or(false);
+        }
+        let mut owned = e.to_vec();
+        owned.push(0);
+        vars.push(owned);
+    }
+    let shim_loaded = own_path();
+    let shim = shim_loaded.as_ref().and_then(|p| {
+        let canonical = std::fs::canonicalize(OsStr::from_bytes(p))
+            .map(|c| c.into_os_string().into_vec())
+            .unwrap_or_else(|_| p.clone());
+        // The loader splits LD_PRELOAD at ':' and blanks: such a path cannot be carried.
+        (!canonical.is_empty() && !canonical.iter().any(|&b| is_sep(b))).then_some(canonical)
+    });
+    State {
+        shim_loaded,
+        shim,
+        vars,
+        allow,
+    }
+}
+
+/// This library's file name, from the loader.
+fn own_path() -> Option<Vec<u8>> {
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let addr = own_path as *const libc::c_void;
+    if unsafe { libc::dladdr(addr, &mut info) } == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    let name = unsafe { CStr::from_ptr(info.dli_fname) }.to_bytes();
+    (!name.is_empty()).then(|| name.to_vec())
+}
+
+fn is_sep(b: u8) -> bool {
+    matches!(b, b':' | b' ' | b'\t' | b'\n')
+}
+
+/// The entries of a NULL-terminated environment (none for a NULL pointer).
+unsafe fn entries<'a>(envp: *const *const c_char) -> impl Iterator<Item = &'a [u8]> {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        if envp.is_null() {
+            return None;
+        }
+        let p = *envp.add(i);
+        if p.is_null() {
+            return None;
+        }
+        i += 1;
+        Some(CStr::from_ptr(p).to_bytes())
+    })
+}
+
+fn var_name(entry: &[u8]) -> &[u8] {
+    match entry.iter().position(|&b| b == b'=') {
+        Some(i) => &entry[..i],
+        None => entry,
+    }
+}
+
+/// A repaired environment: pointers into the original entries, our static state and `owned`.
+struct NewEnv {
+    ptrs: Vec<*const c_char>,
+    _owned: Vec<u8>,
+}
+
+impl State {
+    fn preload_has_us(&self, value: &[u8]) -> bool {
+        value
+            .split(|&b| is_sep(b))
+            .any(|e| Some(e) == self.shim.as_deref() || Some(e) == self.shim_loaded.as_deref())
+    }
+
+    /// `None`: `envp` is fine as it is. `Err`: the shim cannot be put back (its own path is
+    /// unknown), so the child would run unproxied.
+    unsafe fn repair(&self, envp: *const *const c_char) -> Result<Option<NewEnv>, ()> {
+        let mut preload_ok = true;
+        let mut preloads = 0;
+        let mut present: u64 = 0;
+        for e in entries(envp) {
+            if let Some(v) = e.strip_prefix(PRELOAD) {
+                preloads += 1;
+                preload_ok &= self.preload_has_us(v);
+            } else if e.starts_with(b"PROXIFY_") {
+                let name = var_name(e);
+                for (i, v) in self.vars.iter().enumerate() {
+                    if var_name(v) == name {
+                        present |= 1 << i;
+                    }
+                }
+            }
+        }
+        let all_vars = if self.vars.is_empty() {
+            0
+        } else {
+            u64::MAX >> (64 - self.vars.len())
+        };
+        if preloads > 0 && preload_ok && present == all_vars {
+            return Ok(None);
+        }
+        let mut ptrs = Vec::new();
+        // LD_PRELOAD=<shim>:<the other libraries, in order>
+        let mut owned = PRELOAD.to_vec();
+        if preloads > 0 && preload_ok {
+            owned.clear();
+        } else {
+            let Some(shim) = &self.shim else {
+                return Err(());
+            };
+            owned.extend_from_slice(shim);
+            for e in entries(envp) {
+                if let Some(v) = e.strip_prefix(PRELOAD) {
+                    for lib in v.split(|&b| is_sep(b)) {
+                        let ours = Some(lib) == self.shim.as_deref()
+                            || Some(lib) == self.shim_loaded.as_deref();
+                        if !lib.is_empty() && !ours {
+                            owned.push(b':');
+                            owned.extend_from_slice(lib);
+                        }
+                    }
+                }
+            }
+            owned.push(0);
+        }
+        let mut i = 0;
+        while !envp.is_null() && !(*envp.add(i)).is_null() {
+            let p = *envp.add(i);
+            i += 1;
+            if owned.is_empty() || !CStr::from_ptr(p).to_bytes().starts_with(PRELOAD) {
+                ptrs.push(p);
+            }
+        }
+        for (i, v) in self.vars.iter().enumerate() {
+            if present & (1 << i) == 0 {
+                ptrs.push(v.as_ptr().cast());
+            }
+        }
+        if !owned.is_empty() {
+            // The Vec's heap buffer does not move when the Vec itself is moved below.
+            ptrs.push(owned.as_ptr().cast());
+        }
+        ptrs.push(std::ptr::null());
+        Ok(Some(NewEnv {
+            ptrs,
+            _owned: owned,
+        }))
+    }
+}
+
+fn fail(errno: c_int) -> c_int {
+    set_errno(errno);
+    -1
+}
+
+unsafe fn path_of<'a>(p: *const c_char) -> &'a Path {
+    Path::new(OsStr::from_bytes(CStr::from_ptr(p).to_bytes()))
+}
+
+/// `PATH` in an environment (what `env NAME` in a `#!` line searches).
+unsafe fn env_path<'a>(envp: *const *const c_char) -> Option<&'a OsStr> {
+    entries(envp)
+        .find_map(|e| e.strip_prefix(b"PATH="))
+        .map(OsStr::from_bytes)
+}
+
+/// Our own `PATH`, as `execvp` and `posix_spawnp` search it (no Rust lock: we may be in a
+/// child of a multi-threaded `fork`).
+unsafe fn own_path_var<'a>() -> Option<&'a OsStr> {
+    let p = libc::getenv(c"PATH".as_ptr());
+    (!p.is_null()).then(|| OsStr::from_bytes(CStr::from_ptr(p).to_bytes()))
+}
+
+/// The file refused last (device, inode): a shell searching `PATH` tries the same file under
+/// several names (`/usr/bin/x`, `/bin/x`); it is reported once.
+static LAST_REFUSED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+fn refuse(target: &Path, why: &str, would: &str) -> c_int {
+    runtime::get();
+    let id = std::fs::metadata(target).ok().map(|m| (m.dev(), m.ino()));
+    let again = id.is_some_and(|(dev, ino)| {
+        LAST_REFUSED[0].swap(dev, Ordering::Relaxed) == dev
+            && LAST_REFUSED[1].swap(ino, Ordering::Relaxed) == ino
+    });
+    let text = format!(
+        "refusing to run {}: {why} \u{2014} its connections {would} bypass the proxy \
+         (proxify run --allow-unproxied allows it)",
+        target.display()
+    );
+    if again {
+        log::debug!("{text}");
+    } else {
+        log::warn!("{text}");
+    }
+    libc::EPERM
+}
+
+/// `Some(errno)` when `target` must not be run. `by_fd`: `target` is a `/proc/self/fd` path for
+/// a descriptor that exists, so a file that cannot be looked at is refused, not left to fail.
+fn check(target: &Path, search: Option<&OsStr>, by_fd: bool) -> Option<c_int> {
+    if state().allow {
+        return None;
+    }
+    match elfcheck::inspect_with(target, search) {
+        Ok(Verdict::Reachable) => None,
+        Ok(Verdict::CannotRun) if !by_fd => None,
+        Ok(Verdict::CannotRun) => Some(refuse(target, "it cannot be checked", "could")),
+        Ok(Verdict::Unreachable(why)) => Some(refuse(target, &why.to_string(), "would")),
+        Err(e) => Some(refuse(target, &e, "could")),
+    }
+}
+
+/// The environment to pass on, or the errno when none can be made safe.
+unsafe fn env_for(
+    target: &Path,
+    envp: *const *const c_char,
+) -> Result<(Option<NewEnv>, *const *const c_char), c_int> {
+    match state().repair(envp) {
+        Ok(Some(new)) => {
+            log::debug!(
+                "exec {}: LD_PRELOAD/PROXIFY_* added back to its environment",
+                target.display()
+            );
+            let p = new.ptrs.as_ptr();
+            Ok((Some(new), p))
+        }
+        Ok(None) => Ok((None, envp)),
+        Err(()) => Err(refuse(
+            target,
+            "the shim's own path is unknown, so it cannot be put back into its environment",
+            "would",
+        )),
+    }
+}
+
+unsafe fn do_execve(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    if path.is_null() {
+        return real::execve(path, argv, envp);
+    }
+    let target = path_of(path);
+    if let Some(e) = check(target, env_path(envp), false) {
+        return fail(e);
+    }
+    match env_for(target, envp) {
+        Ok((_keep, env)) => real::execve(path, argv, env),
+        Err(e) => fail(e),
+    }
+}
+
+/// The file `execvp`/`posix_spawnp` will run for `file` (None: not found, the call fails).
+unsafe fn search(file: *const c_char) -> Option<PathBuf> {
+    elfcheck::find_in_path(
+        OsStr::from_bytes(CStr::from_ptr(file).to_bytes()),
+        own_path_var(),
+    )
+}
+
+unsafe fn do_execvpe(
+    file: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    if file.is_null() {
+        return real::execvpe(file, argv, envp);
+    }
+    let found = search(file);
+    if let Some(target) = &found {
+        if let Some(e) = check(target, env_path(envp), false) {
+            return fail(e);
+        }
+    }
+    let shown = found.unwrap_or_else(|| path_of(file).to_path_buf());
+    match env_for(&shown, envp) {
+        Ok((_keep, env)) => real::execvpe(file, argv, env),
+        Err(e) => fail(e),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn execve(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    guarded(-1, libc::EPERM, || do_execve(path, argv, envp))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
+    guarded(-1, libc::EPERM, || do_execve(path, argv, environ))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
+    guarded(-1, libc::EPERM, || do_execvpe(file, argv, environ))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn execvpe(
+    file: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    guarded(-1, libc::EPERM, || do_execvpe(file, argv, envp))
+}
+
+/// `/proc/self/fd/N` for an open descriptor, or `None` when `fd` is not open.
+fn fd_path(fd: c_int) -> Option<PathBuf> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    Some(PathBuf::from(format!("/proc/self/fd/{fd}")))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn fexecve(
+    fd: c_int,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    guarded(-1, libc::EPERM, || {
+        let Some(target) = fd_path(fd) else {
+            return real::fexecve(fd, argv, envp);
+        };
+        if let Some(e) = check(&target, env_path(envp), true) {
+            return fail(e);
+        }
+        match env_for(&target, envp) {
+            Ok((_keep, env)) => real::fexecve(fd, argv, env),
+            Err(e) => fail(e),
+        }
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn execveat(
+    dirfd: c_int,
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    flags: c_int,
+) -> c_int {
+    guarded(-1, libc::EPERM, || {
+        if path.is_null() {
+            return real::execveat(dirfd, path, argv, envp, flags);
+        }
+        let name = CStr::from_ptr(path).to_bytes();
+        let (target, by_fd) = if name.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
+            match fd_path(dirfd) {
+                Some(t) => (t, true),
+                None => return real::execveat(dirfd, path, argv, envp, flags),
+            }
+        } else if name.starts_with(b"/") || dirfd == libc::AT_FDCWD {
+            (path_of(path).to_path_buf(), false)
+        } else {
+            let mut st: libc::stat = std::mem::zeroed();
+            let nofollow = flags & libc::AT_SYMLINK_NOFOLLOW;
+            if libc::fstatat(dirfd, path, &mut st, nofollow) != 0 {
+                // The real call fails the same way.
+                return real::execveat(dirfd, path, argv, envp, flags);
+            }
+            let mut t = format!("/proc/self/fd/{dirfd}/").into_bytes();
+            t.extend_from_slice(name);
+            (PathBuf::from(std::ffi::OsString::from_vec(t)), true)
+        };
+        if let Some(e) = check(&target, env_path(envp), by_fd) {
+            return fail(e);
+        }
+        match env_for(&target, envp) {
+            Ok((_keep, env)) => real::execveat(dirfd, path, argv, env, flags),
+            Err(e) => fail(e),
+        }
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn(
+    pid: *mut pid_t,
+    path: *const c_char,
+    actions: *const posix_spawn_file_actions_t,
+    attr: *const posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    guarded(libc::EPERM, libc::EPERM, || {
+        let envp = envp as *const *const c_char;
+        if path.is_null() {
+            return real::posix_spawn(pid, path, actions, attr, argv, envp.cast());
+        }
+        let target = path_of(path);
+        if let Some(e) = check(target, env_path(envp), false) {
+            return e;
+        }
+        match env_for(target, envp) {
+            Ok((_keep, env)) => real::posix_spawn(pid, path, actions, attr, argv, env.cast()),
+            Err(e) => e,
+        }
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawnp(
+    pid: *mut pid_t,
+    file: *const c_char,
+    actions: *const posix_spawn_file_actions_t,
+    attr: *const posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    guarded(libc::EPERM, libc::EPERM, || {
+        let envp = envp as *const *const c_char;
+        if file.is_null() {
+            return real::posix_spawnp(pid, file, actions, attr, argv, envp.cast());
+        }
+        let found = search(file);
+        if let Some(target) = &found {
+            if let Some(e) = check(target, env_path(envp), false) {
+                return e;
+            }
+        }
+        let shown = found.unwrap_or_else(|| path_of(file).to_path_buf());
+        match env_for(&shown, envp) {
+            Ok((_keep, env)) => real::posix_spawnp(pid, file, actions, attr, argv, env.cast()),
+            Err(e) => e,
+        }
+    })
+}
+
+/// `system` and `popen` run `/bin/sh` with our environment through glibc's internal spawn:
+/// if the program removed LD_PRELOAD or a `PROXIFY_*` variable from it, they are set again
+/// first, or the shell and everything it runs would be unproxied.
+unsafe fn restore_own_env() -> Result<(), ()> {
+    let st = state();
+    let Some(new) = st.repair(environ)? else {
+        return Ok(());
+    };
+    runtime::get();
+    log::debug!("LD_PRELOAD/PROXIFY_* were removed from the environment: set again");
+    for &p in &new.ptrs {
+        if p.is_null() {
+            break;
+        }
+        let e = CStr::from_ptr(p).to_bytes();
+        let name = var_name(e);
+        if name == b"LD_PRELOAD" || name.starts_with(b"PROXIFY_") {
+            let (Ok(k), Ok(v)) = (
+                std::ffi::CString::new(name),
+                std::ffi::CString::new(&e[(name.len() + 1).min(e.len())..]),
+            ) else {
+                return Err(());
+            };
+            if libc::setenv(k.as_ptr(), v.as_ptr(), 1) != 0 {
+                return Err(());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
+    guarded(-1, libc::EPERM, || {
+        // system(NULL) only asks whether a shell exists.
+        if !command.is_null() && restore_own_env().is_err() {
+            refuse(
+                Path::new("/bin/sh"),
+                "the shim cannot be put back into its environment",
+                "would",
+            );
+            return fail(libc::EPERM);
+        }
+        real::system(command)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *mut FILE {
+    guarded(std::ptr::null_mut(), libc::EPERM, || {
+        if restore_own_env().is_err() {
+            refuse(
+                Path::new("/bin/sh"),
+                "the shim cannot be put back into its environment",
+                "would",
+            );
+            set_errno(libc::EPERM);
+            return std::ptr::null_mut();
+        }
+        real::popen(command, mode)
+    })
+}
+
+// execl(path, arg0, ..., NULL), execle(path, arg0, ..., NULL, envp), execlp(file, arg0, ...,
+// NULL): variadic, so stable Rust cannot define them. Each entry point below stores the six
+// integer argument registers next to each other and calls `execl_common` with a pointer to
+// them and to the arguments the caller passed on the stack (SysV x86-64: pointers passed to
+// a variadic function go in rdi, rsi, rdx, rcx, r8, r9, then the stack, in order).
+
+#[cfg(target_arch = "x86_64")]
+const EXECL: c_int = 0;
+#[cfg(target_arch = "x86_64")]
+const EXECLE: c_int = 1;
+#[cfg(target_arch = "x86_64")]
+const EXECLP: c_int = 2;
+
+#[cfg(target_arch = "x86_64")]
+macro_rules! execl_trampoline {
+    ($name:ident, $kind:expr) => {
+        #[unsafe(naked)]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name() {
+            core::arch::naked_asm!(
+                "push rbp",
+                "mov rbp, rsp",
+                "sub rsp, 48",
+                "mov [rsp], rdi",
+                "mov [rsp + 8], rsi",
+                "mov [rsp + 16], rdx",
+                "mov [rsp + 24], rcx",
+                "mov [rsp + 32], r8",
+                "mov [rsp + 40], r9",
+                "mov edi, {kind}",
+                "mov rsi, rsp",
+                "lea rdx, [rbp + 16]",
+                "call {common}",
+                "leave",
+                "ret",
+                kind = const $kind,
+                common = sym execl_common,
+            )
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+execl_trampoline!(execl, EXECL);
+#[cfg(target_arch = "x86_64")]
+execl_trampoline!(execle, EXECLE);
+#[cfg(target_arch = "x86_64")]
+execl_trampoline!(execlp, EXECLP);
+
+/// Collects the variadic arguments saved by a trampoline and runs the `execv*` equivalent.
+#[cfg(target_arch = "x86_64")]
+unsafe extern "C" fn execl_common(kind: c_int, regs: *const usize, stack: *const usize) -> c_int {
+    guarded(-1, libc::EPERM, || {
+        let arg = |i: usize| -> usize {
+            if i < 6 {
+                *regs.add(i)
+            } else {
+                *stack.add(i - 6)
+            }
+        };
+        let path = arg(0) as *const c_char;
+        let mut argv: Vec<*const c_char> = Vec::new();
+        let mut i = 1;
+        loop {
+            let a = arg(i) as *const c_char;
+            argv.push(a);
+            i += 1;
+            if a.is_null() {
+                break;
+            }
+            // glibc's own limit on the argument count.
+            if argv.len() >= c_int::MAX as usize {
+                return fail(libc::E2BIG);
+            }
+        }
+        match kind {
+            EXECLE => do_execve(path, argv.as_ptr(), arg(i) as *const *const c_char),
+            EXECLP => do_execvpe(path, argv.as_ptr(), environ),
+            _ => do_execve(path, argv.as_ptr(), environ),
+        }
+    })
+}

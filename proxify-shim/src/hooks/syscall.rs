@@ -2,7 +2,7 @@
 //! directly gets the same hooks as through the libc wrappers. Everything else goes to libc's
 //! `syscall` unchanged. (The variadic entry point is in `csrc/variadic.c`.)
 
-use crate::hooks::{connect, fd, io, listen, udp};
+use crate::hooks::{connect, exec, fd, io, listen, udp};
 use crate::real;
 use libc::{c_int, c_long, c_uint, c_void};
 
@@ -48,6 +48,10 @@ pub unsafe extern "C" fn proxify_syscall(
         libc::SYS_accept => listen::accept(i(a1), p(a2) as _, p(a3) as _) as c_long,
         libc::SYS_accept4 => listen::accept4(i(a1), p(a2) as _, p(a3) as _, i(a4)) as c_long,
         libc::SYS_getsockname => listen::getsockname(i(a1), p(a2) as _, p(a3) as _) as c_long,
+        libc::SYS_execve => exec::execve(p(a1) as _, p(a2) as _, p(a3) as _) as c_long,
+        libc::SYS_execveat => {
+            exec::execveat(i(a1), p(a2) as _, p(a3) as _, p(a4) as _, i(a5)) as c_long
+        }
         _ => real::syscall6(n, a1, a2, a3, a4, a5, a6),
     }
 }

@@ -45,6 +45,9 @@ pub enum TargetAddr {
 
 /// Username/password (RFC 1929 for SOCKS5; the user alone is the SOCKS4 USERID).
 ///
+/// SOCKS5 needs a user of 1 to 255 bytes and a password of 0 to 255 bytes (an empty password
+/// is sent with PLEN 0, as curl does for `socks5h://user@proxy`).
+///
 /// `Debug` shows the user but never the password.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Credentials {
@@ -123,7 +126,7 @@ const UNSUP_NAME_EMPTY: &str = "empty host name";
 const UNSUP_NAME_TOO_LONG: &str = "host name longer than 255 bytes";
 const UNSUP_NAME_NUL: &str = "host name contains a NUL byte";
 const UNSUP_USER_LEN: &str = "user name must be 1 to 255 bytes for SOCKS5";
-const UNSUP_PASS_LEN: &str = "password must be 1 to 255 bytes for SOCKS5";
+const UNSUP_PASS_LEN: &str = "password must be at most 255 bytes for SOCKS5";
 const UNSUP_USER_NUL: &str = "SOCKS4 user id contains a NUL byte";
 
 /// The most [`Client::wanted`] ever asks for: a SOCKS5 reply carrying a 255-byte name
@@ -411,10 +414,10 @@ impl Client {
                         .ok()
                         .filter(|&n| n > 0)
                         .ok_or(SocksError::Unsupported(UNSUP_USER_LEN))?;
+                    // An empty password (PLEN 0) is sent as such, as curl does for
+                    // `socks5h://user@proxy`.
                     let plen = u8::try_from(cr.pass.len())
-                        .ok()
-                        .filter(|&n| n > 0)
-                        .ok_or(SocksError::Unsupported(UNSUP_PASS_LEN))?;
+                        .map_err(|_| SocksError::Unsupported(UNSUP_PASS_LEN))?;
                     auth.reserve(3 + cr.user.len() + cr.pass.len());
                     auth.push(1);
                     auth.push(ulen);

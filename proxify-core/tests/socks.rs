@@ -299,6 +299,52 @@ fn socks5_auth() {
 }
 
 #[test]
+fn socks5_auth_empty_password() {
+    // `socks5h://user@proxy`: RFC 1929 with PLEN 0, as curl sends it.
+    for pipeline in [false, true] {
+        let r = run(
+            Request {
+                credentials: creds(b"user", b""),
+                pipeline,
+                ..s5(v4([192, 0, 2, 1], 80))
+            },
+            &cat(&[&[5, 2], &[1, 0], &OK_V4]),
+        );
+        assert_eq!(
+            r.written,
+            cat(&[
+                &GREET_AUTH,
+                b"\x01\x04user\x00",
+                &[5, 1, 0, 1, 192, 0, 2, 1, 0, 80]
+            ]),
+            "pipeline={pipeline}"
+        );
+        assert!(r.result.is_ok(), "pipeline={pipeline}");
+    }
+    // The longest user with an empty password.
+    let r = run(
+        Request {
+            credentials: creds(&[b'u'; 255], b""),
+            ..s5(v4([192, 0, 2, 1], 80))
+        },
+        &cat(&[&[5, 2], &[1, 0], &OK_V4]),
+    );
+    assert!(r.result.is_ok());
+    assert_eq!(&r.written[3..5], &[1, 255]);
+    assert_eq!(r.written[5 + 255], 0, "PLEN 0");
+    assert_eq!(r.written.len(), 3 + 3 + 255 + 10);
+    // Rejected like any other password.
+    let r = run(
+        Request {
+            credentials: creds(b"user", b""),
+            ..s5(v4([192, 0, 2, 1], 80))
+        },
+        &cat(&[&[5, 2], &[1, 1]]),
+    );
+    assert_eq!(r.result, Err(SocksError::AuthRejected));
+}
+
+#[test]
 fn socks5_method_selection() {
     let t = || v4([192, 0, 2, 1], 1);
     let cases: [(Request, u8, SocksError); 6] = [
@@ -484,13 +530,6 @@ fn unsupported_requests() {
         (
             Request {
                 credentials: creds(b"", b"pw"),
-                ..s5(v4([192, 0, 2, 1], 1))
-            },
-            libc::EINVAL,
-        ),
-        (
-            Request {
-                credentials: creds(b"u", b""),
                 ..s5(v4([192, 0, 2, 1], 1))
             },
             libc::EINVAL,
@@ -949,7 +988,7 @@ fn random_input_never_panics() {
     for version in [Version::Socks4, Version::Socks4a, Version::Socks5] {
         for command in [Command::Connect, Command::Bind, Command::UdpAssociate] {
             for target in &targets {
-                for credentials in [None, creds(b"u", b"p")] {
+                for credentials in [None, creds(b"u", b"p"), creds(b"u", b"")] {
                     for pipeline in [false, true] {
                         requests.push(Request {
                             version,

@@ -21,24 +21,50 @@ Proxy URLs are written as curl writes them:
   socks5://...                              SOCKS5, names resolved locally
   socks4a://[USER@]HOST[:PORT]              SOCKS4a, names resolved by the proxy (remote DNS)
   socks4://[USER@]HOST[:PORT]               SOCKS4, names resolved locally
+  http://[USER[:PASSWORD]@]HOST[:PORT]      HTTP CONNECT (Basic auth), names sent to the proxy
 USER and PASSWORD are percent-decoded (write '@' as %40, ':' as %3A); an IPv6 HOST
-goes in brackets ([2001:db8::1]); PORT defaults to 1080.
+goes in brackets ([2001:db8::1]); PORT defaults to 1080 (8080 for http).
+Several -x make a chain, first hop first: strict unless --chain-mode says dynamic
+(dead hops skipped), random or round_robin (--chain-len hops each time).
 
-Each setting comes from the flags, else from the environment, else from the -f FILE
-(--direct replaces the list from PROXIFY_DIRECT or the file):
-  PROXIFY_PROXY            like -x URL
+Rules pick, first match wins, where a destination goes: --rule 'PATTERN ACTION', with
+PATTERN an address block (10.0.0.0/8, [2001:db8::/32]:22), a name (host.example), a domain
+(*.corp.example: names under it; .corp.example: it and the names under it) or *, each
+with an optional :PORT or :LOW-HIGH, and ACTION direct, deny or proxy [CHAIN]. No match:
+the default chain. --direct blocks come before the rules; NO_PROXY/no_proxy entries
+become direct rules after them (--ignore-no-proxy drops them). --dnat 'ORIG[:PORT]
+NEW[:PORT]' sends connections for ORIG to NEW.
+
+Each setting comes from the flags, else from the environment, else from the file
+(lists such as --rule or --direct replace the environment's and the file's):
+  PROXIFY_PROXY            like -x URL (comma-separated: a chain)
+  PROXIFY_CHAINS           chains, one a line: NAME MODE CHAIN_LEN URL...
+  PROXIFY_RULES            like --rule, one a line
+  PROXIFY_DNAT             like --dnat, one a line
   PROXIFY_DIRECT           like --direct, comma-separated CIDR blocks
+  PROXIFY_PROXY_DNS        1: names go to the proxy; 0: resolved locally
+  PROXIFY_REMOTE_DNS_SUBNET  placeholder addresses for remote DNS (default 240.0.0.0/4)
   PROXIFY_CONNECT_TIMEOUT  like --connect-timeout
   PROXIFY_TIMEOUT          like --timeout
   PROXIFY_LOG              log filter (env_logger syntax: error, warn, info, debug, trace)
   PROXIFY_LOG_FILE         log to this file instead of stderr
   PROXIFY_QUIET=1          like -q
+  PROXIFY_BIND             auto, always or never: when listen() becomes a SOCKS BIND
   PROXIFY_ALLOW_UNPROXIED=1  like --allow-unproxied
-The -f FILE is TOML with the keys proxy, direct, connect_timeout, timeout, log,
-log_file and quiet, e.g.:
+The file is -f FILE, the proxychains.conf proxychains would read (--proxychains), or
+else $XDG_CONFIG_HOME/proxify/config.toml or /etc/proxify/config.toml. proxify's own
+file is TOML, e.g.:
   proxy = \"socks5h://proxy.example:1080\"
   direct = [\"10.0.0.0/8\", \"2001:db8::/32\"]
   connect_timeout = 5
+  [[chain]]
+  name = \"corp\"
+  mode = \"dynamic\"
+  hops = [\"socks5://192.0.2.1\", \"http://192.0.2.2:3128\"]
+  [[rule]]
+  match = \"*.corp.example\"
+  action = \"proxy corp\"
+'proxify config' shows the result and where each value came from.
 
 Loopback destinations (127.0.0.0/8, ::1) are always reached directly.
 
@@ -62,7 +88,21 @@ Example:
 const RUN_AFTER_HELP: &str = "\
 Examples:
   proxify run -x socks5h://alice:s%40cret@proxy.example:1080 curl https://internal.example/
-  PROXIFY_PROXY=socks4a://[2001:db8::1] proxify run -v ssh host.example";
+  PROXIFY_PROXY=socks4a://[2001:db8::1] proxify run -v ssh host.example
+  proxify run -x socks5://192.0.2.1 -x http://198.51.100.2:3128 curl http://internal.example/
+  proxify run -x socks5h://proxy.example --rule '*.lan direct' --rule '*:25 deny' mutt
+  proxify run -f /etc/proxychains4.conf curl https://example.com/";
+
+const CONFIG_LONG_ABOUT: &str = "\
+Print the effective configuration, as 'proxify run' with the same flags, environment and
+file would use it, and where each value came from: a flag, an environment variable, a
+file and line, or the default. Passwords are shown as ***.";
+
+const CONFIG_AFTER_HELP: &str = "\
+Examples:
+  proxify config
+  proxify config -f /etc/proxychains4.conf
+  proxify config --proxychains --json";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -87,27 +127,60 @@ pub enum Sub {
         after_long_help = RUN_AFTER_HELP
     )]
     Run(RunArgs),
+    /// Print the effective configuration and where each value came from
+    #[command(long_about = CONFIG_LONG_ABOUT, after_help = CONFIG_AFTER_HELP)]
+    Config(ConfigArgs),
 }
 
-#[derive(Args, Debug)]
-pub struct RunArgs {
-    /// Proxy URL, e.g. socks5h://user:password@host:1080 (or PROXIFY_PROXY)
+/// The settings flags, shared by `run` and `config`.
+#[derive(Args, Debug, Default)]
+pub struct Settings {
+    /// Proxy URL, e.g. socks5h://user:password@host:1080; several make a chain, first hop
+    /// first (or PROXIFY_PROXY)
     #[arg(short = 'x', long = "proxy", value_name = "URL", action = ArgAction::Append)]
     pub proxy: Vec<String>,
 
-    /// Read settings from this TOML file (flags and environment win)
+    /// Read settings from this file: proxify TOML or a proxychains.conf (flags and
+    /// environment win)
     #[arg(short = 'f', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Read the proxychains.conf proxychains would: $PROXYCHAINS_CONF_FILE,
+    /// ./proxychains.conf, ~/.proxychains/proxychains.conf, /etc/proxychains.conf,
+    /// /etc/proxychains4.conf
+    #[arg(long = "proxychains", conflicts_with = "config")]
+    pub proxychains: bool,
+
+    /// How the -x chain uses its proxies: strict (default), dynamic, random, round_robin
+    #[arg(long = "chain-mode", value_name = "MODE")]
+    pub chain_mode: Option<String>,
+
+    /// Proxies per connection for random and round_robin chains (default 1)
+    #[arg(long = "chain-len", value_name = "N")]
+    pub chain_len: Option<String>,
+
+    /// Routing rule 'PATTERN ACTION', first match wins, e.g. '*.corp.example direct',
+    /// '10.0.0.0/8:22 proxy corp', '*:25 deny' (repeatable)
+    #[arg(long = "rule", value_name = "RULE", action = ArgAction::Append)]
+    pub rule: Vec<String>,
 
     /// Reach this CIDR block directly, not through the proxy (repeatable)
     #[arg(long = "direct", value_name = "CIDR", action = ArgAction::Append)]
     pub direct: Vec<String>,
 
+    /// Rewrite a destination: 'ORIG[:PORT] NEW[:PORT]' (repeatable)
+    #[arg(long = "dnat", value_name = "MAP", action = ArgAction::Append)]
+    pub dnat: Vec<String>,
+
+    /// Do not turn NO_PROXY/no_proxy entries into direct rules
+    #[arg(long = "ignore-no-proxy")]
+    pub ignore_no_proxy: bool,
+
     /// Seconds to wait for the TCP connection to the proxy (default 5)
     #[arg(long = "connect-timeout", value_name = "SECS")]
     pub connect_timeout: Option<String>,
 
-    /// Seconds allowed for the SOCKS handshake (default 5)
+    /// Seconds allowed for the proxy handshake (default 5)
     #[arg(long = "timeout", value_name = "SECS")]
     pub timeout: Option<String>,
 
@@ -118,6 +191,22 @@ pub struct RunArgs {
     /// Log decisions to stderr: -v info, -vv debug, -vvv trace
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     pub verbose: u8,
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    pub settings: Settings,
+
+    /// Print JSON (for scripts)
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub settings: Settings,
 
     /// Also run programs the shim cannot reach (static, Go, setuid...): their connections
     /// bypass the proxy (or PROXIFY_ALLOW_UNPROXIED=1)
@@ -144,6 +233,7 @@ mod tests {
         v.extend_from_slice(args);
         match Cli::try_parse_from(v).unwrap().command {
             Sub::Run(a) => a,
+            Sub::Config(_) => unreachable!(),
         }
     }
 
@@ -159,16 +249,16 @@ mod tests {
     #[test]
     fn everything_after_the_command_is_passed_untouched() {
         let a = run(&["-x", "socks5://h", "curl", "-v", "-x", "y", "--", "--proxy"]);
-        assert_eq!(a.proxy, ["socks5://h"]);
-        assert_eq!(a.verbose, 0);
+        assert_eq!(a.settings.proxy, ["socks5://h"]);
+        assert_eq!(a.settings.verbose, 0);
         assert_eq!(cmd(&a), ["curl", "-v", "-x", "y", "--", "--proxy"]);
     }
 
     #[test]
     fn double_dash_is_optional() {
         let a = run(&["-vv", "--", "-weird", "-q"]);
-        assert_eq!(a.verbose, 2);
-        assert!(!a.quiet);
+        assert_eq!(a.settings.verbose, 2);
+        assert!(!a.settings.quiet);
         assert_eq!(cmd(&a), ["-weird", "-q"]);
     }
 
@@ -188,20 +278,64 @@ mod tests {
             "0.5",
             "-q",
             "--allow-unproxied",
+            "--chain-mode",
+            "dynamic",
+            "--chain-len",
+            "2",
+            "--rule",
+            "*.lan direct",
+            "--rule",
+            "* deny",
+            "--dnat",
+            "192.0.2.1 192.0.2.2",
+            "--ignore-no-proxy",
             "true",
         ]);
-        assert_eq!(a.proxy, ["socks4a://h"]);
-        assert_eq!(a.config.as_deref(), Some(std::path::Path::new("c.toml")));
-        assert_eq!(a.direct, ["10.0.0.0/8", "::1"]);
-        assert_eq!(a.connect_timeout.as_deref(), Some("2"));
-        assert_eq!(a.timeout.as_deref(), Some("0.5"));
-        assert!(a.quiet);
+        let s = &a.settings;
+        assert_eq!(s.proxy, ["socks4a://h"]);
+        assert_eq!(s.config.as_deref(), Some(std::path::Path::new("c.toml")));
+        assert_eq!(s.direct, ["10.0.0.0/8", "::1"]);
+        assert_eq!(s.connect_timeout.as_deref(), Some("2"));
+        assert_eq!(s.timeout.as_deref(), Some("0.5"));
+        assert!(s.quiet);
         assert!(a.allow_unproxied);
+        assert_eq!(s.chain_mode.as_deref(), Some("dynamic"));
+        assert_eq!(s.chain_len.as_deref(), Some("2"));
+        assert_eq!(s.rule, ["*.lan direct", "* deny"]);
+        assert_eq!(s.dnat, ["192.0.2.1 192.0.2.2"]);
+        assert!(s.ignore_no_proxy && !s.proxychains);
         assert_eq!(cmd(&a), ["true"]);
         assert!(!run(&["true"]).allow_unproxied);
         let a = run(&["-v", "-vv", "-x", "a", "-x", "b", "true"]);
-        assert_eq!(a.verbose, 3);
-        assert_eq!(a.proxy, ["a", "b"]);
+        assert_eq!(a.settings.verbose, 3);
+        assert_eq!(a.settings.proxy, ["a", "b"]);
+        assert!(run(&["--proxychains", "true"]).settings.proxychains);
+    }
+
+    #[test]
+    fn config_takes_the_same_flags() {
+        let c = match Cli::try_parse_from([
+            "proxify",
+            "config",
+            "-x",
+            "socks5://h",
+            "--rule",
+            "* deny",
+            "--json",
+            "-v",
+        ])
+        .unwrap()
+        .command
+        {
+            Sub::Config(c) => c,
+            Sub::Run(_) => unreachable!(),
+        };
+        assert!(c.json);
+        assert_eq!(c.settings.proxy, ["socks5://h"]);
+        assert_eq!(c.settings.rule, ["* deny"]);
+        assert_eq!(c.settings.verbose, 1);
+        // No command is taken.
+        assert!(Cli::try_parse_from(["proxify", "config", "true"]).is_err());
     }
 
     #[test]
@@ -212,6 +346,7 @@ mod tests {
             &["proxify", "run", "-x"],
             &["proxify", "run", "-q", "-v", "true"],
             &["proxify", "run", "--bogus", "true"],
+            &["proxify", "run", "-f", "a", "--proxychains", "true"],
             &["proxify", "walk"],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");

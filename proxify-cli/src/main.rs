@@ -1,20 +1,17 @@
 //! `proxify run [-x URL] ... COMMAND`: merges the settings (flags > PROXIFY_* environment >
 //! config file), finds the shim, puts it first in LD_PRELOAD, exports the settings for it and
 //! execs the command in place (no fork, so the exit status is the command's).
+//! `proxify config [...]`: prints those settings and where each came from.
 
 mod cli;
 mod file;
+mod settings;
+mod show;
 
 use clap::error::ErrorKind;
 use clap::Parser;
-use cli::{Cli, RunArgs, Sub};
-use proxify_core::cidr::Cidr;
-use proxify_core::config::{
-    parse_seconds, Config, ENV_CONNECT_TIMEOUT, ENV_DIRECT, ENV_HANDSHAKE_TIMEOUT, ENV_LOG,
-    ENV_LOG_FILE, ENV_PROXY, ENV_QUIET,
-};
+use cli::{Cli, ConfigArgs, RunArgs, Sub};
 use proxify_core::elfcheck::{self, Verdict, ENV_ALLOW_UNPROXIED};
-use proxify_core::url::ProxyUrl;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
@@ -26,8 +23,8 @@ const EXIT_USAGE: i32 = 2;
 /// Exit status when the command cannot be run (as in shells).
 const EXIT_CANNOT_RUN: i32 = 127;
 
-const CHAIN_UNSUPPORTED: &str = "proxy chains (several -x) are not supported yet";
-const NO_PROXY: &str = "no proxy given: use -x URL or set PROXIFY_PROXY";
+const NO_PROXY: &str =
+    "no proxy given: use -x URL, set PROXIFY_PROXY, or give a config file (-f FILE, --proxychains)";
 const SHIM_NAME: &str = "libproxify.so";
 const ENV_SHIM: &str = "PROXIFY_SHIM";
 
@@ -69,6 +66,7 @@ fn main() {
             let (code, msg) = run(args);
             fail(code, &msg)
         }
+        Sub::Config(args) => show_config(args),
     }
 }
 
@@ -91,10 +89,10 @@ fn clap_error_line(e: &clap::Error) -> String {
         }
         parts.push(line.strip_prefix("error: ").unwrap_or(line));
     }
-    let help = if std::env::args_os().nth(1).is_some_and(|a| a == "run") {
-        "proxify run --help"
-    } else {
-        "proxify --help"
+    let help = match std::env::args_os().nth(1) {
+        Some(a) if a == "run" => "proxify run --help",
+        Some(a) if a == "config" => "proxify config --help",
+        _ => "proxify --help",
     };
     format!("{} (see '{help}')", parts.join(" "))
 }
@@ -102,10 +100,19 @@ fn clap_error_line(e: &clap::Error) -> String {
 /// Does everything and execs the command; returns only on failure, with the exit status and
 /// the one-line message.
 fn run(args: RunArgs) -> (i32, String) {
-    let cfg = match effective_config(&args) {
-        Ok(cfg) => cfg,
+    let eff = match settings::effective(&args.settings) {
+        Ok(e) => e,
         Err(msg) => return (EXIT_USAGE, msg),
     };
+    if eff.config.chains.is_empty() {
+        return (EXIT_USAGE, NO_PROXY.to_string());
+    }
+    if !eff.config.quiet {
+        for w in &eff.warnings {
+            eprintln!("proxify: {w}");
+        }
+    }
+    let cfg = eff.config;
     let shim = match find_shim() {
         Ok(p) => p,
         Err(msg) => return (EXIT_USAGE, msg),
@@ -180,150 +187,30 @@ fn refusal(program: &OsStr) -> Option<String> {
     }
 }
 
-/// The settings: flags > environment > config file > defaults.
-fn effective_config(args: &RunArgs) -> Result<Config, String> {
-    // Flags first: they are the cheapest to check and win anyway.
-    if args.proxy.len() > 1 {
-        return Err(CHAIN_UNSUPPORTED.to_string());
-    }
-    let flag_proxy = match args.proxy.first() {
-        Some(raw) => Some(
-            raw.parse::<ProxyUrl>()
-                .map_err(|e| format!("-x: {}", scrub(&e.to_string(), raw)))?,
-        ),
-        None => None,
+/// `proxify config`: prints the effective settings; exit 0, or 2 with one line on error.
+fn show_config(args: ConfigArgs) -> ! {
+    use std::io::Write;
+    let eff = match settings::effective(&args.settings) {
+        Ok(e) => e,
+        Err(msg) => fail(EXIT_USAGE, &msg),
     };
-    let mut flag_direct = Vec::new();
-    for raw in &args.direct {
-        flag_direct.push(raw.parse::<Cidr>().map_err(|e| format!("--direct: {e}"))?);
-    }
-    let seconds = |flag: &str, v: &Option<String>| match v {
-        Some(s) => parse_seconds(s)
-            .map(Some)
-            .map_err(|e| format!("{flag}: {e}")),
-        None => Ok(None),
+    let text = if args.json {
+        show::json(&eff)
+    } else {
+        let mut t = show::human(&eff);
+        for w in &eff.warnings {
+            t.push_str(w);
+            t.push('\n');
+        }
+        t
     };
-    let flag_connect_timeout = seconds("--connect-timeout", &args.connect_timeout)?;
-    let flag_timeout = seconds("--timeout", &args.timeout)?;
-    let flag_log = match args.verbose {
-        0 => None,
-        1 => Some("info"),
-        2 => Some("debug"),
-        _ => Some("trace"),
-    };
-    // -q and -v both decide the log settings; clap rejects them together.
-    let flag_sets_log = args.quiet || flag_log.is_some();
-
-    let mut cfg = Config::default();
-
-    // The file, when given: read and checked whole, whatever overrides it.
-    if let Some(path) = &args.config {
-        let f = file::load(path)?;
-        if let Some(v) = f.proxies {
-            cfg.proxies = v;
-        }
-        if let Some(v) = f.direct {
-            cfg.direct = v;
-        }
-        if let Some(v) = f.connect_timeout {
-            cfg.connect_timeout = v;
-        }
-        if let Some(v) = f.handshake_timeout {
-            cfg.handshake_timeout = v;
-        }
-        if f.log.is_some() {
-            cfg.log = f.log;
-        }
-        if f.log_file.is_some() {
-            cfg.log_file = f.log_file;
-        }
-        if let Some(v) = f.quiet {
-            cfg.quiet = v;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            fail(EXIT_USAGE, &format!("cannot write: {}", io_error_text(&e)));
         }
     }
-
-    // The environment, except the variables a flag overrides. Empty counts as unset.
-    let overridden = |key: &str| match key {
-        ENV_PROXY => flag_proxy.is_some(),
-        ENV_DIRECT => !flag_direct.is_empty(),
-        ENV_CONNECT_TIMEOUT => flag_connect_timeout.is_some(),
-        ENV_HANDSHAKE_TIMEOUT => flag_timeout.is_some(),
-        ENV_LOG | ENV_QUIET => flag_sets_log,
-        _ => false,
-    };
-    let mut env: Vec<(&str, String)> = Vec::new();
-    for key in [
-        ENV_PROXY,
-        ENV_DIRECT,
-        ENV_CONNECT_TIMEOUT,
-        ENV_HANDSHAKE_TIMEOUT,
-        ENV_LOG,
-        ENV_LOG_FILE,
-        ENV_QUIET,
-    ] {
-        if overridden(key) {
-            continue;
-        }
-        if let Some(v) = std::env::var_os(key).filter(|v| !v.is_empty()) {
-            match v.into_string() {
-                Ok(s) => env.push((key, s)),
-                Err(_) => return Err(format!("{key} is not valid UTF-8")),
-            }
-        }
-    }
-    if !env.is_empty() {
-        let get = |key: &str| -> Option<String> {
-            env.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
-        };
-        let from_env = Config::from_env_with(get).map_err(|e| {
-            let mut msg = e.to_string();
-            if let Some(list) = get(ENV_PROXY) {
-                for raw in list.split(',') {
-                    msg = scrub(&msg, raw.trim());
-                }
-            }
-            msg
-        })?;
-        for (key, _) in &env {
-            match *key {
-                ENV_PROXY => cfg.proxies = from_env.proxies.clone(),
-                ENV_DIRECT => cfg.direct = from_env.direct.clone(),
-                ENV_CONNECT_TIMEOUT => cfg.connect_timeout = from_env.connect_timeout,
-                ENV_HANDSHAKE_TIMEOUT => cfg.handshake_timeout = from_env.handshake_timeout,
-                ENV_LOG => cfg.log = from_env.log.clone(),
-                ENV_LOG_FILE => cfg.log_file = from_env.log_file.clone(),
-                ENV_QUIET => cfg.quiet = from_env.quiet,
-                _ => {}
-            }
-        }
-    }
-
-    // The flags.
-    if let Some(p) = flag_proxy {
-        cfg.proxies = vec![p];
-    }
-    if !flag_direct.is_empty() {
-        cfg.direct = flag_direct;
-    }
-    if let Some(t) = flag_connect_timeout {
-        cfg.connect_timeout = t;
-    }
-    if let Some(t) = flag_timeout {
-        cfg.handshake_timeout = t;
-    }
-    if args.quiet {
-        cfg.quiet = true;
-        cfg.log = None;
-    } else if let Some(level) = flag_log {
-        cfg.quiet = false;
-        cfg.log = Some(level.to_string());
-    }
-
-    match cfg.proxies.len() {
-        0 => Err(NO_PROXY.to_string()),
-        1 => Ok(cfg),
-        _ => Err(CHAIN_UNSUPPORTED.to_string()),
-    }
+    exit(0)
 }
 
 /// `$PROXIFY_SHIM` (must exist), else `libproxify.so` beside our own executable. Absolute.

@@ -52,6 +52,13 @@ fn empty_so(name: &str) -> PathBuf {
     copy
 }
 
+/// An empty directory for `XDG_CONFIG_HOME`.
+fn empty_config_home() -> PathBuf {
+    let d = tmp_dir().join(format!("empty-config-home-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 /// `proxify ARGS` with a clean proxify environment plus `env`.
 fn proxify(args: &[&str], env: &[(&str, &str)]) -> Output {
     proxify_at(Path::new(BIN), args, env)
@@ -66,6 +73,11 @@ fn proxify_at(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         }
     }
     cmd.env_remove("LD_PRELOAD");
+    // No inherited routing or configuration files: an empty config home.
+    for k in ["NO_PROXY", "no_proxy", "PROXYCHAINS_CONF_FILE"] {
+        cmd.env_remove(k);
+    }
+    cmd.env("XDG_CONFIG_HOME", empty_config_home());
     cmd.env("RUST_BACKTRACE", "1");
     for (k, v) in env {
         cmd.env(k, v);
@@ -120,9 +132,11 @@ fn write_file(name: &str, text: &str) -> PathBuf {
 
 #[test]
 fn unknown_scheme() {
-    let o = proxify(&["run", "-x", "http://proxy.example:8080", "true"], &[]);
+    let o = proxify(&["run", "-x", "gopher://proxy.example:8080", "true"], &[]);
     let e = assert_one_line_error(&o, 2, "scheme");
-    assert!(e.contains("http"), "{e}");
+    assert!(e.contains("gopher"), "{e}");
+    let o = proxify(&["run", "-x", "https://proxy.example", "true"], &[]);
+    assert_one_line_error(&o, 2, "https:// proxies");
 }
 
 #[test]
@@ -160,7 +174,11 @@ fn password_is_never_shown() {
             "-x".into(),
             with_pw("@proxy.example"),
             "-x".into(),
-            with_pw("@proxy2.example"),
+            with_pw("@proxy2.example:0"),
+        ],
+        vec![
+            "-x".into(),
+            format!("http://alice:{SECRET}@proxy.example:x"),
         ],
     ];
     for case in cases {
@@ -251,34 +269,99 @@ fn config_file_errors_name_file_and_line() {
 }
 
 #[test]
-fn chains_are_rejected() {
-    let msg = "proxify: proxy chains (several -x) are not supported yet\n";
-    let o = proxify(
+fn chains_are_passed_to_the_shim() {
+    let shim = empty_so("");
+    let shim_s = shim.to_str().unwrap();
+    let (_, vars) = child_env(
         &[
-            "run",
             "-x",
             "socks5h://a.example",
             "-x",
-            "socks5h://b.example",
-            "true",
+            "http://u:p%40w@b.example",
         ],
+        &[("PROXIFY_SHIM", shim_s)],
+    );
+    assert_eq!(
+        var(&vars, "PROXIFY_PROXY"),
+        Some("socks5h://a.example:1080,http://u:p%40w@b.example:8080")
+    );
+    // A strict default chain needs no PROXIFY_CHAINS line.
+    assert_eq!(var(&vars, "PROXIFY_CHAINS"), None);
+    let (_, vars) = child_env(
+        &[
+            "-x",
+            "socks5://192.0.2.1",
+            "-x",
+            "socks5://192.0.2.2",
+            "--chain-mode",
+            "round-robin",
+            "--chain-len",
+            "2",
+        ],
+        &[("PROXIFY_SHIM", shim_s)],
+    );
+    assert_eq!(var(&vars, "PROXIFY_CHAINS"), Some("default round_robin 2"));
+    // The environment and the file make chains too.
+    let (_, vars) = child_env(
         &[],
+        &[
+            ("PROXIFY_SHIM", shim_s),
+            ("PROXIFY_PROXY", "socks5h://a.example,socks4://192.0.2.9"),
+        ],
     );
-    assert_one_line_error(&o, 2, "");
-    assert_eq!(stderr(&o), msg);
-    let o = proxify(
-        &["run", "true"],
-        &[("PROXIFY_PROXY", "socks5h://a.example,socks4://b.example")],
+    assert_eq!(
+        var(&vars, "PROXIFY_PROXY"),
+        Some("socks5h://a.example:1080,socks4://192.0.2.9:1080")
     );
-    assert_one_line_error(&o, 2, "");
-    assert_eq!(stderr(&o), msg);
     let f = write_file(
         "chain.toml",
         "proxy = [\"socks5h://a.example\", \"socks4://b.example\"]\n",
     );
-    let o = proxify(&["run", "-f", f.to_str().unwrap(), "true"], &[]);
-    assert_one_line_error(&o, 2, "");
-    assert_eq!(stderr(&o), msg);
+    let (_, vars) = child_env(&["-f", f.to_str().unwrap()], &[("PROXIFY_SHIM", shim_s)]);
+    assert_eq!(
+        var(&vars, "PROXIFY_PROXY"),
+        Some("socks5h://a.example:1080,socks4://b.example:1080")
+    );
+    // Impossible chain settings.
+    for (args, want) in [
+        (
+            &["-x", "socks5://h", "--chain-mode", "fast"][..],
+            "--chain-mode: ",
+        ),
+        (
+            &["-x", "socks5://h", "--chain-len", "2"],
+            "--chain-len counts only",
+        ),
+        (
+            &[
+                "-x",
+                "socks5://h",
+                "--chain-mode",
+                "random",
+                "--chain-len",
+                "2",
+            ],
+            "chain_len 2 is more than its 1 proxy",
+        ),
+        (
+            &[
+                "-x",
+                "socks5://h",
+                "--chain-mode",
+                "random",
+                "--chain-len",
+                "0",
+            ],
+            "--chain-len: ",
+        ),
+        (&["--chain-mode", "dynamic"], "need proxies"),
+    ] {
+        let mut a = vec!["run"];
+        a.extend_from_slice(args);
+        a.push("true");
+        let o = proxify(&a, &[("PROXIFY_SHIM", shim_s)]);
+        assert_one_line_error(&o, 2, want);
+    }
 }
 
 #[test]
@@ -290,7 +373,8 @@ fn no_proxy() {
     assert_one_line_error(&o, 2, "");
     assert_eq!(
         stderr(&o),
-        "proxify: no proxy given: use -x URL or set PROXIFY_PROXY\n"
+        "proxify: no proxy given: use -x URL, set PROXIFY_PROXY, or give a config file \
+         (-f FILE, --proxychains)\n"
     );
     // An empty variable is no proxy either.
     let o = proxify(&["run", "true"], &[("PROXIFY_PROXY", "")]);
@@ -779,6 +863,14 @@ fn help_and_version() {
         "--quiet",
         "--verbose",
         "--config",
+        "--proxychains",
+        "--rule",
+        "--dnat",
+        "--chain-mode",
+        "http://",
+        "[[chain]]",
+        "NO_PROXY",
+        "proxify config",
         "Example",
     ] {
         assert!(help.contains(want), "run --help lacks {want:?}:\n{help}");

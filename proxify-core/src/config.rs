@@ -3,12 +3,38 @@
 //! The CLI merges flags > environment > file into a [`Config`] and exports it with
 //! [`Config::to_env`]; the shim reads it back with [`Config::from_env_with`]. The same
 //! variables set by hand (with `LD_PRELOAD=libproxify.so`) work too.
+//!
+//! # Chains, rules and dnat in the environment
+//!
+//! The shim does not parse TOML, so these variables hold one item per line (lines separated
+//! by `\n`, blank lines ignored, fields separated by blanks; no field ever contains a blank
+//! or a line break, so nothing needs quoting):
+//!
+//! - `PROXIFY_CHAINS`: `NAME MODE CHAIN_LEN [HOP...]`, e.g.
+//!   `corp dynamic 1 socks5h://u:p%40ss@192.0.2.1:1080 http://198.51.100.2:3128`. MODE is
+//!   `strict`, `dynamic`, `random` or `round_robin`; CHAIN_LEN (1 or more) counts for random
+//!   and round_robin. HOPs are proxy URLs as [`ProxyUrl::to_url_string`] writes them (user
+//!   and password percent-encoded). The line of the chain named `default` has no hops:
+//!   they are `PROXIFY_PROXY`'s; without such a line the default chain is strict.
+//! - `PROXIFY_RULES`: `PATTERN ACTION [#ORIGIN]`, e.g. `*.corp.example proxy corp #c.toml:7`
+//!   (see [`crate::rules`]). ORIGIN says where the rule was written, for messages; it is
+//!   percent-encoded (`%XX` for `%` and every byte outside `!`..=`~`).
+//! - `PROXIFY_DNAT`: `ORIG[:PORT] NEW[:PORT]`, e.g. `192.0.2.1:1234 198.51.100.2:443`.
+//! - `PROXIFY_PROXY_DNS`: `1` or `0`; unset: remote DNS as the default chain's schemes say
+//!   ([`Chain::default_remote_dns`]).
+//! - `PROXIFY_REMOTE_DNS_SUBNET`: the IPv4 block remote-DNS placeholders come from, /4 to
+//!   /24 (default [`DEFAULT_REMOTE_DNS_SUBNET`]).
+//!
+//! [`Config::from_env_with`] checks the whole: chain names unique, every chain a rule
+//! names defined, chain lengths possible.
 
 use crate::cidr::Cidr;
+use crate::rules::{Decision, Dnat, Reason, Rule, Rules, Verdict, DEFAULT_CHAIN};
 use crate::url::ProxyUrl;
+use std::net::IpAddr;
 use std::time::Duration;
 
-/// Proxy URL (like `-x`). Several, separated by `,`, make a chain (not yet supported).
+/// Proxy URL (like `-x`). Several, separated by `,`, make the default chain (first hop first).
 pub const ENV_PROXY: &str = "PROXIFY_PROXY";
 /// Comma-separated CIDR blocks reached directly (like `--direct`).
 pub const ENV_DIRECT: &str = "PROXIFY_DIRECT";
@@ -25,6 +51,150 @@ pub const ENV_QUIET: &str = "PROXIFY_QUIET";
 
 /// When a listening socket asks the proxy to BIND: `auto` (default), `always` or `never`.
 pub const ENV_BIND: &str = "PROXIFY_BIND";
+
+/// Chains, one per line (see the module documentation).
+pub const ENV_CHAINS: &str = "PROXIFY_CHAINS";
+/// Routing rules, one per line, first match wins.
+pub const ENV_RULES: &str = "PROXIFY_RULES";
+/// dnat entries, one per line.
+pub const ENV_DNAT: &str = "PROXIFY_DNAT";
+/// `1`: names go to the proxy (remote DNS); `0`: resolved locally.
+pub const ENV_PROXY_DNS: &str = "PROXIFY_PROXY_DNS";
+/// The IPv4 block remote-DNS placeholder addresses come from.
+pub const ENV_REMOTE_DNS_SUBNET: &str = "PROXIFY_REMOTE_DNS_SUBNET";
+
+/// Where remote-DNS placeholder addresses come from unless configured: 240.0.0.0/4
+/// (reserved, never routed).
+pub const DEFAULT_REMOTE_DNS_SUBNET: Cidr = Cidr {
+    addr: IpAddr::V4(std::net::Ipv4Addr::new(240, 0, 0, 0)),
+    prefix: 4,
+};
+
+/// How a chain uses its hops (proxychains' chain types).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChainMode {
+    /// Every hop, in order; any dead hop fails the connection.
+    #[default]
+    Strict,
+    /// The live hops, in order (dead ones skipped); fails only when none is alive.
+    Dynamic,
+    /// `chain_len` hops picked at random.
+    Random,
+    /// `chain_len` hops, starting after the last hop the previous connection used.
+    RoundRobin,
+}
+
+impl ChainMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChainMode::Strict => "strict",
+            ChainMode::Dynamic => "dynamic",
+            ChainMode::Random => "random",
+            ChainMode::RoundRobin => "round_robin",
+        }
+    }
+    /// Random and round-robin chains use `chain_len` hops per connection.
+    pub fn uses_chain_len(self) -> bool {
+        matches!(self, ChainMode::Random | ChainMode::RoundRobin)
+    }
+}
+
+impl std::str::FromStr for ChainMode {
+    type Err = String;
+    /// `strict`, `dynamic`, `random`, `round_robin` (also `round-robin`, and the
+    /// proxychains spellings `strict_chain`...), in any case.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let l = s.trim().to_ascii_lowercase().replace('-', "_");
+        match l.strip_suffix("_chain").unwrap_or(&l) {
+            "strict" => Ok(ChainMode::Strict),
+            "dynamic" => Ok(ChainMode::Dynamic),
+            "random" => Ok(ChainMode::Random),
+            "round_robin" => Ok(ChainMode::RoundRobin),
+            _ => Err(format!(
+                "\"{}\" is not strict, dynamic, random or round_robin",
+                s.chars().take(40).collect::<String>().escape_debug()
+            )),
+        }
+    }
+}
+
+/// A named proxy chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain {
+    /// [`crate::rules::DEFAULT_CHAIN`] for the one used when no rule names another.
+    pub name: String,
+    pub mode: ChainMode,
+    /// Hops per connection for random and round-robin chains (1 or more); else 1.
+    pub chain_len: usize,
+    /// First hop first. Never empty in a checked configuration.
+    pub hops: Vec<ProxyUrl>,
+}
+
+impl Chain {
+    /// A strict chain.
+    pub fn strict(name: &str, hops: Vec<ProxyUrl>) -> Chain {
+        Chain {
+            name: name.to_string(),
+            mode: ChainMode::Strict,
+            chain_len: 1,
+            hops,
+        }
+    }
+
+    /// Whether names go to the proxy when `proxy_dns` is not set: when every hop that can
+    /// end the chain resolves names (the last one for a strict chain, any for the others).
+    /// An empty chain says yes (nothing is resolved locally by mistake).
+    pub fn default_remote_dns(&self) -> bool {
+        match self.mode {
+            ChainMode::Strict => self.hops.last().is_none_or(|h| h.scheme.remote_dns()),
+            _ => self.hops.iter().all(|h| h.scheme.remote_dns()),
+        }
+    }
+
+    /// Name, hops and length make sense. The message names the chain.
+    pub fn check(&self) -> Result<(), String> {
+        if !crate::rules::valid_chain_name(&self.name) {
+            return Err(format!(
+                "bad chain name \"{}\" (letters, digits, '_' and '-', at most 64)",
+                self.name
+                    .chars()
+                    .take(64)
+                    .collect::<String>()
+                    .escape_debug()
+            ));
+        }
+        if self.hops.is_empty() {
+            return Err(format!("chain {} has no proxies", self.name));
+        }
+        if self.chain_len == 0 {
+            return Err(format!("chain {}: chain_len must be at least 1", self.name));
+        }
+        if self.mode.uses_chain_len() && self.chain_len > self.hops.len() {
+            return Err(format!(
+                "chain {}: chain_len {} is more than its {} {}",
+                self.name,
+                self.chain_len,
+                self.hops.len(),
+                if self.hops.len() == 1 {
+                    "proxy"
+                } else {
+                    "proxies"
+                }
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A remote-DNS placeholder block must be IPv4, /4 to /24.
+pub fn check_remote_dns_subnet(c: &Cidr) -> Result<(), String> {
+    if !c.addr.is_ipv4() || !(4..=24).contains(&c.prefix) {
+        return Err(format!(
+            "remote DNS subnet {c} must be an IPv4 block from /4 to /24"
+        ));
+    }
+    Ok(())
+}
 
 /// When `listen()` turns into a SOCKS BIND (see the README, "BIND").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,9 +239,12 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
-    /// The chain, first hop first. Empty = no proxy configured (the shim then refuses every
-    /// connection that is not direct: fail closed).
+    /// The default chain's hops, first hop first (the same as
+    /// `default_chain().hops`, kept for the callers that only know one chain). Empty = no
+    /// default chain (the shim then refuses every connection no rule sends elsewhere: fail
+    /// closed).
     pub proxies: Vec<ProxyUrl>,
+    /// Blocks reached directly, before any rule (`--direct`).
     pub direct: Vec<Cidr>,
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
@@ -79,6 +252,15 @@ pub struct Config {
     pub log_file: Option<String>,
     pub quiet: bool,
     pub bind: BindPolicy,
+    /// Every chain, the default one (named `default`, hops = `proxies`) first when there is
+    /// one. Names are unique.
+    pub chains: Vec<Chain>,
+    /// Routing rules (first match wins) and the dnat table.
+    pub rules: Rules,
+    /// Remote DNS on or off; `None`: as the default chain's schemes say.
+    pub proxy_dns: Option<bool>,
+    /// Placeholder block for remote DNS; `None`: [`DEFAULT_REMOTE_DNS_SUBNET`].
+    pub remote_dns_subnet: Option<Cidr>,
 }
 
 impl Default for Config {
@@ -92,6 +274,10 @@ impl Default for Config {
             log_file: None,
             quiet: false,
             bind: BindPolicy::Auto,
+            chains: Vec::new(),
+            rules: Rules::default(),
+            proxy_dns: None,
+            remote_dns_subnet: None,
         }
     }
 }
@@ -160,7 +346,244 @@ fn var(get: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
     get(name).filter(|v| !v.trim().is_empty())
 }
 
+/// Percent-encodes `%` and every byte outside `!`..=`~` (origins in `PROXIFY_RULES`).
+fn encode_field(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Undoes [`encode_field`]; a bad escape is kept as is (origins are only shown).
+fn decode_field(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let hex = |j: usize| b.get(j).and_then(|&x| (x as char).to_digit(16));
+        match (c, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The non-blank lines of a list variable, with their 1-based line numbers.
+fn lines(v: &str) -> impl Iterator<Item = (usize, &str)> {
+    v.split('\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty())
+}
+
+/// A `PROXIFY_RULES` line: `PATTERN ACTION [#ORIGIN]`.
+pub fn parse_rule_line(line: &str) -> Result<Rule, String> {
+    let (body, origin) = match line.find(" #").or_else(|| line.find("\t#")) {
+        Some(i) => {
+            let o = line[i + 1..].trim();
+            if o.contains(char::is_whitespace) {
+                return Err("the #ORIGIN must be the last field".to_string());
+            }
+            (&line[..i], Some(decode_field(&o[1..])))
+        }
+        None => (line, None),
+    };
+    let mut r: Rule = body.parse()?;
+    r.origin = origin;
+    Ok(r)
+}
+
+/// The `PROXIFY_RULES` line for `r`.
+pub fn rule_line(r: &Rule) -> String {
+    match &r.origin {
+        Some(o) => format!("{r} #{}", encode_field(o)),
+        None => r.to_string(),
+    }
+}
+
+/// Parses a `PROXIFY_CHAINS` value: the default chain's mode and length (from its line, if
+/// any) and the other chains, in order. Errors name the variable and the line.
+#[allow(clippy::type_complexity)]
+pub fn parse_chains_var(v: &str) -> Result<(Option<(ChainMode, usize)>, Vec<Chain>), ConfigError> {
+    let mut default_mode = None;
+    let mut named = Vec::new();
+    for (n, line) in lines(v) {
+        let at = |e: String| ConfigError(format!("{ENV_CHAINS} (line {n}): {e}"));
+        let mut f = line.split_whitespace();
+        let (Some(name), Some(mode), Some(len)) = (f.next(), f.next(), f.next()) else {
+            return Err(at("expected NAME MODE CHAIN_LEN [PROXY_URL...]".into()));
+        };
+        let mode: ChainMode = mode.parse().map_err(at)?;
+        let chain_len: usize = match len.parse() {
+            Ok(n) if n >= 1 && len.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => return Err(at(format!("bad chain length \"{}\"", len.escape_debug()))),
+        };
+        let mut hops = Vec::new();
+        for (i, u) in f.enumerate() {
+            let url: ProxyUrl = u.parse().map_err(|e| at(format!("proxy {}: {e}", i + 1)))?;
+            hops.push(url);
+        }
+        if name == DEFAULT_CHAIN {
+            if !hops.is_empty() {
+                return Err(at(format!(
+                    "the default chain's proxies come from {ENV_PROXY}"
+                )));
+            }
+            if default_mode.replace((mode, chain_len)).is_some() {
+                return Err(at("chain default is defined twice".into()));
+            }
+        } else {
+            named.push(Chain {
+                name: name.to_string(),
+                mode,
+                chain_len,
+                hops,
+            });
+        }
+    }
+    Ok((default_mode, named))
+}
+
+/// Parses a `PROXIFY_RULES` value. Errors name the variable and the line.
+pub fn parse_rules_var(v: &str) -> Result<Vec<Rule>, ConfigError> {
+    lines(v)
+        .map(|(n, line)| {
+            parse_rule_line(line).map_err(|e| ConfigError(format!("{ENV_RULES} (line {n}): {e}")))
+        })
+        .collect()
+}
+
+/// Parses a `PROXIFY_DNAT` value. Errors name the variable and the line.
+pub fn parse_dnat_var(v: &str) -> Result<Vec<Dnat>, ConfigError> {
+    lines(v)
+        .map(|(n, line)| {
+            line.parse::<Dnat>()
+                .map_err(|e| ConfigError(format!("{ENV_DNAT} (line {n}): {e}")))
+        })
+        .collect()
+}
+
+/// Parses `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`.
+pub fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!(
+            "\"{}\" is not 1/true/yes/on or 0/false/no/off",
+            v.chars().take(40).collect::<String>().escape_debug()
+        )),
+    }
+}
+
 impl Config {
+    /// The chain named `name`, if any.
+    pub fn chain(&self, name: &str) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.name == name)
+    }
+
+    /// The chain named [`DEFAULT_CHAIN`], if any.
+    pub fn default_chain(&self) -> Option<&Chain> {
+        self.chain(DEFAULT_CHAIN)
+    }
+
+    /// Whether names bound for `chain` go to the proxy: `proxy_dns` when set, else
+    /// [`Chain::default_remote_dns`].
+    pub fn remote_dns(&self, chain: &Chain) -> bool {
+        self.proxy_dns.unwrap_or_else(|| chain.default_remote_dns())
+    }
+
+    /// The placeholder block for remote DNS.
+    pub fn remote_dns_subnet(&self) -> Cidr {
+        self.remote_dns_subnet.unwrap_or(DEFAULT_REMOTE_DNS_SUBNET)
+    }
+
+    /// Where a destination goes: loopback direct, then the `direct` blocks, then the rules
+    /// (first match), then the default chain. Arguments as [`Rules::decide`]; apply
+    /// [`Rules::dnat`] to an address destination first.
+    pub fn decide(&self, ip: Option<IpAddr>, name: Option<&str>, port: u16) -> Decision<'_> {
+        if let Some(ip) = ip {
+            if !crate::cidr::is_loopback(&ip) {
+                if let Some(c) = self.direct.iter().find(|c| c.contains(&ip)) {
+                    return Decision {
+                        verdict: Verdict::Direct,
+                        reason: Reason::Excluded(c),
+                    };
+                }
+            }
+        }
+        self.rules.decide(ip, name, port)
+    }
+
+    /// Makes `proxies` and the default chain agree: with a default chain, `proxies` becomes
+    /// its hops; without one, non-empty `proxies` become a strict default chain (first).
+    pub fn sync_default_chain(&mut self) {
+        match self.chains.iter().position(|c| c.name == DEFAULT_CHAIN) {
+            Some(i) => self.proxies = self.chains[i].hops.clone(),
+            None if !self.proxies.is_empty() => self
+                .chains
+                .insert(0, Chain::strict(DEFAULT_CHAIN, self.proxies.clone())),
+            None => {}
+        }
+    }
+
+    /// The whole makes sense: every chain valid and uniquely named, `proxies` equal to the
+    /// default chain's hops, every chain a rule names defined, the placeholder block usable.
+    pub fn check(&self) -> Result<(), String> {
+        for (i, c) in self.chains.iter().enumerate() {
+            c.check()?;
+            if self.chains[..i].iter().any(|o| o.name == c.name) {
+                return Err(format!("chain {} is defined twice", c.name));
+            }
+        }
+        match self.default_chain() {
+            Some(d) if d.hops != self.proxies => {
+                return Err("internal: proxies differ from the default chain's hops".into())
+            }
+            None if !self.proxies.is_empty() => {
+                return Err("internal: proxies without a default chain".into())
+            }
+            _ => {}
+        }
+        self.check_rules()?;
+        if let Some(c) = &self.remote_dns_subnet {
+            check_remote_dns_subnet(c)?;
+        }
+        Ok(())
+    }
+
+    /// Every chain a rule names is defined.
+    fn check_rules(&self) -> Result<(), String> {
+        for (rule, name) in self.rules.chains_used() {
+            if self.chain(name).is_none() {
+                let at = rule
+                    .origin
+                    .as_deref()
+                    .map(|o| format!(" ({o})"))
+                    .unwrap_or_default();
+                return Err(if name == DEFAULT_CHAIN {
+                    format!(
+                        "rule \"{rule}\"{at} uses the default chain, but no proxy is configured"
+                    )
+                } else {
+                    format!("rule \"{rule}\"{at} names chain {name}, which is not defined")
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the `PROXIFY_*` variables through `get` (so tests need not touch the process
     /// environment). Unset variables keep their defaults.
     ///
@@ -225,6 +648,54 @@ impl Config {
                 .parse()
                 .map_err(|e| ConfigError(format!("{ENV_BIND}: {e}")))?;
         }
+        let (default_mode, mut named) = match var(&get, ENV_CHAINS) {
+            Some(v) => parse_chains_var(&v)?,
+            None => (None, Vec::new()),
+        };
+        if !c.proxies.is_empty() {
+            let (mode, chain_len) = default_mode.unwrap_or((ChainMode::Strict, 1));
+            c.chains.push(Chain {
+                name: DEFAULT_CHAIN.to_string(),
+                mode,
+                chain_len,
+                hops: c.proxies.clone(),
+            });
+        } else if default_mode.is_some() {
+            return Err(ConfigError(format!(
+                "{ENV_CHAINS}: chain default has no proxies (set {ENV_PROXY})"
+            )));
+        }
+        c.chains.append(&mut named);
+        if let Some(v) = var(&get, ENV_RULES) {
+            c.rules.rules = parse_rules_var(&v)?;
+        }
+        if let Some(v) = var(&get, ENV_DNAT) {
+            c.rules.dnat = parse_dnat_var(&v)?;
+        }
+        if let Some(v) = var(&get, ENV_PROXY_DNS) {
+            c.proxy_dns =
+                Some(parse_bool(&v).map_err(|e| ConfigError(format!("{ENV_PROXY_DNS}: {e}")))?);
+        }
+        if let Some(v) = var(&get, ENV_REMOTE_DNS_SUBNET) {
+            let net: Cidr = v
+                .parse()
+                .map_err(|e| ConfigError(format!("{ENV_REMOTE_DNS_SUBNET}: {e}")))?;
+            check_remote_dns_subnet(&net)
+                .map_err(|e| ConfigError(format!("{ENV_REMOTE_DNS_SUBNET}: {e}")))?;
+            c.remote_dns_subnet = Some(net);
+        }
+        for (i, ch) in c.chains.iter().enumerate() {
+            ch.check()
+                .map_err(|e| ConfigError(format!("{ENV_CHAINS}: {e}")))?;
+            if c.chains[..i].iter().any(|o| o.name == ch.name) {
+                return Err(ConfigError(format!(
+                    "{ENV_CHAINS}: chain {} is defined twice",
+                    ch.name
+                )));
+            }
+        }
+        c.check_rules()
+            .map_err(|e| ConfigError(format!("{ENV_RULES}: {e}")))?;
         Ok(c)
     }
     /// The variables that reproduce this configuration in [`Config::from_env_with`]; a `None`
@@ -237,10 +708,32 @@ impl Config {
                 Some(items.join(","))
             }
         };
+        let lines = |items: Vec<String>| {
+            if items.is_empty() {
+                None
+            } else {
+                Some(items.join("\n"))
+            }
+        };
+        let default_hops = self.default_chain().map_or(&self.proxies, |c| &c.hops);
+        let chains = self
+            .chains
+            .iter()
+            .filter_map(|ch| {
+                let head = format!("{} {} {}", ch.name, ch.mode.as_str(), ch.chain_len);
+                if ch.name == DEFAULT_CHAIN {
+                    // Hops in PROXIFY_PROXY; a plain strict default needs no line.
+                    (ch.mode != ChainMode::Strict || ch.chain_len != 1).then_some(head)
+                } else {
+                    let hops: Vec<String> = ch.hops.iter().map(ProxyUrl::to_url_string).collect();
+                    Some(format!("{head} {}", hops.join(" ")))
+                }
+            })
+            .collect();
         vec![
             (
                 ENV_PROXY,
-                join(self.proxies.iter().map(ProxyUrl::to_url_string).collect()),
+                join(default_hops.iter().map(ProxyUrl::to_url_string).collect()),
             ),
             (
                 ENV_DIRECT,
@@ -264,6 +757,24 @@ impl Config {
                 Some(if self.quiet { "1" } else { "0" }.to_string()),
             ),
             (ENV_BIND, Some(self.bind.as_str().to_string())),
+            (ENV_CHAINS, lines(chains)),
+            (
+                ENV_RULES,
+                lines(self.rules.rules.iter().map(rule_line).collect()),
+            ),
+            (
+                ENV_DNAT,
+                lines(self.rules.dnat.iter().map(ToString::to_string).collect()),
+            ),
+            (
+                ENV_PROXY_DNS,
+                self.proxy_dns
+                    .map(|b| if b { "1" } else { "0" }.to_string()),
+            ),
+            (
+                ENV_REMOTE_DNS_SUBNET,
+                self.remote_dns_subnet.map(|c| c.to_string()),
+            ),
         ]
     }
 }
@@ -391,7 +902,7 @@ mod tests {
     #[test]
     fn errors_name_the_variable_and_hide_passwords() {
         let cases = [
-            (ENV_PROXY, "http://u:hunter2@proxy"),
+            (ENV_PROXY, "ftp://u:hunter2@proxy"),
             (ENV_PROXY, "socks5://u:hunter2@proxy:0"),
             (ENV_PROXY, "socks5://u:hunter2%zz@proxy"),
             (ENV_PROXY, "socks5://u:hunter2@proxy,,socks5://proxy2"),
@@ -434,7 +945,16 @@ mod tests {
             log_file: Some("/tmp/proxify test.log".to_string()),
             quiet: true,
             bind: BindPolicy::Always,
+            chains: Vec::new(),
+            rules: Rules::default(),
+            proxy_dns: None,
+            remote_dns_subnet: None,
         };
+        // The proxies make the default chain.
+        let mut full = full;
+        full.sync_default_chain();
+        assert_eq!(full.chains.len(), 1);
+        assert_eq!(full.chains[0].hops, full.proxies);
         let vars = full.to_env();
         for k in [
             ENV_PROXY,
@@ -459,5 +979,274 @@ mod tests {
         assert!(e.0.contains(ENV_BIND), "{e}");
         let c = Config::from_env_with(env(&[(ENV_BIND, " Never ")])).unwrap();
         assert_eq!(c.bind, BindPolicy::Never);
+    }
+
+    fn url(s: &str) -> ProxyUrl {
+        s.parse().unwrap()
+    }
+
+    fn rich() -> Config {
+        let mut rules = Rules::default();
+        for (r, o) in [
+            (
+                "*.corp.example:80-443 proxy corp",
+                Some("/tmp/my config.toml:7"),
+            ),
+            ("10.0.0.0/8 direct", Some("NO_PROXY")),
+            ("[2001:db8::/32]:22 deny", None),
+            ("* proxy", Some("--rule 100% #sure\n")),
+        ] {
+            let mut rule: Rule = r.parse().unwrap();
+            rule.origin = o.map(str::to_string);
+            rules.rules.push(rule);
+        }
+        rules.dnat = vec![
+            "192.0.2.1:1234 198.51.100.2:443".parse().unwrap(),
+            "[2001:db8::1] 192.0.2.9".parse().unwrap(),
+        ];
+        let mut c = Config {
+            proxies: vec![
+                url("socks5h://u:p%40ss@192.0.2.1"),
+                url("http://alice:s%20cret@proxy.example:3128"),
+            ],
+            chains: vec![
+                Chain {
+                    name: DEFAULT_CHAIN.into(),
+                    mode: ChainMode::RoundRobin,
+                    chain_len: 2,
+                    hops: Vec::new(),
+                },
+                Chain {
+                    name: "corp".into(),
+                    mode: ChainMode::Dynamic,
+                    chain_len: 1,
+                    hops: vec![url("socks4a://id@[2001:db8::7]:1081"), url("http://h")],
+                },
+                Chain::strict("t-1", vec![url("socks5://192.0.2.2")]),
+            ],
+            rules,
+            proxy_dns: Some(false),
+            remote_dns_subnet: Some("10.0.0.0/8".parse().unwrap()),
+            ..Config::default()
+        };
+        c.chains[0].hops = c.proxies.clone();
+        c
+    }
+
+    #[test]
+    fn chains_rules_dnat_round_trip() {
+        let c = rich();
+        c.check().unwrap();
+        let vars = c.to_env();
+        let get = |k: &str| vars.iter().find(|(n, _)| *n == k).unwrap().1.clone();
+        assert_eq!(
+            get(ENV_CHAINS).unwrap(),
+            "default round_robin 2\n\
+             corp dynamic 1 socks4a://id@[2001:db8::7]:1081 http://h:8080\n\
+             t-1 strict 1 socks5://192.0.2.2:1080"
+        );
+        assert_eq!(
+            get(ENV_RULES).unwrap(),
+            "*.corp.example:80-443 proxy corp #/tmp/my%20config.toml:7\n\
+             10.0.0.0/8 direct #NO_PROXY\n\
+             [2001:db8::/32]:22 deny\n\
+             * proxy default #--rule%20100%25%20#sure%0A"
+        );
+        assert_eq!(
+            get(ENV_DNAT).unwrap(),
+            "192.0.2.1:1234 198.51.100.2:443\n2001:db8::1 192.0.2.9"
+        );
+        assert_eq!(get(ENV_PROXY_DNS).as_deref(), Some("0"));
+        assert_eq!(get(ENV_REMOTE_DNS_SUBNET).as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(from_vars(vars), c);
+        // A strict default chain needs no line; no chains, rules or dnat: no variables.
+        let plain = Config {
+            proxies: vec![url("socks5h://h")],
+            ..Config::default()
+        };
+        let mut synced = plain.clone();
+        synced.sync_default_chain();
+        for (k, v) in plain.to_env() {
+            if [
+                ENV_CHAINS,
+                ENV_RULES,
+                ENV_DNAT,
+                ENV_PROXY_DNS,
+                ENV_REMOTE_DNS_SUBNET,
+            ]
+            .contains(&k)
+            {
+                assert_eq!(v, None, "{k}");
+            }
+        }
+        assert_eq!(from_vars(plain.to_env()), synced);
+        assert_eq!(from_vars(synced.to_env()), synced);
+    }
+
+    #[test]
+    fn hand_written_lists() {
+        let c = Config::from_env_with(env(&[
+            (ENV_PROXY, "socks5://192.0.2.1"),
+            (
+                ENV_CHAINS,
+                "\n  default   dynamic 1 \n\ntor random 1 socks5h://127.0.0.1:9050 socks4a://192.0.2.3\n",
+            ),
+            (ENV_RULES, "*.onion proxy tor\n\n\t192.0.2.0/24:22 direct\t#here\n"),
+            (ENV_DNAT, " 192.0.2.5 192.0.2.6:80 \n"),
+            (ENV_PROXY_DNS, "on"),
+        ]))
+        .unwrap();
+        assert_eq!(c.chains.len(), 2);
+        assert_eq!(c.default_chain().unwrap().mode, ChainMode::Dynamic);
+        assert_eq!(c.proxies, c.default_chain().unwrap().hops);
+        assert_eq!(c.chain("tor").unwrap().hops.len(), 2);
+        assert_eq!(c.rules.rules.len(), 2);
+        assert_eq!(c.rules.rules[1].origin.as_deref(), Some("here"));
+        assert_eq!(c.proxy_dns, Some(true));
+        assert_eq!(c.remote_dns_subnet(), DEFAULT_REMOTE_DNS_SUBNET);
+        let d = c.decide(None, Some("x.onion"), 80);
+        assert_eq!(d.verdict, Verdict::Proxy("tor"));
+        assert_eq!(
+            c.rules.dnat("192.0.2.5:22".parse().unwrap()),
+            Some("192.0.2.6:80".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn decide_puts_direct_blocks_first() {
+        let mut c = rich();
+        c.direct = vec!["10.1.0.0/16".parse().unwrap()];
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let d = c.decide(ip("10.1.2.3"), None, 80);
+        assert_eq!(d.verdict, Verdict::Direct);
+        assert!(matches!(d.reason, Reason::Excluded(_)));
+        assert_eq!(d.to_string(), "direct block 10.1.0.0/16");
+        assert!(matches!(
+            c.decide(ip("10.2.0.1"), None, 80).reason,
+            Reason::Rule { index: 1, .. }
+        ));
+        assert_eq!(c.decide(ip("127.0.0.1"), None, 80).reason, Reason::Loopback);
+        assert_eq!(
+            c.decide(None, Some("a.corp.example"), 443).verdict,
+            Verdict::Proxy("corp")
+        );
+        assert_eq!(c.decide(ip("2001:db8::1"), None, 22).verdict, Verdict::Deny);
+    }
+
+    #[test]
+    fn remote_dns_defaults_by_scheme() {
+        let strict = |urls: &[&str]| Chain::strict("x", urls.iter().map(|u| url(u)).collect());
+        assert!(strict(&["socks5://a", "socks5h://b"]).default_remote_dns());
+        assert!(!strict(&["socks5h://a", "socks4://b"]).default_remote_dns());
+        assert!(strict(&["http://a"]).default_remote_dns());
+        let mut dynamic = strict(&["socks5://a", "socks5h://b"]);
+        dynamic.mode = ChainMode::Dynamic;
+        assert!(!dynamic.default_remote_dns());
+        dynamic.hops[0] = url("socks4a://a");
+        assert!(dynamic.default_remote_dns());
+        let mut c = Config::default();
+        let ch = strict(&["socks5://a"]);
+        assert!(!c.remote_dns(&ch));
+        c.proxy_dns = Some(true);
+        assert!(c.remote_dns(&ch));
+        for (m, want) in [
+            ("strict", ChainMode::Strict),
+            ("Dynamic_Chain", ChainMode::Dynamic),
+            ("random", ChainMode::Random),
+            ("round-robin", ChainMode::RoundRobin),
+            ("round_robin_chain", ChainMode::RoundRobin),
+        ] {
+            assert_eq!(m.parse(), Ok(want), "{m}");
+        }
+        assert!("fast".parse::<ChainMode>().is_err());
+    }
+
+    #[test]
+    fn list_errors_name_variable_and_line() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
+            (&[(ENV_CHAINS, "a strict")], ENV_CHAINS, "line 1"),
+            (
+                &[(ENV_CHAINS, "\na fast 1 socks5://h")],
+                ENV_CHAINS,
+                "line 2",
+            ),
+            (
+                &[(ENV_CHAINS, "a strict 0 socks5://h")],
+                ENV_CHAINS,
+                "length",
+            ),
+            (
+                &[(ENV_CHAINS, "a strict x socks5://h")],
+                ENV_CHAINS,
+                "length",
+            ),
+            (
+                &[(ENV_CHAINS, "a strict 1 ftp://u:hunter2@h")],
+                ENV_CHAINS,
+                "proxy 1",
+            ),
+            (&[(ENV_CHAINS, "a strict 1")], ENV_CHAINS, "no proxies"),
+            (
+                &[(ENV_CHAINS, "a random 3 socks5://h socks5://i")],
+                ENV_CHAINS,
+                "chain_len 3",
+            ),
+            (
+                &[(ENV_CHAINS, "a.b strict 1 socks5://h")],
+                ENV_CHAINS,
+                "chain name",
+            ),
+            (
+                &[(ENV_CHAINS, "a strict 1 socks5://h\na strict 1 socks5://i")],
+                ENV_CHAINS,
+                "twice",
+            ),
+            (&[(ENV_CHAINS, "default dynamic 1")], ENV_CHAINS, ENV_PROXY),
+            (
+                &[
+                    (ENV_PROXY, "socks5://h"),
+                    (ENV_CHAINS, "default strict 1 socks5://h"),
+                ],
+                ENV_CHAINS,
+                ENV_PROXY,
+            ),
+            (&[(ENV_RULES, "*.x direct\nbogus")], ENV_RULES, "line 2"),
+            (&[(ENV_RULES, "* proxy nowhere")], ENV_RULES, "nowhere"),
+            (&[(ENV_RULES, "* proxy")], ENV_RULES, "no proxy"),
+            (&[(ENV_RULES, "* direct #a b")], ENV_RULES, "last"),
+            (&[(ENV_DNAT, "192.0.2.1")], ENV_DNAT, "line 1"),
+            (&[(ENV_PROXY_DNS, "maybe")], ENV_PROXY_DNS, "maybe"),
+            (
+                &[(ENV_REMOTE_DNS_SUBNET, "2001:db8::/96")],
+                ENV_REMOTE_DNS_SUBNET,
+                "IPv4",
+            ),
+            (
+                &[(ENV_REMOTE_DNS_SUBNET, "10.0.0.0/30")],
+                ENV_REMOTE_DNS_SUBNET,
+                "/24",
+            ),
+            (
+                &[(ENV_REMOTE_DNS_SUBNET, "nope")],
+                ENV_REMOTE_DNS_SUBNET,
+                "nope",
+            ),
+        ];
+        for (vars, starts, needle) in cases {
+            let e = Config::from_env_with(env(vars)).unwrap_err().0;
+            assert!(e.starts_with(starts), "{vars:?}: {e}");
+            assert!(e.contains(needle), "{vars:?}: {e}");
+            assert!(!e.contains("hunter2") && !e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn origins_survive_any_bytes() {
+        for o in ["", "a b", "100%", "#", "%zz", "é\t\n\r", " x "] {
+            assert_eq!(decode_field(&encode_field(o)), o);
+            assert!(!encode_field(o).contains(char::is_whitespace));
+        }
+        assert_eq!(decode_field("%zz%4"), "%zz%4");
     }
 }

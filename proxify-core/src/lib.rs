@@ -7,5 +7,8 @@
 pub mod cidr;
 pub mod config;
 pub mod elfcheck;
+pub mod http;
+pub mod proxychains;
+pub mod rules;
 pub mod socks;
 pub mod url;

@@ -12,11 +12,14 @@ pub enum Scheme {
     Socks4,
     /// SOCKS4a, names resolved by the proxy (remote DNS).
     Socks4a,
+    /// HTTP CONNECT proxy (`http://`, Basic auth); names go to the proxy in the CONNECT
+    /// request (remote DNS). Default port 8080.
+    Http,
 }
 
 impl Scheme {
     pub fn remote_dns(self) -> bool {
-        matches!(self, Scheme::Socks5h | Scheme::Socks4a)
+        matches!(self, Scheme::Socks5h | Scheme::Socks4a | Scheme::Http)
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -24,14 +27,31 @@ impl Scheme {
             Scheme::Socks5h => "socks5h",
             Scheme::Socks4 => "socks4",
             Scheme::Socks4a => "socks4a",
+            Scheme::Http => "http",
         }
     }
-    pub fn version(self) -> crate::socks::Version {
+    /// Port used when the URL has none: 1080 for SOCKS, 8080 for HTTP.
+    pub fn default_port(self) -> u16 {
         match self {
-            Scheme::Socks5 | Scheme::Socks5h => crate::socks::Version::Socks5,
-            Scheme::Socks4 => crate::socks::Version::Socks4,
-            Scheme::Socks4a => crate::socks::Version::Socks4a,
+            Scheme::Http => 8080,
+            _ => 1080,
         }
+    }
+    /// The SOCKS version to speak, `None` for an HTTP CONNECT proxy.
+    pub fn socks_version(self) -> Option<crate::socks::Version> {
+        match self {
+            Scheme::Socks5 | Scheme::Socks5h => Some(crate::socks::Version::Socks5),
+            Scheme::Socks4 => Some(crate::socks::Version::Socks4),
+            Scheme::Socks4a => Some(crate::socks::Version::Socks4a),
+            Scheme::Http => None,
+        }
+    }
+    /// The SOCKS version to speak. Callers that may see [`Scheme::Http`] must use
+    /// [`Scheme::socks_version`]: for `Http` this returns `Socks5`, which an HTTP proxy
+    /// answers with a malformed reply (the connection fails, it never goes direct).
+    pub fn version(self) -> crate::socks::Version {
+        self.socks_version()
+            .unwrap_or(crate::socks::Version::Socks5)
     }
 }
 
@@ -41,18 +61,32 @@ pub enum Host {
     Name(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `Debug` (like `Display`) never shows the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ProxyUrl {
     pub scheme: Scheme,
     pub host: Host,
-    /// Default 1080.
+    /// Default 1080 (SOCKS) or 8080 (HTTP).
     pub port: u16,
-    /// Percent-decoded user name (RFC 1929 / SOCKS4 USERID).
+    /// Percent-decoded user name (RFC 1929 / SOCKS4 USERID / HTTP Basic user).
     pub user: Option<Vec<u8>>,
     /// Percent-decoded password.
     pub pass: Option<Vec<u8>>,
     /// `?pipeline=1`: pipelined SOCKS5 handshake (see socks::Request::pipeline).
     pub pipeline: bool,
+}
+
+impl std::fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyUrl")
+            .field("scheme", &self.scheme)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user.as_deref().map(String::from_utf8_lossy))
+            .field("pass", &self.pass.as_ref().map(|_| "***"))
+            .field("pipeline", &self.pipeline)
+            .finish()
+    }
 }
 
 /// Parse errors: one line naming the problem (shown to the user as is).
@@ -75,20 +109,24 @@ impl std::str::FromStr for ProxyUrl {
         let s = s.trim();
         let (scheme_str, rest) = match s.find("://") {
             Some(i) => (&s[..i], &s[i + 3..]),
-            None => {
-                return Err(err(
-                    "proxy URL must start with socks5h://, socks5://, socks4a:// or socks4://",
-                ))
-            }
+            None => return Err(err(
+                "proxy URL must start with socks5h://, socks5://, socks4a://, socks4:// or http://",
+            )),
         };
         let scheme = match scheme_str.to_ascii_lowercase().as_str() {
             "socks5" => Scheme::Socks5,
             "socks5h" => Scheme::Socks5h,
             "socks4" => Scheme::Socks4,
             "socks4a" => Scheme::Socks4a,
+            "http" => Scheme::Http,
+            "https" => {
+                return Err(err(
+                    "https:// proxies (TLS to the proxy) are not supported; use http://",
+                ))
+            }
             _ => {
                 return Err(UrlError(format!(
-                    "unknown proxy scheme \"{}\" (use socks5h, socks5, socks4a or socks4)",
+                    "unknown proxy scheme \"{}\" (use socks5h, socks5, socks4a, socks4 or http)",
                     printable(scheme_str)
                 )))
             }
@@ -203,8 +241,8 @@ impl std::str::FromStr for ProxyUrl {
         };
 
         let port = match port_str {
-            None => 1080,
-            Some(p) => parse_port(p)?,
+            None => scheme.default_port(),
+            Some(p) => parse_port(p, scheme)?,
         };
 
         Ok(ProxyUrl {
@@ -261,11 +299,12 @@ fn parse_host(h: &str) -> Result<Host, UrlError> {
     Ok(Host::Name(h.to_string()))
 }
 
-fn parse_port(p: &str) -> Result<u16, UrlError> {
+fn parse_port(p: &str, scheme: Scheme) -> Result<u16, UrlError> {
     if p.is_empty() {
-        return Err(err(
-            "empty port in proxy URL (omit the ':' for the default 1080)",
-        ));
+        return Err(UrlError(format!(
+            "empty port in proxy URL (omit the ':' for the default {})",
+            scheme.default_port()
+        )));
     }
     if !p.bytes().all(|b| b.is_ascii_digit()) {
         return Err(UrlError(format!(
@@ -420,6 +459,33 @@ mod tests {
     }
 
     #[test]
+    fn http_scheme() {
+        let u = p("http://proxy.example");
+        assert_eq!(u.scheme, Scheme::Http);
+        assert_eq!(u.port, 8080);
+        assert!(Scheme::Http.remote_dns());
+        assert_eq!(Scheme::Http.socks_version(), None);
+        assert_eq!(
+            Scheme::Socks4a.socks_version(),
+            Some(crate::socks::Version::Socks4a)
+        );
+        let u = p("HTTP://al%3Aice:s%40cret@[2001:db8::5]:3128/");
+        assert_eq!(u.scheme, Scheme::Http);
+        assert_eq!(u.port, 3128);
+        assert_eq!(u.user.as_deref(), Some(&b"al:ice"[..]));
+        assert_eq!(u.pass.as_deref(), Some(&b"s@cret"[..]));
+        assert_eq!(
+            u.to_url_string(),
+            "http://al%3Aice:s%40cret@[2001:db8::5]:3128"
+        );
+        assert_eq!(u.masked(), "http://al%3Aice:***@[2001:db8::5]:3128");
+        assert_eq!(p(&u.to_url_string()), u);
+        assert!(e("http://h:").contains("8080"));
+        // The SOCKS schemes keep their default.
+        assert_eq!(p("socks4://h").port, 1080);
+    }
+
+    #[test]
     fn hosts_ports_paths() {
         let u = p("socks5://192.0.2.1:9050/");
         assert_eq!(u.host, Host::Ip(Ipv4Addr::new(192, 0, 2, 1).into()));
@@ -465,7 +531,8 @@ mod tests {
     #[test]
     fn errors() {
         let cases = [
-            ("http://proxy", "scheme"),
+            ("ftp://proxy", "scheme"),
+            ("https://proxy", "https"),
             ("proxy:1080", "socks5h://"),
             ("socks5://", "empty host"),
             ("socks5://:1080", "empty host"),
@@ -534,6 +601,9 @@ mod tests {
         assert_eq!(u.masked(), "socks5h://bob:***@h:1080");
         assert_eq!(u.to_string(), u.masked());
         assert_eq!(p("socks4://id@h").masked(), "socks4://id@h:1080");
+        let dbg = format!("{:?}", p("socks5h://bob:hunter2@h"));
+        assert!(dbg.contains("bob") && dbg.contains("***"), "{dbg}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
         // Every byte value survives encoding.
         let all: Vec<u8> = (0..=255u8).collect();
         let u = ProxyUrl {

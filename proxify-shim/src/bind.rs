@@ -9,6 +9,7 @@
 //! exposed: if the proxy refuses, `listen` fails.
 
 use crate::fdtable::{self, Entry, Kind};
+use crate::handshake::Handshake;
 use crate::lock::ForkSafeMutex;
 use crate::proxied::{self, errno, strerror, Failure};
 use crate::runtime::Runtime;
@@ -16,7 +17,7 @@ use crate::sockaddr;
 use libc::c_int;
 use proxify_core::cidr::is_loopback;
 use proxify_core::config::BindPolicy;
-use proxify_core::socks::{Client, Command, TargetAddr};
+use proxify_core::socks::{Command, TargetAddr};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -25,7 +26,7 @@ struct State {
     /// Peer of the most recent proxied connection (the default expected BIND peer).
     last_peer: Option<TargetAddr>,
     /// SOCKS clients waiting for their second reply, by listening fd.
-    pending: Option<HashMap<c_int, Client>>,
+    pending: Option<HashMap<c_int, Handshake>>,
     /// Proxy-side addresses we reported (BND of CONNECT replies): a program that binds a new
     /// socket to one of them gets the wildcard address instead (curl's active FTP does this).
     reported: Vec<IpAddr>,
@@ -130,8 +131,7 @@ pub fn start(
         .proxy_addrs()
         .map_err(|e| Failure::new(libc::EHOSTUNREACH, e))?;
     let paddr = proxied::pick_proxy_addr(fd, family, addrs)?;
-    let mut client = Client::new(proxied::request(proxy, Command::Bind, peer))
-        .map_err(|e| Failure::new(e.errno(), e.to_string()))?;
+    let mut client = Handshake::new(std::slice::from_ref(proxy), Command::Bind, peer)?;
     let reply = proxied::with_nonblocking(fd, || {
         proxied::connect_proxy(fd, paddr, cfg.connect_timeout)?;
         proxied::drive(fd, &mut client, Instant::now() + cfg.handshake_timeout)
@@ -149,9 +149,9 @@ pub fn start(
     };
     let bound = crate::decide::unmap(bound);
     let shown = sockaddr::for_family(bound, family).unwrap_or(bound);
-    if let Err(e) = client.expect_second_reply() {
+    if let Err(f) = client.expect_second_reply() {
         proxied::disconnect(fd);
-        return Err(Failure::new(e.errno(), e.to_string()));
+        return Err(f);
     }
     STATE
         .lock()

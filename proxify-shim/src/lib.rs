@@ -15,6 +15,7 @@ mod decide;
 mod fakedns;
 mod fdtable;
 mod guard;
+mod handshake;
 mod hooks;
 mod hosts;
 mod lock;

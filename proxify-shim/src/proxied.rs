@@ -2,11 +2,12 @@
 //! socket dup2-ed over it, so its options, flags and close-on-exec stay), then the sans-IO SOCKS
 //! client from proxify-core is driven over it with a deadline.
 
+use crate::handshake::{Handshake, ReadMode, State as HsState};
 use crate::real;
 use crate::runtime::Runtime;
 use crate::sockaddr;
 use libc::{c_int, c_void};
-use proxify_core::socks::{Client, Command, Reply, Request, State, TargetAddr};
+use proxify_core::socks::{Command, Reply, Request, TargetAddr};
 use proxify_core::url::ProxyUrl;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -168,13 +169,14 @@ pub fn connect_proxy(fd: c_int, proxy: SocketAddr, timeout: Duration) -> Result<
     }
 }
 
-/// Drives `client` over `fd` (blocking or not: every call is MSG_DONTWAIT and waits in poll) until it is done, fails, or `deadline` passes.
-/// Reads exactly what the client wants: whole protocol messages, never application data.
-pub fn drive(fd: c_int, client: &mut Client, deadline: Instant) -> Result<Reply, Failure> {
-    let mut buf = [0u8; 512];
+/// Drives `hs` over `fd` (blocking or not: every call is MSG_DONTWAIT and waits in poll)
+/// until it is done, fails, or `deadline` passes. Reads whole protocol messages (or peeks and
+/// consumes exactly the reply), never application data.
+pub fn drive(fd: c_int, hs: &mut Handshake, deadline: Instant) -> Result<Reply, Failure> {
+    let mut buf = [0u8; 1024];
     loop {
-        while !client.pending_output().is_empty() {
-            let out = client.pending_output();
+        while !hs.pending_output().is_empty() {
+            let out = hs.pending_output();
             let n = unsafe {
                 real::send(
                     fd,
@@ -184,7 +186,7 @@ pub fn drive(fd: c_int, client: &mut Client, deadline: Instant) -> Result<Reply,
                 )
             };
             if n >= 0 {
-                client.consume_output(n as usize);
+                hs.consume_output(n as usize);
                 continue;
             }
             match errno() {
@@ -198,33 +200,48 @@ pub fn drive(fd: c_int, client: &mut Client, deadline: Instant) -> Result<Reply,
                 }
             }
         }
-        match client.state() {
-            State::Done(r) => return Ok(r.clone()),
-            State::Failed(e) => return Err(Failure::new(e.errno(), e.to_string())),
-            State::Running => {}
+        match hs.state() {
+            HsState::Done(r) => return Ok(r.clone()),
+            HsState::Failed(f) => return Err(Failure::new(f.errno, f.msg.clone())),
+            HsState::Running => {}
         }
-        let want = client.wanted().min(buf.len());
-        if want == 0 {
-            return Err(Failure::new(
-                libc::EIO,
-                "SOCKS client stalled (internal error)",
-            ));
-        }
-        let n = unsafe {
-            real::recv(
-                fd,
-                buf.as_mut_ptr() as *mut c_void,
-                want,
-                libc::MSG_DONTWAIT,
-            )
+        let (want, peek) = match hs.read_mode() {
+            ReadMode::Exact(n) => (n.min(buf.len()), false),
+            ReadMode::Peek(n) => (n.min(buf.len()), true),
+            ReadMode::Nothing => {
+                return Err(Failure::new(
+                    libc::EIO,
+                    "proxy handshake stalled (internal error)",
+                ))
+            }
         };
+        let flags = libc::MSG_DONTWAIT | if peek { libc::MSG_PEEK } else { 0 };
+        let n = unsafe { real::recv(fd, buf.as_mut_ptr() as *mut c_void, want, flags) };
         if n > 0 {
-            if let Err(e) = client.feed(&buf[..n as usize]) {
-                return Err(Failure::new(e.errno(), e.to_string()));
+            if peek {
+                let take = hs.feed_peeked(&buf[..n as usize]);
+                if take > 0 {
+                    // Those bytes are queued already: consume exactly them.
+                    let got = unsafe {
+                        real::recv(
+                            fd,
+                            buf.as_mut_ptr() as *mut c_void,
+                            take,
+                            libc::MSG_DONTWAIT,
+                        )
+                    };
+                    if got != take as isize {
+                        return Err(Failure::new(
+                            libc::EIO,
+                            "proxy reply vanished while reading it",
+                        ));
+                    }
+                }
+            } else {
+                hs.feed(&buf[..n as usize]);
             }
         } else if n == 0 {
-            let e = client.eof();
-            return Err(Failure::new(e.errno(), e.to_string()));
+            hs.eof();
         } else {
             match errno() {
                 libc::EINTR => {}
@@ -260,25 +277,22 @@ pub fn connect(
     family: c_int,
     target: TargetAddr,
 ) -> Result<Reply, Failure> {
-    let proxy = rt
-        .proxy()
-        .map_err(|e| Failure::new(libc::EACCES, e.to_string()))?;
     let cfg = rt
         .config()
         .ok_or_else(|| Failure::new(libc::EACCES, "no usable configuration"))?;
+    let hops = &cfg.proxies[..];
     let addrs = rt
         .proxy_addrs()
         .map_err(|e| Failure::new(libc::EHOSTUNREACH, e))?;
     let proxy_addr = pick_proxy_addr(fd, family, addrs)?;
-    let mut client = Client::new(request(proxy, Command::Connect, target))
-        .map_err(|e| Failure::new(e.errno(), e.to_string()))?;
+    let mut hs = Handshake::new(hops, Command::Connect, target)?;
 
     with_nonblocking(fd, || {
         connect_proxy(fd, proxy_addr, cfg.connect_timeout)?;
         if rt.fault == crate::runtime::Fault::PanicConnect {
             panic!("injected fault (PROXIFY_TEST_FAULT=panic-connect)");
         }
-        drive(fd, &mut client, Instant::now() + cfg.handshake_timeout)
+        drive(fd, &mut hs, Instant::now() + cfg.handshake_timeout)
     })
 }
 

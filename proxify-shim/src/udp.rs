@@ -8,11 +8,12 @@
 
 use crate::decide::{self, Route};
 use crate::fdtable::{self, Entry, Kind};
+use crate::handshake::Handshake;
 use crate::proxied::{self, errno, strerror, Failure};
 use crate::runtime::Runtime;
 use crate::{fakedns, real, sockaddr};
 use libc::{c_int, c_void, iovec, msghdr, ssize_t};
-use proxify_core::socks::{self, Client, Command, TargetAddr, Version};
+use proxify_core::socks::{self, Command, TargetAddr, Version};
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
@@ -44,7 +45,7 @@ pub fn associate(rt: &Runtime, fd: c_int, family: c_int) -> Result<(SocketAddr, 
     let proxy = rt
         .proxy()
         .map_err(|e| Failure::new(libc::EACCES, e.to_string()))?;
-    if proxy.scheme.version() != Version::Socks5 {
+    if proxy.scheme.socks_version() != Some(Version::Socks5) {
         return Err(Failure::new(
             libc::EOPNOTSUPP,
             format!(
@@ -129,12 +130,12 @@ pub fn associate(rt: &Runtime, fd: c_int, family: c_int) -> Result<(SocketAddr, 
         f
     };
     proxied::connect_proxy(ctrl, paddr, cfg.connect_timeout).map_err(close_ctrl)?;
-    let mut client = Client::new(proxied::request(
-        proxy,
+    let mut client = Handshake::new(
+        std::slice::from_ref(proxy),
         Command::UdpAssociate,
         TargetAddr::Ip(announce),
-    ))
-    .map_err(|e| close_ctrl(Failure::new(e.errno(), e.to_string())))?;
+    )
+    .map_err(close_ctrl)?;
     let reply = proxied::drive(ctrl, &mut client, Instant::now() + cfg.handshake_timeout)
         .map_err(close_ctrl)?;
     let relay = match reply.bound {

@@ -1,0 +1,247 @@
+//! One handshake through a proxy chain, as a sans-IO state machine over the per-hop clients of
+//! proxify-core (SOCKS5, SOCKS4/4a, HTTP CONNECT).
+//!
+//! Hop `i` is asked to CONNECT to hop `i + 1`; the last hop gets the program's command and
+//! target. Drivers (the blocking one in `proxied.rs`) only move bytes: write
+//! [`Handshake::pending_output`], then read as [`Handshake::read_mode`] says — an exact count
+//! (SOCKS replies have known lengths) or a peek (an HTTP reply ends with an empty line: the
+//! driver peeks, the client says how many bytes were its own, and the driver consumes exactly
+//! those). Either way no byte of the destination's data is ever taken.
+
+use crate::proxied::Failure;
+use proxify_core::http;
+use proxify_core::socks::{self, Command, Reply, TargetAddr};
+use proxify_core::url::{Host, ProxyUrl, Scheme};
+use std::net::SocketAddr;
+
+enum Hop {
+    Socks(socks::Client),
+    Http(http::Client),
+}
+
+/// How the driver reads next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Nothing to read (output pending, or over).
+    Nothing,
+    /// Read exactly this many bytes (never beyond the proxy's message).
+    Exact(usize),
+    /// Peek at up to this many bytes and hand them to [`Handshake::feed_peeked`].
+    Peek(usize),
+}
+
+#[derive(Debug)]
+pub enum State {
+    Running,
+    /// The last hop's reply (BND.ADDR/PORT; an unspecified address for HTTP proxies).
+    Done(Reply),
+    Failed(Failure),
+}
+
+pub struct Handshake {
+    hops: Vec<ProxyUrl>,
+    idx: usize,
+    command: Command,
+    target: TargetAddr,
+    current: Hop,
+    state: State,
+}
+
+/// Where hop `url` is, as a CONNECT target for the hop before it.
+fn address_of(url: &ProxyUrl) -> TargetAddr {
+    match &url.host {
+        Host::Ip(ip) => TargetAddr::Ip(SocketAddr::new(*ip, url.port)),
+        Host::Name(n) => TargetAddr::Domain(n.clone(), url.port),
+    }
+}
+
+fn client_for(url: &ProxyUrl, command: Command, target: TargetAddr) -> Result<Hop, Failure> {
+    match url.scheme {
+        Scheme::Http => {
+            if command != Command::Connect {
+                return Err(Failure::new(
+                    libc::EOPNOTSUPP,
+                    "an HTTP proxy can only CONNECT (no BIND, no UDP)",
+                ));
+            }
+            http::Client::new(http::Request {
+                target,
+                credentials: url.credentials(),
+            })
+            .map(Hop::Http)
+            .map_err(|e| Failure::new(e.errno(), e.to_string()))
+        }
+        _ => socks::Client::new(crate::proxied::request(url, command, target))
+            .map(Hop::Socks)
+            .map_err(|e| Failure::new(e.errno(), e.to_string())),
+    }
+}
+
+impl Handshake {
+    /// A handshake through `hops` (first hop first; the socket is already connected to it).
+    pub fn new(hops: &[ProxyUrl], command: Command, target: TargetAddr) -> Result<Self, Failure> {
+        let first = hops
+            .first()
+            .ok_or_else(|| Failure::new(libc::EACCES, "no proxy configured"))?;
+        let (c, t) = if hops.len() > 1 {
+            (Command::Connect, address_of(&hops[1]))
+        } else {
+            (command, target.clone())
+        };
+        let current = client_for(first, c, t).map_err(|f| Self::at(hops, 0, f))?;
+        Ok(Handshake {
+            hops: hops.to_vec(),
+            idx: 0,
+            command,
+            target,
+            current,
+            state: State::Running,
+        })
+    }
+
+    /// Names the hop in a failure when there are several.
+    fn at(hops: &[ProxyUrl], i: usize, f: Failure) -> Failure {
+        if hops.len() > 1 {
+            Failure::new(
+                f.errno,
+                format!(
+                    "hop {} of {} ({}): {}",
+                    i + 1,
+                    hops.len(),
+                    hops[i].masked(),
+                    f.msg
+                ),
+            )
+        } else {
+            f
+        }
+    }
+
+    pub fn pending_output(&self) -> &[u8] {
+        match &self.current {
+            Hop::Socks(c) => c.pending_output(),
+            Hop::Http(c) => c.pending_output(),
+        }
+    }
+
+    pub fn consume_output(&mut self, n: usize) {
+        match &mut self.current {
+            Hop::Socks(c) => c.consume_output(n),
+            Hop::Http(c) => c.consume_output(n),
+        }
+        self.advance();
+    }
+
+    pub fn read_mode(&self) -> ReadMode {
+        if !matches!(self.state, State::Running) || !self.pending_output().is_empty() {
+            return ReadMode::Nothing;
+        }
+        match &self.current {
+            Hop::Socks(c) => match c.wanted() {
+                0 => ReadMode::Nothing,
+                n => ReadMode::Exact(n),
+            },
+            Hop::Http(c) => match c.peek_limit() {
+                0 => ReadMode::Nothing,
+                n => ReadMode::Peek(n),
+            },
+        }
+    }
+
+    /// Bytes read in `ReadMode::Exact`.
+    pub fn feed(&mut self, data: &[u8]) {
+        if let Hop::Socks(c) = &mut self.current {
+            let _ = c.feed(data);
+        }
+        self.advance();
+    }
+
+    /// Bytes peeked in `ReadMode::Peek`: returns how many the driver must now consume.
+    pub fn feed_peeked(&mut self, data: &[u8]) -> usize {
+        let n = match &mut self.current {
+            Hop::Http(c) => c.feed_peeked(data).unwrap_or(0),
+            Hop::Socks(_) => 0,
+        };
+        self.advance();
+        n
+    }
+
+    /// The proxy closed the connection.
+    pub fn eof(&mut self) {
+        if matches!(self.state, State::Running) {
+            let f = match &mut self.current {
+                Hop::Socks(c) => {
+                    let e = c.eof();
+                    Failure::new(e.errno(), e.to_string())
+                }
+                Hop::Http(c) => {
+                    let e = c.eof();
+                    Failure::new(e.errno(), e.to_string())
+                }
+            };
+            self.state = State::Failed(Self::at(&self.hops, self.idx, f));
+        }
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// BIND: after the first reply, wait for the second one (single hop only).
+    pub fn expect_second_reply(&mut self) -> Result<(), Failure> {
+        match &mut self.current {
+            Hop::Socks(c) => {
+                c.expect_second_reply()
+                    .map_err(|e| Failure::new(e.errno(), e.to_string()))?;
+                self.state = State::Running;
+                Ok(())
+            }
+            Hop::Http(_) => Err(Failure::new(libc::EOPNOTSUPP, "HTTP proxies cannot BIND")),
+        }
+    }
+
+    /// Moves on when the current hop finished: to the next hop, or to the end.
+    fn advance(&mut self) {
+        if !matches!(self.state, State::Running) {
+            return;
+        }
+        let outcome: Option<Result<Reply, Failure>> = match &self.current {
+            Hop::Socks(c) => match c.state() {
+                socks::State::Running => None,
+                socks::State::Done(r) => Some(Ok(r.clone())),
+                socks::State::Failed(e) => Some(Err(Failure::new(e.errno(), e.to_string()))),
+            },
+            Hop::Http(c) => match c.state() {
+                http::State::Running => None,
+                http::State::Done(_) => Some(Ok(Reply {
+                    bound: TargetAddr::Ip(SocketAddr::new(
+                        std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                        0,
+                    )),
+                })),
+                http::State::Failed(e) => Some(Err(Failure::new(e.errno(), e.to_string()))),
+            },
+        };
+        match outcome {
+            None => {}
+            Some(Err(f)) => self.state = State::Failed(Self::at(&self.hops, self.idx, f)),
+            Some(Ok(reply)) if self.idx + 1 >= self.hops.len() => self.state = State::Done(reply),
+            Some(Ok(_)) => {
+                self.idx += 1;
+                let i = self.idx;
+                let (c, t) = if i + 1 < self.hops.len() {
+                    (Command::Connect, address_of(&self.hops[i + 1]))
+                } else {
+                    (self.command, self.target.clone())
+                };
+                match client_for(&self.hops[i], c, t) {
+                    Ok(h) => {
+                        self.current = h;
+                        log::debug!("chain: hop {} of {} reached", i + 1, self.hops.len());
+                    }
+                    Err(f) => self.state = State::Failed(Self::at(&self.hops, i, f)),
+                }
+            }
+        }
+    }
+}

@@ -121,17 +121,12 @@ pub fn start(
     family: c_int,
     peer: TargetAddr,
 ) -> Result<SocketAddr, Failure> {
-    let proxy = rt
-        .proxy()
-        .map_err(|e| Failure::new(libc::EACCES, e.to_string()))?;
+    let (proxy, addrs) = proxied::single_hop(rt, &peer, "BIND")?;
     let cfg = rt
         .config()
         .ok_or_else(|| Failure::new(libc::EACCES, "no usable configuration"))?;
-    let addrs = rt
-        .proxy_addrs()
-        .map_err(|e| Failure::new(libc::EHOSTUNREACH, e))?;
-    let paddr = proxied::pick_proxy_addr(fd, family, addrs)?;
-    let mut client = Handshake::new(std::slice::from_ref(proxy), Command::Bind, peer)?;
+    let paddr = proxied::pick_proxy_addr(fd, family, &addrs)?;
+    let mut client = Handshake::new(std::slice::from_ref(&proxy), Command::Bind, peer)?;
     let reply = proxied::with_nonblocking(fd, || {
         proxied::connect_proxy(fd, paddr, cfg.connect_timeout)?;
         proxied::drive(fd, &mut client, Instant::now() + cfg.handshake_timeout)

@@ -1,8 +1,10 @@
 //! The decision for one destination: direct (and why), through the proxy, or refused.
 //! Plain Rust, no I/O but the placeholder map look-up: the hooks only act on what it says.
 
-use crate::fakedns;
-use proxify_core::cidr::{is_loopback, Cidr};
+use crate::{fakedns, runtime};
+use proxify_core::cidr::is_loopback;
+use proxify_core::config::Chain;
+use proxify_core::rules::Verdict;
 use proxify_core::socks::TargetAddr;
 use std::net::{IpAddr, SocketAddr};
 
@@ -13,14 +15,16 @@ pub enum Direct {
     Unspecified,
     /// IPv6 link-local (fe80::/10): never routed beyond the link.
     LinkLocal,
-    /// Matched a `--direct` / PROXIFY_DIRECT block.
-    Excluded(Cidr),
+    /// A `--direct` block or a `direct` rule (the text says which), and the address to use
+    /// when a `dnat` entry rewrote it.
+    Rule(String, Option<SocketAddr>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     Direct(Direct),
-    /// Through the proxy, to this target (a name when the destination was a placeholder).
+    /// Through a proxy chain, to this target (a name when the destination was a placeholder;
+    /// the rewritten address after `dnat`). [`chain_for`] says which chain.
     Proxy(TargetAddr),
     /// Refused: errno and reason.
     Deny(i32, String),
@@ -32,7 +36,8 @@ impl std::fmt::Display for Direct {
             Direct::Loopback => f.write_str("loopback"),
             Direct::Unspecified => f.write_str("unspecified address (local host)"),
             Direct::LinkLocal => f.write_str("IPv6 link-local"),
-            Direct::Excluded(c) => write!(f, "excluded by direct rule {c}"),
+            Direct::Rule(why, None) => f.write_str(why),
+            Direct::Rule(why, Some(to)) => write!(f, "{why}, dnat to {to}"),
         }
     }
 }
@@ -48,16 +53,35 @@ pub fn unmap(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Where a connection (or datagram) to `dest` goes.
-pub fn route(dest: SocketAddr, direct: &[Cidr]) -> Route {
+/// Where a connection (or datagram) to `dest` goes: loopback, unspecified and link-local
+/// direct; a placeholder by its name; otherwise `dnat`, then the configuration's decision
+/// (`--direct` blocks, rules in order, the default chain). An unusable configuration refuses
+/// everything that is not local.
+pub fn route(dest: SocketAddr) -> Route {
     let dest = unmap(dest);
     let ip = dest.ip();
     if fakedns::is_placeholder(&ip) {
-        return match fakedns::name_of(&ip) {
-            Some(name) => Route::Proxy(TargetAddr::Domain(name, dest.port())),
-            None => Route::Deny(
+        let Some(name) = fakedns::name_of(&ip) else {
+            return Route::Deny(
                 libc::EHOSTUNREACH,
                 format!("{ip} is a remote-DNS placeholder with no name behind it"),
+            );
+        };
+        let rt = runtime::get();
+        let Some(cfg) = rt.config() else {
+            return Route::Deny(libc::EACCES, rt.config_error().to_string());
+        };
+        let d = cfg.decide(None, Some(&name), dest.port());
+        return match d.verdict {
+            Verdict::Proxy(_) => Route::Proxy(TargetAddr::Domain(name, dest.port())),
+            Verdict::Deny => Route::Deny(libc::EACCES, format!("denied by {d}")),
+            Verdict::Direct => Route::Deny(
+                libc::EACCES,
+                format!(
+                    "{d} sends {name}:{} direct, but {name} was left to the proxy to resolve \
+                     (a direct rule for a name should not depend on the port)",
+                    dest.port()
+                ),
             ),
         };
     }
@@ -72,10 +96,45 @@ pub fn route(dest: SocketAddr, direct: &[Cidr]) -> Route {
             return Route::Direct(Direct::LinkLocal);
         }
     }
-    if let Some(c) = direct.iter().find(|c| c.contains(&ip)) {
-        return Route::Direct(Direct::Excluded(*c));
+    let rt = runtime::get();
+    let Some(cfg) = rt.config() else {
+        return Route::Deny(libc::EACCES, rt.config_error().to_string());
+    };
+    let rewritten = cfg.rules.dnat(dest);
+    let dest = rewritten.map(unmap).unwrap_or(dest);
+    let d = cfg.decide(Some(dest.ip()), None, dest.port());
+    match d.verdict {
+        Verdict::Direct => Route::Direct(Direct::Rule(d.to_string(), rewritten)),
+        Verdict::Deny => Route::Deny(libc::EACCES, format!("denied by {d}")),
+        Verdict::Proxy(_) => Route::Proxy(TargetAddr::Ip(dest)),
     }
-    Route::Proxy(TargetAddr::Ip(dest))
+}
+
+/// The chain a proxied target goes through (the rules again: cheap, and keeps `Route` small).
+pub fn chain_for(target: &TargetAddr) -> Option<&'static Chain> {
+    let cfg = runtime::get().config()?;
+    let d = match target {
+        TargetAddr::Ip(a) => cfg.decide(Some(a.ip()), None, a.port()),
+        TargetAddr::Domain(n, p) => cfg.decide(None, Some(n), *p),
+    };
+    match d.verdict {
+        Verdict::Proxy(name) => cfg.chain(name),
+        _ => None,
+    }
+}
+
+/// Does a name resolve through the proxy? (The chain it would use has remote DNS.) Names
+/// that go direct, or through a chain with local DNS, are resolved locally.
+pub fn name_goes_remote(name: &str) -> bool {
+    let rt = runtime::get();
+    let Some(cfg) = rt.config() else {
+        return true;
+    };
+    match cfg.decide(None, Some(name), 0).verdict {
+        Verdict::Proxy(chain) => cfg.chain(chain).map(|c| cfg.remote_dns(c)).unwrap_or(true),
+        Verdict::Deny => true,
+        Verdict::Direct => false,
+    }
 }
 
 /// Fast pre-check used before anything else: is this destination certainly direct without
@@ -89,50 +148,12 @@ pub fn trivially_direct(dest: &SocketAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    fn sa(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
     #[test]
-    fn routes() {
-        let d: Vec<Cidr> = vec!["192.0.2.0/24".parse().unwrap()];
-        assert_eq!(
-            route(sa("127.0.0.5:1"), &d),
-            Route::Direct(Direct::Loopback)
-        );
-        assert_eq!(route(sa("[::1]:1"), &d), Route::Direct(Direct::Loopback));
-        assert_eq!(
-            route(sa("[::ffff:127.0.0.1]:1"), &d),
-            Route::Direct(Direct::Loopback)
-        );
-        assert_eq!(
-            route(sa("0.0.0.0:1"), &d),
-            Route::Direct(Direct::Unspecified)
-        );
-        assert_eq!(
-            route(sa("[fe80::1]:1"), &d),
-            Route::Direct(Direct::LinkLocal)
-        );
-        assert!(matches!(
-            route(sa("192.0.2.9:1"), &d),
-            Route::Direct(Direct::Excluded(_))
-        ));
-        assert!(matches!(
-            route(sa("[::ffff:192.0.2.9]:1"), &d),
-            Route::Direct(Direct::Excluded(_))
-        ));
-        assert_eq!(
-            route(sa("[::ffff:203.0.113.1]:80"), &d),
-            Route::Proxy(TargetAddr::Ip(sa("203.0.113.1:80")))
-        );
-        assert_eq!(
-            route(sa("[2001:db8::1]:80"), &d),
-            Route::Proxy(TargetAddr::Ip(sa("[2001:db8::1]:80")))
-        );
-        let i = fakedns::index_for("x.example");
-        assert_eq!(
-            route(SocketAddr::new(IpAddr::V4(fakedns::v4(i)), 443), &d),
-            Route::Proxy(TargetAddr::Domain("x.example".into(), 443))
-        );
-        assert!(matches!(route(sa("240.0.255.254:1"), &d), Route::Deny(..)));
+    fn unmapping() {
+        let a: SocketAddr = "[::ffff:203.0.113.1]:80".parse().unwrap();
+        assert_eq!(unmap(a), "203.0.113.1:80".parse::<SocketAddr>().unwrap());
+        assert!(trivially_direct(&"[::ffff:127.0.0.1]:1".parse().unwrap()));
+        assert!(trivially_direct(&"0.0.0.0:1".parse().unwrap()));
+        assert!(!trivially_direct(&"[2001:db8::1]:1".parse().unwrap()));
     }
 }

@@ -11,9 +11,12 @@
 use crate::lock::ForkSafeMutex;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 pub const CAPACITY: u32 = 1 << 16;
-const V4_BASE: u32 = 0xF000_0000; // 240.0.0.0
+/// The IPv4 placeholder block (default 240.0.0.0/4; `remote_dns_subnet` can move it).
+static V4_BASE: AtomicU32 = AtomicU32::new(0xF000_0000);
+static V4_MASK: AtomicU32 = AtomicU32::new(0xF000_0000);
 const V6_BASE: u128 = 0x0100_0000_0000_0000_0000_0000_0000_0000; // 100::
 
 struct Map {
@@ -71,8 +74,23 @@ pub fn index_for(name: &str) -> u32 {
     i
 }
 
+/// Moves the IPv4 placeholders into `block` (an IPv4 CIDR of at least /16, checked by the
+/// configuration); called once by the runtime before any look-up.
+pub fn set_v4_block(block: proxify_core::cidr::Cidr) {
+    if let IpAddr::V4(a) = block.addr {
+        let prefix = u32::from(block.prefix.min(16));
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        };
+        V4_MASK.store(mask, Ordering::Relaxed);
+        V4_BASE.store(u32::from(a) & mask, Ordering::Relaxed);
+    }
+}
+
 pub fn v4(index: u32) -> Ipv4Addr {
-    Ipv4Addr::from(V4_BASE + index)
+    Ipv4Addr::from(V4_BASE.load(Ordering::Relaxed) + index)
 }
 
 pub fn v6(index: u32) -> Ipv6Addr {
@@ -84,7 +102,8 @@ pub fn index_of(ip: &IpAddr) -> Option<u32> {
     match ip {
         IpAddr::V4(a) => {
             let x = u32::from(*a);
-            (x & 0xF000_0000 == V4_BASE && x != u32::MAX).then(|| x - V4_BASE)
+            let base = V4_BASE.load(Ordering::Relaxed);
+            (x & V4_MASK.load(Ordering::Relaxed) == base && x != u32::MAX).then(|| x - base)
         }
         IpAddr::V6(a) => {
             if let Some(m) = a.to_ipv4_mapped() {

@@ -102,18 +102,30 @@ impl Handshake {
     /// Names the hop in a failure when there are several.
     fn at(hops: &[ProxyUrl], i: usize, f: Failure) -> Failure {
         if hops.len() > 1 {
-            Failure::new(
-                f.errno,
-                format!(
+            Failure {
+                msg: format!(
                     "hop {} of {} ({}): {}",
                     i + 1,
                     hops.len(),
                     hops[i].masked(),
                     f.msg
                 ),
-            )
+                ..f
+            }
         } else {
             f
+        }
+    }
+
+    /// Which hop a failure at hop `i` proves dead: a refusal to CONNECT to the next hop means
+    /// the next hop is unreachable; a broken exchange means hop `i` itself; a refusal by the
+    /// last hop is about the destination (no hop is dead).
+    fn dead(&self, i: usize, refused: bool) -> Option<usize> {
+        let last = self.hops.len() - 1;
+        match (refused, i < last) {
+            (true, true) => Some(i + 1),
+            (true, false) => None,
+            (false, _) => Some(i),
         }
     }
 
@@ -179,7 +191,10 @@ impl Handshake {
                     Failure::new(e.errno(), e.to_string())
                 }
             };
-            self.state = State::Failed(Self::at(&self.hops, self.idx, f));
+            self.state = State::Failed(Failure {
+                dead_hop: Some(self.idx),
+                ..Self::at(&self.hops, self.idx, f)
+            });
         }
     }
 
@@ -205,11 +220,18 @@ impl Handshake {
         if !matches!(self.state, State::Running) {
             return;
         }
-        let outcome: Option<Result<Reply, Failure>> = match &self.current {
+        // A failure, and whether it was the proxy's refusal (a reply code).
+        let outcome: Option<Result<Reply, (Failure, bool)>> = match &self.current {
             Hop::Socks(c) => match c.state() {
                 socks::State::Running => None,
                 socks::State::Done(r) => Some(Ok(r.clone())),
-                socks::State::Failed(e) => Some(Err(Failure::new(e.errno(), e.to_string()))),
+                socks::State::Failed(e) => Some(Err((
+                    Failure::new(e.errno(), e.to_string()),
+                    matches!(
+                        e,
+                        socks::SocksError::Socks5Reply(_) | socks::SocksError::Socks4Reply(_)
+                    ),
+                ))),
             },
             Hop::Http(c) => match c.state() {
                 http::State::Running => None,
@@ -219,12 +241,21 @@ impl Handshake {
                         0,
                     )),
                 })),
-                http::State::Failed(e) => Some(Err(Failure::new(e.errno(), e.to_string()))),
+                http::State::Failed(e) => Some(Err((
+                    Failure::new(e.errno(), e.to_string()),
+                    matches!(e, http::HttpError::Status(..)),
+                ))),
             },
         };
         match outcome {
             None => {}
-            Some(Err(f)) => self.state = State::Failed(Self::at(&self.hops, self.idx, f)),
+            Some(Err((f, refused))) => {
+                let dead_hop = self.dead(self.idx, refused);
+                self.state = State::Failed(Failure {
+                    dead_hop,
+                    ..Self::at(&self.hops, self.idx, f)
+                })
+            }
             Some(Ok(reply)) if self.idx + 1 >= self.hops.len() => self.state = State::Done(reply),
             Some(Ok(_)) => {
                 self.idx += 1;

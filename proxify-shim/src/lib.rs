@@ -26,6 +26,7 @@ mod sockaddr;
 mod udp;
 
 extern "C" fn fork_prepare() {
+    runtime::fork_prepare();
     fakedns::fork_prepare();
     bind::fork_prepare();
 }
@@ -33,6 +34,7 @@ extern "C" fn fork_prepare() {
 extern "C" fn fork_release() {
     bind::fork_release();
     fakedns::fork_release();
+    runtime::fork_release();
 }
 
 /// The constructor: resolve the real functions, install the one-line panic hook, register the

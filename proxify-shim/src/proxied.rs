@@ -2,11 +2,13 @@
 //! socket dup2-ed over it, so its options, flags and close-on-exec stay), then the sans-IO SOCKS
 //! client from proxify-core is driven over it with a deadline.
 
+use crate::decide;
 use crate::handshake::{Handshake, ReadMode, State as HsState};
 use crate::real;
 use crate::runtime::Runtime;
 use crate::sockaddr;
 use libc::{c_int, c_void};
+use proxify_core::config::ChainMode;
 use proxify_core::socks::{Command, Reply, Request, TargetAddr};
 use proxify_core::url::ProxyUrl;
 use std::net::SocketAddr;
@@ -17,6 +19,9 @@ use std::time::{Duration, Instant};
 pub struct Failure {
     pub errno: c_int,
     pub msg: String,
+    /// The hop (index in the hops used) that proved dead, when the failure says so: a
+    /// dynamic chain skips it and tries again.
+    pub dead_hop: Option<usize>,
 }
 
 impl Failure {
@@ -24,6 +29,7 @@ impl Failure {
         Failure {
             errno,
             msg: msg.into(),
+            dead_hop: None,
         }
     }
 }
@@ -202,7 +208,12 @@ pub fn drive(fd: c_int, hs: &mut Handshake, deadline: Instant) -> Result<Reply, 
         }
         match hs.state() {
             HsState::Done(r) => return Ok(r.clone()),
-            HsState::Failed(f) => return Err(Failure::new(f.errno, f.msg.clone())),
+            HsState::Failed(f) => {
+                return Err(Failure {
+                    msg: f.msg.clone(),
+                    ..*f
+                })
+            }
             HsState::Running => {}
         }
         let (want, peek) = match hs.read_mode() {
@@ -279,21 +290,82 @@ pub fn connect(
 ) -> Result<Reply, Failure> {
     let cfg = rt
         .config()
-        .ok_or_else(|| Failure::new(libc::EACCES, "no usable configuration"))?;
-    let hops = &cfg.proxies[..];
-    let addrs = rt
-        .proxy_addrs()
-        .map_err(|e| Failure::new(libc::EHOSTUNREACH, e))?;
-    let proxy_addr = pick_proxy_addr(fd, family, addrs)?;
-    let mut hs = Handshake::new(hops, Command::Connect, target)?;
-
-    with_nonblocking(fd, || {
-        connect_proxy(fd, proxy_addr, cfg.connect_timeout)?;
-        if rt.fault == crate::runtime::Fault::PanicConnect {
-            panic!("injected fault (PROXIFY_TEST_FAULT=panic-connect)");
+        .ok_or_else(|| Failure::new(libc::EACCES, rt.config_error().to_string()))?;
+    let chain = decide::chain_for(&target)
+        .ok_or_else(|| Failure::new(libc::EACCES, "no chain for this destination"))?;
+    // A dynamic chain retries without each hop it finds dead, at most once per hop.
+    let mut tries = chain.hops.len().max(1);
+    loop {
+        let hops = rt.select_hops(chain);
+        let urls: Vec<ProxyUrl> = hops.iter().map(|(_, u)| u.clone()).collect();
+        let first = urls
+            .first()
+            .ok_or_else(|| Failure::new(libc::EACCES, "the chain has no proxy"))?;
+        let addrs = rt.hop_addrs(first).map_err(|e| Failure {
+            dead_hop: Some(0),
+            ..Failure::new(libc::EHOSTUNREACH, e)
+        });
+        let result = addrs.and_then(|addrs| {
+            let proxy_addr = pick_proxy_addr(fd, family, &addrs)?;
+            let mut hs = Handshake::new(&urls, Command::Connect, target.clone())?;
+            with_nonblocking(fd, || {
+                connect_proxy(fd, proxy_addr, cfg.connect_timeout).map_err(|f| Failure {
+                    dead_hop: Some(0),
+                    ..f
+                })?;
+                if rt.fault == crate::runtime::Fault::PanicConnect {
+                    panic!("injected fault (PROXIFY_TEST_FAULT=panic-connect)");
+                }
+                drive(fd, &mut hs, Instant::now() + cfg.handshake_timeout)
+            })
+        });
+        match result {
+            Err(f) if chain.mode == ChainMode::Dynamic && tries > 1 && hops.len() > 1 => {
+                let Some((idx, url)) = f.dead_hop.and_then(|i| hops.get(i)) else {
+                    return Err(f);
+                };
+                log::info!(
+                    "dynamic chain {}: skipping dead hop {}: {}",
+                    chain.name,
+                    url.masked(),
+                    f.msg
+                );
+                rt.mark_dead(chain, *idx);
+                tries -= 1;
+            }
+            r => return r,
         }
-        drive(fd, &mut hs, Instant::now() + cfg.handshake_timeout)
-    })
+    }
+}
+
+/// The single proxy a BIND or UDP ASSOCIATE for `target` goes through, and its addresses:
+/// a chain cannot carry them, so a chain of more than one hop is refused.
+pub fn single_hop(
+    rt: &Runtime,
+    target: &TargetAddr,
+    what: &str,
+) -> Result<(ProxyUrl, Vec<SocketAddr>), Failure> {
+    if rt.config().is_none() {
+        return Err(Failure::new(libc::EACCES, rt.config_error().to_string()));
+    }
+    let chain = decide::chain_for(target)
+        .ok_or_else(|| Failure::new(libc::EACCES, "no chain for this destination"))?;
+    let hops = rt.select_hops(chain);
+    if hops.len() != 1 {
+        return Err(Failure::new(
+            libc::EOPNOTSUPP,
+            format!(
+                "{what} cannot go through a chain of {} proxies (chain {}): only through a single proxy",
+                hops.len(),
+                chain.name
+            ),
+        ));
+    }
+    let url = hops[0].1.clone();
+    let addrs = rt
+        .hop_addrs(&url)
+        .map_err(|e| Failure::new(libc::EHOSTUNREACH, e))?;
+    Ok((url, addrs))
 }
 
 /// Runs `f` with `fd` non-blocking, then puts the file status flags back as the program left

@@ -1,10 +1,13 @@
 //! Process-wide state: the configuration read from the environment, the proxy's addresses,
 //! the logger, and the test-only fault injection.
 
-use proxify_core::config::{Config, ENV_LOG, ENV_LOG_FILE};
+use crate::lock::ForkSafeMutex;
+use proxify_core::config::{Chain, ChainMode, Config, ENV_LOG, ENV_LOG_FILE};
 use proxify_core::url::{Host, ProxyUrl};
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// Faults a test can inject with `PROXIFY_TEST_FAULT` to prove that internal failures fail
@@ -19,10 +22,31 @@ pub enum Fault {
 pub struct Runtime {
     pub config: Result<Config, String>,
     pub fault: Fault,
-    proxy_addrs: OnceLock<Result<Vec<SocketAddr>, String>>,
+    /// Resolved addresses of proxies given by name (resolved once each, locally).
+    hop_addrs: ForkSafeMutex<Option<HashMap<String, Vec<SocketAddr>>>>,
+    /// Dynamic chains: a hop found dead is skipped until this time (ms since the epoch), per
+    /// (chain, hop) in `config.chains` order; lock-free, shared by all threads.
+    dead_until: Vec<Vec<AtomicU64>>,
+    /// Round-robin chains: where the next connection starts.
+    rr_next: Vec<AtomicUsize>,
 }
 
 static RT: OnceLock<Runtime> = OnceLock::new();
+
+/// A hop found dead is skipped by dynamic chains for this long.
+const DEAD_FOR_MS: u64 = 30_000;
+
+pub(crate) fn fork_prepare() {
+    if let Some(rt) = RT.get() {
+        rt.hop_addrs.raw_lock();
+    }
+}
+
+pub(crate) fn fork_release() {
+    if let Some(rt) = RT.get() {
+        unsafe { rt.hop_addrs.raw_unlock() };
+    }
+}
 
 /// The runtime, built on first use (normally by the constructor, before any thread exists).
 pub fn get() -> &'static Runtime {
@@ -39,62 +63,166 @@ fn build() -> Runtime {
     let quiet = config.as_ref().map(|c| c.quiet).unwrap_or(false);
     init_logger(quiet);
     let config = config.and_then(|c| {
-        if c.proxies.len() > 1 {
-            Err("proxy chains (several proxies) are not supported yet".to_string())
-        } else if c.proxies.is_empty() {
+        if c.chains.iter().all(|ch| ch.hops.is_empty()) {
             Err("no proxy configured (set PROXIFY_PROXY or use `proxify run -x URL`)".to_string())
         } else {
             Ok(c)
         }
     });
-    if let Err(e) = &config {
-        log::debug!("configuration unusable, every non-direct connection will be refused: {e}");
+    match &config {
+        Err(e) => {
+            log::debug!("configuration unusable, every non-direct connection will be refused: {e}")
+        }
+        Ok(c) => crate::fakedns::set_v4_block(c.remote_dns_subnet()),
     }
     let fault = match env("PROXIFY_TEST_FAULT").as_deref() {
         Some("panic-connect") => Fault::PanicConnect,
         Some("panic-resolve") => Fault::PanicResolve,
         _ => Fault::None,
     };
+    let chains = config.as_ref().map(|c| &c.chains[..]).unwrap_or(&[]);
     Runtime {
+        dead_until: chains
+            .iter()
+            .map(|c| c.hops.iter().map(|_| AtomicU64::new(0)).collect())
+            .collect(),
+        rr_next: chains.iter().map(|_| AtomicUsize::new(0)).collect(),
         config,
         fault,
-        proxy_addrs: OnceLock::new(),
+        hop_addrs: ForkSafeMutex::new(None),
     }
 }
 
-impl Runtime {
-    pub fn proxy(&self) -> Result<&ProxyUrl, &str> {
-        match &self.config {
-            Ok(c) => c.proxies.first().ok_or("no proxy configured"),
-            Err(e) => Err(e.as_str()),
-        }
-    }
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
+/// Small non-cryptographic randomness for random chains.
+fn random() -> u64 {
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let mut x = STATE.load(Ordering::Relaxed);
+    if x == 0 {
+        x = now_ms() ^ ((std::process::id() as u64) << 32) ^ 0x9E37_79B9_7F4A_7C15;
+    }
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    STATE.store(x, Ordering::Relaxed);
+    x
+}
+
+impl Runtime {
     pub fn config(&self) -> Option<&Config> {
         self.config.as_ref().ok()
     }
 
-    /// Remote DNS is on when the (first) proxy resolves names. With an unusable configuration
-    /// names are not resolved locally either: fail closed.
+    /// Why nothing can be proxied, when the configuration is unusable.
+    pub fn config_error(&self) -> &str {
+        match &self.config {
+            Ok(_) => "",
+            Err(e) => e,
+        }
+    }
+
+    /// Is remote DNS on for any chain? (Reverse look-ups and `res_*` calls are then answered
+    /// without the local resolver.) With an unusable configuration: yes, fail closed.
     pub fn remote_dns(&self) -> bool {
-        match self.proxy() {
-            Ok(p) => p.scheme.remote_dns(),
+        match &self.config {
+            Ok(c) => c.chains.iter().any(|ch| c.remote_dns(ch)),
             Err(_) => true,
         }
     }
 
-    /// The proxy's socket addresses, resolved once. A proxy given by name is resolved with the
-    /// system resolver (the proxy's own name is the one name that must be resolved locally).
-    pub fn proxy_addrs(&self) -> Result<&[SocketAddr], String> {
-        let r = self.proxy_addrs.get_or_init(|| {
-            let p = self.proxy().map_err(str::to_string)?;
-            match &p.host {
-                Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, p.port)]),
-                Host::Name(n) => crate::hooks::dns::resolve_locally(n, p.port)
-                    .map_err(|e| format!("cannot resolve proxy host {n}: {e}")),
+    /// The default chain's first hop (for decisions that have no destination yet).
+    pub fn first_hop(&self) -> Option<&ProxyUrl> {
+        self.config()?.default_chain()?.hops.first()
+    }
+
+    /// The addresses of a hop, resolved once (a proxy's own name is the one name resolved
+    /// locally).
+    pub fn hop_addrs(&self, url: &ProxyUrl) -> Result<Vec<SocketAddr>, String> {
+        let name = match &url.host {
+            Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, url.port)]),
+            Host::Name(n) => n,
+        };
+        let key = format!("{name}:{}", url.port);
+        if let Some(v) = self.hop_addrs.lock().as_ref().and_then(|m| m.get(&key)) {
+            return Ok(v.clone());
+        }
+        let v = crate::hooks::dns::resolve_locally(name, url.port)
+            .map_err(|e| format!("cannot resolve proxy host {name}: {e}"))?;
+        self.hop_addrs
+            .lock()
+            .get_or_insert_with(HashMap::new)
+            .insert(key, v.clone());
+        Ok(v)
+    }
+
+    fn chain_index(&self, chain: &Chain) -> Option<usize> {
+        self.config()?
+            .chains
+            .iter()
+            .position(|c| std::ptr::eq(c, chain))
+    }
+
+    /// The hops one connection through `chain` uses now (strict: all; dynamic: the live ones;
+    /// random / round-robin: `chain_len` of them), with their indices in the chain.
+    pub fn select_hops(&self, chain: &Chain) -> Vec<(usize, ProxyUrl)> {
+        let all: Vec<(usize, ProxyUrl)> = chain.hops.iter().cloned().enumerate().collect();
+        let ci = self.chain_index(chain);
+        let len = chain.chain_len.clamp(1, all.len().max(1));
+        match chain.mode {
+            ChainMode::Strict => all,
+            ChainMode::Dynamic => {
+                let now = now_ms();
+                let live: Vec<_> = all
+                    .iter()
+                    .filter(|(i, _)| {
+                        ci.and_then(|c| self.dead_until.get(c)?.get(*i))
+                            .map(|d| d.load(Ordering::Relaxed) <= now)
+                            .unwrap_or(true)
+                    })
+                    .cloned()
+                    .collect();
+                // All dead: try them all again rather than refuse outright.
+                if live.is_empty() {
+                    all
+                } else {
+                    live
+                }
             }
-        });
-        r.as_deref().map_err(Clone::clone)
+            ChainMode::Random => {
+                let mut pool = all;
+                let mut out = Vec::with_capacity(len);
+                while out.len() < len && !pool.is_empty() {
+                    let k = (random() % pool.len() as u64) as usize;
+                    out.push(pool.swap_remove(k));
+                }
+                out
+            }
+            ChainMode::RoundRobin => {
+                let start = ci
+                    .and_then(|c| self.rr_next.get(c))
+                    .map(|n| n.fetch_add(len, Ordering::Relaxed))
+                    .unwrap_or(0);
+                (0..len)
+                    .map(|k| all[(start + k) % all.len()].clone())
+                    .collect()
+            }
+        }
+    }
+
+    /// A dynamic chain found hop `hop` of `chain` dead.
+    pub fn mark_dead(&self, chain: &Chain, hop: usize) {
+        if let Some(d) = self
+            .chain_index(chain)
+            .and_then(|c| self.dead_until.get(c)?.get(hop))
+        {
+            d.store(now_ms() + DEAD_FOR_MS, Ordering::Relaxed);
+        }
     }
 }
 

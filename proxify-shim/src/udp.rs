@@ -41,10 +41,13 @@ fn wildcard(family: c_int) -> SocketAddr {
 
 /// Sets up an association for the UDP socket `fd` of `family`: returns (relay as the socket
 /// can address it, control fd).
-pub fn associate(rt: &Runtime, fd: c_int, family: c_int) -> Result<(SocketAddr, c_int), Failure> {
-    let proxy = rt
-        .proxy()
-        .map_err(|e| Failure::new(libc::EACCES, e.to_string()))?;
+pub fn associate(
+    rt: &Runtime,
+    fd: c_int,
+    family: c_int,
+    target: &TargetAddr,
+) -> Result<(SocketAddr, c_int), Failure> {
+    let (proxy, addrs) = proxied::single_hop(rt, target, "UDP")?;
     if proxy.scheme.socks_version() != Some(Version::Socks5) {
         return Err(Failure::new(
             libc::EOPNOTSUPP,
@@ -57,9 +60,6 @@ pub fn associate(rt: &Runtime, fd: c_int, family: c_int) -> Result<(SocketAddr, 
     let cfg = rt
         .config()
         .ok_or_else(|| Failure::new(libc::EACCES, "no usable configuration"))?;
-    let addrs = rt
-        .proxy_addrs()
-        .map_err(|e| Failure::new(libc::EHOSTUNREACH, e))?;
     // The relay is normally on the proxy's address: talk to the proxy in a family the UDP
     // socket can reach.
     let paddr = addrs
@@ -131,7 +131,7 @@ pub fn associate(rt: &Runtime, fd: c_int, family: c_int) -> Result<(SocketAddr, 
     };
     proxied::connect_proxy(ctrl, paddr, cfg.connect_timeout).map_err(close_ctrl)?;
     let mut client = Handshake::new(
-        std::slice::from_ref(proxy),
+        std::slice::from_ref(&proxy),
         Command::UdpAssociate,
         TargetAddr::Ip(announce),
     )
@@ -170,8 +170,14 @@ pub fn ctrl_alive(ctrl: c_int) -> bool {
     rc == 0
 }
 
-/// The association of `fd`, set up now if it has none.
-pub fn assoc_for(rt: &Runtime, fd: c_int, family: c_int) -> Result<Entry, Failure> {
+/// The association of `fd`, set up now (through the proxy that `target` routes to) if it has
+/// none. One association per socket: later datagrams use it whatever their destination.
+pub fn assoc_for(
+    rt: &Runtime,
+    fd: c_int,
+    family: c_int,
+    target: &TargetAddr,
+) -> Result<Entry, Failure> {
     if let Some(
         e @ Entry {
             kind: Kind::UdpAssoc,
@@ -184,7 +190,7 @@ pub fn assoc_for(rt: &Runtime, fd: c_int, family: c_int) -> Result<Entry, Failur
     if fd < 0 || fd as usize >= fdtable::MAX_FD {
         return Err(Failure::new(libc::EMFILE, "fd beyond proxify's table"));
     }
-    let (relay, ctrl) = associate(rt, fd, family)?;
+    let (relay, ctrl) = associate(rt, fd, family, target)?;
     let e = Entry {
         kind: Kind::UdpAssoc,
         peer: None,
@@ -204,7 +210,7 @@ fn family_of(e: &Entry) -> c_int {
 
 /// The target a datagram to the program's `dest` carries in its header.
 pub fn target_of(dest: SocketAddr) -> Result<TargetAddr, Failure> {
-    match decide::route(dest, &[]) {
+    match decide::route(dest) {
         Route::Proxy(t) => Ok(t),
         Route::Deny(e, why) => Err(Failure::new(e, why)),
         Route::Direct(_) => Ok(TargetAddr::Ip(decide::unmap(dest))),
@@ -299,10 +305,7 @@ pub unsafe fn recv(
 ) -> Result<Received, ()> {
     let want: usize = iov.iter().map(|v| v.iov_len).sum::<usize>().min(65536);
     let family = family_of(entry);
-    let direct_rules: &[proxify_core::cidr::Cidr] = crate::runtime::get()
-        .config()
-        .map(|c| &c.direct[..])
-        .unwrap_or(&[]);
+
     SCRATCH.with(|s| {
         let mut buf = s.borrow_mut();
         if buf.len() < want + MAX_HEADER {
@@ -346,9 +349,7 @@ pub unsafe fn recv(
             };
             let from_relay = entry.relay.map(|r| same(&r, &src)).unwrap_or(false);
             if !from_relay {
-                if entry.peer.is_none()
-                    && matches!(decide::route(src, direct_rules), Route::Direct(_))
-                {
+                if entry.peer.is_none() && matches!(decide::route(src), Route::Direct(_)) {
                     let copied = scatter(&buf[..got.min(want)], iov);
                     return Ok(Received {
                         copied,

@@ -62,12 +62,18 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
         return real::connect(fd, addr, len);
     }
     let rt = runtime::get();
-    let direct = rt.config().map(|c| &c.direct[..]).unwrap_or(&[]);
-    match decide::route(dest, direct) {
+    match decide::route(dest) {
         Route::Direct(why) => {
             log::debug!("connect fd {fd} to {dest}: direct ({why})");
             if tracked.is_some() {
                 fdtable::clear(fd);
+            }
+            if let decide::Direct::Rule(_, Some(to)) = why {
+                // dnat: the rewritten address, in the socket's family.
+                let fam = proxied::socket_domain(fd);
+                let to = sa::for_family(to, fam).unwrap_or(to);
+                let (st, l) = sa::to_storage(&to);
+                return real::connect(fd, &st as *const _ as *const sockaddr, l);
             }
             real::connect(fd, addr, len)
         }
@@ -111,7 +117,11 @@ fn connect_proxied(
         return fail(libc::EMFILE);
     }
     let shown = describe(&target);
-    let via = rt.proxy().map(|p| p.masked()).unwrap_or_default();
+    let via = match decide::chain_for(&target) {
+        Some(c) if c.hops.len() == 1 => c.hops[0].masked(),
+        Some(c) => format!("chain {} ({} proxies, {:?})", c.name, c.hops.len(), c.mode),
+        None => "no chain".to_string(),
+    };
     log::debug!("connect fd {fd} to {shown}: through proxy {via}");
     let target_copy = target.clone();
     match proxied::connect(rt, fd, domain, target) {
@@ -147,7 +157,7 @@ fn connect_udp(
     dest: SocketAddr,
     target: &TargetAddr,
 ) -> c_int {
-    let entry = match crate::udp::assoc_for(rt, fd, domain) {
+    let entry = match crate::udp::assoc_for(rt, fd, domain, target) {
         Ok(e) => e,
         Err(f) => {
             log::warn!("refusing UDP to {}: {}", describe(target), f.msg);

@@ -50,7 +50,7 @@ fn answer(name: &str, family: c_int, v4mapped: bool) -> Option<Answer> {
         let v4 = IpAddr::V4(fakedns::v4(i));
         let v6 = IpAddr::V6(fakedns::v6(i));
         let prefer_v6 = runtime::get()
-            .proxy()
+            .first_hop()
             .map(|p| matches!(p.host, proxify_core::url::Host::Ip(IpAddr::V6(_))))
             .unwrap_or(false);
         let both = if prefer_v6 {
@@ -173,6 +173,11 @@ unsafe fn gai(
     let Ok(name) = name.to_str() else {
         return libc::EAI_NONAME;
     };
+    if !crate::decide::name_goes_remote(name) {
+        // Going direct (a rule) or through a chain with local DNS: the system resolver.
+        log::debug!("getaddrinfo({name}): resolved locally (its route does not use remote DNS)");
+        return real::getaddrinfo(node, service, hints, res);
+    }
     if rt.fault == runtime::Fault::PanicResolve {
         panic!("injected fault (PROXIFY_TEST_FAULT=panic-resolve)");
     }
@@ -299,6 +304,9 @@ unsafe fn ghbn_r(
         set_herr(HOST_NOT_FOUND);
         return Some(libc::ENOENT);
     };
+    if !crate::decide::name_goes_remote(n) {
+        return None;
+    }
     let Some(ans) = answer(n, af, true) else {
         set_herr(HOST_NOT_FOUND);
         return Some(libc::ENOENT);

@@ -39,9 +39,7 @@ unsafe fn classify(
         return Verdict::Real;
     }
     guarded(Verdict::Fail, libc::EIO, || {
-        let rt = runtime::get();
-        let direct = rt.config().map(|c| &c.direct[..]).unwrap_or(&[]);
-        let target = match decide::route(dest, direct) {
+        let target = match decide::route(dest) {
             Route::Direct(_) => return Verdict::Real,
             Route::Deny(e, why) => {
                 log::warn!("refusing datagram to {dest}: {why}");
@@ -97,7 +95,7 @@ unsafe fn send_udp(
 ) -> ssize_t {
     guarded(-1, libc::EIO, || {
         let rt = runtime::get();
-        let mut entry = match udp::assoc_for(rt, fd, family) {
+        let mut entry = match udp::assoc_for(rt, fd, family, &target) {
             Ok(e) => e,
             Err(f) => {
                 log::warn!("refusing datagram to {}: {}", describe(&target), f.msg);

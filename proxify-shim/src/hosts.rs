@@ -1,7 +1,9 @@
 //! `/etc/hosts`, read by us so that a name listed there is answered without ever asking the
 //! system resolver (which would fall through to DNS for a family the file does not list).
 
+use crate::lock::ForkSafeMutex;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 const HOSTS: &str = "/etc/hosts";
 
@@ -17,13 +19,34 @@ fn entries(text: &str) -> impl Iterator<Item = (IpAddr, Vec<&str>)> {
     })
 }
 
-fn read() -> String {
-    std::fs::read_to_string(HOSTS).unwrap_or_default()
+/// The file's text, read again at most once a second (a look-up per call would cost an
+/// open and a read each time).
+static CACHE: ForkSafeMutex<Option<(String, Instant)>> = ForkSafeMutex::new(None);
+const REREAD: Duration = Duration::from_secs(1);
+
+pub(crate) fn fork_prepare() {
+    CACHE.raw_lock();
+}
+
+pub(crate) fn fork_release() {
+    unsafe { CACHE.raw_unlock() }
+}
+
+fn with_text<R>(f: impl FnOnce(&str) -> R) -> R {
+    let mut c = CACHE.lock();
+    let fresh = matches!(&*c, Some((_, at)) if at.elapsed() < REREAD);
+    if !fresh {
+        *c = Some((
+            std::fs::read_to_string(HOSTS).unwrap_or_default(),
+            Instant::now(),
+        ));
+    }
+    f(c.as_ref().map(|(t, _)| t.as_str()).unwrap_or(""))
 }
 
 /// Addresses listed for `name` (case-insensitive; canonical name first), in file order.
 pub fn lookup_name(name: &str) -> Option<(String, Vec<IpAddr>)> {
-    lookup_name_in(&read(), name)
+    with_text(|t| lookup_name_in(t, name))
 }
 
 pub fn lookup_name_in(text: &str, name: &str) -> Option<(String, Vec<IpAddr>)> {
@@ -43,9 +66,11 @@ pub fn lookup_name_in(text: &str, name: &str) -> Option<(String, Vec<IpAddr>)> {
 
 /// The first name listed for `ip`.
 pub fn lookup_addr(ip: &IpAddr) -> Option<String> {
-    entries(&read())
-        .find(|(a, _)| a == ip)
-        .map(|(_, n)| n[0].to_string())
+    with_text(|t| {
+        entries(t)
+            .find(|(a, _)| a == ip)
+            .map(|(_, n)| n[0].to_string())
+    })
 }
 
 #[cfg(test)]

@@ -22,6 +22,8 @@ pub enum Fault {
 pub struct Runtime {
     pub config: Result<Config, String>,
     pub fault: Fault,
+    /// Some chain resolves names at the proxy (or the configuration is unusable).
+    any_remote_dns: bool,
     /// Resolved addresses of proxies given by name (resolved once each, locally).
     hop_addrs: ForkSafeMutex<Option<HashMap<String, Vec<SocketAddr>>>>,
     /// Dynamic chains: a hop found dead is skipped until this time (ms since the epoch), per
@@ -82,6 +84,10 @@ fn build() -> Runtime {
     };
     let chains = config.as_ref().map(|c| &c.chains[..]).unwrap_or(&[]);
     Runtime {
+        any_remote_dns: match &config {
+            Ok(c) => c.chains.iter().any(|ch| c.remote_dns(ch)),
+            Err(_) => true,
+        },
         dead_until: chains
             .iter()
             .map(|c| c.hops.iter().map(|_| AtomicU64::new(0)).collect())
@@ -129,11 +135,9 @@ impl Runtime {
 
     /// Is remote DNS on for any chain? (Reverse look-ups and `res_*` calls are then answered
     /// without the local resolver.) With an unusable configuration: yes, fail closed.
+    #[inline]
     pub fn remote_dns(&self) -> bool {
-        match &self.config {
-            Ok(c) => c.chains.iter().any(|ch| c.remote_dns(ch)),
-            Err(_) => true,
-        }
+        self.any_remote_dns
     }
 
     /// The default chain's first hop (for decisions that have no destination yet).

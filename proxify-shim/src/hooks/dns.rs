@@ -162,14 +162,14 @@ unsafe fn gai(
         *hints
     };
     let flags = h.ai_flags;
+    // Numeric hosts (the common, fast case) are answered by libc without any resolver: ask
+    // it with AI_NUMERICHOST first; only EAI_NONAME means "a name".
+    h.ai_flags |= libc::AI_NUMERICHOST;
+    let rc = real::getaddrinfo(node, service, &h, res);
+    if rc != libc::EAI_NONAME || flags & libc::AI_NUMERICHOST != 0 {
+        return rc;
+    }
     let name = CStr::from_ptr(node);
-    if is_numeric(name) {
-        h.ai_flags |= libc::AI_NUMERICHOST;
-        return real::getaddrinfo(node, service, &h, res);
-    }
-    if flags & libc::AI_NUMERICHOST != 0 {
-        return libc::EAI_NONAME;
-    }
     let Ok(name) = name.to_str() else {
         return libc::EAI_NONAME;
     };

@@ -1,7 +1,8 @@
-//! The command line, as clap definitions. Kept apart from the logic so that shell completions
-//! and a man page can later be generated from the same definitions (`Cli::command()`).
+//! The command line, as clap definitions. Kept apart from the logic: shell completions
+//! (`proxify completions`) and the man page (`proxify man`) are generated from the same
+//! definitions (`Cli::command()`).
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -104,6 +105,65 @@ Examples:
   proxify config -f /etc/proxychains4.conf
   proxify config --proxychains --json";
 
+const TOP_AFTER_HELP: &str = "\
+Examples:
+  proxify run -x socks5h://proxy.example:1080 curl https://internal.example/
+  proxify check -x socks5h://alice:s%40cret@proxy.example:1080 internal.example:443
+  proxify config -f /etc/proxychains4.conf
+Run 'proxify run --help' for proxy URLs, settings and more examples.";
+
+const CHECK_LONG_ABOUT: &str = "\
+Check the default chain (the one 'proxify run' would use, from the same flags, environment
+and file) step by step, each with the time it took:
+  - reachability of each hop: a TCP connection to the first one, then each next hop through
+    the ones before it (CONNECT);
+  - authentication at each hop: for SOCKS5 the method offered and the one the proxy chose,
+    then the username/password result; SOCKS4 has no authentication exchange (the user id
+    goes with the request); an HTTP proxy checks Basic credentials with the CONNECT;
+  - with HOST:PORT, a CONNECT to it through the whole chain (the name goes to the proxy when
+    names are resolved remotely, e.g. socks5h://);
+  - UDP ASSOCIATE and BIND at the last hop, on a connection of their own that is closed after
+    the first reply; only for a chain of one hop, as a chain cannot carry them ('n/a (chain)');
+  - pipelining: whether the first SOCKS5 hop (and any hop with ?pipeline=1) takes greeting,
+    authentication and request in one write. The pipelined request is a CONNECT to HOST:PORT,
+    else to the next hop, else to the proxy's own address (closed at once, nothing sent; any
+    reply proves the proxy read the pipelined request). A proxy that cannot take it usually
+    waits forever: after a short wait (4 times the normal handshake, 1 s at least, at most
+    --timeout) the answer is 'no'.
+Chains that are not strict are checked as a strict chain of all their hops.
+
+The exit status is 0 when everything asked for works: every hop reachable and
+authenticated, the CONNECT to HOST:PORT (when given), the features named by --require, and
+pipelining on hops configured with ?pipeline=1. It is 1 otherwise, and 2 for a usage or
+configuration error. Marks are \u{2713}/\u{2717} in a UTF-8 locale, OK/FAIL otherwise; -q
+prints nothing (the exit status tells). Passwords are never printed.";
+
+const CHECK_AFTER_HELP: &str = "\
+Examples:
+  proxify check -x socks5h://alice:s%40cret@proxy.example:1080 internal.example:443
+  proxify check -x socks5://192.0.2.1 -x http://198.51.100.2:3128 203.0.113.7:22
+  proxify check --require udp,bind,pipeline -x socks5h://proxy.example
+  proxify check -f /etc/proxychains4.conf --json example.com:80";
+
+const COMPLETIONS_LONG_ABOUT: &str = "\
+Print a completion script for SHELL (bash, zsh or fish) to standard output.";
+
+const COMPLETIONS_AFTER_HELP: &str = "\
+Examples:
+  proxify completions bash > /etc/bash_completion.d/proxify
+  proxify completions zsh > \"${fpath[1]}/_proxify\"
+  proxify completions fish > ~/.config/fish/completions/proxify.fish
+  source <(proxify completions bash)";
+
+const MAN_LONG_ABOUT: &str = "\
+Print the manual page (roff, section 1), generated from the same definitions as --help.";
+
+const MAN_AFTER_HELP: &str = "\
+Examples:
+  proxify man > proxify.1
+  proxify man | man -l -
+  proxify man | gzip > /usr/local/share/man/man1/proxify.1.gz";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "proxify",
@@ -111,7 +171,7 @@ Examples:
     about = ABOUT,
     long_about = LONG_ABOUT,
     subcommand_required = true,
-    after_help = "Run 'proxify run --help' for proxy URLs, settings and an example."
+    after_help = TOP_AFTER_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -130,6 +190,15 @@ pub enum Sub {
     /// Print the effective configuration and where each value came from
     #[command(long_about = CONFIG_LONG_ABOUT, after_help = CONFIG_AFTER_HELP)]
     Config(ConfigArgs),
+    /// Check the proxies step by step: reachability, authentication, CONNECT, UDP, BIND
+    #[command(long_about = CHECK_LONG_ABOUT, after_help = CHECK_AFTER_HELP)]
+    Check(CheckArgs),
+    /// Print a shell completion script (bash, zsh, fish)
+    #[command(long_about = COMPLETIONS_LONG_ABOUT, after_help = COMPLETIONS_AFTER_HELP)]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff)
+    #[command(long_about = MAN_LONG_ABOUT, after_help = MAN_AFTER_HELP)]
+    Man,
 }
 
 /// The settings flags, shared by `run` and `config`.
@@ -203,6 +272,66 @@ pub struct ConfigArgs {
     pub json: bool,
 }
 
+/// What `proxify check --require` can ask for beyond the chain and the CONNECT.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feature {
+    /// UDP ASSOCIATE at the last hop
+    Udp,
+    /// BIND at the last hop
+    Bind,
+    /// A pipelined SOCKS5 handshake at the first SOCKS5 hop
+    Pipeline,
+}
+
+impl Feature {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feature::Udp => "udp",
+            Feature::Bind => "bind",
+            Feature::Pipeline => "pipeline",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub settings: Settings,
+
+    /// Print one JSON object (for scripts)
+    #[arg(long = "json")]
+    pub json: bool,
+
+    /// Also fail unless these work: udp, bind, pipeline (comma-separated)
+    #[arg(
+        long = "require",
+        value_name = "LIST",
+        value_enum,
+        value_delimiter = ',',
+        action = ArgAction::Append
+    )]
+    pub require: Vec<Feature>,
+
+    /// Where to CONNECT through the chain: HOST:PORT ([IPv6]:PORT)
+    #[arg(value_name = "HOST:PORT")]
+    pub target: Option<String>,
+}
+
+/// The shells `proxify completions` writes for.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh or fish
+    #[arg(value_name = "SHELL", value_enum)]
+    pub shell: Shell,
+}
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -233,7 +362,7 @@ mod tests {
         v.extend_from_slice(args);
         match Cli::try_parse_from(v).unwrap().command {
             Sub::Run(a) => a,
-            Sub::Config(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 
@@ -328,7 +457,7 @@ mod tests {
         .command
         {
             Sub::Config(c) => c,
-            Sub::Run(_) => unreachable!(),
+            _ => unreachable!(),
         };
         assert!(c.json);
         assert_eq!(c.settings.proxy, ["socks5://h"]);

@@ -2,9 +2,14 @@
 //! config file), finds the shim, puts it first in LD_PRELOAD, exports the settings for it and
 //! execs the command in place (no fork, so the exit status is the command's).
 //! `proxify config [...]`: prints those settings and where each came from.
+//! `proxify check [...] [HOST:PORT]`: checks the proxies step by step (see `check`).
+//! `proxify completions SHELL`, `proxify man`: generated from the clap definitions.
 
+mod check;
 mod cli;
+mod docs;
 mod file;
+mod report;
 mod settings;
 mod show;
 
@@ -67,6 +72,30 @@ fn main() {
             fail(code, &msg)
         }
         Sub::Config(args) => show_config(args),
+        Sub::Check(args) => check::main(args),
+        Sub::Completions(args) => {
+            write_stdout_bytes(&docs::completions(args.shell));
+            exit(0)
+        }
+        Sub::Man => {
+            write_stdout(&docs::man_page());
+            exit(0)
+        }
+    }
+}
+
+/// Writes `text` to standard output; a closed pipe is not an error (`proxify man | head`).
+pub(crate) fn write_stdout(text: &str) {
+    write_stdout_bytes(text.as_bytes())
+}
+
+fn write_stdout_bytes(data: &[u8]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(data).and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            fail(EXIT_USAGE, &format!("cannot write: {}", io_error_text(&e)));
+        }
     }
 }
 
@@ -92,6 +121,9 @@ fn clap_error_line(e: &clap::Error) -> String {
     let help = match std::env::args_os().nth(1) {
         Some(a) if a == "run" => "proxify run --help",
         Some(a) if a == "config" => "proxify config --help",
+        Some(a) if a == "check" => "proxify check --help",
+        Some(a) if a == "completions" => "proxify completions --help",
+        Some(a) if a == "man" => "proxify man --help",
         _ => "proxify --help",
     };
     format!("{} (see '{help}')", parts.join(" "))
@@ -189,7 +221,6 @@ fn refusal(program: &OsStr) -> Option<String> {
 
 /// `proxify config`: prints the effective settings; exit 0, or 2 with one line on error.
 fn show_config(args: ConfigArgs) -> ! {
-    use std::io::Write;
     let eff = match settings::effective(&args.settings) {
         Ok(e) => e,
         Err(msg) => fail(EXIT_USAGE, &msg),
@@ -204,12 +235,7 @@ fn show_config(args: ConfigArgs) -> ! {
         }
         t
     };
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            fail(EXIT_USAGE, &format!("cannot write: {}", io_error_text(&e)));
-        }
-    }
+    write_stdout(&text);
     exit(0)
 }
 

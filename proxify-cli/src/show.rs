@@ -152,7 +152,7 @@ pub fn human(e: &Effective) -> String {
 }
 
 /// A JSON string literal.
-fn js(s: &str) -> String {
+pub(crate) fn js(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -253,6 +253,11 @@ pub struct Settings {
     #[arg(long = "timeout", value_name = "SECS")]
     pub timeout: Option<String>,
 
+    /// When listen() becomes a SOCKS BIND: auto (default: an ephemeral port after a proxied
+    /// connection), always or never (or PROXIFY_BIND)
+    #[arg(long = "bind", value_name = "POLICY")]
+    pub bind: Option<String>,
+
     /// No output at all from proxify, not even one-line failure notices
     #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
     pub quiet: bool,

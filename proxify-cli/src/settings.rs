@@ -294,6 +294,13 @@ pub fn effective(s: &Settings) -> Result<Effective, String> {
     };
     let flag_connect_timeout = seconds("--connect-timeout", &s.connect_timeout)?;
     let flag_timeout = seconds("--timeout", &s.timeout)?;
+    let flag_bind = match &s.bind {
+        Some(b) => Some(
+            b.parse::<BindPolicy>()
+                .map_err(|e| format!("--bind: {e}"))?,
+        ),
+        None => None,
+    };
     let flag_log = match s.verbose {
         0 => None,
         1 => Some("info"),
@@ -315,6 +322,7 @@ pub fn effective(s: &Settings) -> Result<Effective, String> {
         ENV_DNAT => !flag_dnat.is_empty(),
         ENV_CONNECT_TIMEOUT => flag_connect_timeout.is_some(),
         ENV_HANDSHAKE_TIMEOUT => flag_timeout.is_some(),
+        ENV_BIND => flag_bind.is_some(),
         ENV_LOG | ENV_QUIET => flag_sets_log,
         _ => false,
     };
@@ -552,7 +560,7 @@ pub fn effective(s: &Settings) -> Result<Effective, String> {
         ENV_HANDSHAKE_TIMEOUT,
         handshake_timeout
     );
-    pick!(bind, bind, None::<BindPolicy>, "", ENV_BIND, bind);
+    pick!(bind, bind, flag_bind, "--bind", ENV_BIND, bind);
     if has(ENV_LOG_FILE) {
         cfg.log_file = from_env.log_file.clone();
         from.log_file = env_src(ENV_LOG_FILE);

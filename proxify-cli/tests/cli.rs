@@ -888,3 +888,49 @@ fn help_and_version() {
         format!("proxify {}\n", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn bind_policy_flag_beats_the_environment_and_is_checked() {
+    let o = proxify(
+        &[
+            "config",
+            "-x",
+            "socks5h://192.0.2.1:1080",
+            "--bind",
+            "never",
+        ],
+        &[("PROXIFY_BIND", "always")],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("bind:") && l.contains("never") && l.contains("--bind")),
+        "{out}"
+    );
+    let o = proxify(
+        &["config", "-x", "socks5h://192.0.2.1:1080"],
+        &[("PROXIFY_BIND", "always")],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("bind:") && l.contains("always")),
+        "{out}"
+    );
+    let o = proxify(
+        &[
+            "run",
+            "-x",
+            "socks5h://192.0.2.1:1080",
+            "--bind",
+            "sometimes",
+            "true",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--bind"), "{err}");
+}

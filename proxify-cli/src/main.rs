@@ -16,6 +16,7 @@ mod show;
 use clap::error::ErrorKind;
 use clap::Parser;
 use cli::{Cli, ConfigArgs, RunArgs, Sub};
+use proxify_core::config::ENV_DNS_FD;
 use proxify_core::elfcheck::{self, Verdict, ENV_ALLOW_UNPROXIED};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -173,6 +174,11 @@ fn run(args: RunArgs) -> (i32, String) {
     if allow {
         // The shim reads it too: the command may then run such programs itself.
         cmd.env(ENV_ALLOW_UNPROXIED, "1");
+    }
+    if let Some(v) = dns_table() {
+        cmd.env(ENV_DNS_FD, v);
+    } else {
+        cmd.env_remove(ENV_DNS_FD);
     }
     let err = cmd.exec();
     (
@@ -366,6 +372,49 @@ fn percent_decode_lossy(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Creates the remote-DNS placeholder table that every process of this run shares: a memfd
+/// (inherited across fork and exec, so not close-on-exec) of the table's size, moved to a high
+/// fd number. Returns the `FD:TOKEN` value for the shim, or None (each process then keeps its
+/// own table: placeholders still never leak, they only do not cross exec).
+fn dns_table() -> Option<String> {
+    let mut raw = [0u8; 8];
+    let n = unsafe { libc::getrandom(raw.as_mut_ptr() as *mut libc::c_void, raw.len(), 0) };
+    if n != raw.len() as isize {
+        return None;
+    }
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let name = std::ffi::CString::new(proxify_core::config::dns_table_name(&token)).ok()?;
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
+    if fd < 0 {
+        return None;
+    }
+    let size = proxify_core::config::DNS_TABLE_BYTES as libc::off_t;
+    if unsafe { libc::ftruncate(fd, size) } != 0 {
+        unsafe { libc::close(fd) };
+        return None;
+    }
+    // Out of the way of programs that expect the low numbers to be free.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    let high = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        (lim.rlim_cur.min(1024) as libc::c_int)
+            .saturating_sub(64)
+            .max(3)
+    } else {
+        3
+    };
+    let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD, high) };
+    let fd = if moved >= 0 {
+        unsafe { libc::close(fd) };
+        moved
+    } else {
+        fd
+    };
+    Some(format!("{fd}:{token}"))
 }
 
 #[cfg(test)]

@@ -49,6 +49,18 @@ pub const ENV_LOG_FILE: &str = "PROXIFY_LOG_FILE";
 /// `1`: no output at all from the shim, not even the one-line failure notices.
 pub const ENV_QUIET: &str = "PROXIFY_QUIET";
 
+/// `FD:TOKEN` of the memfd holding the remote-DNS placeholder table shared by every process
+/// of one `proxify run` (created by the CLI, mapped by the shim; see the shim's fakedns.rs).
+pub const ENV_DNS_FD: &str = "PROXIFY_DNS_FD";
+
+/// Size of that table: a 16-byte header, 65,536 slots of 260 bytes, a 131,072-entry hash.
+pub const DNS_TABLE_BYTES: usize = 16 + 65536 * 260 + 131072 * 4;
+
+/// The memfd's name for a token.
+pub fn dns_table_name(token: &str) -> String {
+    format!("proxify-dns-{token}")
+}
+
 /// When a listening socket asks the proxy to BIND: `auto` (default), `always` or `never`.
 pub const ENV_BIND: &str = "PROXIFY_BIND";
 

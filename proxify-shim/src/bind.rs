@@ -204,10 +204,10 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
     let reply = proxied::drive(fd, &mut client, Instant::now() + cfg.handshake_timeout)?;
     let peer = match reply.bound {
         TargetAddr::Ip(a) => a,
-        TargetAddr::Domain(n, p) => SocketAddr::new(
-            IpAddr::V4(crate::fakedns::v4(crate::fakedns::index_for(&n))),
-            p,
-        ),
+        TargetAddr::Domain(n, p) => {
+            let i = crate::fakedns::index_for(&n).unwrap_or(0);
+            SocketAddr::new(IpAddr::V4(crate::fakedns::v4(i)), p)
+        }
     };
     let cmd = if flags & libc::SOCK_CLOEXEC != 0 {
         libc::F_DUPFD_CLOEXEC

@@ -28,13 +28,11 @@ mod udp;
 extern "C" fn fork_prepare() {
     runtime::fork_prepare();
     hosts::fork_prepare();
-    fakedns::fork_prepare();
     bind::fork_prepare();
 }
 
 extern "C" fn fork_release() {
     bind::fork_release();
-    fakedns::fork_release();
     hosts::fork_release();
     runtime::fork_release();
 }

@@ -77,6 +77,7 @@ fn build() -> Runtime {
         }
         Ok(c) => crate::fakedns::set_v4_block(c.remote_dns_subnet()),
     }
+    crate::fakedns::init();
     let fault = match env("PROXIFY_TEST_FAULT").as_deref() {
         Some("panic-connect") => Fault::PanicConnect,
         Some("panic-resolve") => Fault::PanicResolve,

@@ -373,10 +373,13 @@ pub unsafe fn recv(
             }
             let origin = match &hdr.addr {
                 TargetAddr::Ip(a) => *a,
-                TargetAddr::Domain(n, p) => {
-                    let i = fakedns::index_for(n);
-                    SocketAddr::new(IpAddr::V4(fakedns::v4(i)), *p)
-                }
+                TargetAddr::Domain(n, p) => match fakedns::index_for(n) {
+                    Some(i) => SocketAddr::new(IpAddr::V4(fakedns::v4(i)), *p),
+                    None => {
+                        drop_it("source name has no placeholder");
+                        continue;
+                    }
+                },
             };
             let from = match entry.peer {
                 Some(peer) => {

@@ -46,7 +46,7 @@ fn answer(name: &str, family: c_int, v4mapped: bool) -> Option<Answer> {
         if lower.is_empty() || lower.len() > 255 {
             return None;
         }
-        let i = fakedns::index_for(lower);
+        let i = fakedns::index_for(lower)?;
         let v4 = IpAddr::V4(fakedns::v4(i));
         let v6 = IpAddr::V6(fakedns::v6(i));
         let prefer_v6 = runtime::get()

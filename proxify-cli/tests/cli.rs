@@ -605,8 +605,49 @@ fn child_env(args: &[&str], env: &[(&str, &str)]) -> (String, Vec<String>) {
     let mut lines = out.lines().map(str::to_string);
     let preload = lines.next().unwrap();
     let mut vars: Vec<String> = lines.collect();
+    // The placeholder table's fd is made afresh for each run: check its form, then leave it
+    // out of the comparisons.
+    let dns: Vec<String> = vars
+        .iter()
+        .filter(|l| l.starts_with("PROXIFY_DNS_FD="))
+        .cloned()
+        .collect();
+    assert_eq!(dns.len(), 1, "{vars:?}");
+    let (fd, token) = dns[0]["PROXIFY_DNS_FD=".len()..].split_once(':').unwrap();
+    assert!(fd.parse::<u32>().unwrap() >= 3, "{dns:?}");
+    assert!(
+        token.len() == 16 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{dns:?}"
+    );
+    vars.retain(|l| !l.starts_with("PROXIFY_DNS_FD="));
     vars.sort();
     (preload, vars)
+}
+
+#[test]
+fn the_command_inherits_the_placeholder_table() {
+    let shim = empty_so("");
+    let o = proxify(
+        &[
+            "run",
+            "-x",
+            "socks5h://192.0.2.1:1080",
+            "sh",
+            "-c",
+            "readlink /proc/self/fd/${PROXIFY_DNS_FD%%:*}; echo ${PROXIFY_DNS_FD#*:}",
+        ],
+        &[("PROXIFY_SHIM", shim.to_str().unwrap())],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let mut l = out.lines();
+    let link = l.next().unwrap_or("");
+    let token = l.next().unwrap_or("");
+    assert_eq!(
+        link,
+        format!("/memfd:proxify-dns-{token} (deleted)"),
+        "{out}"
+    );
 }
 
 #[test]

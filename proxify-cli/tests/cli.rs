@@ -82,7 +82,18 @@ fn proxify_at(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("cannot start proxify")
+    // A binary copied by another test (lone_binary) can be briefly "busy" while a process
+    // forked by a concurrent test still holds the copy's write fd: retry that, bounded.
+    let mut tries = 0;
+    loop {
+        match cmd.output() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r.expect("cannot start proxify"),
+        }
+    }
 }
 
 fn stderr(o: &Output) -> String {

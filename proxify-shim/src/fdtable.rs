@@ -32,6 +32,12 @@ pub enum Kind {
     /// The program cannot close it (`close` pretends, `close_range` skips it, `dup2` over it
     /// moves it first): a daemon closing every fd must not break its own association.
     Internal = 5,
+    /// A non-blocking TCP connect through the proxy whose handshake is still running
+    /// (`nbconnect.rs`); `peer` is what the program asked for.
+    Handshaking = 6,
+    /// A non-blocking proxied connect that failed: the socket is disconnected and the errno
+    /// waits (in the `relay` words) for `SO_ERROR` or the next I/O call to report it once.
+    HandshakeFailed = 7,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +75,34 @@ type Chunk = [Slot; CHUNK];
 const NO_CHUNK: AtomicPtr<Chunk> = AtomicPtr::new(std::ptr::null_mut());
 static CHUNKS: [AtomicPtr<Chunk>; MAX_CHUNKS] = [NO_CHUNK; MAX_CHUNKS];
 static TRACKED: AtomicUsize = AtomicUsize::new(0);
+/// How many slots are `Handshaking` or `HandshakeFailed`: 0 lets the poll/select/epoll, I/O
+/// and `getsockopt` hooks go straight to libc.
+static HANDSHAKING: AtomicUsize = AtomicUsize::new(0);
+
+#[inline(always)]
+fn is_hs(kind: u8) -> bool {
+    kind == Kind::Handshaking as u8 || kind == Kind::HandshakeFailed as u8
+}
+
+/// Keeps `HANDSHAKING` true across a kind change of one slot.
+#[inline]
+fn count_hs(old: u8, new: u8) {
+    match (is_hs(old), is_hs(new)) {
+        (false, true) => {
+            HANDSHAKING.fetch_add(1, Ordering::Relaxed);
+        }
+        (true, false) => {
+            HANDSHAKING.fetch_sub(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+}
+
+/// True when no fd is in a non-blocking proxied handshake (or holds its unreported failure).
+#[inline(always)]
+pub fn none_handshaking() -> bool {
+    HANDSHAKING.load(Ordering::Relaxed) == 0
+}
 
 /// True when no fd at all is tracked: the fast path of every hook.
 #[inline(always)]
@@ -176,6 +210,8 @@ fn kind_from(k: u8) -> Option<Kind> {
         3 => Some(Kind::BindListen),
         4 => Some(Kind::BoundEphemeral),
         5 => Some(Kind::Internal),
+        6 => Some(Kind::Handshaking),
+        7 => Some(Kind::HandshakeFailed),
         _ => None,
     }
 }
@@ -197,6 +233,7 @@ pub fn set(fd: i32, entry: Entry) -> bool {
     if old_kind == 0 {
         TRACKED.fetch_add(1, Ordering::Relaxed);
     }
+    count_hs(old_kind, entry.kind as u8);
     if old_kind == Kind::UdpAssoc as u8 && old_ctrl >= 0 && old_ctrl != entry.ctrl {
         close_internal(old_ctrl);
     }
@@ -316,6 +353,7 @@ fn take(fd: i32) -> Option<i32> {
         return None;
     }
     TRACKED.fetch_sub(1, Ordering::Relaxed);
+    count_hs(old, 0);
     let c = s.ctrl.swap(0, Ordering::Relaxed) - 1;
     if old != Kind::UdpAssoc as u8 || c < 0 {
         return None;
@@ -382,6 +420,107 @@ pub fn next_internal(from: u32, to: u32) -> Option<u32> {
     None
 }
 
+/// The fd's kind, if tracked (one atomic load after the fast check).
+#[inline]
+pub fn kind(fd: i32) -> Option<Kind> {
+    if none_tracked() {
+        return None;
+    }
+    kind_from(slot(fd)?.kind.load(Ordering::Acquire))
+}
+
+/// Tag of an errno stored in the `relay` words of a `HandshakeFailed` slot (never a family
+/// byte, so `get` reports no relay address for it).
+const ERRNO_TAG: u64 = 0xEE;
+
+/// A running handshake on `fd` succeeded: `Handshaking` becomes `ProxiedTcp` with `relay`
+/// (BND.ADDR:BND.PORT). False if the slot was no longer `Handshaking` (closed meanwhile).
+pub fn handshake_done(fd: i32, relay: Option<SocketAddr>) -> bool {
+    let Some(s) = slot(fd) else {
+        return false;
+    };
+    if s.kind
+        .compare_exchange(
+            Kind::Handshaking as u8,
+            Kind::ProxiedTcp as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_err()
+    {
+        return false;
+    }
+    count_hs(Kind::Handshaking as u8, Kind::ProxiedTcp as u8);
+    for (cell, v) in s.relay.iter().zip(encode(relay.as_ref())) {
+        cell.store(v, Ordering::Release);
+    }
+    true
+}
+
+/// A running handshake on `fd` failed with `errno`: `Handshaking` becomes `HandshakeFailed`.
+/// False if the slot was no longer `Handshaking`.
+pub fn handshake_failed(fd: i32, errno: i32) -> bool {
+    let Some(s) = slot(fd) else {
+        return false;
+    };
+    if s.kind
+        .compare_exchange(
+            Kind::Handshaking as u8,
+            Kind::HandshakeFailed as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_err()
+    {
+        return false;
+    }
+    s.relay[0].store(ERRNO_TAG | ((errno as u32 as u64) << 8), Ordering::Release);
+    for cell in &s.relay[1..] {
+        cell.store(0, Ordering::Release);
+    }
+    true
+}
+
+fn stored_errno(s: &Slot) -> i32 {
+    let w = s.relay[0].load(Ordering::Acquire);
+    if w & 0xff == ERRNO_TAG {
+        (w >> 8) as u32 as i32
+    } else {
+        // Read in the instant between the kind change and the store: still a failure.
+        libc::EIO
+    }
+}
+
+/// The errno of a `HandshakeFailed` fd, left in place.
+pub fn failed_errno(fd: i32) -> Option<i32> {
+    let s = slot(fd)?;
+    (s.kind.load(Ordering::Acquire) == Kind::HandshakeFailed as u8).then(|| stored_errno(s))
+}
+
+/// Reports the failure of a `HandshakeFailed` fd once, like the kernel's socket error: returns
+/// the errno and forgets the fd (the socket is unconnected and may connect again).
+pub fn take_failure(fd: i32) -> Option<i32> {
+    let s = slot(fd)?;
+    let e = stored_errno(s);
+    if s.kind
+        .compare_exchange(
+            Kind::HandshakeFailed as u8,
+            0,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_err()
+    {
+        return None;
+    }
+    TRACKED.fetch_sub(1, Ordering::Relaxed);
+    count_hs(Kind::HandshakeFailed as u8, 0);
+    for cell in s.peer.iter().chain(s.relay.iter()) {
+        cell.store(0, Ordering::Relaxed);
+    }
+    Some(e)
+}
+
 /// `newfd` now refers to the same socket as `oldfd` (dup, dup2, dup3, F_DUPFD): copy the state,
 /// or forget stale state that `newfd` had.
 pub fn duplicate(oldfd: i32, newfd: i32) {
@@ -398,6 +537,13 @@ pub fn duplicate(oldfd: i32, newfd: i32) {
             if !set(newfd, e) {
                 // Beyond the table: cannot happen for an fd that dup returned under MAX_FD.
                 clear(newfd);
+            } else if e.kind == Kind::HandshakeFailed {
+                if let (Some(a), Some(b)) = (slot(oldfd), slot(newfd)) {
+                    b.relay[0].store(a.relay[0].load(Ordering::Acquire), Ordering::Release);
+                }
+            } else if e.kind == Kind::Handshaking {
+                // The handshake finishes for every fd of the socket.
+                crate::nbconnect::note_dup(newfd);
             }
         }
         None => clear(newfd),
@@ -438,6 +584,39 @@ mod tests {
         set_peer(6, Some(a));
         assert_eq!(get(6).unwrap().peer, Some(a));
         clear(6);
+        assert!(none_tracked());
+
+        // Non-blocking handshakes: failed (errno reported once, kept across dup), done.
+        assert!(none_handshaking());
+        let h = Entry {
+            kind: Kind::Handshaking,
+            peer: Some(b),
+            relay: None,
+            ctrl: -1,
+        };
+        assert!(set(8, h));
+        assert!(!none_handshaking());
+        assert!(handshake_failed(8, libc::ECONNREFUSED));
+        assert!(!handshake_failed(8, libc::EIO));
+        assert_eq!(kind(8), Some(Kind::HandshakeFailed));
+        assert_eq!(get(8).unwrap().relay, None);
+        duplicate(8, 9);
+        assert_eq!(failed_errno(9), Some(libc::ECONNREFUSED));
+        assert_eq!(take_failure(8), Some(libc::ECONNREFUSED));
+        assert_eq!(take_failure(8), None);
+        assert!(get(8).is_none());
+        assert!(!none_handshaking());
+        clear(9);
+        assert!(none_handshaking());
+        assert!(set(8, h));
+        assert!(handshake_done(8, Some(a)));
+        assert!(!handshake_failed(8, libc::EIO));
+        assert_eq!(get(8).unwrap().kind, Kind::ProxiedTcp);
+        assert_eq!(get(8).unwrap().relay, Some(a));
+        assert!(none_handshaking());
+        assert!(set(8, h));
+        clear(8);
+        assert!(none_handshaking());
         assert!(none_tracked());
     }
 }

@@ -6,6 +6,8 @@
 //!   runs inside [`guard::guarded`] so a panic fails the call instead of falling through.
 //! - `decide`: where a destination goes (direct and why, proxy, or refused): plain Rust.
 //! - `proxied`: the proxied connect, driving proxify-core's sans-IO SOCKS client.
+//! - `nbconnect`: non-blocking proxied connects, driven from the program's poll/select/epoll
+//!   calls (`hooks/poll.rs`) and finished by `SO_ERROR` (`hooks/sockopt.rs`) or the first I/O.
 //! - `fdtable`: per-fd state; `fakedns`: remote-DNS placeholders; `hosts`: /etc/hosts.
 //! - `real`: the real libc functions, resolved once; `runtime`: configuration and logging.
 //! - `csrc/variadic.c`: `fcntl`, which stable Rust cannot define (variadic).
@@ -19,6 +21,7 @@ mod handshake;
 mod hooks;
 mod hosts;
 mod lock;
+mod nbconnect;
 mod proxied;
 mod real;
 mod runtime;
@@ -26,6 +29,8 @@ mod sockaddr;
 mod udp;
 
 extern "C" fn fork_prepare() {
+    // nbconnect's lock first: it is held while taking runtime's (a dynamic chain's retry).
+    nbconnect::fork_prepare();
     runtime::fork_prepare();
     hosts::fork_prepare();
     bind::fork_prepare();
@@ -35,6 +40,7 @@ extern "C" fn fork_release() {
     bind::fork_release();
     hosts::fork_release();
     runtime::fork_release();
+    nbconnect::fork_release();
 }
 
 /// The constructor: resolve the real functions, install the one-line panic hook, register the

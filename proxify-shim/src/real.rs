@@ -110,6 +110,17 @@ real_fns! {
     fn posix_spawnp = "posix_spawnp"(pid: *mut libc::pid_t, file: *const c_char, actions: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int;
     fn system = "system"(command: *const c_char) -> c_int;
     fn popen = "popen"(command: *const c_char, mode: *const c_char) -> *mut libc::FILE;
+    fn poll = "poll"(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int;
+    fn ppoll = "ppoll"(fds: *mut libc::pollfd, n: libc::nfds_t, tmo: *const libc::timespec, sigmask: *const libc::sigset_t) -> c_int;
+    fn poll_chk = "__poll_chk"(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int, fdslen: size_t) -> c_int;
+    fn ppoll_chk = "__ppoll_chk"(fds: *mut libc::pollfd, n: libc::nfds_t, tmo: *const libc::timespec, sigmask: *const libc::sigset_t, fdslen: size_t) -> c_int;
+    fn select = "select"(n: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, tmo: *mut libc::timeval) -> c_int;
+    fn pselect = "pselect"(n: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, tmo: *const libc::timespec, sigmask: *const libc::sigset_t) -> c_int;
+    fn epoll_ctl = "epoll_ctl"(epfd: c_int, op: c_int, fd: c_int, ev: *mut libc::epoll_event) -> c_int;
+    fn epoll_wait = "epoll_wait"(epfd: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: c_int) -> c_int;
+    fn epoll_pwait = "epoll_pwait"(epfd: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: c_int, sigmask: *const libc::sigset_t) -> c_int;
+    fn epoll_pwait2 = "epoll_pwait2"(epfd: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: *const libc::timespec, sigmask: *const libc::sigset_t) -> c_int;
+    fn getsockopt = "getsockopt"(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int;
 }
 
 /// The real variadic `syscall` (Rust can call a variadic function, not define one).

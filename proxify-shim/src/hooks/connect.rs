@@ -53,6 +53,17 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
     {
         return fail(libc::EISCONN);
     }
+    if let Some(Entry {
+        kind: Kind::Handshaking | Kind::HandshakeFailed,
+        ..
+    }) = tracked
+    {
+        // A non-blocking proxied connect under way (EALREADY), done (EISCONN) or failed
+        // (its errno, once; then the socket may connect again).
+        if let Some(e) = crate::nbconnect::connect_again(fd) {
+            return fail(e);
+        }
+    }
     if decide::trivially_direct(&dest) {
         log::debug!("connect fd {fd} to {dest}: direct (loopback)");
         if tracked.is_some() {
@@ -123,6 +134,10 @@ fn connect_proxied(
         None => "no chain".to_string(),
     };
     log::debug!("connect fd {fd} to {shown}: through proxy {via}");
+    if crate::nbconnect::is_nonblocking(fd) {
+        // EINPROGRESS at once; the handshake runs from the program's poll/select/epoll calls.
+        return crate::nbconnect::start(rt, fd, domain, dest, target, shown, via);
+    }
     let target_copy = target.clone();
     match proxied::connect(rt, fd, domain, target) {
         Ok(reply) => {
@@ -192,6 +207,11 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
         return real::getpeername(fd, addr, len);
     }
     match fdtable::get(fd) {
+        // Like the kernel while a connect is in progress (or after it failed).
+        Some(Entry {
+            kind: Kind::Handshaking | Kind::HandshakeFailed,
+            ..
+        }) => fail(libc::ENOTCONN),
         Some(Entry { peer: Some(p), .. }) => {
             if addr.is_null() || len.is_null() {
                 return fail(libc::EFAULT);

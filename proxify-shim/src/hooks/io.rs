@@ -1,14 +1,18 @@
-//! `read`, `write`, `readv`, `writev`: only a UDP socket connected through a SOCKS5
-//! association needs anything (the RFC 1928 header added and removed); every other fd goes
-//! straight to libc after one relaxed atomic load (or a table look-up when some fd is
-//! tracked).
+//! `read`, `write`, `readv`, `writev`: a UDP socket connected through a SOCKS5 association
+//! needs the RFC 1928 header added and removed; a socket whose non-blocking proxied connect is
+//! still handshaking is finished first (`nbconnect::gate`); every other fd goes straight to
+//! libc after two relaxed atomic loads (or a table look-up when some fd is tracked).
 
 use crate::hooks::udp::assoc;
+use crate::nbconnect::gate;
 use crate::real;
 use libc::{c_int, c_void, iovec, msghdr, size_t, ssize_t};
 
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
+    if !gate(fd) {
+        return -1;
+    }
     match assoc(fd) {
         Some(e) if e.peer.is_some() => crate::hooks::udp::recv(fd, buf, n, 0),
         _ => real::read(fd, buf, n),
@@ -17,6 +21,9 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
 
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+    if !gate(fd) {
+        return -1;
+    }
     match assoc(fd) {
         Some(e) if e.peer.is_some() => crate::hooks::udp::send(fd, buf, n, 0),
         _ => real::write(fd, buf, n),
@@ -25,6 +32,9 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssiz
 
 #[no_mangle]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    if !gate(fd) {
+        return -1;
+    }
     match assoc(fd) {
         Some(e) if e.peer.is_some() => {
             let mut m: msghdr = std::mem::zeroed();
@@ -38,6 +48,9 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssiz
 
 #[no_mangle]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    if !gate(fd) {
+        return -1;
+    }
     match assoc(fd) {
         Some(e) if e.peer.is_some() => {
             let mut m: msghdr = std::mem::zeroed();

@@ -7,5 +7,7 @@ pub mod exec;
 pub mod fd;
 pub mod io;
 pub mod listen;
+pub mod poll;
+pub mod sockopt;
 pub mod syscall;
 pub mod udp;

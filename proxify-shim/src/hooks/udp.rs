@@ -4,6 +4,9 @@
 //! association (see `udp.rs`); with a SOCKS4 proxy it is refused. A TCP Fast Open `sendto` to
 //! a proxied destination is refused (it would connect directly).
 //!
+//! A TCP socket whose non-blocking proxied connect is still handshaking is finished first
+//! (`nbconnect::gate`): the program never sends before, nor reads, the proxy's handshake.
+//!
 //! Fast path: with no fd tracked and no destination address (connected sockets, TCP) or a
 //! loopback one, the call goes straight to libc without a system call of ours.
 
@@ -152,6 +155,9 @@ pub unsafe extern "C" fn sendto(
     addr: *const libc::sockaddr,
     alen: socklen_t,
 ) -> ssize_t {
+    if !crate::nbconnect::gate(fd) {
+        return -1;
+    }
     let iov = [iovec {
         iov_base: buf as *mut c_void,
         iov_len: len,
@@ -171,6 +177,9 @@ pub unsafe extern "C" fn sendto(
 
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    if !crate::nbconnect::gate(fd) {
+        return -1;
+    }
     if let Some(e) = assoc(fd) {
         let iov = [iovec {
             iov_base: buf as *mut c_void,
@@ -191,6 +200,9 @@ unsafe fn iovs<'a>(m: &msghdr) -> &'a [iovec] {
 
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    if !crate::nbconnect::gate(fd) {
+        return -1;
+    }
     if msg.is_null() {
         return real::sendmsg(fd, msg, flags);
     }
@@ -221,6 +233,9 @@ pub unsafe extern "C" fn sendmmsg(
     n: c_uint,
     flags: c_int,
 ) -> c_int {
+    if !crate::nbconnect::gate(fd) {
+        return -1;
+    }
     if msgs.is_null() {
         return real::sendmmsg(fd, msgs, n, flags);
     }
@@ -285,6 +300,9 @@ unsafe fn recv_assoc(e: &Entry, fd: c_int, m: &mut msghdr, flags: c_int) -> ssiz
 
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    if !crate::nbconnect::gate(fd) {
+        return -1;
+    }
     if !msg.is_null() {
         if let Some(e) = assoc(fd) {
             return recv_assoc(&e, fd, &mut *msg, flags);
@@ -302,6 +320,9 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut libc::sockaddr,
     alen: *mut socklen_t,
 ) -> ssize_t {
+    if !crate::nbconnect::gate(fd) {
+        return -1;
+    }
     if let Some(e) = assoc(fd) {
         let mut iov = iovec {
             iov_base: buf,
@@ -325,6 +346,9 @@ pub unsafe extern "C" fn recvfrom(
 
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    if !crate::nbconnect::gate(fd) {
+        return -1;
+    }
     if assoc(fd).is_some() {
         return recvfrom(
             fd,
@@ -346,6 +370,9 @@ pub unsafe extern "C" fn recvmmsg(
     flags: c_int,
     timeout: *mut libc::timespec,
 ) -> c_int {
+    if !crate::nbconnect::gate(fd) {
+        return -1;
+    }
     let Some(e) = assoc(fd) else {
         return real::recvmmsg(fd, msgs, n, flags, timeout);
     };

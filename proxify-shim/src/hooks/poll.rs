@@ -1,0 +1,530 @@
+//! `poll`, `ppoll`, `select`, `pselect`, `epoll_ctl`, `epoll_wait`, `epoll_pwait`,
+//! `epoll_pwait2` (and the fortified `__poll_chk`/`__ppoll_chk`): where the handshakes of
+//! non-blocking proxied connects (`nbconnect.rs`) are driven.
+//!
+//! Fast path: no fd handshaking → straight to libc after one relaxed atomic load. Otherwise a
+//! handshaking fd in the set is stepped, waited on for what its handshake needs (never what
+//! the program asked: it must not see the proxy's bytes), and reported only once the
+//! handshake is over: writable when it succeeded (the connect completed), writable with
+//! POLLERR|POLLHUP when it failed (like a failed non-blocking connect). The waits are bounded
+//! by the program's timeout and the handshakes' deadlines.
+
+use crate::fdtable;
+use crate::guard::{guarded, set_errno};
+use crate::nbconnect::{self, Progress};
+use crate::real;
+use libc::{c_int, c_short, c_ulong, epoll_event, fd_set, nfds_t, pollfd, sigset_t, size_t};
+use libc::{timespec, timeval};
+use std::time::{Duration, Instant};
+
+/// After the program's timeout ran out, a few more non-waiting rounds while handshakes move.
+const EXTRA_ROUNDS: u32 = 16;
+
+fn ms_dur(ms: c_int) -> Option<Duration> {
+    (ms >= 0).then(|| Duration::from_millis(ms as u64))
+}
+
+/// A valid timespec as a duration (None: NULL, infinite). Err: invalid, for the real call to
+/// refuse.
+unsafe fn ts_dur(ts: *const timespec) -> Result<Option<Duration>, ()> {
+    if ts.is_null() {
+        return Ok(None);
+    }
+    let t = *ts;
+    if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) {
+        return Err(());
+    }
+    Ok(Some(Duration::new(t.tv_sec as u64, t.tv_nsec as u32)))
+}
+
+fn to_ts(d: Duration) -> timespec {
+    timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    }
+}
+
+/// Milliseconds, rounded up (-1: infinite).
+fn to_ms(d: Option<Duration>) -> c_int {
+    match d {
+        None => -1,
+        Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as c_int,
+    }
+}
+
+/// Is any fd of `fds` handshaking (or holding an unreported failure)?
+unsafe fn any_ours(fds: *const pollfd, n: nfds_t) -> bool {
+    (0..n as usize).any(|i| {
+        let fd = (*fds.add(i)).fd;
+        fd >= 0 && nbconnect::is_ours(fd)
+    })
+}
+
+/// What a failed non-blocking connect reports.
+fn failed_revents(events: c_short) -> c_short {
+    (events
+        & (libc::POLLIN | libc::POLLRDNORM | libc::POLLOUT | libc::POLLWRNORM | libc::POLLRDHUP))
+        | libc::POLLERR
+        | libc::POLLHUP
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Running,
+    Failed,
+    Plain,
+}
+
+/// The poll loop over `fds` (some handshaking): `wait` is the real call with a timeout.
+fn poll_core(
+    fds: &mut [pollfd],
+    timeout: Option<Duration>,
+    wait: &mut dyn FnMut(&mut [pollfd], Option<Duration>) -> c_int,
+) -> c_int {
+    let ours: Vec<(usize, c_int, c_short)> = fds
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.fd >= 0 && nbconnect::is_ours(p.fd))
+        .map(|(i, p)| (i, p.fd, p.events))
+        .collect();
+    if ours.is_empty() {
+        return wait(fds, timeout);
+    }
+    let end = timeout.map(|t| Instant::now() + t);
+    let mut seen = vec![Seen::Plain; ours.len()];
+    let mut extra = 0;
+    loop {
+        let mut soonest: Option<Instant> = None;
+        for (k, &(i, fd, events)) in ours.iter().enumerate() {
+            match nbconnect::step(fd) {
+                Progress::Running { want, deadline } => {
+                    fds[i].events = want;
+                    seen[k] = Seen::Running;
+                    soonest = Some(soonest.map_or(deadline, |s| s.min(deadline)));
+                }
+                Progress::Failed(_) => {
+                    // Reported by us; the kernel skips a negative fd.
+                    fds[i].fd = -1;
+                    seen[k] = Seen::Failed;
+                }
+                Progress::Done | Progress::NotOurs => {
+                    fds[i].events = events;
+                    seen[k] = Seen::Plain;
+                }
+            }
+        }
+        let now = Instant::now();
+        let mut tmo = end.map(|e| e.saturating_duration_since(now));
+        if let Some(d) = soonest {
+            let left = d.saturating_duration_since(now) + Duration::from_millis(1);
+            tmo = Some(tmo.map_or(left, |t| t.min(left)));
+        }
+        if seen.contains(&Seen::Failed) {
+            tmo = Some(Duration::ZERO);
+        }
+        let r = wait(fds, tmo);
+        let e = crate::proxied::errno();
+        let mut progressed = false;
+        for (k, &(i, fd, events)) in ours.iter().enumerate() {
+            fds[i].fd = fd;
+            fds[i].events = events;
+            match seen[k] {
+                Seen::Running => {
+                    progressed |= fds[i].revents != 0;
+                    fds[i].revents = 0;
+                }
+                Seen::Failed => fds[i].revents = failed_revents(events),
+                Seen::Plain => {}
+            }
+        }
+        if r < 0 {
+            set_errno(e);
+            return -1;
+        }
+        let count = fds.iter().filter(|p| p.revents != 0).count();
+        if count > 0 {
+            return count as c_int;
+        }
+        if end.is_some_and(|e| Instant::now() >= e) {
+            if !progressed || extra >= EXTRA_ROUNDS {
+                return 0;
+            }
+            extra += 1;
+        }
+    }
+}
+
+unsafe fn poll_slow(
+    fds: *mut pollfd,
+    n: nfds_t,
+    timeout: Option<Duration>,
+    sigmask: *const sigset_t,
+) -> c_int {
+    let fds = std::slice::from_raw_parts_mut(fds, n as usize);
+    poll_core(fds, timeout, &mut |f, t| {
+        let ts = t.map(to_ts);
+        real::ppoll(
+            f.as_mut_ptr(),
+            f.len() as nfds_t,
+            ts.as_ref()
+                .map_or(std::ptr::null(), |t| t as *const timespec),
+            sigmask,
+        )
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int {
+    if fdtable::none_handshaking() || fds.is_null() || !any_ours(fds, n) {
+        return real::poll(fds, n, timeout);
+    }
+    guarded(-1, libc::EIO, || {
+        poll_slow(fds, n, ms_dur(timeout), std::ptr::null())
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn ppoll(
+    fds: *mut pollfd,
+    n: nfds_t,
+    tmo: *const timespec,
+    sigmask: *const sigset_t,
+) -> c_int {
+    if fdtable::none_handshaking() || fds.is_null() || !any_ours(fds, n) {
+        return real::ppoll(fds, n, tmo, sigmask);
+    }
+    let Ok(timeout) = ts_dur(tmo) else {
+        return real::ppoll(fds, n, tmo, sigmask);
+    };
+    guarded(-1, libc::EIO, || poll_slow(fds, n, timeout, sigmask))
+}
+
+/// `poll` built with `_FORTIFY_SOURCE`.
+#[no_mangle]
+pub unsafe extern "C" fn __poll_chk(
+    fds: *mut pollfd,
+    n: nfds_t,
+    timeout: c_int,
+    fdslen: size_t,
+) -> c_int {
+    if fdtable::none_handshaking() || fdslen / std::mem::size_of::<pollfd>() < n as usize {
+        return real::poll_chk(fds, n, timeout, fdslen);
+    }
+    poll(fds, n, timeout)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __ppoll_chk(
+    fds: *mut pollfd,
+    n: nfds_t,
+    tmo: *const timespec,
+    sigmask: *const sigset_t,
+    fdslen: size_t,
+) -> c_int {
+    if fdtable::none_handshaking() || fdslen / std::mem::size_of::<pollfd>() < n as usize {
+        return real::ppoll_chk(fds, n, tmo, sigmask, fdslen);
+    }
+    ppoll(fds, n, tmo, sigmask)
+}
+
+const WORD: usize = c_ulong::BITS as usize;
+
+/// The words of an fd_set holding fds `0..nfds`.
+unsafe fn words<'a>(set: *mut fd_set, nfds: usize) -> Option<&'a mut [c_ulong]> {
+    (!set.is_null())
+        .then(|| std::slice::from_raw_parts_mut(set as *mut c_ulong, nfds.div_ceil(WORD)))
+}
+
+fn isset(w: &Option<&mut [c_ulong]>, fd: usize) -> bool {
+    w.as_ref()
+        .map(|w| w[fd / WORD] >> (fd % WORD) & 1 != 0)
+        .unwrap_or(false)
+}
+
+/// Calls `f` for every fd (below `nfds`) in any of the sets.
+fn each_fd(sets: &[&Option<&mut [c_ulong]>], nfds: usize, mut f: impl FnMut(usize)) {
+    for wi in 0..nfds.div_ceil(WORD) {
+        let mut bits: c_ulong = 0;
+        for w in sets.iter().copied().flatten() {
+            bits |= w[wi];
+        }
+        while bits != 0 {
+            let b = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let fd = wi * WORD + b;
+            if fd < nfds {
+                f(fd);
+            }
+        }
+    }
+}
+
+const IN_SET: c_short =
+    libc::POLLIN | libc::POLLRDNORM | libc::POLLRDBAND | libc::POLLHUP | libc::POLLERR;
+const OUT_SET: c_short = libc::POLLOUT | libc::POLLWRNORM | libc::POLLWRBAND | libc::POLLERR;
+
+/// select/pselect with a handshaking fd in a set: the same loop over a pollfd array.
+/// Returns None when no fd of the sets is ours (the caller makes the real call).
+unsafe fn select_slow(
+    nfds: c_int,
+    r: *mut fd_set,
+    w: *mut fd_set,
+    e: *mut fd_set,
+    timeout: Option<Duration>,
+    sigmask: *const sigset_t,
+) -> Option<c_int> {
+    let n = nfds.max(0) as usize;
+    let (mut rs, mut ws, mut es) = (words(r, n), words(w, n), words(e, n));
+    let mut ours = false;
+    each_fd(&[&rs, &ws, &es], n, |fd| {
+        ours |= nbconnect::is_ours(fd as c_int)
+    });
+    if !ours {
+        return None;
+    }
+    let mut fds: Vec<pollfd> = Vec::new();
+    each_fd(&[&rs, &ws, &es], n, |fd| {
+        let mut events = 0;
+        if isset(&rs, fd) {
+            events |= libc::POLLIN | libc::POLLRDNORM | libc::POLLRDBAND;
+        }
+        if isset(&ws, fd) {
+            events |= libc::POLLOUT | libc::POLLWRNORM | libc::POLLWRBAND;
+        }
+        if isset(&es, fd) {
+            events |= libc::POLLPRI;
+        }
+        fds.push(pollfd {
+            fd: fd as c_int,
+            events,
+            revents: 0,
+        });
+    });
+    let rc = poll_core(&mut fds, timeout, &mut |f, t| {
+        let ts = t.map(to_ts);
+        real::ppoll(
+            f.as_mut_ptr(),
+            f.len() as nfds_t,
+            ts.as_ref()
+                .map_or(std::ptr::null(), |t| t as *const timespec),
+            sigmask,
+        )
+    });
+    if rc < 0 {
+        return Some(-1);
+    }
+    if fds.iter().any(|p| p.revents & libc::POLLNVAL != 0) {
+        set_errno(libc::EBADF);
+        return Some(-1);
+    }
+    for s in [&mut rs, &mut ws, &mut es].into_iter().flatten() {
+        s.fill(0);
+    }
+    let mut count = 0;
+    let mut mark = |s: &mut Option<&mut [c_ulong]>, fd: usize| {
+        if let Some(w) = s {
+            w[fd / WORD] |= 1 << (fd % WORD);
+            count += 1;
+        }
+    };
+    for p in &fds {
+        let fd = p.fd as usize;
+        if p.events & libc::POLLIN != 0 && p.revents & IN_SET != 0 {
+            mark(&mut rs, fd);
+        }
+        if p.events & libc::POLLOUT != 0 && p.revents & OUT_SET != 0 {
+            mark(&mut ws, fd);
+        }
+        if p.events & libc::POLLPRI != 0 && p.revents & libc::POLLPRI != 0 {
+            mark(&mut es, fd);
+        }
+    }
+    Some(count)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn select(
+    nfds: c_int,
+    r: *mut fd_set,
+    w: *mut fd_set,
+    e: *mut fd_set,
+    tmo: *mut timeval,
+) -> c_int {
+    if fdtable::none_handshaking() || nfds <= 0 {
+        return real::select(nfds, r, w, e, tmo);
+    }
+    let timeout = if tmo.is_null() {
+        None
+    } else {
+        let t = *tmo;
+        if t.tv_sec < 0 || !(0..1_000_000).contains(&t.tv_usec) {
+            return real::select(nfds, r, w, e, tmo);
+        }
+        Some(Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000))
+    };
+    let start = Instant::now();
+    match guarded(Some(-1), libc::EIO, || {
+        select_slow(nfds, r, w, e, timeout, std::ptr::null())
+    }) {
+        None => real::select(nfds, r, w, e, tmo),
+        Some(rc) => {
+            // Linux reports the time left.
+            if let (Some(t), false) = (timeout, tmo.is_null()) {
+                let left = t.saturating_sub(start.elapsed());
+                (*tmo).tv_sec = left.as_secs() as libc::time_t;
+                (*tmo).tv_usec = left.subsec_micros() as libc::suseconds_t;
+            }
+            rc
+        }
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pselect(
+    nfds: c_int,
+    r: *mut fd_set,
+    w: *mut fd_set,
+    e: *mut fd_set,
+    tmo: *const timespec,
+    sigmask: *const sigset_t,
+) -> c_int {
+    if fdtable::none_handshaking() || nfds <= 0 {
+        return real::pselect(nfds, r, w, e, tmo, sigmask);
+    }
+    let Ok(timeout) = ts_dur(tmo) else {
+        return real::pselect(nfds, r, w, e, tmo, sigmask);
+    };
+    match guarded(Some(-1), libc::EIO, || {
+        select_slow(nfds, r, w, e, timeout, sigmask)
+    }) {
+        None => real::pselect(nfds, r, w, e, tmo, sigmask),
+        Some(rc) => rc,
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    ev: *mut epoll_event,
+) -> c_int {
+    if fdtable::none_handshaking() {
+        return real::epoll_ctl(epfd, op, fd, ev);
+    }
+    match guarded(Some(-1), libc::EIO, || {
+        nbconnect::epoll_ctl(epfd, op, fd, ev)
+    }) {
+        Some(r) => r,
+        None => real::epoll_ctl(epfd, op, fd, ev),
+    }
+}
+
+/// The epoll loop: `wait` is the real call with a timeout.
+unsafe fn epoll_slow(
+    epfd: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    timeout: Option<Duration>,
+    wait: &mut dyn FnMut(Option<Duration>) -> c_int,
+) -> c_int {
+    let end = timeout.map(|t| Instant::now() + t);
+    let mut extra = 0;
+    loop {
+        let soonest = nbconnect::epoll_sweep(epfd);
+        let now = Instant::now();
+        let mut tmo = end.map(|e| e.saturating_duration_since(now));
+        if let Some(d) = soonest {
+            let left = d.saturating_duration_since(now) + Duration::from_millis(1);
+            tmo = Some(tmo.map_or(left, |t| t.min(left)));
+        }
+        let r = wait(tmo);
+        if r < 0 {
+            return r;
+        }
+        let kept = if r > 0 {
+            nbconnect::epoll_filter(epfd, events, (r as usize).min(max as usize))
+        } else {
+            0
+        };
+        if kept > 0 {
+            return kept as c_int;
+        }
+        if end.is_some_and(|e| Instant::now() >= e) {
+            // A finished handshake re-armed the program's registration: one more look.
+            if r == 0 || extra >= EXTRA_ROUNDS {
+                return 0;
+            }
+            extra += 1;
+        }
+    }
+}
+
+/// Should this epoll wait take the slow path?
+fn epoll_ours(epfd: c_int, events: *mut epoll_event, max: c_int) -> bool {
+    !fdtable::none_handshaking() && !events.is_null() && max > 0 && nbconnect::epoll_has(epfd)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_wait(
+    epfd: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    timeout: c_int,
+) -> c_int {
+    if !epoll_ours(epfd, events, max) {
+        return real::epoll_wait(epfd, events, max, timeout);
+    }
+    guarded(-1, libc::EIO, || {
+        epoll_slow(epfd, events, max, ms_dur(timeout), &mut |t| {
+            real::epoll_wait(epfd, events, max, to_ms(t))
+        })
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait(
+    epfd: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    timeout: c_int,
+    sigmask: *const sigset_t,
+) -> c_int {
+    if !epoll_ours(epfd, events, max) {
+        return real::epoll_pwait(epfd, events, max, timeout, sigmask);
+    }
+    guarded(-1, libc::EIO, || {
+        epoll_slow(epfd, events, max, ms_dur(timeout), &mut |t| {
+            real::epoll_pwait(epfd, events, max, to_ms(t), sigmask)
+        })
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait2(
+    epfd: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    tmo: *const timespec,
+    sigmask: *const sigset_t,
+) -> c_int {
+    if !epoll_ours(epfd, events, max) {
+        return real::epoll_pwait2(epfd, events, max, tmo, sigmask);
+    }
+    let Ok(timeout) = ts_dur(tmo) else {
+        return real::epoll_pwait2(epfd, events, max, tmo, sigmask);
+    };
+    guarded(-1, libc::EIO, || {
+        epoll_slow(epfd, events, max, timeout, &mut |t| {
+            let ts = t.map(to_ts);
+            real::epoll_pwait2(
+                epfd,
+                events,
+                max,
+                ts.as_ref()
+                    .map_or(std::ptr::null(), |t| t as *const timespec),
+                sigmask,
+            )
+        })
+    })
+}

@@ -1,0 +1,954 @@
+//! Non-blocking proxied connects that overlap.
+//!
+//! A `connect` on a non-blocking socket to a proxied destination starts the TCP connect to
+//! the first hop, records the chain handshake here and returns `EINPROGRESS` at once; the fd
+//! is `Kind::Handshaking` in the fd table. There is no background thread (nothing to break
+//! under `fork`): the handshake is driven, without ever waiting, from the program's own calls:
+//!
+//! - its readiness waits (`hooks/poll.rs`: poll, ppoll, select, pselect, epoll) step the
+//!   handshake, wait for what it needs instead of what the program asked, and report the fd
+//!   writable only when it is over (with an error condition if it failed);
+//! - `getsockopt(SO_ERROR)` (`hooks/sockopt.rs`), every data call (`hooks/io.rs`,
+//!   `hooks/udp.rs`) and a second `connect` finish it synchronously, bounded by its
+//!   deadline, first: the program never sees a handshake byte nor sends its own data before
+//!   the handshake is done.
+//!
+//! On success the fd becomes `Kind::ProxiedTcp` (as after a blocking connect). On failure the
+//! socket is disconnected and the fd becomes `Kind::HandshakeFailed`, holding the errno that
+//! `SO_ERROR` or the next I/O call reports once, like the kernel's socket error.
+//!
+//! State lives in [`PENDING`], keyed by the socket's inode (so a `dup` of the fd finds it),
+//! under a fork-safe lock held only for non-blocking work (`MSG_DONTWAIT` sends and reads,
+//! `epoll_ctl`). `close` never touches it: it only clears the fd-table slot, and every use
+//! checks the slot first; entries of closed fds are dropped once long past their deadline.
+//!
+//! epoll: `epoll_ctl` on a handshaking fd records the program's registration (events and
+//! data) and registers what the handshake needs instead, with the program's data; when the
+//! handshake ends the program's registration is put back with `EPOLL_CTL_MOD`, which also
+//! re-arms edge-triggered and one-shot registrations so the program gets its `EPOLLOUT`.
+//! A registration made before `connect` is not known here: such a socket still works (the
+//! program's `SO_ERROR` check or first I/O finishes the handshake) but its handshake does not
+//! overlap with others.
+
+use crate::fdtable::{self, Entry, Kind};
+use crate::guard::{guarded, set_errno};
+use crate::handshake::{Handshake, ReadMode, State as HsState};
+use crate::hooks::connect::describe;
+use crate::lock::ForkSafeMutex;
+use crate::proxied::{self, errno, strerror, Failure};
+use crate::runtime::{self, Fault, Runtime};
+use crate::{decide, real, sockaddr as sa};
+use libc::{c_int, c_short, c_void};
+use proxify_core::config::{Chain, ChainMode};
+use proxify_core::socks::{Command, Reply, TargetAddr};
+use proxify_core::url::ProxyUrl;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+/// An entry nobody looked at for this long after its deadline belongs to a closed fd.
+const STALE_AFTER: Duration = Duration::from_secs(30);
+
+/// One epoll registration of a handshaking fd, as the program asked for it.
+#[derive(Clone, Copy)]
+struct Reg {
+    epfd: c_int,
+    fd: c_int,
+    events: u32,
+    data: u64,
+}
+
+/// One running handshake.
+struct Pending {
+    hs: Handshake,
+    /// The TCP connect to the first hop is not confirmed yet.
+    connecting: bool,
+    /// What the handshake waits for (POLLIN or POLLOUT).
+    want: c_short,
+    /// Of the current phase: connect_timeout, then handshake_timeout once connected.
+    deadline: Instant,
+    handshake_timeout: Duration,
+    connect_timeout: Duration,
+    proxy: SocketAddr,
+    /// The hops used (dynamic chains retry without a dead one, like the blocking path).
+    hops: Vec<(usize, ProxyUrl)>,
+    tries: usize,
+    chain: &'static Chain,
+    domain: c_int,
+    target: TargetAddr,
+    shown: String,
+    via: String,
+    /// The fds known to refer to this socket (the first, dups, ones seen by a step).
+    fds: Vec<c_int>,
+    regs: Vec<Reg>,
+}
+
+static PENDING: ForkSafeMutex<Option<HashMap<u64, Pending>>> = ForkSafeMutex::new(None);
+
+pub(crate) fn fork_prepare() {
+    PENDING.raw_lock();
+}
+
+pub(crate) fn fork_release() {
+    unsafe { PENDING.raw_unlock() }
+}
+
+/// Where a handshake stands after a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Not a handshaking fd (never was, or finished and already reported).
+    NotOurs,
+    /// Still running: waits for `want` (POLLIN or POLLOUT) until `deadline`.
+    Running {
+        want: c_short,
+        deadline: Instant,
+    },
+    Done,
+    /// Failed with this errno (not yet reported to the program).
+    Failed(c_int),
+}
+
+enum Step {
+    Want(c_short),
+    Done(Reply),
+}
+
+/// What to log (and note) once the lock is released.
+enum Outcome {
+    Connected {
+        fd: c_int,
+        shown: String,
+        target: TargetAddr,
+        bound: Option<SocketAddr>,
+        reply_bound: TargetAddr,
+    },
+    Failed {
+        shown: String,
+        via: String,
+        msg: String,
+        internal: bool,
+    },
+}
+
+impl Outcome {
+    fn report(self) {
+        match self {
+            Outcome::Connected {
+                fd,
+                shown,
+                target,
+                bound,
+                reply_bound,
+            } => {
+                crate::bind::note_connection(&target, bound);
+                log::debug!(
+                    "connect fd {fd} to {shown}: connected (proxy bound {})",
+                    describe(&reply_bound)
+                );
+            }
+            // A panic already logged its one line.
+            Outcome::Failed { internal: true, .. } => {}
+            Outcome::Failed {
+                shown, via, msg, ..
+            } => log::warn!("cannot connect to {shown} through {via}: {msg}"),
+        }
+    }
+}
+
+fn inode(fd: c_int) -> Option<u64> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st.st_ino as u64)
+}
+
+/// Is the socket in non-blocking mode?
+pub fn is_nonblocking(fd: c_int) -> bool {
+    let fl = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
+    fl >= 0 && fl & libc::O_NONBLOCK != 0
+}
+
+/// Is `fd` handshaking or holding an unreported failure? (The hooks' slow-path test.)
+#[inline]
+pub fn is_ours(fd: c_int) -> bool {
+    matches!(
+        fdtable::kind(fd),
+        Some(Kind::Handshaking | Kind::HandshakeFailed)
+    )
+}
+
+/// Reads (and so clears) the kernel's pending socket error.
+fn so_error(fd: c_int) -> c_int {
+    let mut v: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    let rc = unsafe {
+        real::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            &mut v as *mut c_int as *mut c_void,
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        v
+    } else {
+        errno()
+    }
+}
+
+/// Leaves the socket unconnected, with no error of ours pending in the kernel.
+fn disconnect(fd: c_int) {
+    proxied::disconnect(fd);
+    so_error(fd);
+}
+
+fn ep_bits(want: c_short) -> u32 {
+    let mut e = 0;
+    if want & libc::POLLIN != 0 {
+        e |= libc::EPOLLIN as u32;
+    }
+    if want & libc::POLLOUT != 0 {
+        e |= libc::EPOLLOUT as u32;
+    }
+    e
+}
+
+/// Registers what the handshake needs in place of the program's registrations.
+fn rearm(p: &Pending) {
+    for r in &p.regs {
+        let mut ev = libc::epoll_event {
+            events: ep_bits(p.want),
+            u64: r.data,
+        };
+        unsafe { real::epoll_ctl(r.epfd, libc::EPOLL_CTL_MOD, r.fd, &mut ev) };
+    }
+}
+
+/// Puts the program's registrations back (re-arming them).
+fn restore(p: &Pending) {
+    for r in &p.regs {
+        let mut ev = libc::epoll_event {
+            events: r.events,
+            u64: r.data,
+        };
+        unsafe { real::epoll_ctl(r.epfd, libc::EPOLL_CTL_MOD, r.fd, &mut ev) };
+    }
+}
+
+/// One attempt: the handshake through `hops` and the TCP connect to the first one, started.
+fn begin(
+    rt: &Runtime,
+    fd: c_int,
+    domain: c_int,
+    target: &TargetAddr,
+    hops: &[(usize, ProxyUrl)],
+) -> Result<(Handshake, SocketAddr), Failure> {
+    let urls: Vec<ProxyUrl> = hops.iter().map(|(_, u)| u.clone()).collect();
+    let first = urls
+        .first()
+        .ok_or_else(|| Failure::new(libc::EACCES, "the chain has no proxy"))?;
+    let addrs = rt.hop_addrs(first).map_err(|e| Failure {
+        dead_hop: Some(0),
+        ..Failure::new(libc::EHOSTUNREACH, e)
+    })?;
+    let proxy = proxied::pick_proxy_addr(fd, domain, &addrs)?;
+    let hs = Handshake::new(&urls, Command::Connect, target.clone())?;
+    let (st, len) = sa::to_storage(&proxy);
+    let rc = unsafe { real::connect(fd, &st as *const _ as *const libc::sockaddr, len) };
+    if rc != 0 {
+        let e = errno();
+        if !matches!(e, libc::EINPROGRESS | libc::EINTR | libc::EALREADY) {
+            return Err(Failure {
+                dead_hop: Some(0),
+                ..Failure::new(e, format!("cannot reach proxy {proxy}: {}", strerror(e)))
+            });
+        }
+    }
+    Ok((hs, proxy))
+}
+
+/// A dynamic chain skips the hop a failure proved dead (as `proxied::connect` does).
+fn skip_dead(
+    rt: &Runtime,
+    chain: &Chain,
+    hops: &[(usize, ProxyUrl)],
+    tries: &mut usize,
+    f: &Failure,
+) -> bool {
+    if chain.mode != ChainMode::Dynamic || *tries <= 1 || hops.len() <= 1 {
+        return false;
+    }
+    let Some((idx, url)) = f.dead_hop.and_then(|i| hops.get(i)) else {
+        return false;
+    };
+    log::info!(
+        "dynamic chain {}: skipping dead hop {}: {}",
+        chain.name,
+        url.masked(),
+        f.msg
+    );
+    rt.mark_dead(chain, *idx);
+    *tries -= 1;
+    true
+}
+
+/// Starts a proxied connect of the non-blocking TCP socket `fd`: returns -1 with
+/// `EINPROGRESS` (or the errno of an immediate failure, after its one log line).
+pub fn start(
+    rt: &Runtime,
+    fd: c_int,
+    domain: c_int,
+    dest: SocketAddr,
+    target: TargetAddr,
+    shown: String,
+    via: String,
+) -> c_int {
+    match try_start(rt, fd, domain, dest, target, &shown, &via) {
+        Ok(()) => {
+            // Send the greeting now if the proxy answered the TCP connect at once.
+            let _ = step(fd);
+            set_errno(libc::EINPROGRESS);
+        }
+        Err(f) => {
+            log::warn!("cannot connect to {shown} through {via}: {}", f.msg);
+            set_errno(f.errno);
+        }
+    }
+    -1
+}
+
+fn try_start(
+    rt: &Runtime,
+    fd: c_int,
+    domain: c_int,
+    dest: SocketAddr,
+    target: TargetAddr,
+    shown: &str,
+    via: &str,
+) -> Result<(), Failure> {
+    let cfg = rt
+        .config()
+        .ok_or_else(|| Failure::new(libc::EACCES, rt.config_error().to_string()))?;
+    let chain = decide::chain_for(&target)
+        .ok_or_else(|| Failure::new(libc::EACCES, "no chain for this destination"))?;
+    let ino = inode(fd).ok_or_else(|| {
+        let e = errno();
+        Failure::new(e, format!("fstat failed: {}", strerror(e)))
+    })?;
+    let mut tries = chain.hops.len().max(1);
+    let (hops, hs, proxy) = loop {
+        let hops = rt.select_hops(chain);
+        match begin(rt, fd, domain, &target, &hops) {
+            Ok((hs, proxy)) => break (hops, hs, proxy),
+            Err(f) => {
+                disconnect(fd);
+                if !skip_dead(rt, chain, &hops, &mut tries, &f) {
+                    return Err(f);
+                }
+            }
+        }
+    };
+    let p = Pending {
+        hs,
+        connecting: true,
+        want: libc::POLLOUT,
+        deadline: Instant::now() + cfg.connect_timeout,
+        handshake_timeout: cfg.handshake_timeout,
+        connect_timeout: cfg.connect_timeout,
+        proxy,
+        hops,
+        tries,
+        chain,
+        domain,
+        target,
+        shown: shown.to_string(),
+        via: via.to_string(),
+        fds: vec![fd],
+        regs: Vec::new(),
+    };
+    {
+        let mut g = PENDING.lock();
+        let m = g.get_or_insert_with(HashMap::new);
+        let now = Instant::now();
+        m.retain(|_, p| p.deadline + STALE_AFTER > now);
+        // Replaces any stale entry of this socket (a reconnect after a failure).
+        m.insert(ino, p);
+    }
+    let entry = Entry {
+        kind: Kind::Handshaking,
+        peer: Some(dest),
+        relay: None,
+        ctrl: -1,
+    };
+    if !fdtable::set(fd, entry) {
+        PENDING.lock().as_mut().map(|m| m.remove(&ino));
+        disconnect(fd);
+        return Err(Failure::new(libc::EMFILE, "fd beyond proxify's table"));
+    }
+    Ok(())
+}
+
+/// Waits for `ev` next, unless the phase's deadline has passed.
+fn want(p: &Pending, ev: c_short, what: impl FnOnce() -> String) -> Result<Step, Failure> {
+    if Instant::now() >= p.deadline {
+        let dead_hop = p.connecting.then_some(0);
+        return Err(Failure {
+            dead_hop,
+            ..Failure::new(libc::ETIMEDOUT, format!("timed out {}", what()))
+        });
+    }
+    Ok(Step::Want(ev))
+}
+
+/// Moves the handshake as far as it goes without waiting (every call non-blocking).
+fn advance(rt: &Runtime, fd: c_int, p: &mut Pending) -> Result<Step, Failure> {
+    let mut buf = [0u8; 1024];
+    loop {
+        if p.connecting {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            let n = unsafe { real::poll(&mut pfd, 1, 0) };
+            if n < 0 {
+                let e = errno();
+                if e == libc::EINTR {
+                    continue;
+                }
+                return Err(Failure::new(e, format!("poll failed: {}", strerror(e))));
+            }
+            if n == 0 {
+                let proxy = p.proxy;
+                return want(p, libc::POLLOUT, || format!("connecting to proxy {proxy}"));
+            }
+            let e = so_error(fd);
+            if e != 0 || pfd.revents & libc::POLLNVAL != 0 {
+                let e = if e == 0 { libc::EBADF } else { e };
+                return Err(Failure {
+                    dead_hop: Some(0),
+                    ..Failure::new(
+                        e,
+                        format!("cannot reach proxy {}: {}", p.proxy, strerror(e)),
+                    )
+                });
+            }
+            p.connecting = false;
+            p.deadline = Instant::now() + p.handshake_timeout;
+            if rt.fault == Fault::PanicConnect {
+                panic!("injected fault (PROXIFY_TEST_FAULT=panic-connect)");
+            }
+        }
+        while !p.hs.pending_output().is_empty() {
+            let out = p.hs.pending_output();
+            let n = unsafe {
+                real::send(
+                    fd,
+                    out.as_ptr() as *const c_void,
+                    out.len(),
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            };
+            if n >= 0 {
+                p.hs.consume_output(n as usize);
+                continue;
+            }
+            match errno() {
+                libc::EINTR => {}
+                libc::EAGAIN => {
+                    return want(p, libc::POLLOUT, || "sending to the proxy".into());
+                }
+                e => {
+                    return Err(Failure::new(
+                        e,
+                        format!("lost the proxy while sending: {}", strerror(e)),
+                    ))
+                }
+            }
+        }
+        match p.hs.state() {
+            HsState::Done(r) => return Ok(Step::Done(r.clone())),
+            HsState::Failed(f) => {
+                return Err(Failure {
+                    msg: f.msg.clone(),
+                    ..*f
+                })
+            }
+            HsState::Running => {}
+        }
+        let (len, peek) = match p.hs.read_mode() {
+            ReadMode::Exact(n) => (n.min(buf.len()), false),
+            ReadMode::Peek(n) => (n.min(buf.len()), true),
+            ReadMode::Nothing => {
+                return Err(Failure::new(
+                    libc::EIO,
+                    "proxy handshake stalled (internal error)",
+                ))
+            }
+        };
+        let flags = libc::MSG_DONTWAIT | if peek { libc::MSG_PEEK } else { 0 };
+        let n = unsafe { real::recv(fd, buf.as_mut_ptr() as *mut c_void, len, flags) };
+        if n > 0 {
+            if peek {
+                let take = p.hs.feed_peeked(&buf[..n as usize]);
+                if take > 0 {
+                    // Those bytes are queued already: consume exactly them.
+                    let got = unsafe {
+                        real::recv(
+                            fd,
+                            buf.as_mut_ptr() as *mut c_void,
+                            take,
+                            libc::MSG_DONTWAIT,
+                        )
+                    };
+                    if got != take as isize {
+                        return Err(Failure::new(
+                            libc::EIO,
+                            "proxy reply vanished while reading it",
+                        ));
+                    }
+                }
+            } else {
+                p.hs.feed(&buf[..n as usize]);
+            }
+        } else if n == 0 {
+            p.hs.eof();
+        } else {
+            match errno() {
+                libc::EINTR => {}
+                libc::EAGAIN => {
+                    return want(p, libc::POLLIN, || "waiting for the proxy's reply".into());
+                }
+                e => {
+                    return Err(Failure::new(
+                        e,
+                        format!("lost the proxy while reading its reply: {}", strerror(e)),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// After a failed attempt of a dynamic chain: the same socket, the next live hops.
+fn restart(rt: &Runtime, fd: c_int, p: &mut Pending, mut f: Failure) -> Result<(), Failure> {
+    loop {
+        if !skip_dead(rt, p.chain, &p.hops, &mut p.tries, &f) {
+            return Err(f);
+        }
+        disconnect(fd);
+        let hops = rt.select_hops(p.chain);
+        match begin(rt, fd, p.domain, &p.target, &hops) {
+            Ok((hs, proxy)) => {
+                p.hs = hs;
+                p.proxy = proxy;
+                p.hops = hops;
+                p.connecting = true;
+                p.deadline = Instant::now() + p.connect_timeout;
+                return Ok(());
+            }
+            Err(e) => {
+                p.hops = hops;
+                f = e;
+            }
+        }
+    }
+}
+
+/// The fds of entry `ino` that are still handshaking on that socket.
+fn live_fds(p: &Pending, ino: u64, also: c_int) -> Vec<c_int> {
+    let mut v: Vec<c_int> = Vec::with_capacity(p.fds.len() + 1);
+    for &f in p.fds.iter().chain(std::iter::once(&also)) {
+        if f >= 0
+            && !v.contains(&f)
+            && fdtable::kind(f) == Some(Kind::Handshaking)
+            && inode(f) == Some(ino)
+        {
+            v.push(f);
+        }
+    }
+    v
+}
+
+fn complete_ok(fd: c_int, ino: u64, p: Pending, reply: Reply) -> (Progress, Option<Outcome>) {
+    let bound = match reply.bound {
+        TargetAddr::Ip(b) if !b.ip().is_unspecified() => sa::for_family(b, p.domain),
+        _ => None,
+    };
+    let fds = live_fds(&p, ino, fd);
+    // Registrations first: an epoll_ctl racing with us waits on the lock, then finds the
+    // fd finished and passes straight through.
+    restore(&p);
+    for f in fds {
+        fdtable::handshake_done(f, bound);
+    }
+    let o = Outcome::Connected {
+        fd,
+        shown: p.shown,
+        target: p.target,
+        bound,
+        reply_bound: reply.bound,
+    };
+    (Progress::Done, Some(o))
+}
+
+fn complete_failed(
+    fd: c_int,
+    ino: u64,
+    p: Option<Pending>,
+    f: Failure,
+    internal: bool,
+) -> (Progress, Option<Outcome>) {
+    disconnect(fd);
+    let (fds, o) = match p {
+        Some(p) => {
+            let fds = live_fds(&p, ino, fd);
+            restore(&p);
+            let o = Outcome::Failed {
+                shown: p.shown,
+                via: p.via,
+                msg: f.msg,
+                internal,
+            };
+            (fds, o)
+        }
+        None => (
+            vec![fd],
+            Outcome::Failed {
+                shown: match fdtable::get(fd).and_then(|e| e.peer) {
+                    Some(a) => a.to_string(),
+                    None => format!("fd {fd}'s destination"),
+                },
+                via: "the proxy".into(),
+                msg: f.msg,
+                internal,
+            },
+        ),
+    };
+    for x in fds {
+        fdtable::handshake_failed(x, f.errno);
+    }
+    (Progress::Failed(f.errno), Some(o))
+}
+
+/// One step of entry `ino` through `fd`, under the lock.
+fn step_locked(m: &mut HashMap<u64, Pending>, ino: u64, fd: c_int) -> (Progress, Option<Outcome>) {
+    let rt = runtime::get();
+    let Some(p) = m.get_mut(&ino) else {
+        // Finished by another fd or thread meanwhile (its slot changed under this lock)?
+        match fdtable::kind(fd) {
+            Some(Kind::Handshaking) => {}
+            Some(Kind::ProxiedTcp) => return (Progress::Done, None),
+            Some(Kind::HandshakeFailed) => {
+                let e = fdtable::failed_errno(fd).unwrap_or(libc::EIO);
+                return (Progress::Failed(e), None);
+            }
+            _ => return (Progress::NotOurs, None),
+        }
+        // A handshaking fd without state: it outlived its deadline unseen. Fail closed.
+        let f = Failure::new(libc::ETIMEDOUT, "timed out (the handshake was abandoned)");
+        return complete_failed(fd, ino, None, f, false);
+    };
+    if !p.fds.contains(&fd) {
+        p.fds.push(fd);
+    }
+    loop {
+        match catch_unwind(AssertUnwindSafe(|| advance(rt, fd, p))) {
+            Ok(Ok(Step::Want(w))) => {
+                if w != p.want {
+                    p.want = w;
+                    rearm(p);
+                }
+                let deadline = p.deadline;
+                return (Progress::Running { want: w, deadline }, None);
+            }
+            Ok(Ok(Step::Done(reply))) => {
+                let p = m.remove(&ino);
+                return match p {
+                    Some(p) => complete_ok(fd, ino, p, reply),
+                    None => (Progress::Done, None),
+                };
+            }
+            Ok(Err(f)) => match restart(rt, fd, p, f) {
+                Ok(()) => {
+                    p.want = libc::POLLOUT;
+                    rearm(p);
+                    continue;
+                }
+                Err(f) => {
+                    let p = m.remove(&ino);
+                    return complete_failed(fd, ino, p, f, false);
+                }
+            },
+            Err(_) => {
+                // The panic hook logged the one line; this connection fails, nothing else.
+                let p = m.remove(&ino);
+                let f = Failure::new(libc::EIO, "internal error");
+                return complete_failed(fd, ino, p, f, true);
+            }
+        }
+    }
+}
+
+/// Advances the handshake of `fd` as far as it goes without waiting.
+pub fn step(fd: c_int) -> Progress {
+    match fdtable::kind(fd) {
+        Some(Kind::Handshaking) => {}
+        Some(Kind::HandshakeFailed) => {
+            return Progress::Failed(fdtable::failed_errno(fd).unwrap_or(libc::EIO))
+        }
+        _ => return Progress::NotOurs,
+    }
+    let Some(ino) = inode(fd) else {
+        return Progress::NotOurs;
+    };
+    let (progress, outcome) = {
+        let mut g = PENDING.lock();
+        step_locked(g.get_or_insert_with(HashMap::new), ino, fd)
+    };
+    if let Some(o) = outcome {
+        o.report();
+    }
+    progress
+}
+
+/// Finishes the handshake of `fd` now, waiting (in `poll`) until its deadline at most.
+pub fn finish(fd: c_int) -> Result<(), c_int> {
+    loop {
+        match step(fd) {
+            Progress::NotOurs | Progress::Done => return Ok(()),
+            Progress::Failed(e) => return Err(e),
+            Progress::Running { want, deadline } => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let ms = (left.as_millis() + 1).min(i32::MAX as u128) as c_int;
+                let mut p = libc::pollfd {
+                    fd,
+                    events: want,
+                    revents: 0,
+                };
+                unsafe { real::poll(&mut p, 1, ms) };
+            }
+        }
+    }
+}
+
+/// For the data hooks: finishes a running handshake first; reports a failed one (once).
+/// False: the call fails with errno set.
+#[inline]
+pub fn gate(fd: c_int) -> bool {
+    fdtable::none_handshaking() || gate_slow(fd)
+}
+
+#[cold]
+#[inline(never)]
+fn gate_slow(fd: c_int) -> bool {
+    guarded(false, libc::EIO, || match fdtable::kind(fd) {
+        Some(Kind::Handshaking) => match finish(fd) {
+            Ok(()) => true,
+            Err(e) => {
+                set_errno(fdtable::take_failure(fd).unwrap_or(e));
+                false
+            }
+        },
+        Some(Kind::HandshakeFailed) => match fdtable::take_failure(fd) {
+            Some(e) => {
+                set_errno(e);
+                false
+            }
+            None => true,
+        },
+        _ => true,
+    })
+}
+
+/// `SO_ERROR` of a handshaking or failed fd (finishing a running handshake first), reported
+/// once; None for any other fd.
+pub fn pending_error(fd: c_int) -> Option<c_int> {
+    match fdtable::kind(fd)? {
+        Kind::Handshaking => Some(match finish(fd) {
+            Ok(()) => 0,
+            Err(e) => fdtable::take_failure(fd).unwrap_or(e),
+        }),
+        Kind::HandshakeFailed => Some(fdtable::take_failure(fd).unwrap_or(0)),
+        _ => None,
+    }
+}
+
+/// `connect` again on a handshaking or failed fd: the errno to return (EALREADY while it
+/// runs, EISCONN once done, the failure once), or None for any other fd.
+pub fn connect_again(fd: c_int) -> Option<c_int> {
+    match fdtable::kind(fd)? {
+        Kind::Handshaking => Some(match step(fd) {
+            Progress::Running { .. } => libc::EALREADY,
+            Progress::Done | Progress::NotOurs => libc::EISCONN,
+            Progress::Failed(e) => fdtable::take_failure(fd).unwrap_or(e),
+        }),
+        Kind::HandshakeFailed => Some(fdtable::take_failure(fd).unwrap_or(libc::ECONNABORTED)),
+        _ => None,
+    }
+}
+
+/// `newfd` is a dup of a handshaking fd: it finishes with the others.
+pub fn note_dup(newfd: c_int) {
+    let Some(ino) = inode(newfd) else {
+        return;
+    };
+    if let Some(p) = PENDING.lock().as_mut().and_then(|m| m.get_mut(&ino)) {
+        if !p.fds.contains(&newfd) {
+            p.fds.push(newfd);
+        }
+    }
+}
+
+/// `epoll_ctl` on a handshaking fd: records the program's registration and registers what the
+/// handshake needs instead. None: not ours (the caller makes the real call).
+pub unsafe fn epoll_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    ev: *mut libc::epoll_event,
+) -> Option<c_int> {
+    if fdtable::kind(fd) != Some(Kind::Handshaking) {
+        return None;
+    }
+    let ino = inode(fd)?;
+    let mut g = PENDING.lock();
+    let p = g.as_mut()?.get_mut(&ino)?;
+    match op {
+        libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => {
+            if ev.is_null() {
+                return None;
+            }
+            let prog = std::ptr::read_unaligned(ev);
+            if prog.events & libc::EPOLLEXCLUSIVE as u32 != 0 {
+                // Cannot be modified later: the kernel's view stays (still correct: the
+                // program's SO_ERROR check or first I/O finishes the handshake).
+                return None;
+            }
+            let data = prog.u64;
+            let mut ours = libc::epoll_event {
+                events: ep_bits(p.want),
+                u64: data,
+            };
+            let r = real::epoll_ctl(epfd, op, fd, &mut ours);
+            if r == 0 {
+                p.regs.retain(|r| !(r.epfd == epfd && r.fd == fd));
+                p.regs.push(Reg {
+                    epfd,
+                    fd,
+                    events: prog.events,
+                    data,
+                });
+                if !p.fds.contains(&fd) {
+                    p.fds.push(fd);
+                }
+            }
+            Some(r)
+        }
+        libc::EPOLL_CTL_DEL => {
+            let r = real::epoll_ctl(epfd, op, fd, ev);
+            p.regs.retain(|r| !(r.epfd == epfd && r.fd == fd));
+            Some(r)
+        }
+        _ => None,
+    }
+}
+
+/// Does epoll instance `epfd` hold a registration of a running handshake?
+pub fn epoll_has(epfd: c_int) -> bool {
+    PENDING
+        .lock()
+        .as_ref()
+        .map(|m| m.values().any(|p| p.regs.iter().any(|r| r.epfd == epfd)))
+        .unwrap_or(false)
+}
+
+/// Before waiting on `epfd`: fails the handshakes registered there whose deadline passed and
+/// returns the nearest deadline of the others.
+pub fn epoll_sweep(epfd: c_int) -> Option<Instant> {
+    let now = Instant::now();
+    let mut outcomes = Vec::new();
+    let mut soonest: Option<Instant> = None;
+    {
+        let mut g = PENDING.lock();
+        let m = g.as_mut()?;
+        let mine: Vec<(u64, c_int, Instant)> = m
+            .iter()
+            .filter_map(|(ino, p)| {
+                let r = p.regs.iter().find(|r| r.epfd == epfd)?;
+                Some((*ino, r.fd, p.deadline))
+            })
+            .collect();
+        for (ino, fd, deadline) in mine {
+            if fdtable::kind(fd) != Some(Kind::Handshaking) || inode(fd) != Some(ino) {
+                // Closed meanwhile (the kernel dropped the registration too): forget it.
+                m.remove(&ino);
+                continue;
+            }
+            if deadline <= now {
+                let (_, o) = step_locked(m, ino, fd);
+                outcomes.extend(o);
+            } else {
+                soonest = Some(soonest.map_or(deadline, |s| s.min(deadline)));
+            }
+        }
+    }
+    for o in outcomes {
+        o.report();
+    }
+    soonest
+}
+
+/// After `epoll_wait` on `epfd` returned `n` events: steps the handshakes they belong to and
+/// removes them (the program sees its own events once the handshake is over and its
+/// registration is back). Returns how many events are left for the program.
+pub unsafe fn epoll_filter(epfd: c_int, events: *mut libc::epoll_event, n: usize) -> usize {
+    let mut outcomes = Vec::new();
+    let mut kept = 0;
+    {
+        let mut g = PENDING.lock();
+        let Some(m) = g.as_mut() else {
+            return n;
+        };
+        let mut todo: Vec<(u64, c_int)> = Vec::new();
+        for i in 0..n {
+            let ev = std::ptr::read_unaligned(events.add(i));
+            let data = ev.u64;
+            let owner = loop {
+                let Some((ino, fd)) = m.iter().find_map(|(ino, p)| {
+                    p.regs
+                        .iter()
+                        .find(|r| r.epfd == epfd && r.data == data)
+                        .map(|r| (*ino, r.fd))
+                }) else {
+                    break None;
+                };
+                if fdtable::kind(fd) == Some(Kind::Handshaking) && inode(fd) == Some(ino) {
+                    break Some((ino, fd));
+                }
+                // A closed fd's leftover (its number and data may be reused by now): the
+                // event is someone else's.
+                m.remove(&ino);
+            };
+            match owner {
+                Some(o) => {
+                    if !todo.iter().any(|t| t.0 == o.0) {
+                        todo.push(o);
+                    }
+                }
+                None => {
+                    std::ptr::write_unaligned(events.add(kept), ev);
+                    kept += 1;
+                }
+            }
+        }
+        for (ino, fd) in todo {
+            let (_, o) = step_locked(m, ino, fd);
+            outcomes.extend(o);
+        }
+    }
+    for o in outcomes {
+        o.report();
+    }
+    kept
+}

@@ -2,7 +2,7 @@
 //! directly gets the same hooks as through the libc wrappers. Everything else goes to libc's
 //! `syscall` unchanged. (The variadic entry point is in `csrc/variadic.c`.)
 
-use crate::hooks::{connect, exec, fd, io, listen, udp};
+use crate::hooks::{connect, exec, fd, io, listen, poll, sockopt, udp};
 use crate::real;
 use libc::{c_int, c_long, c_uint, c_void};
 
@@ -48,6 +48,24 @@ pub unsafe extern "C" fn proxify_syscall(
         libc::SYS_accept => listen::accept(i(a1), p(a2) as _, p(a3) as _) as c_long,
         libc::SYS_accept4 => listen::accept4(i(a1), p(a2) as _, p(a3) as _, i(a4)) as c_long,
         libc::SYS_getsockname => listen::getsockname(i(a1), p(a2) as _, p(a3) as _) as c_long,
+        libc::SYS_getsockopt => {
+            sockopt::getsockopt(i(a1), i(a2), i(a3), p(a4), p(a5) as _) as c_long
+        }
+        // Readiness waits (a pending non-blocking handshake is driven there). pselect6 is
+        // not routed: a handshake waited on that way still completes, without overlap.
+        libc::SYS_ppoll => poll::ppoll(p(a1) as _, a2 as _, p(a3) as _, p(a4) as _) as c_long,
+        libc::SYS_epoll_ctl => poll::epoll_ctl(i(a1), i(a2), i(a3), p(a4) as _) as c_long,
+        libc::SYS_epoll_pwait => {
+            poll::epoll_pwait(i(a1), p(a2) as _, i(a3), i(a4), p(a5) as _) as c_long
+        }
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_poll => poll::poll(p(a1) as _, a2 as _, i(a3)) as c_long,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_select => {
+            poll::select(i(a1), p(a2) as _, p(a3) as _, p(a4) as _, p(a5) as _) as c_long
+        }
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_epoll_wait => poll::epoll_wait(i(a1), p(a2) as _, i(a3), i(a4)) as c_long,
         libc::SYS_execve => exec::execve(p(a1) as _, p(a2) as _, p(a3) as _) as c_long,
         libc::SYS_execveat => {
             exec::execveat(i(a1), p(a2) as _, p(a3) as _, p(a4) as _, i(a5)) as c_long

@@ -32,7 +32,7 @@
 
 use crate::fdtable::{self, Entry, Kind};
 use crate::guard::{guarded, set_errno};
-use crate::handshake::{Handshake, ReadMode, State as HsState};
+use crate::handshake::Handshake;
 use crate::hooks::connect::describe;
 use crate::lock::ForkSafeMutex;
 use crate::proxied::{self, errno, strerror, Failure};
@@ -402,7 +402,6 @@ fn want(p: &Pending, ev: c_short, what: impl FnOnce() -> String) -> Result<Step,
 
 /// Moves the handshake as far as it goes without waiting (every call non-blocking).
 fn advance(rt: &Runtime, fd: c_int, p: &mut Pending) -> Result<Step, Failure> {
-    let mut buf = [0u8; 1024];
     loop {
         if p.connecting {
             let mut pfd = libc::pollfd {
@@ -439,94 +438,10 @@ fn advance(rt: &Runtime, fd: c_int, p: &mut Pending) -> Result<Step, Failure> {
                 panic!("injected fault (PROXIFY_TEST_FAULT=panic-connect)");
             }
         }
-        while !p.hs.pending_output().is_empty() {
-            let out = p.hs.pending_output();
-            let n = unsafe {
-                real::send(
-                    fd,
-                    out.as_ptr() as *const c_void,
-                    out.len(),
-                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-                )
-            };
-            if n >= 0 {
-                p.hs.consume_output(n as usize);
-                continue;
-            }
-            match errno() {
-                libc::EINTR => {}
-                libc::EAGAIN => {
-                    return want(p, libc::POLLOUT, || "sending to the proxy".into());
-                }
-                e => {
-                    return Err(Failure::new(
-                        e,
-                        format!("lost the proxy while sending: {}", strerror(e)),
-                    ))
-                }
-            }
-        }
-        match p.hs.state() {
-            HsState::Done(r) => return Ok(Step::Done(r.clone())),
-            HsState::Failed(f) => {
-                return Err(Failure {
-                    msg: f.msg.clone(),
-                    ..*f
-                })
-            }
-            HsState::Running => {}
-        }
-        let (len, peek) = match p.hs.read_mode() {
-            ReadMode::Exact(n) => (n.min(buf.len()), false),
-            ReadMode::Peek(n) => (n.min(buf.len()), true),
-            ReadMode::Nothing => {
-                return Err(Failure::new(
-                    libc::EIO,
-                    "proxy handshake stalled (internal error)",
-                ))
-            }
+        return match proxied::advance(fd, &mut p.hs)? {
+            proxied::Progress::Done(r) => Ok(Step::Done(r)),
+            proxied::Progress::Wait(ev, what) => want(p, ev, || what.into()),
         };
-        let flags = libc::MSG_DONTWAIT | if peek { libc::MSG_PEEK } else { 0 };
-        let n = unsafe { real::recv(fd, buf.as_mut_ptr() as *mut c_void, len, flags) };
-        if n > 0 {
-            if peek {
-                let take = p.hs.feed_peeked(&buf[..n as usize]);
-                if take > 0 {
-                    // Those bytes are queued already: consume exactly them.
-                    let got = unsafe {
-                        real::recv(
-                            fd,
-                            buf.as_mut_ptr() as *mut c_void,
-                            take,
-                            libc::MSG_DONTWAIT,
-                        )
-                    };
-                    if got != take as isize {
-                        return Err(Failure::new(
-                            libc::EIO,
-                            "proxy reply vanished while reading it",
-                        ));
-                    }
-                }
-            } else {
-                p.hs.feed(&buf[..n as usize]);
-            }
-        } else if n == 0 {
-            p.hs.eof();
-        } else {
-            match errno() {
-                libc::EINTR => {}
-                libc::EAGAIN => {
-                    return want(p, libc::POLLIN, || "waiting for the proxy's reply".into());
-                }
-                e => {
-                    return Err(Failure::new(
-                        e,
-                        format!("lost the proxy while reading its reply: {}", strerror(e)),
-                    ))
-                }
-            }
-        }
     }
 }
 

@@ -175,10 +175,18 @@ pub fn connect_proxy(fd: c_int, proxy: SocketAddr, timeout: Duration) -> Result<
     }
 }
 
-/// Drives `hs` over `fd` (blocking or not: every call is MSG_DONTWAIT and waits in poll)
-/// until it is done, fails, or `deadline` passes. Reads whole protocol messages (or peeks and
-/// consumes exactly the reply), never application data.
-pub fn drive(fd: c_int, hs: &mut Handshake, deadline: Instant) -> Result<Reply, Failure> {
+/// What a handshake needs after [`advance`] went as far as it could without waiting.
+pub enum Progress {
+    Done(Reply),
+    /// Wait for these poll events, doing what the text says (for a timeout message).
+    Wait(libc::c_short, &'static str),
+}
+
+/// Moves `hs` over `fd` as far as it goes without waiting: every send and receive is
+/// MSG_DONTWAIT. Reads whole protocol messages (or peeks and consumes exactly the reply),
+/// never application data. Shared by the blocking driver ([`drive`]) and the non-blocking one
+/// (`nbconnect.rs`).
+pub fn advance(fd: c_int, hs: &mut Handshake) -> Result<Progress, Failure> {
     let mut buf = [0u8; 1024];
     loop {
         while !hs.pending_output().is_empty() {
@@ -197,7 +205,7 @@ pub fn drive(fd: c_int, hs: &mut Handshake, deadline: Instant) -> Result<Reply, 
             }
             match errno() {
                 libc::EINTR => {}
-                libc::EAGAIN => wait(fd, libc::POLLOUT, deadline, "sending to the proxy")?,
+                libc::EAGAIN => return Ok(Progress::Wait(libc::POLLOUT, "sending to the proxy")),
                 e => {
                     return Err(Failure::new(
                         e,
@@ -207,7 +215,7 @@ pub fn drive(fd: c_int, hs: &mut Handshake, deadline: Instant) -> Result<Reply, 
             }
         }
         match hs.state() {
-            HsState::Done(r) => return Ok(r.clone()),
+            HsState::Done(r) => return Ok(Progress::Done(r.clone())),
             HsState::Failed(f) => {
                 return Err(Failure {
                     msg: f.msg.clone(),
@@ -256,7 +264,12 @@ pub fn drive(fd: c_int, hs: &mut Handshake, deadline: Instant) -> Result<Reply, 
         } else {
             match errno() {
                 libc::EINTR => {}
-                libc::EAGAIN => wait(fd, libc::POLLIN, deadline, "waiting for the proxy's reply")?,
+                libc::EAGAIN => {
+                    return Ok(Progress::Wait(
+                        libc::POLLIN,
+                        "waiting for the proxy's reply",
+                    ))
+                }
                 e => {
                     return Err(Failure::new(
                         e,
@@ -264,6 +277,17 @@ pub fn drive(fd: c_int, hs: &mut Handshake, deadline: Instant) -> Result<Reply, 
                     ))
                 }
             }
+        }
+    }
+}
+
+/// Drives `hs` over `fd` (blocking or not: [`advance`] never blocks, waits are in poll) until
+/// it is done, fails, or `deadline` passes.
+pub fn drive(fd: c_int, hs: &mut Handshake, deadline: Instant) -> Result<Reply, Failure> {
+    loop {
+        match advance(fd, hs)? {
+            Progress::Done(r) => return Ok(r),
+            Progress::Wait(events, what) => wait(fd, events, deadline, what)?,
         }
     }
 }

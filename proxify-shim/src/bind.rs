@@ -78,6 +78,25 @@ fn local_addr(fd: c_int) -> Option<SocketAddr> {
     unsafe { sockaddr::read(&st as *const _ as *const libc::sockaddr, len) }
 }
 
+/// The expected BIND peer: the most recent proxied connection's address, port 0 (the remote
+/// side connects back from a port we cannot know; FTP uses 20).
+fn expected_peer() -> Option<TargetAddr> {
+    STATE.lock().last_peer.clone().map(|t| match t {
+        TargetAddr::Ip(a) => TargetAddr::Ip(SocketAddr::new(a.ip(), 0)),
+        TargetAddr::Domain(n, _) => TargetAddr::Domain(n, 0),
+    })
+}
+
+/// A socket bound to a proxy-side address we reported (curl's active FTP binds to the control
+/// connection's getsockname, then reads the port before listen): the BIND starts at bind time,
+/// unless the policy is `never`. Returns the expected peer if so.
+pub fn wanted_at_bind(rt: &Runtime) -> Option<TargetAddr> {
+    if rt.config()?.bind == BindPolicy::Never {
+        return None;
+    }
+    expected_peer()
+}
+
 /// Should `listen` on `fd` become a BIND? Returns the expected peer if so.
 pub fn wanted(rt: &Runtime, fd: c_int) -> Option<TargetAddr> {
     let cfg = rt.config()?;
@@ -97,12 +116,7 @@ pub fn wanted(rt: &Runtime, fd: c_int) -> Option<TargetAddr> {
                 ..
             })
         );
-    let last = STATE.lock().last_peer.clone();
-    // The remote side connects back from a port we cannot know (FTP uses 20): port 0.
-    let last = last.map(|t| match t {
-        TargetAddr::Ip(a) => TargetAddr::Ip(SocketAddr::new(a.ip(), 0)),
-        TargetAddr::Domain(n, _) => TargetAddr::Domain(n, 0),
-    });
+    let last = expected_peer();
     match cfg.bind {
         BindPolicy::Auto if ephemeral => last,
         BindPolicy::Always => Some(last.unwrap_or(TargetAddr::Ip(SocketAddr::new(

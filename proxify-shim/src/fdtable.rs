@@ -400,6 +400,28 @@ pub fn clear_range(first: u32, last: u32, ours_closed_too: bool) {
     }
 }
 
+/// The first tracked fd (and its state) for which `pred` holds, scanning the allocated chunks.
+/// For rare paths only (it visits every slot of every chunk in use).
+pub fn find(pred: impl Fn(i32, &Entry) -> bool) -> Option<(i32, Entry)> {
+    if none_tracked() {
+        return None;
+    }
+    for (ci, cell) in CHUNKS.iter().enumerate() {
+        if cell.load(Ordering::Acquire).is_null() {
+            continue;
+        }
+        for k in 0..CHUNK {
+            let fd = (ci * CHUNK + k) as i32;
+            if let Some(e) = get(fd) {
+                if pred(fd, &e) {
+                    return Some((fd, e));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// The first of our own fds in `from..=to`, skipping unallocated chunks.
 pub fn next_internal(from: u32, to: u32) -> Option<u32> {
     if none_tracked() {

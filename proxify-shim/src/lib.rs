@@ -33,11 +33,13 @@ extern "C" fn fork_prepare() {
     nbconnect::fork_prepare();
     runtime::fork_prepare();
     hosts::fork_prepare();
+    udp::fork_prepare();
     bind::fork_prepare();
 }
 
 extern "C" fn fork_release() {
     bind::fork_release();
+    udp::fork_release();
     hosts::fork_release();
     runtime::fork_release();
     nbconnect::fork_release();

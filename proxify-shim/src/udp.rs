@@ -9,12 +9,14 @@
 use crate::decide::{self, Route};
 use crate::fdtable::{self, Entry, Kind};
 use crate::handshake::Handshake;
+use crate::lock::ForkSafeMutex;
 use crate::proxied::{self, errno, strerror, Failure};
 use crate::runtime::Runtime;
 use crate::{fakedns, real, sockaddr};
 use libc::{c_int, c_void, iovec, msghdr, ssize_t};
 use proxify_core::socks::{self, Command, TargetAddr, Version};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
@@ -191,6 +193,7 @@ pub fn assoc_for(
         return Err(Failure::new(libc::EMFILE, "fd beyond proxify's table"));
     }
     let (relay, ctrl) = associate(rt, fd, family, target)?;
+    forget_names(fd);
     let e = Entry {
         kind: Kind::UdpAssoc,
         peer: None,
@@ -222,6 +225,56 @@ pub fn target_of(dest: SocketAddr) -> Result<TargetAddr, Failure> {
 ///
 /// # Safety
 /// `iov` must describe readable memory; `control` as in a `msghdr`.
+/// Names an unconnected associated socket sent datagrams to, by fd (at most `MAX_NAMES`
+/// each, newest last): the relay reports a reply's source by the address the proxy resolved,
+/// and the program must see the placeholder it sent to instead.
+static SENT_NAMES: ForkSafeMutex<Option<HashMap<c_int, SentNames>>> = ForkSafeMutex::new(None);
+type SentNames = Vec<(String, u16)>;
+const MAX_NAMES: usize = 16;
+
+pub(crate) fn fork_prepare() {
+    SENT_NAMES.raw_lock();
+}
+
+pub(crate) fn fork_release() {
+    unsafe { SENT_NAMES.raw_unlock() }
+}
+
+fn forget_names(fd: c_int) {
+    if let Some(m) = SENT_NAMES.lock().as_mut() {
+        m.remove(&fd);
+    }
+}
+
+fn remember_name(fd: c_int, name: &str, port: u16) {
+    let mut g = SENT_NAMES.lock();
+    let v = g.get_or_insert_with(HashMap::new).entry(fd).or_default();
+    if let Some(i) = v.iter().position(|(n, p)| n == name && *p == port) {
+        v.remove(i);
+    } else if v.len() >= MAX_NAMES {
+        v.remove(0);
+    }
+    v.push((name.to_string(), port));
+}
+
+/// The placeholder for a reply from `port` when the program sent to a name on that port.
+fn placeholder_for_reply(fd: c_int, port: u16, family: c_int) -> Option<SocketAddr> {
+    let g = SENT_NAMES.lock();
+    let (name, _) = g
+        .as_ref()?
+        .get(&fd)?
+        .iter()
+        .rev()
+        .find(|(_, p)| *p == port)?;
+    let i = fakedns::index_for(name)?;
+    let ip = if family == libc::AF_INET6 {
+        IpAddr::V6(fakedns::v6(i))
+    } else {
+        IpAddr::V4(fakedns::v4(i))
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
 pub unsafe fn send(
     entry: &Entry,
     fd: c_int,
@@ -230,6 +283,9 @@ pub unsafe fn send(
     control: (*mut c_void, usize),
     flags: c_int,
 ) -> ssize_t {
+    if let (TargetAddr::Domain(n, p), None) = (target, entry.peer) {
+        remember_name(fd, n, *p);
+    }
     if entry.ctrl < 0 || !ctrl_alive(entry.ctrl) {
         log::warn!(
             "UDP to {}: the proxy closed the association; datagram not sent",
@@ -394,7 +450,11 @@ pub unsafe fn recv(
                     }
                     peer
                 }
-                None => match sockaddr::for_family(origin, family) {
+                // A reply to a datagram the program sent by name carries the address the
+                // proxy resolved: report the placeholder the program used.
+                None => match placeholder_for_reply(fd, origin.port(), family)
+                    .or_else(|| sockaddr::for_family(origin, family))
+                {
                     Some(a) => a,
                     None => {
                         drop_it("source not expressible in the socket's family");

@@ -220,6 +220,52 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
             0
         }
         Some(_) => real::getpeername(fd, addr, len),
-        None => real::getpeername(fd, addr, len),
+        None => {
+            let cap = if len.is_null() { 0 } else { *len };
+            let r = real::getpeername(fd, addr, len);
+            if r == 0 && !addr.is_null() && !len.is_null() {
+                guarded((), 0, || adopt_if_copy(fd, addr, len, cap));
+            }
+            r
+        }
+    }
+}
+
+/// An untracked fd whose peer is a proxy may be a copy of a proxied socket made before its
+/// connect (dup before connect, a child forked earlier, an fd passed over a UNIX socket): the
+/// state is under the other fd number. Find it by the socket's inode and adopt it; report the
+/// destination instead of the proxy. Only this rare path pays for the search.
+unsafe fn adopt_if_copy(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, cap: socklen_t) {
+    let Some(seen) = sa::read(addr, *len) else {
+        return;
+    };
+    let rt = runtime::get();
+    let Some(cfg) = rt.config() else {
+        return;
+    };
+    let is_proxy = cfg.chains.iter().flat_map(|c| c.hops.iter()).any(|h| {
+        rt.hop_addrs(h)
+            .map(|v| v.iter().any(|a| decide::unmap(*a) == decide::unmap(seen)))
+            .unwrap_or(false)
+    });
+    if !is_proxy {
+        return;
+    }
+    let ino = |f: c_int| {
+        let mut st: libc::stat = std::mem::zeroed();
+        (libc::fstat(f, &mut st) == 0).then_some((st.st_dev, st.st_ino))
+    };
+    let Some(me) = ino(fd) else {
+        return;
+    };
+    let found = fdtable::find(|other, e| {
+        other != fd && e.kind == Kind::ProxiedTcp && ino(other) == Some(me)
+    });
+    if let Some((_, e)) = found {
+        fdtable::set(fd, e);
+        if let Some(p) = e.peer {
+            *len = cap;
+            sa::write_out(&p, addr, len);
+        }
     }
 }

@@ -21,8 +21,10 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
     guarded(-1, libc::EIO, || {
         // Binding to a proxy-side address we reported (as curl's active FTP does with the
         // control connection's getsockname) means "the address the proxy will use": bind
-        // locally to the wildcard and let listen() ask the proxy.
-        let r = if bind::is_reported(&a.ip()) {
+        // locally to the wildcard and ask the proxy to BIND now, since such programs read
+        // the port with getsockname before they call listen().
+        let proxy_side = bind::is_reported(&a.ip());
+        let r = if proxy_side {
             let any = if a.is_ipv4() {
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED)
             } else {
@@ -34,18 +36,40 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
         } else {
             real::bind(fd, addr, len)
         };
-        if r == 0 && a.port() == 0 {
-            if let Some((libc::SOCK_STREAM, _)) = crate::proxied::socket_type(fd) {
-                fdtable::set(
-                    fd,
-                    Entry {
-                        kind: Kind::BoundEphemeral,
-                        peer: None,
-                        relay: None,
-                        ctrl: -1,
-                    },
-                );
+        let stream = matches!(
+            crate::proxied::socket_type(fd),
+            Some((libc::SOCK_STREAM, _))
+        );
+        if r == 0 && proxy_side && stream {
+            let rt = runtime::get();
+            if let Some(peer) = bind::wanted_at_bind(rt) {
+                let family = crate::proxied::socket_domain(fd);
+                let shown = crate::hooks::connect::describe(&peer);
+                return match bind::start(rt, fd, family, peer) {
+                    Ok(bound) => {
+                        log::debug!("bind fd {fd}: BIND through the proxy for {shown}, proxy listens on {bound}");
+                        0
+                    }
+                    Err(f) => {
+                        log::warn!(
+                            "cannot listen through the proxy (BIND for {shown}): {}",
+                            f.msg
+                        );
+                        fail(f.errno)
+                    }
+                };
             }
+        }
+        if r == 0 && a.port() == 0 && stream {
+            fdtable::set(
+                fd,
+                Entry {
+                    kind: Kind::BoundEphemeral,
+                    peer: None,
+                    relay: None,
+                    ctrl: -1,
+                },
+            );
         }
         r
     })
@@ -54,6 +78,10 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
 #[no_mangle]
 pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     guarded(-1, libc::EIO, || {
+        if is_bind(fd) {
+            // The BIND already started at bind() time.
+            return 0;
+        }
         let rt = runtime::get();
         let Some(peer) = bind::wanted(rt, fd) else {
             return real::listen(fd, backlog);

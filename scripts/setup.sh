@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what proxify's build and test suite need and builds the release binaries.
+# Idempotent: a second run installs nothing and only lets cargo check that the build is current.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi
+
+# Debian packages: the real servers and clients the integration tests run.
+PKGS=(dante-server microsocks proxychains4 tcpdump iproute2 curl openssh-server openssh-client
+      socat netcat-openbsd dnsmasq-base vsftpd wget python3 bind9-dnsutils
+      git nodejs gcc libc6-dev tinyproxy)
+missing=()
+for p in "${PKGS[@]}"; do
+    if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+        missing+=("$p")
+    fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    # Keep the packages' services (sshd, danted, vsftpd) from starting on the host.
+    added_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+        "${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
+        added_policy=1
+    fi
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ "$added_policy" = 1 ]; then "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d; fi
+fi
+
+# pytest for the python3 that scripts/test.sh runs: pip where python3 allows it (pyenv, venv),
+# else Debian's package for the system python3.
+if ! python3 -c 'import pytest' 2>/dev/null; then
+    echo "setup: installing pytest for $(command -v python3)"
+    if ! python3 -m pip install -q pytest 2>/dev/null; then
+        "${SUDO[@]}" apt-get install -y -qq python3-pytest >/dev/null 2>&1 || {
+            "${SUDO[@]}" apt-get update -qq
+            "${SUDO[@]}" apt-get install -y -qq python3-pytest >/dev/null
+        }
+    fi
+    python3 -c 'import pytest' || { echo "setup: could not install pytest for $(command -v python3)" >&2; exit 1; }
+fi
+
+# Release binaries: target/release/proxify and target/release/libproxify.so.
+cargo build --release --workspace --quiet

@@ -251,10 +251,24 @@ impl Handshake {
             None => {}
             Some(Err((f, refused))) => {
                 let dead_hop = self.dead(self.idx, refused);
-                self.state = State::Failed(Failure {
-                    dead_hop,
-                    ..Self::at(&self.hops, self.idx, f)
-                })
+                let i = self.idx;
+                // A refusal to CONNECT to the next hop is about that hop: name it.
+                let f = match dead_hop {
+                    Some(d) if d == i + 1 => Failure {
+                        msg: format!(
+                            "hop {} of {} ({}) could not reach hop {} ({}): {}",
+                            i + 1,
+                            self.hops.len(),
+                            self.hops[i].masked(),
+                            d + 1,
+                            self.hops[d].masked(),
+                            f.msg
+                        ),
+                        ..f
+                    },
+                    _ => Self::at(&self.hops, i, f),
+                };
+                self.state = State::Failed(Failure { dead_hop, ..f })
             }
             Some(Ok(reply)) if self.idx + 1 >= self.hops.len() => self.state = State::Done(reply),
             Some(Ok(_)) => {

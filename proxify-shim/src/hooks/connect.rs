@@ -130,7 +130,12 @@ fn connect_proxied(
     let shown = describe(&target);
     let via = match decide::chain_for(&target) {
         Some(c) if c.hops.len() == 1 => c.hops[0].masked(),
-        Some(c) => format!("chain {} ({} proxies, {:?})", c.name, c.hops.len(), c.mode),
+        Some(c) => format!(
+            "chain {} ({} proxies, {})",
+            c.name,
+            c.hops.len(),
+            c.mode.as_str()
+        ),
         None => "no chain".to_string(),
     };
     log::debug!("connect fd {fd} to {shown}: through proxy {via}");

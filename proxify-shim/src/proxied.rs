@@ -44,7 +44,7 @@ pub fn strerror(e: c_int) -> String {
     std::io::Error::from_raw_os_error(e).to_string()
 }
 
-fn sockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
+pub fn sockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
     let mut v: c_int = 0;
     let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
     let rc = unsafe {
@@ -110,11 +110,17 @@ fn fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
 }
 
 /// Waits for `events` on `fd` until `deadline`.
-fn wait(fd: c_int, events: libc::c_short, deadline: Instant, what: &str) -> Result<(), Failure> {
+/// Returns the events that came (revents). `what` (for messages) is only built on failure.
+fn wait(
+    fd: c_int,
+    events: libc::c_short,
+    deadline: Instant,
+    what: impl Fn() -> String,
+) -> Result<libc::c_short, Failure> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(Failure::new(libc::ETIMEDOUT, format!("timed out {what}")));
+            return Err(Failure::new(libc::ETIMEDOUT, format!("timed out {}", what())));
         }
         let ms = left.as_millis().clamp(1, i32::MAX as u128) as c_int;
         let mut p = libc::pollfd {
@@ -122,16 +128,16 @@ fn wait(fd: c_int, events: libc::c_short, deadline: Instant, what: &str) -> Resu
             events,
             revents: 0,
         };
-        let rc = unsafe { libc::poll(&mut p, 1, ms) };
+        let rc = unsafe { real::poll(&mut p, 1, ms) };
         if rc > 0 {
-            return Ok(());
+            return Ok(p.revents);
         }
         if rc < 0 {
             let e = errno();
             if e != libc::EINTR {
                 return Err(Failure::new(
                     e,
-                    format!("poll failed {what}: {}", strerror(e)),
+                    format!("poll failed {}: {}", what(), strerror(e)),
                 ));
             }
         }
@@ -153,12 +159,13 @@ pub fn connect_proxy(fd: c_int, proxy: SocketAddr, timeout: Duration) -> Result<
             format!("cannot reach proxy {proxy}: {}", strerror(e)),
         ));
     }
-    wait(
-        fd,
-        libc::POLLOUT,
-        deadline,
-        &format!("connecting to proxy {proxy}"),
-    )?;
+    let revents = wait(fd, libc::POLLOUT, deadline, || {
+        format!("connecting to proxy {proxy}")
+    })?;
+    // Writable without an error or hang-up: connected (no SO_ERROR call needed).
+    if revents & (libc::POLLERR | libc::POLLHUP) == 0 {
+        return Ok(());
+    }
     match sockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR) {
         Some(0) => Ok(()),
         Some(e) => Err(Failure::new(
@@ -189,6 +196,7 @@ pub enum Progress {
 pub fn advance(fd: c_int, hs: &mut Handshake) -> Result<Progress, Failure> {
     let mut buf = [0u8; 1024];
     loop {
+        let mut sent = false;
         while !hs.pending_output().is_empty() {
             let out = hs.pending_output();
             let n = unsafe {
@@ -201,6 +209,7 @@ pub fn advance(fd: c_int, hs: &mut Handshake) -> Result<Progress, Failure> {
             };
             if n >= 0 {
                 hs.consume_output(n as usize);
+                sent = true;
                 continue;
             }
             match errno() {
@@ -223,6 +232,11 @@ pub fn advance(fd: c_int, hs: &mut Handshake) -> Result<Progress, Failure> {
                 })
             }
             HsState::Running => {}
+        }
+        if sent && hs.read_mode() != ReadMode::Nothing {
+            // The reply to what was just sent cannot be there yet: wait for it rather than
+            // spend a read on EAGAIN.
+            return Ok(Progress::Wait(libc::POLLIN, "waiting for the proxy's reply"));
         }
         let (want, peek) = match hs.read_mode() {
             ReadMode::Exact(n) => (n.min(buf.len()), false),
@@ -287,7 +301,9 @@ pub fn drive(fd: c_int, hs: &mut Handshake, deadline: Instant) -> Result<Reply, 
     loop {
         match advance(fd, hs)? {
             Progress::Done(r) => return Ok(r),
-            Progress::Wait(events, what) => wait(fd, events, deadline, what)?,
+            Progress::Wait(events, what) => {
+                wait(fd, events, deadline, || what.to_string())?;
+            }
         }
     }
 }

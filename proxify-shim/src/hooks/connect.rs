@@ -3,7 +3,7 @@
 use crate::decide::{self, Route};
 use crate::fdtable::{self, Entry, Kind};
 use crate::guard::{guarded, set_errno};
-use crate::proxied::{self, socket_type};
+use crate::proxied;
 use crate::sockaddr as sa;
 use crate::{real, runtime};
 use libc::{c_int, sockaddr, socklen_t};
@@ -102,24 +102,30 @@ fn connect_proxied(
     dest: SocketAddr,
     target: TargetAddr,
 ) -> c_int {
-    let Some((ty, proto)) = socket_type(fd) else {
+    let Some(ty) = proxied::sockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) else {
         return fail(proxied::errno());
     };
-    let domain = proxied::socket_domain(fd);
     match ty {
-        libc::SOCK_STREAM if matches!(proto, 0 | libc::IPPROTO_TCP | libc::IPPROTO_MPTCP) => {}
-        libc::SOCK_DGRAM => return connect_udp(rt, fd, domain, dest, &target),
+        // (A stream socket of another protocol, SCTP, reaches only the proxy and fails there.)
+        libc::SOCK_STREAM => {}
+        libc::SOCK_DGRAM => {
+            // A UDP socket of either family may be given an IPv4 address: ask the kernel.
+            return connect_udp(rt, fd, proxied::socket_domain(fd), dest, &target);
+        }
         _ => {
             log::warn!(
-                "refusing connection to {}: socket type {ty}/protocol {proto} cannot go through a SOCKS proxy",
+                "refusing connection to {}: socket type {ty} cannot go through a SOCKS proxy",
                 describe(&target)
             );
             return fail(libc::EACCES);
         }
     }
-    if (domain == libc::AF_INET) != dest.is_ipv4() {
-        return fail(libc::EAFNOSUPPORT);
-    }
+    // A TCP socket's family is its address's (the kernel refuses any other).
+    let domain = if dest.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     if fd < 0 || fd as usize >= fdtable::MAX_FD {
         log::warn!(
             "refusing connection to {}: fd {fd} is beyond proxify's table",

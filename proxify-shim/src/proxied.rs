@@ -120,7 +120,10 @@ fn wait(
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(Failure::new(libc::ETIMEDOUT, format!("timed out {}", what())));
+            return Err(Failure::new(
+                libc::ETIMEDOUT,
+                format!("timed out {}", what()),
+            ));
         }
         let ms = left.as_millis().clamp(1, i32::MAX as u128) as c_int;
         let mut p = libc::pollfd {
@@ -236,7 +239,10 @@ pub fn advance(fd: c_int, hs: &mut Handshake) -> Result<Progress, Failure> {
         if sent && hs.read_mode() != ReadMode::Nothing {
             // The reply to what was just sent cannot be there yet: wait for it rather than
             // spend a read on EAGAIN.
-            return Ok(Progress::Wait(libc::POLLIN, "waiting for the proxy's reply"));
+            return Ok(Progress::Wait(
+                libc::POLLIN,
+                "waiting for the proxy's reply",
+            ));
         }
         let (want, peek) = match hs.read_mode() {
             ReadMode::Exact(n) => (n.min(buf.len()), false),

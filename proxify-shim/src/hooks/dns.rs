@@ -383,14 +383,16 @@ thread_local! {
     }) };
 }
 
-unsafe fn ghbn_static(name: *const c_char, af: c_int) -> Option<*mut hostent> {
+/// Runs a `_r` answer (`fill(ret, buf, buflen, result, h_errnop)`, None = "libc answers")
+/// into this thread's static storage, as the non-reentrant calls return it.
+unsafe fn into_static(
+    fill: impl FnOnce(*mut hostent, *mut c_char, size_t, *mut *mut hostent, *mut c_int) -> Option<c_int>,
+) -> Option<*mut hostent> {
     STATIC.with(|s| {
         let s = &mut *s.get();
         let mut result: *mut hostent = std::ptr::null_mut();
         let mut herr: c_int = 0;
-        let rc = ghbn_r(
-            name,
-            af,
+        let rc = fill(
             &mut s.he,
             s.buf.as_mut_ptr() as *mut c_char,
             std::mem::size_of_val(&s.buf),
@@ -403,6 +405,10 @@ unsafe fn ghbn_static(name: *const c_char, af: c_int) -> Option<*mut hostent> {
         }
         Some(result)
     })
+}
+
+unsafe fn ghbn_static(name: *const c_char, af: c_int) -> Option<*mut hostent> {
+    into_static(|ret, buf, buflen, result, herr| ghbn_r(name, af, ret, buf, buflen, result, herr))
 }
 
 #[no_mangle]
@@ -568,25 +574,8 @@ pub unsafe extern "C" fn gethostbyaddr(
     ty: c_int,
 ) -> *mut hostent {
     let r = guarded(Some(std::ptr::null_mut()), libc::EIO, || {
-        STATIC.with(|s| {
-            let s = &mut *s.get();
-            let mut result: *mut hostent = std::ptr::null_mut();
-            let mut herr: c_int = 0;
-            let rc = ghba_r(
-                addr,
-                len,
-                ty,
-                &mut s.he,
-                s.buf.as_mut_ptr() as *mut c_char,
-                std::mem::size_of_val(&s.buf),
-                &mut result,
-                &mut herr,
-            )?;
-            if rc != 0 || result.is_null() {
-                set_h_errno(if herr == 0 { HOST_NOT_FOUND } else { herr });
-                return Some(std::ptr::null_mut());
-            }
-            Some(result)
+        into_static(|ret, buf, buflen, result, herr| {
+            ghba_r(addr, len, ty, ret, buf, buflen, result, herr)
         })
     });
     match r {

@@ -133,20 +133,15 @@ fn connect_proxied(
         );
         return fail(libc::EMFILE);
     }
-    let shown = describe(&target);
-    let via = match decide::chain_for(&target) {
-        Some(c) if c.hops.len() == 1 => c.hops[0].masked(),
-        Some(c) => format!(
-            "chain {} ({} proxies, {})",
-            c.name,
-            c.hops.len(),
-            c.mode.as_str()
-        ),
-        None => "no chain".to_string(),
-    };
-    log::debug!("connect fd {fd} to {shown}: through proxy {via}");
+    // The texts for log lines are built only when a line is written (not on every connect).
+    log::debug!(
+        "connect fd {fd} to {}: through proxy {}",
+        describe(&target),
+        via_of(&target)
+    );
     if crate::nbconnect::is_nonblocking(fd) {
         // EINPROGRESS at once; the handshake runs from the program's poll/select/epoll calls.
+        let (shown, via) = (describe(&target), via_of(&target));
         return crate::nbconnect::start(rt, fd, domain, dest, target, shown, via);
     }
     let target_copy = target.clone();
@@ -161,15 +156,35 @@ fn connect_proxied(
             fdtable::set(fd, e);
             crate::bind::note_connection(&target_copy, bound);
             log::debug!(
-                "connect fd {fd} to {shown}: connected (proxy bound {})",
+                "connect fd {fd} to {}: connected (proxy bound {})",
+                describe(&target_copy),
                 describe(&reply.bound)
             );
             0
         }
         Err(f) => {
-            log::warn!("cannot connect to {shown} through {via}: {}", f.msg);
+            log::warn!(
+                "cannot connect to {} through {}: {}",
+                describe(&target_copy),
+                via_of(&target_copy),
+                f.msg
+            );
             fail(f.errno)
         }
+    }
+}
+
+/// The proxy (or chain) a target goes through, for messages.
+fn via_of(target: &TargetAddr) -> String {
+    match decide::chain_for(target) {
+        Some(c) if c.hops.len() == 1 => c.hops[0].masked(),
+        Some(c) => format!(
+            "chain {} ({} proxies, {})",
+            c.name,
+            c.hops.len(),
+            c.mode.as_str()
+        ),
+        None => "no chain".to_string(),
     }
 }
 

@@ -15,13 +15,21 @@ pub fn set_errno(e: libc::c_int) {
 /// Runs `f`; if it panics, sets errno to `errno` and returns `failed`.
 #[inline]
 pub fn guarded<R>(failed: R, errno: libc::c_int, f: impl FnOnce() -> R) -> R {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(_) => {
+    match caught(f) {
+        Some(r) => r,
+        None => {
             set_errno(errno);
             failed
         }
     }
+}
+
+/// Runs `f`; None if it panicked (the panic hook has logged it). For callers that must undo
+/// state of their own before failing closed (`nbconnect`); everything else uses [`guarded`].
+/// The one place the shim catches panics.
+#[inline]
+pub fn caught<R>(f: impl FnOnce() -> R) -> Option<R> {
+    catch_unwind(AssertUnwindSafe(f)).ok()
 }
 
 /// Replaces the default panic output (multi-line, with a backtrace hint) with one log line.

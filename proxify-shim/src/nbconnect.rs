@@ -44,7 +44,6 @@ use proxify_core::socks::{Command, Reply, TargetAddr};
 use proxify_core::url::ProxyUrl;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 /// An entry nobody looked at for this long after its deadline belongs to a closed fd.
@@ -568,8 +567,8 @@ fn step_locked(m: &mut HashMap<u64, Pending>, ino: u64, fd: c_int) -> (Progress,
         p.fds.push(fd);
     }
     loop {
-        match catch_unwind(AssertUnwindSafe(|| advance(rt, fd, p))) {
-            Ok(Ok(Step::Want(w))) => {
+        match crate::guard::caught(|| advance(rt, fd, p)) {
+            Some(Ok(Step::Want(w))) => {
                 if w != p.want {
                     p.want = w;
                     rearm(p);
@@ -577,14 +576,14 @@ fn step_locked(m: &mut HashMap<u64, Pending>, ino: u64, fd: c_int) -> (Progress,
                 let deadline = p.deadline;
                 return (Progress::Running { want: w, deadline }, None);
             }
-            Ok(Ok(Step::Done(reply))) => {
+            Some(Ok(Step::Done(reply))) => {
                 let p = m.remove(&ino);
                 return match p {
                     Some(p) => complete_ok(fd, ino, p, reply),
                     None => (Progress::Done, None),
                 };
             }
-            Ok(Err(f)) => match restart(rt, fd, p, f) {
+            Some(Err(f)) => match restart(rt, fd, p, f) {
                 Ok(()) => {
                     p.want = libc::POLLOUT;
                     rearm(p);
@@ -595,7 +594,7 @@ fn step_locked(m: &mut HashMap<u64, Pending>, ino: u64, fd: c_int) -> (Progress,
                     return complete_failed(fd, ino, p, f, false);
                 }
             },
-            Err(_) => {
+            None => {
                 // The panic hook logged the one line; this connection fails, nothing else.
                 let p = m.remove(&ino);
                 let f = Failure::new(libc::EIO, "internal error");

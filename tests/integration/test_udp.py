@@ -725,3 +725,28 @@ print(json.dumps(res))
     assert "AFTER CLOSE" not in log, f"a datagram reached the relay after the association ended:\n{log}"
     _no_udp_to_target(capture)
     assert_no_leak(capture)
+
+
+def test_dnat_to_a_direct_address_sends_there_not_to_the_original(topo, udp_env, capture, proxify_bin):
+    """`--dnat` rewriting a UDP destination to one that is routed direct (here a loopback echo
+    in the client's own namespace): the datagram goes to the rewritten address, never to the
+    original one (which would leave the client unproxied)."""
+    code = PRELUDE + f"""
+import threading
+echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+echo.bind(("127.0.0.1", 39999))
+def serve():
+    d, a = echo.recvfrom(2048)
+    echo.sendto(b"local:" + d, a)
+threading.Thread(target=serve, daemon=True).start()
+s = sock()
+s.sendto(b"hi", ({T4!r}, 9999))
+data, src = s.recvfrom(2048)
+print(json.dumps({{"data": data.decode(), "src": list(src)}}))
+"""
+    r = run_proxified(DANTE, [sys.executable, "-c", code],
+                      opts=["--dnat", f"{T4}:9999 127.0.0.1:39999"])
+    res = _json(r, "UDP dnat to a direct address")
+    assert res["data"] == "local:hi", f"the datagram did not reach the rewritten address:\n{r}"
+    _no_udp_to_target(capture)
+    assert_no_leak(capture, "UDP dnat to a direct address")

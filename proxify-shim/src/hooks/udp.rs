@@ -17,11 +17,14 @@ use crate::hooks::connect::describe;
 use crate::{real, runtime, sockaddr, udp};
 use libc::{c_int, c_uint, c_void, iovec, msghdr, size_t, socklen_t, ssize_t};
 use proxify_core::socks::TargetAddr;
+use std::net::SocketAddr;
 
 /// What to do with a send that names a destination.
 enum Verdict {
     /// Let libc send it as is.
     Real,
+    /// Direct, but to the address a `dnat` entry rewrote the destination to.
+    RealTo(SocketAddr),
     /// Refused; errno is set.
     Fail,
     /// Through the association, to this target.
@@ -43,6 +46,21 @@ unsafe fn classify(
     }
     guarded(Verdict::Fail, libc::EIO, || {
         let target = match decide::route(dest) {
+            Route::Direct(decide::Direct::Rule(_, Some(to))) => {
+                // Expressed as the program expressed the original (v4, or v6/v4-mapped).
+                let fam = if dest.is_ipv4() {
+                    libc::AF_INET
+                } else {
+                    libc::AF_INET6
+                };
+                return match sockaddr::for_family(to, fam) {
+                    Some(a) => Verdict::RealTo(a),
+                    None => {
+                        set_errno(libc::EAFNOSUPPORT);
+                        Verdict::Fail
+                    }
+                };
+            }
             Route::Direct(_) => return Verdict::Real,
             Route::Deny(e, why) => {
                 log::warn!("refusing datagram to {dest}: {why}");
@@ -140,10 +158,12 @@ unsafe fn send_connected(
 /// The association of `fd` if it is an associated UDP socket.
 #[inline]
 pub fn assoc(fd: c_int) -> Option<Entry> {
-    if fdtable::none_tracked() {
+    // One load of the kind byte (none at all when nothing is tracked); the whole entry is
+    // decoded only for an associated socket, not on every read of a proxied TCP stream.
+    if fdtable::kind(fd) != Some(Kind::UdpAssoc) {
         return None;
     }
-    fdtable::get(fd).filter(|e| e.kind == Kind::UdpAssoc)
+    fdtable::get(fd)
 }
 
 #[no_mangle]
@@ -170,6 +190,17 @@ pub unsafe extern "C" fn sendto(
     }
     match classify(fd, addr, alen, flags) {
         Verdict::Real => real::sendto(fd, buf, len, flags, addr, alen),
+        Verdict::RealTo(to) => {
+            let (st, l) = sockaddr::to_storage(&to);
+            real::sendto(
+                fd,
+                buf,
+                len,
+                flags,
+                &st as *const _ as *const libc::sockaddr,
+                l,
+            )
+        }
         Verdict::Fail => -1,
         Verdict::Udp(t, fam) => send_udp(fd, t, fam, &iov, (std::ptr::null_mut(), 0), flags),
     }
@@ -221,6 +252,13 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         flags,
     ) {
         Verdict::Real => real::sendmsg(fd, msg, flags),
+        Verdict::RealTo(to) => {
+            let (st, l) = sockaddr::to_storage(&to);
+            let mut copy = *m;
+            copy.msg_name = &st as *const _ as *mut c_void;
+            copy.msg_namelen = l;
+            real::sendmsg(fd, &copy, flags)
+        }
         Verdict::Fail => -1,
         Verdict::Udp(t, fam) => send_udp(fd, t, fam, iovs(m), control, flags),
     }

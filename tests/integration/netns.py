@@ -41,7 +41,12 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 RUN_DIR = REPO / "tests" / ".run"
 
-NS_CLIENT, NS_PROXY, NS_TARGET = "pxf-c", "pxf-p", "pxf-t"
+# PROXIFY_NS_TAG (a short word, default empty) renames the namespaces, the test user and the lock,
+# so that several checkouts on one machine can each run the suite at the same time.
+TAG = os.environ.get("PROXIFY_NS_TAG", "")
+if not TAG.isalnum() and TAG != "" or len(TAG) > 6:
+    raise SystemExit("PROXIFY_NS_TAG must be at most 6 letters or digits")
+NS_CLIENT, NS_PROXY, NS_TARGET = f"pxf{TAG}-c", f"pxf{TAG}-p", f"pxf{TAG}-t"
 NAMESPACES = (NS_CLIENT, NS_PROXY, NS_TARGET)
 
 CLIENT4, CLIENT6 = "198.51.100.2", "2001:db8:1::2"
@@ -71,8 +76,8 @@ SSHD_PORT = 2222  # on 127.0.0.1 in the proxy ns
 HTTP_PORT, ECHO_PORT = 80, 7
 LOOPBACK_HTTP_PORT = 8080  # 127.0.0.1 in the client ns
 
-TEST_USER = "proxifytest"
-LOCK_FILE = "/run/lock/proxify-netns.lock"  # one topology per machine: the names are fixed
+TEST_USER = f"proxifytest{TAG}"
+LOCK_FILE = f"/run/lock/proxify-netns{TAG}.lock"  # one topology per tag: the names are fixed
 LOCK_WAIT_S = 900
 
 _DOC_NETS = [ipaddress.ip_network(n) for n in (

@@ -38,7 +38,7 @@ URL4 = f"http://{T4}/"
 URLNAME = f"http://{netns.TARGET_NAME}/"
 
 # The second proxy host.
-NS_FAR = "pxf-p2"
+NS_FAR = f"pxf{netns.TAG}-p2"
 HOP_P, HOP_FAR = "192.0.2.129", "192.0.2.130"  # proxy host <-> far host, /30
 FAR_T, T_FAR = "192.0.2.133", "192.0.2.134"  # far host <-> target host, /30
 FAR_PORT = 1080

@@ -4,6 +4,7 @@
 //! ([`socks::Client`]) that is told which bytes arrived and says which bytes to send, so the
 //! blocking driver in the shim, the unit tests and the fuzzers all share one implementation.
 
+pub mod chain;
 pub mod cidr;
 pub mod config;
 pub mod elfcheck;

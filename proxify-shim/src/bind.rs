@@ -9,12 +9,12 @@
 //! exposed: if the proxy refuses, `listen` fails.
 
 use crate::fdtable::{self, Entry, Kind};
-use crate::handshake::Handshake;
 use crate::lock::ForkSafeMutex;
 use crate::proxied::{self, errno, strerror, Failure};
 use crate::runtime::Runtime;
 use crate::sockaddr;
 use libc::c_int;
+use proxify_core::chain::Handshake;
 use proxify_core::cidr::is_loopback;
 use proxify_core::config::BindPolicy;
 use proxify_core::socks::{Command, TargetAddr};

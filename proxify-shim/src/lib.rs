@@ -17,7 +17,6 @@ mod decide;
 mod fakedns;
 mod fdtable;
 mod guard;
-mod handshake;
 mod hooks;
 mod hosts;
 mod lock;

@@ -32,13 +32,13 @@
 
 use crate::fdtable::{self, Entry, Kind};
 use crate::guard::{guarded, set_errno};
-use crate::handshake::Handshake;
 use crate::hooks::connect::describe;
 use crate::lock::ForkSafeMutex;
 use crate::proxied::{self, errno, strerror, Failure};
 use crate::runtime::{self, Fault, Runtime};
 use crate::{decide, real, sockaddr as sa};
 use libc::{c_int, c_short, c_void};
+use proxify_core::chain::Handshake;
 use proxify_core::config::{Chain, ChainMode};
 use proxify_core::socks::{Command, Reply, TargetAddr};
 use proxify_core::url::ProxyUrl;

@@ -3,36 +3,18 @@
 //! client from proxify-core is driven over it with a deadline.
 
 use crate::decide;
-use crate::handshake::{Handshake, ReadMode, State as HsState};
 use crate::real;
 use crate::runtime::Runtime;
 use crate::sockaddr;
 use libc::{c_int, c_void};
+use proxify_core::chain::{Handshake, ReadMode, State as HsState};
 use proxify_core::config::ChainMode;
-use proxify_core::socks::{Command, Reply, Request, TargetAddr};
+use proxify_core::socks::{Command, Reply, TargetAddr};
 use proxify_core::url::ProxyUrl;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// A failed proxied call: the errno the program sees and the reason for the one log line.
-#[derive(Debug)]
-pub struct Failure {
-    pub errno: c_int,
-    pub msg: String,
-    /// The hop (index in the hops used) that proved dead, when the failure says so: a
-    /// dynamic chain skips it and tries again.
-    pub dead_hop: Option<usize>,
-}
-
-impl Failure {
-    pub fn new(errno: c_int, msg: impl Into<String>) -> Self {
-        Failure {
-            errno,
-            msg: msg.into(),
-            dead_hop: None,
-        }
-    }
-}
+pub use proxify_core::chain::Failure;
 
 pub fn errno() -> c_int {
     std::io::Error::last_os_error()
@@ -315,16 +297,6 @@ pub fn drive(fd: c_int, hs: &mut Handshake, deadline: Instant) -> Result<Reply, 
 }
 
 /// The SOCKS request for `command` to `target` through `proxy`.
-pub fn request(proxy: &ProxyUrl, command: Command, target: TargetAddr) -> Request {
-    Request {
-        version: proxy.scheme.version(),
-        command,
-        target,
-        credentials: proxy.credentials(),
-        pipeline: proxy.pipeline,
-    }
-}
-
 /// Connects the program's TCP socket `fd` (of `family`) to `target` through the proxy.
 /// On failure the socket is disconnected again (it never stays connected to anything), and
 /// its file status flags are as the program left them in every case.

@@ -8,12 +8,12 @@
 
 use crate::decide::{self, Route};
 use crate::fdtable::{self, Entry, Kind};
-use crate::handshake::Handshake;
 use crate::lock::ForkSafeMutex;
 use crate::proxied::{self, errno, strerror, Failure};
 use crate::runtime::Runtime;
 use crate::{fakedns, real, sockaddr};
 use libc::{c_int, c_void, iovec, msghdr, ssize_t};
+use proxify_core::chain::Handshake;
 use proxify_core::socks::{self, Command, TargetAddr, Version};
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -1,18 +1,58 @@
-//! One handshake through a proxy chain, as a sans-IO state machine over the per-hop clients of
-//! proxify-core (SOCKS5, SOCKS4/4a, HTTP CONNECT).
+//! One handshake through a proxy chain, as a sans-IO state machine over the per-hop clients
+//! (SOCKS5, SOCKS4/4a, HTTP CONNECT). Shared by the shim's blocking and non-blocking engines
+//! and by any other driver (a supervisor, the tests).
 //!
 //! Hop `i` is asked to CONNECT to hop `i + 1`; the last hop gets the program's command and
-//! target. Drivers (the blocking one in `proxied.rs`) only move bytes: write
-//! [`Handshake::pending_output`], then read as [`Handshake::read_mode`] says — an exact count
-//! (SOCKS replies have known lengths) or a peek (an HTTP reply ends with an empty line: the
-//! driver peeks, the client says how many bytes were its own, and the driver consumes exactly
-//! those). Either way no byte of the destination's data is ever taken.
+//! target. Drivers only move bytes: write [`Handshake::pending_output`], then read as
+//! [`Handshake::read_mode`] says — an exact count (SOCKS replies have known lengths) or a peek
+//! (an HTTP reply ends with an empty line: the driver peeks, the client says how many bytes
+//! were its own, and the driver consumes exactly those). Either way no byte of the
+//! destination's data is ever taken.
+//!
+//! States ([`State`]): `Running` until the last hop's reply (`Done`) or the first failure
+//! (`Failed`, with the errno the program sees, a one-line reason and the hop it proved dead).
 
-use crate::proxied::Failure;
-use proxify_core::http;
-use proxify_core::socks::{self, Command, Reply, TargetAddr};
-use proxify_core::url::{Host, ProxyUrl, Scheme};
+use crate::http;
+use crate::socks::{self, Command, Reply, Request, TargetAddr};
+use crate::url::{Host, ProxyUrl, Scheme};
 use std::net::SocketAddr;
+
+/// A failed proxied call: the errno the program sees and the reason for the one log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub errno: i32,
+    pub msg: String,
+    /// The hop (index in the hops used) that proved dead, when the failure says so: a
+    /// dynamic chain skips it and tries again.
+    pub dead_hop: Option<usize>,
+}
+
+impl Failure {
+    pub fn new(errno: i32, msg: impl Into<String>) -> Self {
+        Failure {
+            errno,
+            msg: msg.into(),
+            dead_hop: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+/// The SOCKS request for one hop, with the hop's credentials and pipelining choice.
+pub fn request(proxy: &ProxyUrl, command: Command, target: TargetAddr) -> Request {
+    Request {
+        version: proxy.scheme.version(),
+        command,
+        target,
+        credentials: proxy.credentials(),
+        pipeline: proxy.pipeline,
+    }
+}
 
 enum Hop {
     Socks(socks::Client),
@@ -71,7 +111,7 @@ fn client_for(url: &ProxyUrl, command: Command, target: TargetAddr) -> Result<Ho
             .map(Hop::Http)
             .map_err(|e| Failure::new(e.errno(), e.to_string()))
         }
-        _ => socks::Client::new(crate::proxied::request(url, command, target))
+        _ => socks::Client::new(request(url, command, target))
             .map(Hop::Socks)
             .map_err(|e| Failure::new(e.errno(), e.to_string())),
     }
@@ -288,5 +328,131 @@ impl Handshake {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn url(s: &str) -> ProxyUrl {
+        s.parse().unwrap()
+    }
+
+    fn drive(hs: &mut Handshake, replies: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut sent = Vec::new();
+        let mut replies = replies.iter();
+        while matches!(hs.state(), State::Running) {
+            let out = hs.pending_output().to_vec();
+            if !out.is_empty() {
+                hs.consume_output(out.len());
+                sent.push(out);
+                continue;
+            }
+            match hs.read_mode() {
+                ReadMode::Exact(n) => {
+                    let r = replies.next().expect("a reply");
+                    hs.feed(&r[..n.min(r.len())]);
+                    if r.len() > n {
+                        hs.feed(&r[n..]);
+                    }
+                }
+                ReadMode::Peek(_) => {
+                    let r = replies.next().expect("a reply");
+                    let took = hs.feed_peeked(r);
+                    assert_eq!(took, r.len());
+                }
+                ReadMode::Nothing => break,
+            }
+        }
+        sent
+    }
+
+    const TARGET: TargetAddr = TargetAddr::Ip(SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10)),
+        80,
+    ));
+
+    #[test]
+    fn two_socks5_hops_connect_to_the_second_then_the_target() {
+        let hops = [
+            url("socks5://198.51.100.1:1080"),
+            url("socks5://192.0.2.130:1080"),
+        ];
+        let mut hs = Handshake::new(&hops, Command::Connect, TARGET).unwrap();
+        let ok = [5, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        let sent = drive(
+            &mut hs,
+            &[&[5, 0], &ok[..4], &ok[4..], &[5, 0], &ok[..4], &ok[4..]],
+        );
+        assert!(matches!(hs.state(), State::Done(_)), "{:?}", hs.state());
+        // Hop 1 is asked for hop 2's address, hop 2 for the target.
+        assert!(sent
+            .iter()
+            .any(|m| m == &[5, 1, 0, 1, 192, 0, 2, 130, 4, 56]));
+        assert!(sent
+            .iter()
+            .any(|m| m == &[5, 1, 0, 1, 203, 0, 113, 10, 0, 80]));
+    }
+
+    #[test]
+    fn a_refusal_to_reach_the_next_hop_names_that_hop_dead() {
+        let hops = [
+            url("socks5://198.51.100.1:1080"),
+            url("socks5://192.0.2.130:1080"),
+        ];
+        let mut hs = Handshake::new(&hops, Command::Connect, TARGET).unwrap();
+        let refused = [5, 5, 0, 1, 0, 0, 0, 0, 0, 0];
+        drive(&mut hs, &[&[5, 0], &refused[..4], &refused[4..]]);
+        match hs.state() {
+            State::Failed(f) => {
+                assert_eq!(f.dead_hop, Some(1));
+                assert_eq!(f.errno, libc::ECONNREFUSED);
+                assert!(f.msg.contains("could not reach hop 2"), "{}", f.msg);
+            }
+            s => panic!("{s:?}"),
+        }
+    }
+
+    #[test]
+    fn the_last_hops_refusal_proves_no_hop_dead_and_eof_proves_the_current_one() {
+        let hops = [url("socks5://198.51.100.1:1080")];
+        let mut hs = Handshake::new(&hops, Command::Connect, TARGET).unwrap();
+        let refused = [5, 2, 0, 1, 0, 0, 0, 0, 0, 0];
+        drive(&mut hs, &[&[5, 0], &refused[..4], &refused[4..]]);
+        assert!(
+            matches!(hs.state(), State::Failed(f) if f.dead_hop.is_none() && f.errno == libc::EACCES)
+        );
+
+        let mut hs = Handshake::new(&hops, Command::Connect, TARGET).unwrap();
+        let out = hs.pending_output().len();
+        hs.consume_output(out);
+        hs.eof();
+        assert!(matches!(hs.state(), State::Failed(f) if f.dead_hop == Some(0)));
+    }
+
+    #[test]
+    fn an_http_hop_then_socks_reads_by_peek_and_refuses_bind() {
+        let hops = [
+            url("http://198.51.100.1:3128"),
+            url("socks5://192.0.2.130:1080"),
+        ];
+        let mut hs = Handshake::new(&hops, Command::Connect, TARGET).unwrap();
+        let ok = [5, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        drive(
+            &mut hs,
+            &[
+                b"HTTP/1.1 200 Connection established\r\n\r\n",
+                &[5, 0],
+                &ok[..4],
+                &ok[4..],
+            ],
+        );
+        assert!(matches!(hs.state(), State::Done(_)), "{:?}", hs.state());
+        let e = Handshake::new(&hops[..1], Command::Bind, TARGET)
+            .err()
+            .unwrap();
+        assert_eq!(e.errno, libc::EOPNOTSUPP);
     }
 }

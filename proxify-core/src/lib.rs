@@ -10,6 +10,7 @@ pub mod config;
 pub mod dns;
 pub mod elfcheck;
 pub mod http;
+pub mod placeholder;
 pub mod proxychains;
 pub mod rules;
 pub mod socks;

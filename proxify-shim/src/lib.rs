@@ -14,6 +14,7 @@
 
 mod bind;
 mod decide;
+mod dnsresp;
 mod fakedns;
 mod fdtable;
 mod guard;
@@ -34,9 +35,11 @@ extern "C" fn fork_prepare() {
     hosts::fork_prepare();
     udp::fork_prepare();
     bind::fork_prepare();
+    dnsresp::fork_prepare();
 }
 
 extern "C" fn fork_release() {
+    dnsresp::fork_release();
     bind::fork_release();
     udp::fork_release();
     hosts::fork_release();

@@ -14,7 +14,12 @@ use std::net::SocketAddr;
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     match sa::family(addr, len) {
         Some(libc::AF_INET) | Some(libc::AF_INET6) => {}
+        Some(libc::AF_UNSPEC) if !crate::dnsresp::idle() && fdtable::none_tracked() => {
+            crate::dnsresp::forget(fd);
+            return real::connect(fd, addr, len);
+        }
         Some(libc::AF_UNSPEC) if !fdtable::none_tracked() => {
+            crate::dnsresp::forget(fd);
             // Dissolving a UDP socket's connection: it is no longer connected through the
             // relay (the association itself stays for later datagrams).
             let r = real::connect(fd, addr, len);
@@ -45,6 +50,12 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
         // Too short to be an address: the kernel refuses it without sending anything.
         return real::connect(fd, addr, len);
     };
+    if dest.port() == 53 && crate::dnsresp::is_resolver(&dest) {
+        if let Some(r) = crate::dnsresp::connect(fd, dest) {
+            return r;
+        }
+    }
+    crate::dnsresp::forget(fd);
     let tracked = fdtable::get(fd);
     if let Some(Entry {
         kind: Kind::ProxiedTcp,
@@ -229,6 +240,15 @@ fn connect_udp(
 
 #[no_mangle]
 pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if !crate::dnsresp::idle() {
+        if let Some(p) = guarded(None, libc::EIO, || crate::dnsresp::connected_peer(fd)) {
+            if addr.is_null() || len.is_null() {
+                return fail(libc::EFAULT);
+            }
+            sa::write_out(&p, addr, len);
+            return 0;
+        }
+    }
     if fdtable::none_tracked() {
         return real::getpeername(fd, addr, len);
     }

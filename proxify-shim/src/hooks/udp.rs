@@ -29,6 +29,8 @@ enum Verdict {
     Fail,
     /// Through the association, to this target.
     Udp(TargetAddr, c_int),
+    /// To a system resolver under remote DNS: answered in-process (`dnsresp`).
+    Dns(SocketAddr),
 }
 
 unsafe fn classify(
@@ -41,6 +43,9 @@ unsafe fn classify(
         // Not an Internet address: nothing of ours to decide.
         return Verdict::Real;
     };
+    if dest.port() == 53 && guarded(false, libc::EIO, || crate::dnsresp::is_resolver(&dest)) {
+        return Verdict::Dns(dest);
+    }
     if decide::trivially_direct(&dest) {
         return Verdict::Real;
     }
@@ -155,6 +160,24 @@ unsafe fn send_connected(
     })
 }
 
+/// A send without an address on a socket connected to a system resolver: answered here.
+#[inline]
+pub fn dns_connected(fd: c_int, iov: &[iovec], flags: c_int) -> Option<ssize_t> {
+    if crate::dnsresp::idle() {
+        return None;
+    }
+    guarded(Some(-1), libc::EIO, || {
+        crate::dnsresp::send(fd, None, iov, flags)
+    })
+}
+
+/// A datagram to a system resolver; None: send it as it is.
+fn dns_to(fd: c_int, dest: SocketAddr, iov: &[iovec], flags: c_int) -> Option<ssize_t> {
+    guarded(Some(-1), libc::EIO, || {
+        crate::dnsresp::send(fd, Some(dest), iov, flags)
+    })
+}
+
 /// The association of `fd` if it is an associated UDP socket.
 #[inline]
 pub fn assoc(fd: c_int) -> Option<Entry> {
@@ -186,9 +209,14 @@ pub unsafe extern "C" fn sendto(
         if let Some(e) = assoc(fd) {
             return send_connected(&e, fd, &iov, (std::ptr::null_mut(), 0), flags);
         }
+        if let Some(r) = dns_connected(fd, &iov, flags) {
+            return r;
+        }
         return real::sendto(fd, buf, len, flags, addr, alen);
     }
     match classify(fd, addr, alen, flags) {
+        Verdict::Dns(d) => dns_to(fd, d, &iov, flags)
+            .unwrap_or_else(|| real::sendto(fd, buf, len, flags, addr, alen)),
         Verdict::Real => real::sendto(fd, buf, len, flags, addr, alen),
         Verdict::RealTo(to) => {
             let (st, l) = sockaddr::to_storage(&to);
@@ -218,6 +246,15 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
         }];
         return send_connected(&e, fd, &iov, (std::ptr::null_mut(), 0), flags);
     }
+    if !crate::dnsresp::idle() {
+        let iov = [iovec {
+            iov_base: buf as *mut c_void,
+            iov_len: len,
+        }];
+        if let Some(r) = dns_connected(fd, &iov, flags) {
+            return r;
+        }
+    }
     real::send(fd, buf, len, flags)
 }
 
@@ -243,6 +280,9 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         if let Some(e) = assoc(fd) {
             return send_connected(&e, fd, iovs(m), control, flags);
         }
+        if let Some(r) = dns_connected(fd, iovs(m), flags) {
+            return r;
+        }
         return real::sendmsg(fd, msg, flags);
     }
     match classify(
@@ -251,6 +291,9 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         m.msg_namelen,
         flags,
     ) {
+        Verdict::Dns(d) => {
+            dns_to(fd, d, iovs(m), flags).unwrap_or_else(|| real::sendmsg(fd, msg, flags))
+        }
         Verdict::Real => real::sendmsg(fd, msg, flags),
         Verdict::RealTo(to) => {
             let (st, l) = sockaddr::to_storage(&to);
@@ -279,11 +322,12 @@ pub unsafe extern "C" fn sendmmsg(
     }
     // Fast path: nothing tracked and every destination absent or loopback.
     let all_plain = fdtable::none_tracked()
+        && crate::dnsresp::idle()
         && (0..n as usize).all(|i| {
             let m = &(*msgs.add(i)).msg_hdr;
             m.msg_name.is_null()
                 || sockaddr::read(m.msg_name as *const libc::sockaddr, m.msg_namelen)
-                    .map(|d| decide::trivially_direct(&d))
+                    .map(|d| decide::trivially_direct(&d) && d.port() != 53)
                     .unwrap_or(true)
         });
     if all_plain {
@@ -346,7 +390,12 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
             return recv_assoc(&e, fd, &mut *msg, flags);
         }
     }
-    real::recvmsg(fd, msg, flags)
+    let r = real::recvmsg(fd, msg, flags);
+    if r >= 0 && !msg.is_null() && !crate::dnsresp::idle() {
+        let m = &mut *msg;
+        crate::dnsresp::fix_source(fd, m.msg_name as *mut libc::sockaddr, &mut m.msg_namelen);
+    }
+    r
 }
 
 #[no_mangle]
@@ -379,7 +428,11 @@ pub unsafe extern "C" fn recvfrom(
         }
         return r;
     }
-    real::recvfrom(fd, buf, len, flags, addr, alen)
+    let r = real::recvfrom(fd, buf, len, flags, addr, alen);
+    if r >= 0 && !crate::dnsresp::idle() {
+        crate::dnsresp::fix_source(fd, addr, alen);
+    }
+    r
 }
 
 #[no_mangle]
@@ -412,7 +465,18 @@ pub unsafe extern "C" fn recvmmsg(
         return -1;
     }
     let Some(e) = assoc(fd) else {
-        return real::recvmmsg(fd, msgs, n, flags, timeout);
+        let r = real::recvmmsg(fd, msgs, n, flags, timeout);
+        if r > 0 && !crate::dnsresp::idle() {
+            for i in 0..r as usize {
+                let m = &mut (*msgs.add(i)).msg_hdr;
+                crate::dnsresp::fix_source(
+                    fd,
+                    m.msg_name as *mut libc::sockaddr,
+                    &mut m.msg_namelen,
+                );
+            }
+        }
+        return r;
     };
     if msgs.is_null() {
         set_errno(libc::EFAULT);

@@ -12,20 +12,15 @@
 //! - `real`: the real libc functions, resolved once; `runtime`: configuration and logging.
 //! - `csrc/variadic.c`: `fcntl`, which stable Rust cannot define (variadic).
 
-mod bind;
-mod decide;
-mod fakedns;
-mod fdtable;
-mod guard;
+mod engine;
 mod hooks;
-mod hosts;
-mod lock;
-mod nbconnect;
-mod proxied;
-mod real;
-mod runtime;
-mod sockaddr;
-mod udp;
+mod policy;
+mod state;
+mod sys;
+
+use engine::{bind, nbconnect, udp};
+use state::{hosts, runtime};
+use sys::{guard, real};
 
 extern "C" fn fork_prepare() {
     // nbconnect's lock first: it is held while taking runtime's (a dynamic chain's retry).

@@ -138,7 +138,7 @@ pub enum Progress {
 /// Moves `hs` over `fd` as far as it goes without waiting: every send and receive is
 /// MSG_DONTWAIT. Reads whole protocol messages (or peeks and consumes exactly the reply),
 /// never application data. Shared by the blocking driver ([`drive`]) and the non-blocking one
-/// (`nbconnect.rs`).
+/// (`nbconnect`).
 pub fn advance(fd: c_int, hs: &mut Handshake) -> Result<Progress, Failure> {
     let mut buf = [0u8; 1024];
     loop {

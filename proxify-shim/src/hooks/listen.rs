@@ -1,5 +1,5 @@
 //! `bind`, `listen`, `accept`, `accept4`, `getsockname`: SOCKS BIND for listening sockets
-//! (see `bind.rs`), and the proxy-side address of proxied connections.
+//! (see `engine/bind.rs`), and the proxy-side address of proxied connections.
 
 use crate::engine::bind;
 use crate::state::fdtable::{self, Entry, Kind};

@@ -1,6 +1,6 @@
 //! `poll`, `ppoll`, `select`, `pselect`, `epoll_ctl`, `epoll_wait`, `epoll_pwait`,
 //! `epoll_pwait2` (and the fortified `__poll_chk`/`__ppoll_chk`): where the handshakes of
-//! non-blocking proxied connects (`nbconnect.rs`) are driven.
+//! non-blocking proxied connects (`engine/nbconnect.rs`) are driven.
 //!
 //! Fast path: no fd handshaking → straight to libc after one relaxed atomic load. Otherwise a
 //! handshaking fd in the set is stepped, waited on for what its handshake needs (never what

@@ -1,7 +1,7 @@
 //! `sendto`, `sendmsg`, `sendmmsg`, `send`, `recvfrom`, `recvmsg`, `recvmmsg`, `recv`.
 //!
 //! A datagram to a destination that is not direct goes through the socket's SOCKS5 UDP
-//! association (see `udp.rs`); with a SOCKS4 proxy it is refused. A TCP Fast Open `sendto` to
+//! association (see `engine/udp.rs`); with a SOCKS4 proxy it is refused. A TCP Fast Open `sendto` to
 //! a proxied destination is refused (it would connect directly).
 //!
 //! A TCP socket whose non-blocking proxied connect is still handshaking is finished first

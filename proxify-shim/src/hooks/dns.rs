@@ -9,8 +9,10 @@
 //! /etc/hosts, else numerically: a PTR query would be a local DNS query too.
 //! With local DNS (socks5, socks4) every call here goes straight to libc.
 
-use crate::guard::guarded;
-use crate::{fakedns, hosts, real, runtime, sockaddr};
+use crate::policy::names::{answer, reverse};
+use crate::state::runtime;
+use crate::sys::guard::guarded;
+use crate::sys::{real, sockaddr};
 use libc::{addrinfo, c_char, c_int, c_void, hostent, size_t, socklen_t};
 use std::ffi::{CStr, CString};
 use std::net::{IpAddr, SocketAddr};
@@ -24,63 +26,6 @@ const NO_RECOVERY: c_int = 3;
 
 fn set_h_errno(v: c_int) {
     unsafe { *__h_errno_location() = v };
-}
-
-/// What a forward look-up of a (non-numeric) name answers.
-pub(crate) struct Answer {
-    pub canon: String,
-    pub addrs: Vec<IpAddr>,
-}
-
-/// Resolves `name` without the system resolver: localhost, /etc/hosts, or a placeholder.
-/// `family` and `v4mapped` filter the addresses as `getaddrinfo` would.
-pub(crate) fn answer(name: &str, family: c_int, v4mapped: bool) -> Option<Answer> {
-    let lower = name.to_ascii_lowercase();
-    let lower = lower.strip_suffix('.').unwrap_or(&lower);
-    let (canon, addrs, _placeholder) = if lower == "localhost" || lower.ends_with(".localhost") {
-        let a: Vec<IpAddr> = vec!["127.0.0.1".parse().ok()?, "::1".parse().ok()?];
-        (lower.to_string(), a, false)
-    } else if let Some((canon, addrs)) = hosts::lookup_name(name) {
-        (canon, addrs, false)
-    } else {
-        if lower.is_empty() || lower.len() > 255 {
-            return None;
-        }
-        let i = fakedns::index_for(lower)?;
-        let v4 = IpAddr::V4(fakedns::v4(i));
-        let v6 = IpAddr::V6(fakedns::v6(i));
-        let prefer_v6 = runtime::get()
-            .first_hop()
-            .map(|p| matches!(p.host, proxify_core::url::Host::Ip(IpAddr::V6(_))))
-            .unwrap_or(false);
-        let both = if prefer_v6 {
-            vec![v6, v4]
-        } else {
-            vec![v4, v6]
-        };
-        (fakedns::normalize(name), both, true)
-    };
-    let pick: Vec<IpAddr> = match family {
-        libc::AF_INET => addrs.iter().filter(|a| a.is_ipv4()).copied().collect(),
-        libc::AF_INET6 => {
-            let v6: Vec<IpAddr> = addrs.iter().filter(|a| a.is_ipv6()).copied().collect();
-            if v6.is_empty() && v4mapped {
-                addrs
-                    .iter()
-                    .filter_map(|a| match a {
-                        IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
-                        _ => None,
-                    })
-                    .collect()
-            } else {
-                v6
-            }
-        }
-        // AF_UNSPEC: every address the file lists; both placeholders (IPv4 first unless the
-        // proxy is IPv6), so a program that filters for one family (`curl -6`) finds it.
-        _ => addrs,
-    };
-    (!pick.is_empty()).then_some(Answer { canon, addrs: pick })
 }
 
 /// Whether the host has a configured IPv4 / IPv6 address other than loopback (and, for IPv6,
@@ -136,37 +81,6 @@ extern "C" {
     fn inet_aton(cp: *const c_char, inp: *mut libc::in_addr) -> c_int;
 }
 
-/// Resolves the proxy's own host name with the system resolver (the one local look-up).
-pub fn resolve_locally(name: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-    let c = CString::new(name).map_err(|_| "name contains NUL".to_string())?;
-    let mut hints: addrinfo = unsafe { std::mem::zeroed() };
-    hints.ai_socktype = libc::SOCK_STREAM;
-    let mut res: *mut addrinfo = std::ptr::null_mut();
-    let rc = unsafe { real::getaddrinfo(c.as_ptr(), std::ptr::null(), &hints, &mut res) };
-    if rc != 0 {
-        let msg = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) };
-        return Err(msg.to_string_lossy().into_owned());
-    }
-    let mut out = Vec::new();
-    let mut p = res;
-    while !p.is_null() {
-        let ai = unsafe { &*p };
-        if let Some(mut a) = unsafe { sockaddr::read(ai.ai_addr, ai.ai_addrlen) } {
-            a.set_port(port);
-            if !out.contains(&a) {
-                out.push(a);
-            }
-        }
-        p = ai.ai_next;
-    }
-    unsafe { real::freeaddrinfo(res) };
-    if out.is_empty() {
-        Err("no address".into())
-    } else {
-        Ok(out)
-    }
-}
-
 #[no_mangle]
 pub unsafe extern "C" fn getaddrinfo(
     node: *const c_char,
@@ -209,7 +123,7 @@ unsafe fn gai(
     let Ok(name) = name.to_str() else {
         return libc::EAI_NONAME;
     };
-    if !crate::decide::name_goes_remote(name) {
+    if !crate::policy::decide::name_goes_remote(name) {
         // Going direct (a rule) or through a chain with local DNS: the system resolver.
         log::debug!("getaddrinfo({name}): resolved locally (its route does not use remote DNS)");
         return real::getaddrinfo(node, service, hints, res);
@@ -350,7 +264,7 @@ unsafe fn ghbn_r(
         set_herr(HOST_NOT_FOUND);
         return Some(libc::ENOENT);
     };
-    if !crate::decide::name_goes_remote(n) {
+    if !crate::policy::decide::name_goes_remote(n) {
         return None;
     }
     let Some(ans) = answer(n, af, true) else {
@@ -475,18 +389,6 @@ pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut 
         Some(p) => p,
         None => real::gethostbyname2(name, af),
     }
-}
-
-/// The name we know for `ip` without DNS: a placeholder's name, or /etc/hosts.
-pub(crate) fn reverse(ip: &IpAddr) -> Option<String> {
-    let ip = match ip {
-        IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(*ip),
-        v4 => *v4,
-    };
-    if fakedns::is_placeholder(&ip) {
-        return fakedns::name_of(&ip);
-    }
-    hosts::lookup_addr(&ip)
 }
 
 #[no_mangle]
@@ -679,7 +581,7 @@ unsafe fn res_answer(
     anslen: c_int,
 ) -> Result<(c_int, u8, u16), ()> {
     let mut out = [0u8; proxify_core::dns::MAX_REPLY];
-    match crate::dnsresp::answer_msg(msg, true, &mut out, what) {
+    match crate::engine::dnsresp::answer_msg(msg, true, &mut out, what) {
         proxify_core::dns::Verdict::Reply {
             len,
             rcode,

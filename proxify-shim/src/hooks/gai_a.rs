@@ -6,8 +6,9 @@
 //! a new thread with the caller's attributes) follows once all are done, as glibc does.
 //! Without remote DNS the call goes to libc unchanged.
 
-use crate::guard::guarded;
-use crate::{real, runtime};
+use crate::state::runtime;
+use crate::sys::guard::guarded;
+use crate::sys::real;
 use libc::{addrinfo, c_char, c_int, c_void};
 
 /// glibc's `struct gaicb`.

@@ -3,9 +3,9 @@
 //! still handshaking is finished first (`nbconnect::gate`); every other fd goes straight to
 //! libc after two relaxed atomic loads (or a table look-up when some fd is tracked).
 
-use crate::hooks::udp::assoc;
-use crate::nbconnect::gate;
-use crate::real;
+use crate::engine::nbconnect::gate;
+use crate::engine::udp::assoc;
+use crate::sys::real;
 use libc::{c_int, c_void, iovec, msghdr, size_t, ssize_t};
 
 #[no_mangle]
@@ -26,7 +26,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssiz
     }
     match assoc(fd) {
         Some(e) if e.peer.is_some() => crate::hooks::udp::send(fd, buf, n, 0),
-        _ if !crate::dnsresp::idle() => {
+        _ if !crate::engine::dnsresp::idle() => {
             let iov = [iovec {
                 iov_base: buf as *mut c_void,
                 iov_len: n,
@@ -65,7 +65,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
             m.msg_iovlen = cnt.max(0) as _;
             crate::hooks::udp::sendmsg(fd, &m, 0)
         }
-        _ if !crate::dnsresp::idle() && !iov.is_null() && cnt > 0 => {
+        _ if !crate::engine::dnsresp::idle() && !iov.is_null() && cnt > 0 => {
             let v = std::slice::from_raw_parts(iov, cnt as usize);
             crate::hooks::udp::dns_connected(fd, v, 0).unwrap_or_else(|| real::writev(fd, iov, cnt))
         }

@@ -1,7 +1,7 @@
 //! `sendto`, `sendmsg`, `sendmmsg`, `send`, `recvfrom`, `recvmsg`, `recvmmsg`, `recv`.
 //!
 //! A datagram to a destination that is not direct goes through the socket's SOCKS5 UDP
-//! association (see `udp.rs`); with a SOCKS4 proxy it is refused. A TCP Fast Open `sendto` to
+//! association (see `engine/udp.rs`); with a SOCKS4 proxy it is refused. A TCP Fast Open `sendto` to
 //! a proxied destination is refused (it would connect directly).
 //!
 //! A TCP socket whose non-blocking proxied connect is still handshaking is finished first
@@ -10,11 +10,13 @@
 //! Fast path: with no fd tracked and no destination address (connected sockets, TCP) or a
 //! loopback one, the call goes straight to libc without a system call of ours.
 
-use crate::decide::{self, Route};
-use crate::fdtable::{self, Entry, Kind};
-use crate::guard::{guarded, set_errno};
-use crate::hooks::connect::describe;
-use crate::{real, runtime, sockaddr, udp};
+use crate::engine::udp::{self, assoc};
+use crate::policy::decide::{self, Route};
+use crate::state::fdtable::{self, Entry};
+use crate::state::runtime;
+use crate::sys::guard::{guarded, set_errno};
+use crate::sys::socket::socket_type;
+use crate::sys::{error, real, sockaddr};
 use libc::{c_int, c_uint, c_void, iovec, msghdr, size_t, socklen_t, ssize_t};
 use proxify_core::socks::TargetAddr;
 use std::net::SocketAddr;
@@ -43,7 +45,11 @@ unsafe fn classify(
         // Not an Internet address: nothing of ours to decide.
         return Verdict::Real;
     };
-    if dest.port() == 53 && guarded(false, libc::EIO, || crate::dnsresp::is_resolver(&dest)) {
+    if dest.port() == 53
+        && guarded(false, libc::EIO, || {
+            crate::engine::dnsresp::is_resolver(&dest)
+        })
+    {
         return Verdict::Dns(dest);
     }
     if decide::trivially_direct(&dest) {
@@ -74,14 +80,14 @@ unsafe fn classify(
             }
             Route::Proxy(t) => t,
         };
-        match crate::proxied::socket_type(fd) {
+        match socket_type(fd) {
             // A connected TCP socket ignores the address; an unconnected one with
             // MSG_FASTOPEN would connect directly: refuse that (TFO cannot be proxied).
             Some((libc::SOCK_STREAM, _)) if flags & libc::MSG_FASTOPEN == 0 => Verdict::Real,
             Some((libc::SOCK_STREAM, _)) => {
                 log::warn!(
                     "refusing TCP Fast Open to {}: it cannot go through a SOCKS proxy",
-                    describe(&target)
+                    target
                 );
                 set_errno(libc::EOPNOTSUPP);
                 Verdict::Fail
@@ -97,13 +103,13 @@ unsafe fn classify(
             Some((ty, proto)) => {
                 log::warn!(
                     "refusing to send to {}: socket type {ty}/protocol {proto} cannot go through a SOCKS proxy",
-                    describe(&target)
+                    target
                 );
                 set_errno(libc::EACCES);
                 Verdict::Fail
             }
             None => {
-                set_errno(crate::proxied::errno());
+                set_errno(error::errno());
                 Verdict::Fail
             }
         }
@@ -124,7 +130,7 @@ unsafe fn send_udp(
         let mut entry = match udp::assoc_for(rt, fd, family, &target) {
             Ok(e) => e,
             Err(f) => {
-                log::warn!("refusing datagram to {}: {}", describe(&target), f.msg);
+                log::warn!("refusing datagram to {}: {}", target, f.msg);
                 set_errno(f.errno);
                 return -1;
             }
@@ -163,30 +169,19 @@ unsafe fn send_connected(
 /// A send without an address on a socket connected to a system resolver: answered here.
 #[inline]
 pub fn dns_connected(fd: c_int, iov: &[iovec], flags: c_int) -> Option<ssize_t> {
-    if crate::dnsresp::idle() {
+    if crate::engine::dnsresp::idle() {
         return None;
     }
     guarded(Some(-1), libc::EIO, || {
-        crate::dnsresp::send(fd, None, iov, flags)
+        crate::engine::dnsresp::send(fd, None, iov, flags)
     })
 }
 
 /// A datagram to a system resolver; None: send it as it is.
 fn dns_to(fd: c_int, dest: SocketAddr, iov: &[iovec], flags: c_int) -> Option<ssize_t> {
     guarded(Some(-1), libc::EIO, || {
-        crate::dnsresp::send(fd, Some(dest), iov, flags)
+        crate::engine::dnsresp::send(fd, Some(dest), iov, flags)
     })
-}
-
-/// The association of `fd` if it is an associated UDP socket.
-#[inline]
-pub fn assoc(fd: c_int) -> Option<Entry> {
-    // One load of the kind byte (none at all when nothing is tracked); the whole entry is
-    // decoded only for an associated socket, not on every read of a proxied TCP stream.
-    if fdtable::kind(fd) != Some(Kind::UdpAssoc) {
-        return None;
-    }
-    fdtable::get(fd)
 }
 
 #[no_mangle]
@@ -198,7 +193,7 @@ pub unsafe extern "C" fn sendto(
     addr: *const libc::sockaddr,
     alen: socklen_t,
 ) -> ssize_t {
-    if !crate::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate(fd) {
         return -1;
     }
     let iov = [iovec {
@@ -236,7 +231,7 @@ pub unsafe extern "C" fn sendto(
 
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
-    if !crate::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate(fd) {
         return -1;
     }
     if let Some(e) = assoc(fd) {
@@ -246,7 +241,7 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
         }];
         return send_connected(&e, fd, &iov, (std::ptr::null_mut(), 0), flags);
     }
-    if !crate::dnsresp::idle() {
+    if !crate::engine::dnsresp::idle() {
         let iov = [iovec {
             iov_base: buf as *mut c_void,
             iov_len: len,
@@ -268,7 +263,7 @@ unsafe fn iovs<'a>(m: &msghdr) -> &'a [iovec] {
 
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    if !crate::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate(fd) {
         return -1;
     }
     if msg.is_null() {
@@ -314,7 +309,7 @@ pub unsafe extern "C" fn sendmmsg(
     n: c_uint,
     flags: c_int,
 ) -> c_int {
-    if !crate::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate(fd) {
         return -1;
     }
     if msgs.is_null() {
@@ -322,7 +317,7 @@ pub unsafe extern "C" fn sendmmsg(
     }
     // Fast path: nothing tracked and every destination absent or loopback.
     let all_plain = fdtable::none_tracked()
-        && crate::dnsresp::idle()
+        && crate::engine::dnsresp::idle()
         && (0..n as usize).all(|i| {
             let m = &(*msgs.add(i)).msg_hdr;
             m.msg_name.is_null()
@@ -382,7 +377,7 @@ unsafe fn recv_assoc(e: &Entry, fd: c_int, m: &mut msghdr, flags: c_int) -> ssiz
 
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    if !crate::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate(fd) {
         return -1;
     }
     if !msg.is_null() {
@@ -391,9 +386,13 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
         }
     }
     let r = real::recvmsg(fd, msg, flags);
-    if r >= 0 && !msg.is_null() && !crate::dnsresp::idle() {
+    if r >= 0 && !msg.is_null() && !crate::engine::dnsresp::idle() {
         let m = &mut *msg;
-        crate::dnsresp::fix_source(fd, m.msg_name as *mut libc::sockaddr, &mut m.msg_namelen);
+        crate::engine::dnsresp::fix_source(
+            fd,
+            m.msg_name as *mut libc::sockaddr,
+            &mut m.msg_namelen,
+        );
     }
     r
 }
@@ -407,7 +406,7 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut libc::sockaddr,
     alen: *mut socklen_t,
 ) -> ssize_t {
-    if !crate::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate(fd) {
         return -1;
     }
     if let Some(e) = assoc(fd) {
@@ -429,15 +428,15 @@ pub unsafe extern "C" fn recvfrom(
         return r;
     }
     let r = real::recvfrom(fd, buf, len, flags, addr, alen);
-    if r >= 0 && !crate::dnsresp::idle() {
-        crate::dnsresp::fix_source(fd, addr, alen);
+    if r >= 0 && !crate::engine::dnsresp::idle() {
+        crate::engine::dnsresp::fix_source(fd, addr, alen);
     }
     r
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    if !crate::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate(fd) {
         return -1;
     }
     if assoc(fd).is_some() {
@@ -461,15 +460,15 @@ pub unsafe extern "C" fn recvmmsg(
     flags: c_int,
     timeout: *mut libc::timespec,
 ) -> c_int {
-    if !crate::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate(fd) {
         return -1;
     }
     let Some(e) = assoc(fd) else {
         let r = real::recvmmsg(fd, msgs, n, flags, timeout);
-        if r > 0 && !crate::dnsresp::idle() {
+        if r > 0 && !crate::engine::dnsresp::idle() {
             for i in 0..r as usize {
                 let m = &mut (*msgs.add(i)).msg_hdr;
-                crate::dnsresp::fix_source(
+                crate::engine::dnsresp::fix_source(
                     fd,
                     m.msg_name as *mut libc::sockaddr,
                     &mut m.msg_namelen,

@@ -21,10 +21,13 @@
 //! number the program reused for another socket is not ours), behind one atomic count so that
 //! every hook pays one relaxed load while nothing is tracked.
 
-use crate::guard::set_errno;
-use crate::hooks::dns as hdns;
-use crate::lock::ForkSafeMutex;
-use crate::{decide, real, runtime, sockaddr};
+use crate::policy::decide;
+use crate::policy::names as hdns;
+use crate::state::runtime;
+use crate::sys::guard::set_errno;
+use crate::sys::lock::ForkSafeMutex;
+use crate::sys::socket::socket_type;
+use crate::sys::{error, real, sockaddr};
 use libc::{c_int, iovec, ssize_t};
 use proxify_core::dns::{self, Lookup, Name, Verdict};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -70,7 +73,7 @@ pub fn is_resolver(dest: &SocketAddr) -> bool {
     if !runtime::get().remote_dns() {
         return false;
     }
-    let ip = decide::unmap(*dest).ip();
+    let ip = sockaddr::unmap(*dest).ip();
     resolvers().contains(&ip)
 }
 
@@ -194,7 +197,7 @@ pub fn connected_peer(fd: c_int) -> Option<SocketAddr> {
 
 /// `connect(fd, dest)` to a resolver: Some(result) when handled here.
 pub fn connect(fd: c_int, dest: SocketAddr) -> Option<c_int> {
-    match crate::proxied::socket_type(fd).map(|t| t.0) {
+    match socket_type(fd).map(|t| t.0) {
         Some(libc::SOCK_DGRAM) => {}
         Some(libc::SOCK_STREAM) => {
             log::info!("dns: refusing TCP connection to the resolver {dest} (remote DNS: nothing is resolved locally)");
@@ -242,7 +245,7 @@ fn ensure_bound(fd: c_int) -> Result<SocketAddr, c_int> {
     let (st, len) = sockaddr::to_storage(&any);
     // SAFETY: a valid sockaddr of `len` bytes.
     if unsafe { real::bind(fd, &st as *const _ as *const libc::sockaddr, len) } != 0 {
-        let e = crate::proxied::errno();
+        let e = error::errno();
         // Bound meanwhile by another thread: fine.
         if let Some(l) = local_addr(fd).filter(|l| l.port() != 0) {
             return Ok(l);
@@ -270,7 +273,7 @@ fn deliver(fd: c_int, resolver: SocketAddr, reply: &[u8]) -> Result<(), c_int> {
     // SAFETY: plain socket calls on an fd we own and close below.
     let s = unsafe { libc::socket(fam, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if s < 0 {
-        return Err(crate::proxied::errno());
+        return Err(error::errno());
     }
     let from_ip = if to.ip().is_loopback() {
         to.ip()
@@ -283,7 +286,7 @@ fn deliver(fd: c_int, resolver: SocketAddr, reply: &[u8]) -> Result<(), c_int> {
         let (st, len) = sockaddr::to_storage(&SocketAddr::new(from_ip, 0));
         // SAFETY: valid sockaddr.
         if unsafe { real::bind(s, &st as *const _ as *const libc::sockaddr, len) } != 0 {
-            return Err(crate::proxied::errno());
+            return Err(error::errno());
         }
         let port = local_addr(s).map(|a| a.port()).ok_or(libc::EIO)?;
         if !upsert(fd, resolver, |sl| {
@@ -305,7 +308,7 @@ fn deliver(fd: c_int, resolver: SocketAddr, reply: &[u8]) -> Result<(), c_int> {
             )
         };
         if n < 0 {
-            return Err(crate::proxied::errno());
+            return Err(error::errno());
         }
         Ok(())
     })();
@@ -405,7 +408,7 @@ fn gather(iov: &[iovec], buf: &mut Vec<u8>) {
 pub fn send(fd: c_int, dest: Option<SocketAddr>, iov: &[iovec], flags: c_int) -> Option<ssize_t> {
     let resolver = match dest {
         Some(d) => {
-            match crate::proxied::socket_type(fd).map(|t| t.0) {
+            match socket_type(fd).map(|t| t.0) {
                 Some(libc::SOCK_DGRAM) => {}
                 // TCP Fast Open to the resolver would connect: refused like connect().
                 Some(libc::SOCK_STREAM) if flags & libc::MSG_FASTOPEN != 0 => {
@@ -428,7 +431,7 @@ pub fn send(fd: c_int, dest: Option<SocketAddr>, iov: &[iovec], flags: c_int) ->
             Err(e) => {
                 log::warn!(
                     "dns: cannot deliver the reply on fd {fd}: {}",
-                    crate::proxied::strerror(e)
+                    error::strerror(e)
                 );
                 set_errno(e);
                 Some(-1)
@@ -462,7 +465,7 @@ pub unsafe fn fix_source(fd: c_int, addr: *mut libc::sockaddr, len: *mut libc::s
     let Some(from) = sockaddr::read(addr, *len) else {
         return;
     };
-    if !decide::unmap(from).ip().is_loopback() {
+    if !sockaddr::unmap(from).ip().is_loopback() {
         return;
     }
     let Some(Some(resolver)) = with_slot(fd, |s| {
@@ -481,7 +484,7 @@ pub unsafe fn fix_source(fd: c_int, addr: *mut libc::sockaddr, len: *mut libc::s
             r => r,
         }
     } else {
-        decide::unmap(resolver)
+        sockaddr::unmap(resolver)
     };
     sockaddr::write_out(&shown, addr, len);
 }

@@ -170,12 +170,12 @@ fn connect_proxied(
             0
         }
         Err(f) => {
-            log::warn!(
+            crate::sys::error::warn_once(format_args!(
                 "cannot connect to {} through {}: {}",
                 target_copy,
                 via_of(&target_copy),
                 f.msg
-            );
+            ));
             fail(f.errno)
         }
     }

@@ -18,7 +18,7 @@ pub struct Answer {
 pub fn answer(name: &str, family: c_int, v4mapped: bool) -> Option<Answer> {
     let lower = name.to_ascii_lowercase();
     let lower = lower.strip_suffix('.').unwrap_or(&lower);
-    let (canon, addrs, _placeholder) = if lower == "localhost" || lower.ends_with(".localhost") {
+    let (canon, addrs, v6_proxy) = if lower == "localhost" || lower.ends_with(".localhost") {
         let a: Vec<IpAddr> = vec!["127.0.0.1".parse().ok()?, "::1".parse().ok()?];
         (lower.to_string(), a, false)
     } else if let Some((canon, addrs)) = hosts::lookup_name(name) {
@@ -39,7 +39,7 @@ pub fn answer(name: &str, family: c_int, v4mapped: bool) -> Option<Answer> {
         } else {
             vec![v4, v6]
         };
-        (fakedns::normalize(name), both, true)
+        (fakedns::normalize(name), both, prefer_v6)
     };
     let pick: Vec<IpAddr> = match family {
         libc::AF_INET => addrs.iter().filter(|a| a.is_ipv4()).copied().collect(),
@@ -57,8 +57,10 @@ pub fn answer(name: &str, family: c_int, v4mapped: bool) -> Option<Answer> {
                 v6
             }
         }
-        // AF_UNSPEC: every address the file lists; both placeholders (IPv4 first unless the
-        // proxy is IPv6), so a program that filters for one family (`curl -6`) finds it.
+        // AF_UNSPEC: every address the file lists; both placeholders, IPv4 first, so a program
+        // that filters for one family (`curl -6`) finds it. With an IPv6 proxy only the IPv6
+        // one: an AF_INET socket cannot reach that proxy.
+        _ if v6_proxy => addrs.into_iter().filter(|a| a.is_ipv6()).collect(),
         _ => addrs,
     };
     (!pick.is_empty()).then_some(Answer { canon, addrs: pick })

@@ -9,6 +9,7 @@ pub mod cidr;
 pub mod config;
 pub mod elfcheck;
 pub mod http;
+pub mod progcheck;
 pub mod proxychains;
 pub mod rules;
 pub mod socks;

@@ -9,9 +9,9 @@ mod check;
 mod cli;
 mod docs;
 mod file;
-mod report;
 mod settings;
 mod show;
+mod values;
 
 use clap::error::ErrorKind;
 use clap::Parser;

@@ -2,8 +2,66 @@
 //! clap value parsers that turn each flag's text into its type at parse time, each failure
 //! one line (`"10.0.0.0/33": ...`) that `main` prefixes with the flag.
 
-use proxify_core::url::Host;
+use proxify_core::cidr::Cidr;
+use proxify_core::config::{parse_seconds, BindPolicy, ChainMode};
+use proxify_core::rules::{Dnat, Rule};
+use proxify_core::url::{Host, ProxyUrl};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+/// `-x URL`: the message never shows the password.
+pub fn proxy_url(s: &str) -> Result<ProxyUrl, String> {
+    s.parse::<ProxyUrl>()
+        .map_err(|e| crate::scrub(&e.to_string(), s))
+}
+
+/// `--chain-mode MODE`.
+pub fn chain_mode(s: &str) -> Result<ChainMode, String> {
+    s.parse::<ChainMode>()
+}
+
+/// `--chain-len N`: 1 or more.
+pub fn chain_len(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "\"{}\" is not a number of proxies (1 or more)",
+            s.escape_debug()
+        )),
+    }
+}
+
+/// `--rule 'PATTERN ACTION'`, its origin `--rule`.
+pub fn rule(s: &str) -> Result<Rule, String> {
+    let mut r: Rule = s.parse()?;
+    r.origin = Some("--rule".to_string());
+    Ok(r)
+}
+
+/// `--direct CIDR`.
+pub fn cidr(s: &str) -> Result<Cidr, String> {
+    s.parse::<Cidr>()
+}
+
+/// `--dnat 'ORIG[:PORT] NEW[:PORT]'`.
+pub fn dnat(s: &str) -> Result<Dnat, String> {
+    s.parse::<Dnat>()
+}
+
+/// `--connect-timeout SECS`, `--timeout SECS`.
+pub fn seconds(s: &str) -> Result<Duration, String> {
+    parse_seconds(s)
+}
+
+/// `--bind POLICY`.
+pub fn bind_policy(s: &str) -> Result<BindPolicy, String> {
+    s.parse::<BindPolicy>()
+}
+
+/// The `HOST:PORT` argument of `proxify check`.
+pub fn host_port(s: &str) -> Result<HostPort, String> {
+    parse_host_port(s)
+}
 
 /// HOST:PORT as given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -200,15 +200,7 @@ pub fn main(args: CheckArgs) -> ! {
         Ok(e) => e,
         Err(msg) => crate::fail(crate::EXIT_USAGE, &msg),
     };
-    let target = match args
-        .target
-        .as_deref()
-        .map(crate::values::parse_host_port)
-        .transpose()
-    {
-        Ok(t) => t,
-        Err(msg) => crate::fail(crate::EXIT_USAGE, &format!("HOST:PORT {msg}")),
-    };
+    let target = args.target;
     let Some(chain) = eff.config.default_chain() else {
         crate::fail(crate::EXIT_USAGE, crate::NO_PROXY)
     };

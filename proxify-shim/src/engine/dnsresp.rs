@@ -23,6 +23,7 @@
 
 use crate::policy::decide;
 use crate::policy::names as hdns;
+use crate::state::fakedns::Miss;
 use crate::state::runtime;
 use crate::sys::guard::set_errno;
 use crate::sys::lock::ForkSafeMutex;
@@ -324,7 +325,7 @@ impl dns::Resolver for Shim {
     fn addrs(&mut self, name: &str, v6: bool) -> Lookup {
         let fam = if v6 { libc::AF_INET6 } else { libc::AF_INET };
         match hdns::answer(name, fam, false) {
-            Some(a) => {
+            Ok(a) => {
                 let mut l = dns::AddrList::default();
                 for ip in a.addrs {
                     if !l.push(ip) {
@@ -333,10 +334,13 @@ impl dns::Resolver for Shim {
                 }
                 Lookup::Found(l)
             }
-            // The name has addresses of the other family only (/etc/hosts): no data; no
-            // address at all: the placeholder table is full.
-            None if hdns::answer(name, libc::AF_UNSPEC, false).is_some() => Lookup::NoData,
-            None => Lookup::Fail,
+            // The placeholder block is full: SERVFAIL (the client may retry later).
+            Err(Miss::Full) => Lookup::Fail,
+            // Addresses of the other family only (/etc/hosts): no data; none at all: no name.
+            Err(Miss::NoName) if hdns::answer(name, libc::AF_UNSPEC, false).is_ok() => {
+                Lookup::NoData
+            }
+            Err(Miss::NoName) => Lookup::NxDomain,
         }
     }
 

@@ -10,6 +10,7 @@
 //! With local DNS (socks5, socks4) every call here goes straight to libc.
 
 use crate::policy::names::{answer, reverse};
+use crate::state::fakedns::Miss;
 use crate::state::runtime;
 use crate::sys::guard::guarded;
 use crate::sys::{real, sockaddr};
@@ -22,6 +23,7 @@ extern "C" {
 }
 
 const HOST_NOT_FOUND: c_int = 1;
+const TRY_AGAIN: c_int = 2;
 const NO_RECOVERY: c_int = 3;
 
 fn set_h_errno(v: c_int) {
@@ -131,9 +133,15 @@ unsafe fn gai(
     if rt.fault == runtime::Fault::PanicResolve {
         panic!("injected fault (PROXIFY_TEST_FAULT=panic-resolve)");
     }
-    let Some(mut ans) = answer(name, h.ai_family, flags & libc::AI_V4MAPPED != 0) else {
-        log::debug!("getaddrinfo({name}): no address of the requested family");
-        return libc::EAI_NONAME;
+    let mut ans = match answer(name, h.ai_family, flags & libc::AI_V4MAPPED != 0) {
+        Ok(a) => a,
+        // The placeholder block is full: the name may well exist, the look-up cannot be
+        // served (the one warning line was written by the first).
+        Err(Miss::Full) => return libc::EAI_AGAIN,
+        Err(Miss::NoName) => {
+            log::debug!("getaddrinfo({name}): no address of the requested family");
+            return libc::EAI_NONAME;
+        }
     };
     if flags & libc::AI_ADDRCONFIG != 0 && h.ai_family == libc::AF_UNSPEC {
         // Only the families this host has a (non-loopback) address of, as glibc does.
@@ -267,9 +275,16 @@ unsafe fn ghbn_r(
     if !crate::policy::decide::name_goes_remote(n) {
         return None;
     }
-    let Some(ans) = answer(n, af, true) else {
-        set_herr(HOST_NOT_FOUND);
-        return Some(libc::ENOENT);
+    let ans = match answer(n, af, true) {
+        Ok(a) => a,
+        Err(Miss::Full) => {
+            set_herr(TRY_AGAIN);
+            return Some(libc::EAGAIN);
+        }
+        Err(Miss::NoName) => {
+            set_herr(HOST_NOT_FOUND);
+            return Some(libc::ENOENT);
+        }
     };
     log::debug!("gethostbyname({n}) -> {:?} (no local DNS)", ans.addrs);
     match fill_hostent(&ans.canon, af, &ans.addrs, ret, buf, buflen) {

@@ -3,9 +3,10 @@
 //! ([`reverse`]: a placeholder's name, /etc/hosts). Shared by the look-up hooks and the
 //! in-process DNS responder. Plain Rust over layer 1.
 
-use crate::state::{fakedns, hosts, runtime};
+use crate::state::fakedns::{self, Miss};
+use crate::state::{hosts, runtime};
 use libc::c_int;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// What a forward look-up of a (non-numeric) name answers.
 pub struct Answer {
@@ -15,17 +16,17 @@ pub struct Answer {
 
 /// Resolves `name` without the system resolver: localhost, /etc/hosts, or a placeholder.
 /// `family` and `v4mapped` filter the addresses as `getaddrinfo` would.
-pub fn answer(name: &str, family: c_int, v4mapped: bool) -> Option<Answer> {
+pub fn answer(name: &str, family: c_int, v4mapped: bool) -> Result<Answer, Miss> {
     let lower = name.to_ascii_lowercase();
     let lower = lower.strip_suffix('.').unwrap_or(&lower);
     let (canon, addrs, v6_proxy) = if lower == "localhost" || lower.ends_with(".localhost") {
-        let a: Vec<IpAddr> = vec!["127.0.0.1".parse().ok()?, "::1".parse().ok()?];
+        let a: Vec<IpAddr> = vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
         (lower.to_string(), a, false)
     } else if let Some((canon, addrs)) = hosts::lookup_name(name) {
         (canon, addrs, false)
     } else {
         if lower.is_empty() || lower.len() > 255 {
-            return None;
+            return Err(Miss::NoName);
         }
         let i = fakedns::index_for(lower)?;
         let v4 = IpAddr::V4(fakedns::v4(i));
@@ -63,7 +64,10 @@ pub fn answer(name: &str, family: c_int, v4mapped: bool) -> Option<Answer> {
         _ if v6_proxy => addrs.into_iter().filter(|a| a.is_ipv6()).collect(),
         _ => addrs,
     };
-    (!pick.is_empty()).then_some(Answer { canon, addrs: pick })
+    if pick.is_empty() {
+        return Err(Miss::NoName);
+    }
+    Ok(Answer { canon, addrs: pick })
 }
 
 /// The name we know for `ip` without DNS: a placeholder's name, or /etc/hosts.

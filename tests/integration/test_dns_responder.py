@@ -234,3 +234,46 @@ def test_node_resolver_then_connect(resolver, capture, proxify_bin):
     r = run_proxified(DANTE, ["node", "-e", NODE, NAME])
     assert r.rc == 0 and r.stdout.startswith("240.") and " 200 " in r.stdout, f"node:\n{r}"
     resolver.check(capture, "node dns.Resolver")
+
+
+# ---- Ruby Resolv, aiohttp + aiodns (c-ares), nmap ------------------------------------------
+
+RUBY = "require 'resolv'; puts Resolv::DNS.open { |d| d.getaddress(ARGV[0]).to_s }"
+
+
+def test_ruby_resolv_then_curl(resolver, capture, proxify_bin):
+    _require("ruby")
+    r = sh(f"a=$(ruby -e \"{RUBY}\" {NAME}) && echo addr=$a && "
+           f"curl -sS --max-time 5 -o /dev/null -w '%{{http_code}}' http://$a:{netns.HTTP_PORT}/")
+    assert r.rc == 0 and "addr=240." in r.stdout and r.stdout.strip().endswith("200"), f"ruby:\n{r}"
+    resolver.check(capture, "ruby Resolv")
+
+
+AIOHTTP = f"""
+import asyncio, aiohttp
+async def main():
+    conn = aiohttp.TCPConnector(resolver=aiohttp.AsyncResolver())
+    async with aiohttp.ClientSession(connector=conn) as s:
+        async with s.get("http://{NAME}:{netns.HTTP_PORT}/", timeout=aiohttp.ClientTimeout(total=5)) as r:
+            print(r.status)
+asyncio.run(main())
+"""
+DEBIAN_PYTHON = "/usr/bin/python3"  # python3-aiohttp / python3-aiodns are Debian's
+
+
+def test_aiohttp_with_aiodns(resolver, capture, proxify_bin):
+    chk = subprocess.run([DEBIAN_PYTHON, "-c", "import aiohttp, aiodns"], capture_output=True)
+    if chk.returncode != 0:
+        pytest.fail(f"aiohttp/aiodns missing for {DEBIAN_PYTHON} -- {SETUP_HINT}", pytrace=False)
+    r = run_proxified(DANTE, [DEBIAN_PYTHON, "-c", AIOHTTP])
+    assert r.rc == 0 and r.stdout.strip() == "200", f"aiohttp + aiodns:\n{r}"
+    resolver.check(capture, "aiohttp + aiodns")
+
+
+def test_nmap_connect_scan_by_name(resolver, capture, proxify_bin):
+    _require("nmap")
+    r = sh(f"nmap -sT -Pn -p {netns.HTTP_PORT} {NAME}", timeout=30)
+    assert r.rc == 0 and f"{netns.HTTP_PORT}/tcp open" in r.stdout, f"nmap:\n{r}"
+    # Its reverse look-up of the placeholder is answered in-process: no resolver time-out.
+    assert r.elapsed < 4, f"nmap took {r.elapsed:.1f}s:\n{r}"
+    resolver.check(capture, "nmap -sT")

@@ -534,7 +534,8 @@ fn find_proxychains() -> Result<PathBuf, String> {
     ))
 }
 
-/// Reads the file the settings name, or the first default one that exists.
+/// Reads the file the settings name (an error if it cannot be read), or the first default one
+/// that can be read (one that is missing or unreadable is skipped).
 fn read_file(s: &Settings, searched: &mut Vec<String>) -> Result<Option<FileSettings>, String> {
     if s.proxychains {
         let p = find_proxychains()?;
@@ -557,11 +558,16 @@ fn read_file(s: &Settings, searched: &mut Vec<String>) -> Result<Option<FileSett
                 searched.push(p.display().to_string());
             }
             Err(e) => {
-                return Err(format!(
-                    "cannot read {}: {}",
-                    p.display(),
-                    crate::io_error_text(&e)
-                ))
+                // A default place that cannot be read (e.g. a $HOME the user may not enter)
+                // is no file: skipped, said at -vv. Only a file the user names must be read.
+                if s.verbose >= 2 {
+                    eprintln!(
+                        "proxify: debug: skipping the default config {}: {}",
+                        p.display(),
+                        crate::io_error_text(&e)
+                    );
+                }
+                searched.push(p.display().to_string());
             }
         }
     }

@@ -12,6 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi
 PKGS=(dante-server microsocks proxychains4 tcpdump iproute2 curl openssh-server openssh-client
       socat netcat-openbsd dnsmasq-base vsftpd wget python3 bind9-dnsutils
       git nodejs gcc libc6-dev tinyproxy)
+PKGS+=(libcap2-bin util-linux binutils)  # issues 14/17: setcap, setpriv, su and readelf for the exec checks' tests
 missing=()
 for p in "${PKGS[@]}"; do
     if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then

@@ -46,5 +46,12 @@ if ! python3 -c 'import pytest' 2>/dev/null; then
     python3 -c 'import pytest' || { echo "setup: could not install pytest for $(command -v python3)" >&2; exit 1; }
 fi
 
+# cargo-deb for scripts/deb.sh (the .deb test of issue 16), pinned like cargo-fuzz.
+CARGO_DEB_VERSION=$(sed -n 's/^CARGO_DEB_VERSION=//p' scripts/deb.sh)
+if ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+    echo "setup: installing cargo-deb $CARGO_DEB_VERSION (cargo install --locked)"
+    cargo install --quiet --locked --version "$CARGO_DEB_VERSION" cargo-deb
+fi
+
 # Release binaries: target/release/proxify and target/release/libproxify.so.
 cargo build --release --workspace --quiet

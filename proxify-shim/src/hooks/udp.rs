@@ -1,8 +1,9 @@
 //! `sendto`, `sendmsg`, `sendmmsg`, `send`, `recvfrom`, `recvmsg`, `recvmmsg`, `recv`.
 //!
 //! A datagram to a destination that is not direct goes through the socket's SOCKS5 UDP
-//! association (see `engine/udp.rs`); with a SOCKS4 proxy it is refused. A TCP Fast Open `sendto` to
-//! a proxied destination is refused (it would connect directly).
+//! association (see `engine/udp.rs`); with a SOCKS4 proxy it is refused. A TCP Fast Open send
+//! (`MSG_FASTOPEN` on an unconnected TCP socket) to a proxied destination is the proxied
+//! connect followed by the send: the data goes after the proxy's handshake.
 //!
 //! A TCP socket whose non-blocking proxied connect is still handshaking is finished first
 //! (`nbconnect::gate`): the program never sends before, nor reads, the proxy's handshake.
@@ -33,6 +34,8 @@ enum Verdict {
     Udp(TargetAddr, c_int),
     /// To a system resolver under remote DNS: answered in-process (`dnsresp`).
     Dns(SocketAddr),
+    /// TCP Fast Open to a proxied destination: connect (proxied), then send.
+    FastOpen,
 }
 
 unsafe fn classify(
@@ -82,15 +85,11 @@ unsafe fn classify(
         };
         match socket_type(fd) {
             // A connected TCP socket ignores the address; an unconnected one with
-            // MSG_FASTOPEN would connect directly: refuse that (TFO cannot be proxied).
+            // MSG_FASTOPEN would connect directly: it connects through the proxy instead.
             Some((libc::SOCK_STREAM, _)) if flags & libc::MSG_FASTOPEN == 0 => Verdict::Real,
             Some((libc::SOCK_STREAM, _)) => {
-                log::warn!(
-                    "refusing TCP Fast Open to {}: it cannot go through a SOCKS proxy",
-                    target
-                );
-                set_errno(libc::EOPNOTSUPP);
-                Verdict::Fail
+                log::debug!("TCP Fast Open to {target}: a proxied connect, then the send");
+                Verdict::FastOpen
             }
             Some((libc::SOCK_DGRAM, _)) => Verdict::Udp(
                 target,
@@ -184,6 +183,23 @@ fn dns_to(fd: c_int, dest: SocketAddr, iov: &[iovec], flags: c_int) -> Option<ss
     })
 }
 
+/// TCP Fast Open to a proxied destination: the connect goes through the proxy (the connect
+/// hook), then `send` sends the data without `MSG_FASTOPEN`. A non-blocking socket answers
+/// EINPROGRESS with nothing sent, as the kernel does without a Fast Open cookie: the program
+/// waits for writable and sends again. A connected socket gets the connect's EISCONN.
+// SAFETY: addr/alen are the program's sendto/sendmsg arguments, checked by the connect hook.
+unsafe fn fast_open(
+    fd: c_int,
+    addr: *const libc::sockaddr,
+    alen: socklen_t,
+    send: impl FnOnce() -> ssize_t,
+) -> ssize_t {
+    if crate::hooks::connect::connect(fd, addr, alen) != 0 {
+        return -1;
+    }
+    send()
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn sendto(
     fd: c_int,
@@ -226,6 +242,16 @@ pub unsafe extern "C" fn sendto(
         }
         Verdict::Fail => -1,
         Verdict::Udp(t, fam) => send_udp(fd, t, fam, &iov, (std::ptr::null_mut(), 0), flags),
+        Verdict::FastOpen => fast_open(fd, addr, alen, || {
+            real::sendto(
+                fd,
+                buf,
+                len,
+                flags & !libc::MSG_FASTOPEN,
+                std::ptr::null(),
+                0,
+            )
+        }),
     }
 }
 
@@ -299,6 +325,17 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         }
         Verdict::Fail => -1,
         Verdict::Udp(t, fam) => send_udp(fd, t, fam, iovs(m), control, flags),
+        Verdict::FastOpen => fast_open(
+            fd,
+            m.msg_name as *const libc::sockaddr,
+            m.msg_namelen,
+            || {
+                let mut copy = *m;
+                copy.msg_name = std::ptr::null_mut();
+                copy.msg_namelen = 0;
+                real::sendmsg(fd, &copy, flags & !libc::MSG_FASTOPEN)
+            },
+        ),
     }
 }
 

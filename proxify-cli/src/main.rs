@@ -17,7 +17,7 @@ use clap::error::ErrorKind;
 use clap::Parser;
 use cli::{Cli, ConfigArgs, RunArgs, Sub};
 use proxify_core::config::ENV_DNS_FD;
-use proxify_core::elfcheck::{self, Verdict, ENV_ALLOW_UNPROXIED};
+use proxify_core::elfcheck::{self, Reason, Verdict, ENV_ALLOW_UNPROXIED};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
@@ -157,8 +157,44 @@ fn run(args: RunArgs) -> (i32, String) {
     };
 
     let program = &args.command[0];
+    let mode = match run_mode(&args) {
+        Ok(m) => m,
+        Err(msg) => return (EXIT_USAGE, msg),
+    };
+    let verdict = verdict_of(program);
+    let supervise = match mode {
+        Mode::Preload => false,
+        Mode::Supervise => true,
+        // Static and Go programs (and scripts run by one) are supervised.
+        Mode::Auto => matches!(&verdict, Some(Ok(Verdict::Unreachable(r))) if supervisable(r)),
+    };
+    if supervise {
+        if !allow {
+            if let Some(Ok(Verdict::Unreachable(r))) = &verdict {
+                if !supervisable(r) && !matches!(innermost(r), Reason::Foreign { .. }) {
+                    return (
+                        EXIT_USAGE,
+                        format!(
+                            "refusing to run {}: {r} \u{2014} under supervision it would run \
+                             without its privileges (use --allow-unproxied to run it anyway)",
+                            program.to_string_lossy()
+                        ),
+                    );
+                }
+            }
+        }
+        let mut cmd = Command::new(program);
+        cmd.args(&args.command[1..]);
+        return proxify_supervise::run(
+            cmd,
+            &cfg,
+            proxify_supervise::Options {
+                allow_unproxied: allow,
+            },
+        );
+    }
     if !allow {
-        if let Some(msg) = refusal(program) {
+        if let Some(msg) = refusal(program, verdict) {
             return (EXIT_USAGE, msg);
         }
     }
@@ -205,16 +241,62 @@ fn allow_unproxied(args: &RunArgs) -> Result<bool, String> {
     }
 }
 
-/// Why `program` must not run: the shim cannot reach it (a static, Go, setuid... program, or
-/// a script run by one), so its connections would bypass the proxy. `program` is found
-/// through `$PATH` as the exec will find it; a command that is not found is left to the exec
-/// (which fails with 127).
-fn refusal(program: &OsStr) -> Option<String> {
+/// `--mode`, else `PROXIFY_MODE`, else auto.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Auto,
+    Preload,
+    Supervise,
+}
+
+const ENV_MODE: &str = "PROXIFY_MODE";
+
+fn run_mode(args: &RunArgs) -> Result<Mode, String> {
+    let (v, from) = match &args.mode {
+        Some(m) => (m.clone(), "--mode"),
+        None => match std::env::var(ENV_MODE) {
+            Ok(v) if !v.is_empty() => (v, ENV_MODE),
+            _ => return Ok(Mode::Auto),
+        },
+    };
+    match v.as_str() {
+        "auto" => Ok(Mode::Auto),
+        "preload" => Ok(Mode::Preload),
+        "supervise" => Ok(Mode::Supervise),
+        _ => Err(format!(
+            "{from}: unknown mode '{v}' (expected auto, preload or supervise)"
+        )),
+    }
+}
+
+/// The reason behind any number of script interpreters.
+fn innermost(r: &Reason) -> &Reason {
+    match r {
+        Reason::Interpreter { reason, .. } => innermost(reason),
+        r => r,
+    }
+}
+
+/// Can the supervisor carry this program's connections? (Static and Go programs, and
+/// scripts whose interpreter is one.)
+fn supervisable(r: &Reason) -> bool {
+    matches!(innermost(r), Reason::Static | Reason::Go)
+}
+
+/// What inspection says about `program`, found through `$PATH` as the exec will find it;
+/// None for a command that is not found (left to the exec, which fails with 127).
+fn verdict_of(program: &OsStr) -> Option<Result<Verdict, String>> {
     let search = std::env::var_os("PATH");
     let path = elfcheck::find_in_path(program, search.as_deref())?;
+    Some(elfcheck::inspect_with(&path, search.as_deref()))
+}
+
+/// Why `program` must not run: the shim cannot reach it (a static, Go, setuid... program, or
+/// a script run by one), so its connections would bypass the proxy.
+fn refusal(program: &OsStr, verdict: Option<Result<Verdict, String>>) -> Option<String> {
     let name = program.to_string_lossy();
     let hint = "(use --allow-unproxied to run it anyway)";
-    match elfcheck::inspect_with(&path, search.as_deref()) {
+    match verdict? {
         Ok(Verdict::Reachable) | Ok(Verdict::CannotRun) => None,
         Ok(Verdict::Unreachable(why)) => Some(format!(
             "refusing to run {name}: {why} \u{2014} its connections would bypass the proxy {hint}"

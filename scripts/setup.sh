@@ -12,6 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi
 PKGS=(dante-server microsocks proxychains4 tcpdump iproute2 curl openssh-server openssh-client
       socat netcat-openbsd dnsmasq-base vsftpd wget python3 bind9-dnsutils
       git nodejs gcc libc6-dev tinyproxy)
+PKGS+=(golang-go util-linux)  # issue 13: a CGO_ENABLED=0 Go client under the supervisor; setpriv
 missing=()
 for p in "${PKGS[@]}"; do
     if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then

@@ -137,6 +137,7 @@ fn shell(args: ShellArgs) -> (i32, String) {
     run(RunArgs {
         settings: args.settings,
         allow_unproxied: false,
+        mode: None,
         command,
     })
 }

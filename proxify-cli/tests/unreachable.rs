@@ -187,7 +187,15 @@ fn run(shim: &Path, cmd: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 fn run_allowed(shim: &Path, cmd: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut args = vec!["run", "-x", PROXY, "--mode", "preload", "--allow-unproxied", "--"];
+    let mut args = vec![
+        "run",
+        "-x",
+        PROXY,
+        "--mode",
+        "preload",
+        "--allow-unproxied",
+        "--",
+    ];
     args.extend_from_slice(cmd);
     proxify(shim, &args, env)
 }
@@ -325,9 +333,17 @@ fn static_programs_are_supervised_by_default() {
     }
     // PROXIFY_MODE=preload refuses it as --mode preload does.
     let args = ["run", "-x", PROXY, "--", "pxstatic"];
-    let o = proxify(&shim, &args, &[("PATH", path.as_str()), ("PROXIFY_MODE", "preload")]);
+    let o = proxify(
+        &shim,
+        &args,
+        &[("PATH", path.as_str()), ("PROXIFY_MODE", "preload")],
+    );
     assert_refused(&o, "pxstatic", "it is statically linked");
-    let o = proxify(&shim, &args, &[("PATH", path.as_str()), ("PROXIFY_MODE", "bogus")]);
+    let o = proxify(
+        &shim,
+        &args,
+        &[("PATH", path.as_str()), ("PROXIFY_MODE", "bogus")],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("unknown mode"), "{}", stderr(&o));
 }

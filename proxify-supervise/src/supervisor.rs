@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 const TOKEN_LISTENER: u64 = 0;
 const TOKEN_SIGNALS: u64 = 1;
+const TOKEN_DNS: u64 = u64::MAX;
 const DEAD_FOR: Duration = Duration::from_secs(30);
 const MAX_PEERS: usize = 65536;
 /// Largest datagram the supervisor sends for a program.
@@ -93,6 +94,47 @@ pub struct Supervisor {
     rr_next: HashMap<usize, usize>,
     notif_buf: Vec<u8>,
     rand: u64,
+    /// The DNS responder: a UDP socket on loopback that the program's queries to its system
+    /// resolver are sent to instead (-1 if it could not be made: such queries are refused).
+    dns_sock: c_int,
+    dns_addr: Option<SocketAddr>,
+    nameservers: Vec<std::net::IpAddr>,
+}
+
+/// The nameservers of /etc/resolv.conf (what Go's resolver and musl ask).
+fn nameservers() -> Vec<std::net::IpAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver"))
+                .then(|| w.next()?.split('%').next()?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// A UDP socket on 127.0.0.1 (any port) for the responder, non-blocking.
+fn dns_socket() -> Option<(c_int, SocketAddr)> {
+    // SAFETY: plain socket calls on a socket we own; `raw` is a valid sockaddr_in.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
+        if fd < 0 {
+            return None;
+        }
+        let raw = sockaddr::to_raw("127.0.0.1:0".parse().unwrap(), libc::AF_INET)?;
+        if libc::bind(fd, raw.as_ptr() as *const libc::sockaddr, raw.len() as u32) != 0 {
+            libc::close(fd);
+            return None;
+        }
+        let addr = sockaddr::name_of(fd, false)?;
+        Some((fd, addr))
+    }
 }
 
 fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, events: u32, token: u64) -> bool {
@@ -170,6 +212,19 @@ impl Supervisor {
             TOKEN_SIGNALS,
         );
         let names = Names::new(cfg.remote_dns_subnet());
+        let (dns_sock, dns_addr) = match dns_socket() {
+            Some((fd, a)) => {
+                epoll_ctl(
+                    epfd,
+                    libc::EPOLL_CTL_ADD,
+                    fd,
+                    libc::EPOLLIN as u32,
+                    TOKEN_DNS,
+                );
+                (fd, Some(a))
+            }
+            None => (-1, None),
+        };
         let mut seed = [0u8; 8];
         // SAFETY: fills `seed`.
         unsafe { libc::getrandom(seed.as_mut_ptr() as *mut c_void, 8, 0) };
@@ -188,6 +243,9 @@ impl Supervisor {
             rr_next: HashMap::new(),
             notif_buf: vec![0u8; usize::from(sizes.notif).max(128)],
             rand: u64::from_ne_bytes(seed) | 1,
+            dns_sock,
+            dns_addr,
+            nameservers: nameservers(),
         })
     }
 
@@ -220,6 +278,7 @@ impl Supervisor {
                         }
                     }
                     TOKEN_SIGNALS => signalled = true,
+                    TOKEN_DNS => self.answer_dns(),
                     t => self.on_event(t, flags),
                 }
             }
@@ -390,6 +449,22 @@ impl Supervisor {
             self.reply(id, Err(libc::EALREADY));
             return;
         }
+        if ty == libc::SOCK_DGRAM && self.is_resolver(&dest) {
+            // The program's resolver (Go's, musl's): its queries go to our responder.
+            let r = self.dns_addr.and_then(|a| sockaddr::to_raw(a, domain));
+            let e = match r {
+                Some(r) => connect_nowait(fd, &r),
+                None => libc::ECONNREFUSED,
+            };
+            if e == 0 {
+                if let Some(a) = self.dns_addr {
+                    self.remember_peer(inode, raw, a);
+                }
+            }
+            sys::close(fd);
+            self.reply(id, if e == 0 { Ok(0) } else { Err(e) });
+            return;
+        }
         let mut op = Op {
             id,
             fd,
@@ -426,10 +501,17 @@ impl Supervisor {
             }
             Route::Proxy(chain, target) => {
                 if ty != libc::SOCK_STREAM {
-                    self.log.warn(&format!(
+                    let msg = format!(
                         "refusing to connect a datagram socket to {dest}: supervised UDP \
                          does not go through the proxy"
-                    ));
+                    );
+                    if self.names.is_placeholder(&dest.ip()) {
+                        // Go's address sorting probes each address so (it sends nothing and
+                        // takes the failure in its stride): not worth a line.
+                        self.log.debug(&msg);
+                    } else {
+                        self.log.warn(&msg);
+                    }
                     self.finish(op, Err(libc::EOPNOTSUPP));
                     return;
                 }
@@ -1003,6 +1085,12 @@ impl Supervisor {
         let Some(dest) = sockaddr::parse(raw) else {
             return Err(libc::EINVAL);
         };
+        if self.is_resolver(&dest) {
+            return match self.dns_addr.and_then(|a| sockaddr::to_raw(a, domain)) {
+                Some(r) => Ok(Some(r)),
+                None => Err(libc::ECONNREFUSED),
+            };
+        }
         match route::route(&self.cfg, &self.names, dest) {
             Route::Direct(None, _) => Ok(Some(raw.to_vec())),
             Route::Direct(Some(to), _) => sockaddr::to_raw(to, domain)
@@ -1150,5 +1238,67 @@ impl Supervisor {
             }
         }
         Ok(sent as i64)
+    }
+}
+
+impl Supervisor {
+    /// A query to the system resolver (a resolv.conf nameserver, port 53)?
+    fn is_resolver(&self, dest: &SocketAddr) -> bool {
+        let d = route::unmap(*dest);
+        d.port() == 53 && self.nameservers.contains(&d.ip())
+    }
+
+    /// Answers every query waiting at the responder: placeholders from the shared table
+    /// (names the proxy resolves), local answers for names that go direct.
+    fn answer_dns(&mut self) {
+        let mut buf = [0u8; 4096];
+        let mut out = [0u8; 4096];
+        for _ in 0..64 {
+            let mut from = [0u8; 128];
+            let mut flen = from.len() as libc::socklen_t;
+            // SAFETY: receives into our buffers of the lengths given.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.dns_sock,
+                    buf.as_mut_ptr() as *mut c_void,
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    from.as_mut_ptr() as *mut libc::sockaddr,
+                    &mut flen,
+                )
+            };
+            if n < 0 {
+                return;
+            }
+            let mut r = crate::names::Resolver {
+                cfg: &self.cfg,
+                names: &self.names,
+            };
+            let msg = &buf[..n as usize];
+            let (verdict, q) = proxify_core::dns::respond(msg, &mut r, false, false, &mut out);
+            let len = match verdict {
+                proxify_core::dns::Verdict::Reply { len, .. } => len,
+                proxify_core::dns::Verdict::Drop => continue,
+                // Nothing is forwarded from here: the query fails rather than go anywhere.
+                _ => match q {
+                    Some(q) => proxify_core::dns::error_reply(&q, 2, &mut out),
+                    None => continue,
+                },
+            };
+            if let Some(q) = q.as_ref().and_then(|q| q.name.as_ref()) {
+                self.log.debug(&format!("DNS: answered a query for {q}"));
+            }
+            // SAFETY: sends our reply to the sockaddr the query came from.
+            unsafe {
+                libc::sendto(
+                    self.dns_sock,
+                    out.as_ptr() as *const c_void,
+                    len,
+                    libc::MSG_DONTWAIT,
+                    from.as_ptr() as *const libc::sockaddr,
+                    flen,
+                )
+            };
+        }
     }
 }

@@ -12,7 +12,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi
 PKGS=(dante-server microsocks proxychains4 tcpdump iproute2 curl openssh-server openssh-client
       socat netcat-openbsd dnsmasq-base vsftpd wget python3 bind9-dnsutils
       git nodejs gcc libc6-dev tinyproxy)
-PKGS+=(golang-go util-linux)  # issue 13: a CGO_ENABLED=0 Go client under the supervisor; setpriv
+PKGS+=(golang-go)  # issue 13: a CGO_ENABLED=0 Go client under the supervisor
+PKGS+=(libcap2-bin util-linux binutils)  # issues 14/17: setcap, setpriv, su and readelf for the exec checks' tests
 missing=()
 for p in "${PKGS[@]}"; do
     if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
@@ -44,6 +45,13 @@ if ! python3 -c 'import pytest' 2>/dev/null; then
         }
     fi
     python3 -c 'import pytest' || { echo "setup: could not install pytest for $(command -v python3)" >&2; exit 1; }
+fi
+
+# cargo-deb for scripts/deb.sh (the .deb test of issue 16), pinned like cargo-fuzz.
+CARGO_DEB_VERSION=$(sed -n 's/^CARGO_DEB_VERSION=//p' scripts/deb.sh)
+if ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+    echo "setup: installing cargo-deb $CARGO_DEB_VERSION (cargo install --locked)"
+    cargo install --quiet --locked --version "$CARGO_DEB_VERSION" cargo-deb
 fi
 
 # Release binaries: target/release/proxify and target/release/libproxify.so.

@@ -10,16 +10,16 @@ mod check;
 mod cli;
 mod docs;
 mod file;
-mod report;
 mod settings;
 mod shellenv;
 mod show;
+mod values;
 
 use clap::error::ErrorKind;
 use clap::Parser;
 use cli::{Cli, ConfigArgs, EnvArgs, RunArgs, ShellArgs, Sub};
 use proxify_core::config::ENV_DNS_FD;
-use proxify_core::elfcheck::{self, Reason, Verdict, ENV_ALLOW_UNPROXIED};
+use proxify_core::progcheck::{self, Verdict, ENV_ALLOW_UNPROXIED};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
@@ -197,8 +197,24 @@ fn fail(code: i32, msg: &str) -> ! {
     exit(code)
 }
 
-/// clap's error as one line: its first paragraph, without the "error: " prefix.
+/// clap's error as one line: its first paragraph, without the "error: " prefix. A value a
+/// typed parser refused is told as `--flag: why` (never echoing the value: it may be a URL
+/// with a password).
 fn clap_error_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    use std::error::Error;
+    if e.kind() == ErrorKind::ValueValidation {
+        if let (Some(ContextValue::String(arg)), Some(why)) =
+            (e.get(ContextKind::InvalidArg), e.source())
+        {
+            let name = arg.split_whitespace().next().unwrap_or(arg);
+            return match name {
+                "--proxy" => format!("-x: {why}"),
+                n if n.starts_with('<') => format!("{} {why}", n.trim_matches(['<', '>'])),
+                n => format!("{n}: {why}"),
+            };
+        }
+    }
     let text = e.render().to_string();
     let mut parts = Vec::new();
     for line in text.lines() {
@@ -255,27 +271,25 @@ fn run(args: RunArgs) -> (i32, String) {
         Ok(m) => m,
         Err(msg) => return (EXIT_USAGE, msg),
     };
-    let verdict = verdict_of(program);
+    let verdict = unproxied(program, &args.command[1..]);
     let supervise = match mode {
         Mode::Preload => false,
         Mode::Supervise => true,
         // Static and Go programs (and scripts run by one) are supervised.
-        Mode::Auto => matches!(&verdict, Some(Ok(Verdict::Unreachable(r))) if supervisable(r)),
+        Mode::Auto => verdict.as_ref().is_some_and(supervisable),
     };
     if supervise {
-        if !allow {
-            if let Some(Ok(Verdict::Unreachable(r))) = &verdict {
-                if !supervisable(r) && !matches!(innermost(r), Reason::Foreign { .. }) {
-                    return (
-                        EXIT_USAGE,
-                        format!(
-                            "refusing to run {}: {r} \u{2014} under supervision it would run \
-                             without its privileges (use --allow-unproxied to run it anyway)",
-                            program.to_string_lossy()
-                        ),
-                    );
-                }
-            }
+        if let Some(v) = verdict.as_ref().filter(|v| !allow && refused_supervised(v)) {
+            return (
+                EXIT_USAGE,
+                format!(
+                    "refusing to run {}: {} \u{2014} under supervision it would not work as \
+                     it should ({})",
+                    program.to_string_lossy(),
+                    v.reason(),
+                    v.fix()
+                ),
+            );
         }
         let mut cmd = Command::new(program);
         cmd.args(&args.command[1..]);
@@ -287,9 +301,18 @@ fn run(args: RunArgs) -> (i32, String) {
             },
         );
     }
-    if !allow {
-        if let Some(msg) = refusal(program, verdict) {
-            return (EXIT_USAGE, msg);
+    if let Some(verdict) = verdict {
+        if !allow {
+            return (
+                EXIT_USAGE,
+                format!("refusing to run {}: {verdict}", program.to_string_lossy()),
+            );
+        }
+        if !cfg.quiet {
+            eprintln!(
+                "proxify: {}",
+                allowed_line(&program.to_string_lossy(), &verdict)
+            );
         }
     }
     let mut cmd = Command::new(program);
@@ -329,7 +352,7 @@ fn allow_unproxied(args: &RunArgs) -> Result<bool, String> {
     match std::env::var_os(ENV_ALLOW_UNPROXIED) {
         None => Ok(false),
         Some(v) => match v.to_str() {
-            Some(v) => elfcheck::parse_allow(v),
+            Some(v) => progcheck::parse_allow(v),
             None => Err(format!("{ENV_ALLOW_UNPROXIED} is not valid UTF-8")),
         },
     }
@@ -363,42 +386,40 @@ fn run_mode(args: &RunArgs) -> Result<Mode, String> {
     }
 }
 
-/// The reason behind any number of script interpreters.
-fn innermost(r: &Reason) -> &Reason {
-    match r {
-        Reason::Interpreter { reason, .. } => innermost(reason),
-        r => r,
-    }
-}
-
 /// Can the supervisor carry this program's connections? (Static and Go programs, and
-/// scripts whose interpreter is one.)
-fn supervisable(r: &Reason) -> bool {
-    matches!(innermost(r), Reason::Static | Reason::Go)
+/// scripts or the loader running one.)
+fn supervisable(v: &Verdict) -> bool {
+    matches!(v.innermost(), Verdict::Static | Verdict::Go)
 }
 
-/// What inspection says about `program`, found through `$PATH` as the exec will find it;
-/// None for a command that is not found (left to the exec, which fails with 127).
-fn verdict_of(program: &OsStr) -> Option<Result<Verdict, String>> {
+/// Programs refused under supervision too: setuid/setgid/capability programs (under
+/// no_new_privs they would run without their privileges) and other architectures (whose
+/// system calls the filter refuses).
+fn refused_supervised(v: &Verdict) -> bool {
+    matches!(
+        v.innermost(),
+        Verdict::PrivilegeChange(_) | Verdict::OtherArch { .. }
+    )
+}
+
+/// The verdict on `program` when the shim cannot reach it (a static, Go, setuid... program,
+/// a script run by one, the dynamic loader running one), so that its connections would
+/// bypass the proxy. `program` is found through `$PATH` as the exec will find it; a command
+/// that is not found is left to the exec (which fails with 127).
+fn unproxied(program: &OsStr, args: &[OsString]) -> Option<Verdict> {
     let search = std::env::var_os("PATH");
-    let path = elfcheck::find_in_path(program, search.as_deref())?;
-    Some(elfcheck::inspect_with(&path, search.as_deref()))
+    let path = progcheck::find_in_path(program, search.as_deref())?;
+    let args: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
+    let verdict = progcheck::judge(&path, &args);
+    (!verdict.is_proxied()).then_some(verdict)
 }
 
-/// Why `program` must not run: the shim cannot reach it (a static, Go, setuid... program, or
-/// a script run by one), so its connections would bypass the proxy.
-fn refusal(program: &OsStr, verdict: Option<Result<Verdict, String>>) -> Option<String> {
-    let name = program.to_string_lossy();
-    let hint = "(use --allow-unproxied to run it anyway)";
-    match verdict? {
-        Ok(Verdict::Reachable) | Ok(Verdict::CannotRun) => None,
-        Ok(Verdict::Unreachable(why)) => Some(format!(
-            "refusing to run {name}: {why} \u{2014} its connections would bypass the proxy {hint}"
-        )),
-        Err(e) => Some(format!(
-            "refusing to run {name}: {e} \u{2014} its connections could bypass the proxy {hint}"
-        )),
-    }
+/// The one line `--allow-unproxied` prints when it lets an unproxied program start.
+pub(crate) fn allowed_line(name: &str, verdict: &Verdict) -> String {
+    format!(
+        "running {name} without the proxy (--allow-unproxied): {}",
+        verdict.reason()
+    )
 }
 
 /// `proxify config`: prints the effective settings; exit 0, or 2 with one line on error.

@@ -11,6 +11,7 @@ pub mod dns;
 pub mod elfcheck;
 pub mod http;
 pub mod placeholder;
+pub mod progcheck;
 pub mod proxychains;
 pub mod rules;
 pub mod socks;

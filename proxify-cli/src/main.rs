@@ -311,7 +311,7 @@ fn run(args: RunArgs) -> (i32, String) {
         if !cfg.quiet {
             eprintln!(
                 "proxify: {}",
-                allowed_line(&program.to_string_lossy(), &verdict)
+                progcheck::allowed_line(&program.to_string_lossy(), &verdict)
             );
         }
     }
@@ -412,14 +412,6 @@ fn unproxied(program: &OsStr, args: &[OsString]) -> Option<Verdict> {
     let args: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
     let verdict = progcheck::judge(&path, &args);
     (!verdict.is_proxied()).then_some(verdict)
-}
-
-/// The one line `--allow-unproxied` prints when it lets an unproxied program start.
-pub(crate) fn allowed_line(name: &str, verdict: &Verdict) -> String {
-    format!(
-        "running {name} without the proxy (--allow-unproxied): {}",
-        verdict.reason()
-    )
 }
 
 /// `proxify config`: prints the effective settings; exit 0, or 2 with one line on error.

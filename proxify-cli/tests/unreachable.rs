@@ -683,8 +683,8 @@ fn a_proxied_shell_cannot_run_a_static_program() {
     );
     let warn = format!(
         "proxify: refusing to run {st_s}: it is statically linked (no dynamic loader loads the \
-         shim) \u{2014} its connections would bypass the proxy (proxify run --allow-unproxied \
-         allows it)\n"
+         shim) \u{2014} its connections would bypass the proxy (use proxify run \
+         --allow-unproxied to run it anyway)\n"
     );
     assert!(err.contains(&warn), "{err}");
     assert_eq!(err.matches("proxify: ").count(), 1, "{err}");
@@ -961,4 +961,123 @@ fn every_exec_call_keeps_the_shim() {
             stderr(&o)
         );
     }
+}
+
+#[test]
+fn posix_spawn_is_judged_where_the_child_execs() {
+    // Issue 14 item 3: after a chdir/fchdir file action the child runs ./pxstatic of that
+    // directory; the check looked for it in the caller's.
+    let shim = real_shim();
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/integration/csrc/exec_spawn.c"
+    ))
+    .unwrap();
+    let helper = cc("exec-spawn", &src, &[]);
+    let h = helper.to_str().unwrap();
+    let dir = static_dir();
+    let d = dir.to_str().unwrap();
+    for (mode, prog) in [
+        ("chdir", "./pxstatic"),
+        ("fchdir", "./pxstatic"),
+        ("open-fchdir", "./pxstatic"),
+        ("spawnp-chdir", "pxstatic"),
+    ] {
+        let o = run(&shim, &[h, mode, d, prog], &[]);
+        let err = stderr(&o);
+        assert_eq!(
+            stdout(&o),
+            "spawn: Operation not permitted\n",
+            "{mode}: {err}"
+        );
+        assert!(
+            err.contains("proxify: refusing to run ") && err.contains("statically linked"),
+            "{mode}: {err}"
+        );
+    }
+    // A dynamic program there runs, though a static one of that name is here.
+    let dyn_dir = tmp_dir().join("dyn-dir");
+    {
+        let _held = writing();
+        std::fs::create_dir_all(&dyn_dir).unwrap();
+        std::fs::copy("/bin/echo", dyn_dir.join("pxstatic")).unwrap();
+    }
+    let o = run(
+        &shim,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "cd {d} && exec {h} chdir {} ./pxstatic dynamic-ran",
+                dyn_dir.display()
+            ),
+        ],
+        &[],
+    );
+    assert_eq!(stdout(&o), "dynamic-ran\n", "{}", stderr(&o));
+}
+
+#[test]
+fn the_loader_and_ldd_through_the_shim() {
+    let shim = real_shim();
+    // ldd runs the loader with --verify, then to list: both through the shim's exec hooks.
+    let o = run(&shim, &["ldd", "/bin/true"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("libc.so.6") && out.contains("libproxify.so"),
+        "{out}"
+    );
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
+    // The loader running a static program, from a proxied shell.
+    let ld = system_loader();
+    let st = static_prog();
+    let st_s = st.to_str().unwrap();
+    let o = run(
+        &shim,
+        &["sh", "-c", &format!("{ld} {st_s}; echo \"rc=$?\"")],
+        &[],
+    );
+    assert_eq!(stdout(&o), "rc=126\n", "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "the program the dynamic loader runs, {st_s}, is statically linked"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(
+        &shim,
+        &["sh", "-c", &format!("{ld} /bin/echo via-loader")],
+        &[],
+    );
+    assert_eq!(stdout(&o), "via-loader\n", "{}", stderr(&o));
+    // Allowed: it runs, and the shim says so in one line for each start (none with -q).
+    let o = run_allowed(&shim, &["sh", "-c", &format!("{st_s}; true")], &[]);
+    assert_eq!(stdout(&o), format!("{STATIC_SAYS}\n"), "{}", stderr(&o));
+    assert_allowed_line(&o, st_s, "it is statically linked");
+    let o = run_allowed(&shim, &["sh", "-c", &format!("{st_s}; {st_s}")], &[]);
+    assert_eq!(
+        stderr(&o).matches("without the proxy").count(),
+        2,
+        "{}",
+        stderr(&o)
+    );
+    let o = proxify(
+        &shim,
+        &[
+            "run",
+            "-x",
+            PROXY,
+            "-q",
+            "--allow-unproxied",
+            "--",
+            "sh",
+            "-c",
+            st_s,
+        ],
+        &[],
+    );
+    assert_eq!(stdout(&o), format!("{STATIC_SAYS}\n"), "{}", stderr(&o));
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
 }

@@ -8,7 +8,6 @@ pub mod chain;
 pub mod cidr;
 pub mod config;
 pub mod dns;
-pub mod elfcheck;
 pub mod http;
 pub mod placeholder;
 pub mod progcheck;

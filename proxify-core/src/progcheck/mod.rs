@@ -511,6 +511,14 @@ fn err_text(e: &io::Error) -> String {
     }
 }
 
+/// The one line `--allow-unproxied` prints when it lets the unproxied program `name` start.
+pub fn allowed_line(name: &str, verdict: &Verdict) -> String {
+    format!(
+        "running {name} without the proxy (--allow-unproxied): {}",
+        verdict.reason()
+    )
+}
+
 /// The verdict for `path` run by this process with `args`, `PATH` of this process.
 pub fn judge(path: &Path, args: &[&OsStr]) -> Verdict {
     let search = std::env::var_os("PATH");

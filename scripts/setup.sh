@@ -12,6 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi
 PKGS=(dante-server microsocks proxychains4 tcpdump iproute2 curl openssh-server openssh-client
       socat netcat-openbsd dnsmasq-base vsftpd wget python3 bind9-dnsutils
       git nodejs gcc libc6-dev tinyproxy)
+PKGS+=(libevent-dev libglib2.0-dev pkg-config default-jdk-headless)  # issue 11: event-loop clients (libevent, GIO, Java NIO)
 missing=()
 for p in "${PKGS[@]}"; do
     if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
@@ -44,6 +45,18 @@ if ! python3 -c 'import pytest' 2>/dev/null; then
     fi
     python3 -c 'import pytest' || { echo "setup: could not install pytest for $(command -v python3)" >&2; exit 1; }
 fi
+
+# issue 11: event-loop clients from PyPI (trio, anyio) and uv (a tokio program) for the tests.
+for m in trio anyio uv; do
+    if ! python3 -c "import $m" 2>/dev/null; then
+        echo "setup: installing $m for $(command -v python3)"
+        python3 -m pip install -q "$m" || { echo "setup: could not install $m" >&2; exit 1; }
+    fi
+done
+
+# issue 11: the tokio/reqwest test client (from crates.io), built into target/test-programs.
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/test-programs" \
+    cargo build --release --quiet --manifest-path tests/programs/evloop/Cargo.toml
 
 # Release binaries: target/release/proxify and target/release/libproxify.so.
 cargo build --release --workspace --quiet

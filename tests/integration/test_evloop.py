@@ -257,7 +257,7 @@ def package_index(topo):
     (pkg / "index.html").write_text(f'<html><body><a href="{whl}">{whl}</a></body></html>\n')
     (root / "simple" / "index.html").write_text('<html><body><a href="pxfdemo/">pxfdemo</a></body></html>\n')
     s = start_or_fail(lambda: Server(topo, netns.NS_TARGET,
-                                     [sys.executable, "-m", "http.server", "--bind", T4,
+                                     [sys.executable, "-m", "http.server", "--bind", "::",
                                       "--directory", str(root), str(INDEX_PORT)],
                                      "evloop-index", tcp=(T4, INDEX_PORT)), "package index on the target")
     try:

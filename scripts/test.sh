@@ -14,6 +14,9 @@ trap 'rm -f "$log"' EXIT
 echo "== cargo test --workspace"
 cargo test --workspace </dev/null 2>&1 | tee -a "$log" || status=1
 
+echo "== layers: the shim's imports point down, no cycle (scripts/layers.py)"
+{ python3 scripts/layers.py --self-test && python3 scripts/layers.py; } </dev/null || status=1
+
 echo "== fuzz: a short bounded pass of each target (scripts/fuzz.sh ${PROXIFY_FUZZ_SECS:-10})"
 bash scripts/fuzz.sh "${PROXIFY_FUZZ_SECS:-10}" </dev/null || status=1
 

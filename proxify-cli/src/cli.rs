@@ -199,6 +199,43 @@ pub enum Sub {
     /// Print the manual page (roff)
     #[command(long_about = MAN_LONG_ABOUT, after_help = MAN_AFTER_HELP)]
     Man,
+    /// Open your $SHELL with every command in it proxied ('exit' leaves)
+    #[command(long_about = SHELL_LONG_ABOUT, after_help = SHELL_AFTER_HELP)]
+    Shell(ShellArgs),
+    /// Print the lines that proxify the current shell: eval "$(proxify env -x URL)"
+    #[command(long_about = ENV_LONG_ABOUT, after_help = ENV_AFTER_HELP)]
+    Env(EnvArgs),
+}
+
+const SHELL_LONG_ABOUT: &str = "Open your $SHELL (else /bin/sh) with every command in it proxied, \
+as if each were started with 'proxify run'. bash, sh, dash and ksh show '(proxify) ' in the \
+prompt; every shell gets PROXIFY_SHELL=1 for prompts of its own. 'exit' leaves. Takes the same \
+settings as 'proxify run'. Remote-DNS placeholders are shared by the whole shell session.";
+const SHELL_AFTER_HELP: &str = "Examples:\n  proxify shell -x socks5h://proxy.example:1080\n  \
+proxify shell --proxychains";
+const ENV_LONG_ABOUT: &str = "Print the 'export' lines that proxify the current shell, the way \
+'. torsocks on' does: eval \"$(proxify env -x URL)\". Every command started from that shell \
+afterwards is proxied. 'proxify env --off' prints the lines that undo it. Unlike \
+'proxify shell', each command then keeps its own remote-DNS placeholders: a name looked up by \
+one command (getent, dig) is not known to the next one.";
+const ENV_AFTER_HELP: &str =
+    "Examples:\n  eval \"$(proxify env -x socks5h://proxy.example:1080)\"\n  \
+eval \"$(proxify env --off)\"";
+
+#[derive(Args, Debug)]
+pub struct ShellArgs {
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Args, Debug)]
+pub struct EnvArgs {
+    #[command(flatten)]
+    pub settings: Settings,
+
+    /// Print the lines that undo a previous 'proxify env' instead
+    #[arg(long = "off")]
+    pub off: bool,
 }
 
 /// The settings flags, shared by `run` and `config`.

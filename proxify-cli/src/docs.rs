@@ -195,10 +195,10 @@ mod tests {
                 "{prev}"
             );
         }
-        for sub in ["RUN", "CONFIG", "CHECK", "COMPLETIONS", "MAN"] {
+        for sub in ["RUN", "CONFIG", "CHECK", "COMPLETIONS", "MAN", "SHELL", "ENV"] {
             assert!(p.contains(&format!(".SH \"PROXIFY {sub}\"")), "{sub}");
         }
-        assert_eq!(p.matches(".SS EXAMPLES").count(), 5);
+        assert_eq!(p.matches(".SS EXAMPLES").count(), 7);
         assert!(p.contains(".SH EXAMPLES"));
         assert!(!p.contains(".SH EXTRA") && !p.contains(".SS EXTRA"));
         // Balanced no-fill blocks.
@@ -209,7 +209,7 @@ mod tests {
     fn completions_name_every_subcommand() {
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let text = String::from_utf8(completions(shell)).unwrap();
-            for sub in ["run", "config", "check", "completions", "man"] {
+            for sub in ["run", "config", "check", "completions", "man", "shell", "env"] {
                 assert!(text.contains(sub), "{shell:?} {sub}");
             }
             assert!(text.contains("require"), "{shell:?}");

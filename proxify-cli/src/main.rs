@@ -5,17 +5,19 @@
 //! `proxify check [...] [HOST:PORT]`: checks the proxies step by step (see `check`).
 //! `proxify completions SHELL`, `proxify man`: generated from the clap definitions.
 
+mod alias;
 mod check;
 mod cli;
 mod docs;
 mod file;
 mod report;
 mod settings;
+mod shellenv;
 mod show;
 
 use clap::error::ErrorKind;
 use clap::Parser;
-use cli::{Cli, ConfigArgs, RunArgs, Sub};
+use cli::{Cli, ConfigArgs, EnvArgs, RunArgs, ShellArgs, Sub};
 use proxify_core::config::ENV_DNS_FD;
 use proxify_core::elfcheck::{self, Verdict, ENV_ALLOW_UNPROXIED};
 use std::ffi::{OsStr, OsString};
@@ -54,7 +56,20 @@ fn main() {
         exit(EXIT_USAGE);
     }));
 
-    let cli = match Cli::try_parse() {
+    let mut argv: Vec<OsString> = std::env::args_os().collect();
+    if argv.first().is_some_and(|a| alias::is_alias(a)) {
+        let quiet = std::env::var_os("PROXYCHAINS_QUIET_MODE");
+        match alias::translate(&argv[1..], quiet.as_deref()) {
+            alias::Alias::Run(args) => {
+                argv = std::iter::once("proxify".into()).chain(args).collect()
+            }
+            alias::Alias::Usage => {
+                eprint!("{}", alias::usage(&argv[0]));
+                exit(1)
+            }
+        }
+    }
+    let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
         Err(e) => match e.kind() {
             // Help and version go to stdout with status 0.
@@ -82,7 +97,83 @@ fn main() {
             write_stdout(&docs::man_page());
             exit(0)
         }
+        Sub::Shell(args) => {
+            let (code, msg) = shell(args);
+            fail(code, &msg)
+        }
+        Sub::Env(args) => env_lines(args),
     }
+}
+
+/// `proxify shell`: `proxify run -- $SHELL`, with the prompt marker (see `shellenv`).
+fn shell(args: ShellArgs) -> (i32, String) {
+    let plan = shellenv::plan(std::env::var_os("SHELL").as_deref());
+    let mut command = plan.argv;
+    for (k, v) in &plan.env {
+        std::env::set_var(k, v);
+    }
+    if let Some(rc) = plan.bash_rc {
+        // An inheritable memfd (no MFD_CLOEXEC) that bash reads as --rcfile; the rc file
+        // closes it again, so the shell's commands do not inherit it.
+        // SAFETY: a NUL-terminated name; memfd_create has no other preconditions.
+        let fd = unsafe { libc::memfd_create(c"proxify-bashrc".as_ptr(), 0) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            return (
+                EXIT_USAGE,
+                format!("cannot create the shell's rc file: {}", io_error_text(&e)),
+            );
+        }
+        let text = format!("{rc}exec {fd}<&-\n");
+        // SAFETY: fd is the memfd just created; the buffer is valid for its length.
+        let n = unsafe { libc::pwrite(fd, text.as_ptr().cast(), text.len(), 0) };
+        if n != text.len() as isize {
+            return (EXIT_USAGE, "cannot write the shell's rc file".to_string());
+        }
+        command.push("--rcfile".into());
+        command.push(format!("/dev/fd/{fd}").into());
+        command.push("-i".into());
+    }
+    run(RunArgs {
+        settings: args.settings,
+        allow_unproxied: false,
+        command,
+    })
+}
+
+/// `proxify env [--off]`: prints `export`/`unset` lines for `eval`.
+fn env_lines(args: EnvArgs) -> ! {
+    let mut names: Vec<&str> = proxify_core::config::Config::default()
+        .to_env()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    names.extend([ENV_DNS_FD, ENV_ALLOW_UNPROXIED, shellenv::ENV_SHELL]);
+    if args.off {
+        let ld = std::env::var_os("LD_PRELOAD");
+        write_stdout(&shellenv::off_lines(&names, ld.as_deref(), SHIM_NAME));
+        exit(0)
+    }
+    let eff = match settings::effective(&args.settings) {
+        Ok(e) => e,
+        Err(msg) => fail(EXIT_USAGE, &msg),
+    };
+    if eff.config.chains.is_empty() {
+        fail(EXIT_USAGE, NO_PROXY);
+    }
+    let shim = find_shim().unwrap_or_else(|msg| fail(EXIT_USAGE, &msg));
+    let preload = preload_with(shim.as_os_str(), std::env::var_os("LD_PRELOAD").as_deref());
+    let mut vars: Vec<(String, Option<OsString>)> = eff
+        .config
+        .to_env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.map(OsString::from)))
+        .collect();
+    // No placeholder table can outlive this command: each proxied command makes its own.
+    vars.push((ENV_DNS_FD.to_string(), None));
+    vars.push(("LD_PRELOAD".to_string(), Some(preload)));
+    write_stdout(&shellenv::export_lines(&vars));
+    exit(0)
 }
 
 /// Writes `text` to standard output; a closed pipe is not an error (`proxify man | head`).
@@ -125,6 +216,8 @@ fn clap_error_line(e: &clap::Error) -> String {
         Some(a) if a == "check" => "proxify check --help",
         Some(a) if a == "completions" => "proxify completions --help",
         Some(a) if a == "man" => "proxify man --help",
+        Some(a) if a == "shell" => "proxify shell --help",
+        Some(a) if a == "env" => "proxify env --help",
         _ => "proxify --help",
     };
     format!("{} (see '{help}')", parts.join(" "))
@@ -245,7 +338,8 @@ fn show_config(args: ConfigArgs) -> ! {
     exit(0)
 }
 
-/// `$PROXIFY_SHIM` (must exist), else `libproxify.so` beside our own executable. Absolute.
+/// `$PROXIFY_SHIM` (must exist), else `../lib/proxify/libproxify.so` from our own executable's
+/// real path (the installed layout), else `libproxify.so` beside it. Absolute.
 fn find_shim() -> Result<PathBuf, String> {
     let shim = match std::env::var_os(ENV_SHIM).filter(|v| !v.is_empty()) {
         Some(given) => {
@@ -266,14 +360,26 @@ fn find_shim() -> Result<PathBuf, String> {
                         io_error_text(&e)
                     )
                 })?;
-            let shim = exe.with_file_name(SHIM_NAME);
-            if !shim.is_file() {
-                return Err(format!(
-                    "cannot find {SHIM_NAME} beside {} (set {ENV_SHIM})",
-                    exe.display()
-                ));
+            // Installed layout first (PREFIX/bin/proxify, PREFIX/lib/proxify/libproxify.so),
+            // then the build layout (target/release: side by side).
+            let installed = exe
+                .parent()
+                .and_then(|bin| bin.parent())
+                .map(|prefix| prefix.join("lib/proxify").join(SHIM_NAME));
+            match installed.filter(|p| p.is_file()) {
+                Some(p) => p,
+                None => {
+                    let shim = exe.with_file_name(SHIM_NAME);
+                    if !shim.is_file() {
+                        return Err(format!(
+                            "cannot find {SHIM_NAME} in {}/../lib/proxify/ or beside it \
+                             (reinstall with scripts/install.sh, or set {ENV_SHIM})",
+                            exe.parent().unwrap_or(&exe).display()
+                        ));
+                    }
+                    shim
+                }
             }
-            shim
         }
     };
     // The dynamic loader splits LD_PRELOAD at ':' and spaces: such a path would not load, and

@@ -466,8 +466,9 @@ fn shim_is_looked_for_beside_the_executable() {
     assert_eq!(
         stderr(&o),
         format!(
-            "proxify: cannot find libproxify.so beside {} (set PROXIFY_SHIM)\n",
-            bin.display()
+            "proxify: cannot find libproxify.so in {}/../lib/proxify/ or beside it \
+             (reinstall with scripts/install.sh, or set PROXIFY_SHIM)\n",
+            bin.parent().unwrap().display()
         )
     );
 
@@ -486,6 +487,38 @@ fn shim_is_looked_for_beside_the_executable() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let want = bin.with_file_name("libproxify.so");
+    assert_eq!(stdout(&o), format!("{}\n", want.display()));
+}
+
+#[test]
+fn the_installed_layout_finds_lib_proxify_first() {
+    // PREFIX/bin/proxify and PREFIX/lib/proxify/libproxify.so, reached through a symlink
+    // (the real path counts), with a decoy shim beside the link.
+    let prefix = tmp_path("installed-prefix");
+    let _ = std::fs::remove_dir_all(&prefix);
+    std::fs::create_dir_all(prefix.join("bin")).unwrap();
+    std::fs::create_dir_all(prefix.join("lib/proxify")).unwrap();
+    std::fs::copy(BIN, prefix.join("bin/proxify")).unwrap();
+    std::fs::copy(empty_so(""), prefix.join("lib/proxify/libproxify.so")).unwrap();
+    let links = tmp_path("installed-links");
+    let _ = std::fs::remove_dir_all(&links);
+    std::fs::create_dir_all(&links).unwrap();
+    std::os::unix::fs::symlink(prefix.join("bin/proxify"), links.join("proxify")).unwrap();
+    std::fs::copy(empty_so(""), links.join("libproxify.so")).unwrap();
+    let o = proxify_at(
+        &links.join("proxify"),
+        &[
+            "run",
+            "-x",
+            "socks5h://proxy.example",
+            "sh",
+            "-c",
+            "echo $LD_PRELOAD",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want = std::fs::canonicalize(prefix.join("lib/proxify/libproxify.so")).unwrap();
     assert_eq!(stdout(&o), format!("{}\n", want.display()));
 }
 

@@ -205,7 +205,7 @@ pub fn check_remote_dns_subnet(c: &Cidr) -> Result<(), String> {
             "remote DNS subnet {c} must be an IPv4 block from /4 to /24"
         ));
     }
-    Ok(())
+    crate::placeholder::Block::new(c).map(|_| ())
 }
 
 /// When `listen()` turns into a SOCKS BIND (see the README, "BIND").
@@ -572,6 +572,41 @@ impl Config {
         if let Some(c) = &self.remote_dns_subnet {
             check_remote_dns_subnet(c)?;
         }
+        self.check_placeholder_overlap()?;
+        Ok(())
+    }
+
+    /// The placeholder block shares no address with a block sent direct (`direct` blocks and
+    /// `direct` rules on address blocks): such an address would mean two things. A catch-all
+    /// (`0.0.0.0/0`, `::/0`: "every other address") is no clash: placeholders are judged by
+    /// their name before any address rule.
+    fn check_placeholder_overlap(&self) -> Result<(), String> {
+        let sub = self.remote_dns_subnet();
+        let block = crate::placeholder::Block::new(&sub)?;
+        let clash = |c: &Cidr, what: String| {
+            if c.prefix == 0 || !block.overlaps(c) {
+                return Ok(());
+            }
+            Err(format!(
+                "remote DNS subnet {sub} overlaps {what}: an address there could be a \
+                 placeholder or a direct destination (choose a block the rules leave alone)"
+            ))
+        };
+        for c in &self.direct {
+            clash(c, format!("direct block {c}"))?;
+        }
+        for r in &self.rules.rules {
+            if let (crate::rules::HostMatch::Net(c), crate::rules::Action::Direct) =
+                (&r.pattern.host, &r.action)
+            {
+                let at = r
+                    .origin
+                    .as_deref()
+                    .map(|o| format!(" ({o})"))
+                    .unwrap_or_default();
+                clash(c, format!("direct rule \"{r}\"{at}"))?;
+            }
+        }
         Ok(())
     }
 
@@ -794,6 +829,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::{Action, HostMatch, Pattern};
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -1038,7 +1074,7 @@ mod tests {
             ],
             rules,
             proxy_dns: Some(false),
-            remote_dns_subnet: Some("10.0.0.0/8".parse().unwrap()),
+            remote_dns_subnet: Some("100.64.0.0/10".parse().unwrap()),
             ..Config::default()
         };
         c.chains[0].hops = c.proxies.clone();
@@ -1069,7 +1105,7 @@ mod tests {
             "192.0.2.1:1234 198.51.100.2:443\n2001:db8::1 192.0.2.9"
         );
         assert_eq!(get(ENV_PROXY_DNS).as_deref(), Some("0"));
-        assert_eq!(get(ENV_REMOTE_DNS_SUBNET).as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(get(ENV_REMOTE_DNS_SUBNET).as_deref(), Some("100.64.0.0/10"));
         assert_eq!(from_vars(vars), c);
         // A strict default chain needs no line; no chains, rules or dnat: no variables.
         let plain = Config {
@@ -1122,6 +1158,39 @@ mod tests {
             c.rules.dnat("192.0.2.5:22".parse().unwrap()),
             Some("192.0.2.6:80".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn placeholder_block_must_not_overlap_direct_blocks() {
+        let mut c = rich();
+        c.remote_dns_subnet = Some("198.18.0.0/15".parse().unwrap());
+        c.direct = vec!["198.19.0.0/16".parse().unwrap()];
+        let e = c.check().unwrap_err();
+        assert!(e.contains("overlaps direct block 198.19.0.0/16"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+        c.direct = vec![
+            "192.168.0.0/16".parse().unwrap(),
+            "0.0.0.0/0".parse().unwrap(),
+        ];
+        c.check().unwrap();
+        c.rules.rules.push(Rule {
+            pattern: Pattern {
+                host: HostMatch::Net("198.18.7.0/24".parse().unwrap()),
+                ports: None,
+            },
+            action: Action::Direct,
+            origin: Some("here".into()),
+        });
+        let e = c.check().unwrap_err();
+        assert!(
+            e.contains("direct rule \"198.18.7.0/24 direct\" (here)"),
+            "{e}"
+        );
+        // proxychains' `remote_dns_subnet 127`: the loopback /16 it skips is no overlap.
+        c.rules.rules.pop();
+        c.remote_dns_subnet = Some("127.0.0.0/8".parse().unwrap());
+        c.direct = vec!["127.0.0.0/16".parse().unwrap()];
+        c.check().unwrap();
     }
 
     #[test]

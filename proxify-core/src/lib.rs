@@ -7,8 +7,10 @@
 pub mod chain;
 pub mod cidr;
 pub mod config;
+pub mod dns;
 pub mod elfcheck;
 pub mod http;
+pub mod placeholder;
 pub mod proxychains;
 pub mod rules;
 pub mod socks;

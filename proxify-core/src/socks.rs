@@ -43,6 +43,16 @@ pub enum TargetAddr {
     Domain(String, u16),
 }
 
+/// `203.0.113.1:80`, `[2001:db8::1]:443`, `example.com:80`: how every message shows a target.
+impl std::fmt::Display for TargetAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetAddr::Ip(a) => write!(f, "{a}"),
+            TargetAddr::Domain(n, p) => write!(f, "{n}:{p}"),
+        }
+    }
+}
+
 /// Username/password (RFC 1929 for SOCKS5; the user alone is the SOCKS4 USERID).
 ///
 /// SOCKS5 needs a user of 1 to 255 bytes and a password of 0 to 255 bytes (an empty password

@@ -1090,3 +1090,15 @@ fn random_input_never_panics() {
         "random input completed only {finished} handshakes"
     );
 }
+
+#[test]
+fn target_display() {
+    let t = TargetAddr::Ip("[2001:db8::1]:443".parse().unwrap());
+    assert_eq!(t.to_string(), "[2001:db8::1]:443");
+    let t = TargetAddr::Ip("203.0.113.1:80".parse().unwrap());
+    assert_eq!(t.to_string(), "203.0.113.1:80");
+    assert_eq!(
+        TargetAddr::Domain("example.com".into(), 80).to_string(),
+        "example.com:80"
+    );
+}

@@ -1,31 +1,31 @@
 //! `libproxify.so`: the LD_PRELOAD library of proxify.
 //!
-//! Layout (thin hooks, logic elsewhere):
-//! - `hooks/`: the exported C functions, one file per family (connect, dns, fd, udp). Each
-//!   converts arguments, asks the decision code, maps the result to the C convention, and
-//!   runs inside [`guard::guarded`] so a panic fails the call instead of falling through.
-//! - `decide`: where a destination goes (direct and why, proxy, or refused): plain Rust.
-//! - `proxied`: the proxied connect, driving proxify-core's sans-IO SOCKS client.
-//! - `nbconnect`: non-blocking proxied connects, driven from the program's poll/select/epoll
-//!   calls (`hooks/poll.rs`) and finished by `SO_ERROR` (`hooks/sockopt.rs`) or the first I/O.
-//! - `fdtable`: per-fd state; `fakedns`: remote-DNS placeholders; `hosts`: /etc/hosts.
-//! - `real`: the real libc functions, resolved once; `runtime`: configuration and logging.
-//! - `csrc/variadic.c`: `fcntl`, which stable Rust cannot define (variadic).
+//! Module map, in layers: a module imports only from its own layer or below, never in a cycle
+//! (`scripts/layers.py` checks it; ARCHITECTURE.md walks through one proxied connect).
+//! - L0 `sys/`: `real` (the only way to libc's real functions), `sockaddr`, `lock` (the
+//!   fork-safe spin lock), `guard` (panics fail the call), `error` (errno, `Failure`),
+//!   `socket` (sockopts, local address, non-blocking toggle, disconnect), `resolve` (the one
+//!   local look-up: a proxy's own name).
+//! - L1 `state/`: `fdtable` (per-fd state, never calls an engine), `fakedns` (remote-DNS
+//!   placeholders), `hosts` (/etc/hosts), `runtime` (configuration, proxies, logger).
+//! - L2 `policy/`: `decide`, where a destination goes (direct and why, proxy, or refused).
+//! - L3 `engine/`: `connect` (blocking), `nbconnect` (non-blocking, driven from the program's
+//!   poll/select/epoll calls), `udp` (SOCKS5 association), `bind` (SOCKS BIND), `drive`
+//!   (what they share: the connect to the first hop and the chain handshake driver).
+//! - L4 `hooks/`: the exported C functions, one file per family; each converts arguments,
+//!   calls one engine or the real function inside [`guard::guarded`], and maps the result.
+//! - `csrc/variadic.c`: `fcntl`, `fcntl64`, `syscall`, which stable Rust cannot define.
+//! - This file: the constructor and the fork handlers.
 
-mod bind;
-mod decide;
-mod fakedns;
-mod fdtable;
-mod guard;
+mod engine;
 mod hooks;
-mod hosts;
-mod lock;
-mod nbconnect;
-mod proxied;
-mod real;
-mod runtime;
-mod sockaddr;
-mod udp;
+mod policy;
+mod state;
+mod sys;
+
+use engine::{bind, nbconnect, udp};
+use state::{hosts, runtime};
+use sys::{guard, real};
 
 extern "C" fn fork_prepare() {
     // nbconnect's lock first: it is held while taking runtime's (a dynamic chain's retry).

@@ -366,12 +366,14 @@ res["peer"] = peer[0]
 print(json.dumps(res))
 """
 
+# Fixed ports lie below ip_local_port_range (32768-60999 by default), so no other connection
+# of the client namespace can hold them.
 LOCAL_CASES = {
-    "fixed-127.0.0.1": (False, "127.0.0.1", 47001),
-    "fixed-0.0.0.0": (False, "0.0.0.0", 47002),
+    "fixed-127.0.0.1": (False, "127.0.0.1", 20471),
+    "fixed-0.0.0.0": (False, "0.0.0.0", 20472),
     "ephemeral-0.0.0.0": (False, "0.0.0.0", 0),
     "ephemeral-[::]": (False, "::", 0),
-    "proxied-then-fixed-0.0.0.0": (True, "0.0.0.0", 47003),
+    "proxied-then-fixed-0.0.0.0": (True, "0.0.0.0", 20473),
     "proxied-then-ephemeral-127.0.0.1": (True, "127.0.0.1", 0),
 }
 

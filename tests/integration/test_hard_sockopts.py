@@ -6,7 +6,11 @@ getsockname: proxify documents that getsockname() on a proxied connection report
 side (the BND.ADDR:BND.PORT of the proxy's reply). Dante binds its outgoing socket on its
 external address (203.0.113.1) and logs it; the test compares the two. That the local bind()
 really held is shown by getsockname before connect() and by the capture: the SYN to the proxy
-leaves from 198.51.100.2:BIND_PORT."""
+leaves from 198.51.100.2:BIND_PORT.
+
+BIND_PORT is chosen by the kernel (the program binds port 0) and read back from getsockname: a
+fixed port inside the ephemeral range (ip_local_port_range) can be taken by any other
+connection of the client namespace (issue 17: 40124 failed with EADDRINUSE once)."""
 
 import re
 
@@ -18,7 +22,6 @@ from hardcase import DANTE, build_c, expect_ok, kv
 from leakcheck import assert_no_leak
 
 DEVICE = "eth0"  # the client's veth towards the proxy host
-BIND_PORTS = {"block": 40123, "nonblock": 40124}
 DANTE_LOG = "dante-noauth.log"
 
 
@@ -38,11 +41,15 @@ def _dante_external(topo, client_port):
 
 @pytest.mark.parametrize("mode", ["block", "nonblock"])
 def test_socket_options_survive(topo, capture, proxify_bin, sockopt_bin, mode):
-    port = BIND_PORTS[mode]
-    r = run_proxified(DANTE, [sockopt_bin, mode, netns.TARGET4, netns.ECHO_PORT, netns.CLIENT4, port, DEVICE])
+    r = run_proxified(DANTE, [sockopt_bin, mode, netns.TARGET4, netns.ECHO_PORT, netns.CLIENT4, 0, DEVICE])
     what = f"socket options ({mode})"
     expect_ok(r, what)
     v = kv(r.stdout)
+    # The port the kernel chose for bind(CLIENT4, 0), as the program read it back.
+    bound = v.get("before.getsockname", "")
+    assert bound.startswith(f"{netns.CLIENT4}:"), f"{what}: bind() did not hold\n{r}"
+    port = int(bound.rsplit(":", 1)[1])
+    assert port != 0, f"{what}: getsockname after bind(port 0) reports port 0\n{r}"
     assert v.get("echo") == "ok", f"{what}: the proxied connection did not echo\n{r}"
     assert v["connect"] == ("0" if mode == "block" else "EINPROGRESS"), f"{what}: connect() result\n{r}"
     for when in ("after", "end"):

@@ -734,7 +734,7 @@ def test_dnat_to_a_direct_address_sends_there_not_to_the_original(topo, udp_env,
     code = PRELUDE + f"""
 import threading
 echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-echo.bind(("127.0.0.1", 39999))
+echo.bind(("127.0.0.1", 29999))
 def serve():
     d, a = echo.recvfrom(2048)
     echo.sendto(b"local:" + d, a)
@@ -745,7 +745,7 @@ data, src = s.recvfrom(2048)
 print(json.dumps({{"data": data.decode(), "src": list(src)}}))
 """
     r = run_proxified(DANTE, [sys.executable, "-c", code],
-                      opts=["--dnat", f"{T4}:9999 127.0.0.1:39999"])
+                      opts=["--dnat", f"{T4}:9999 127.0.0.1:29999"])
     res = _json(r, "UDP dnat to a direct address")
     assert res["data"] == "local:hi", f"the datagram did not reach the rewritten address:\n{r}"
     _no_udp_to_target(capture)

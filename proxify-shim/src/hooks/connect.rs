@@ -1,11 +1,14 @@
 //! `connect` and `getpeername`.
 
-use crate::decide::{self, Route};
-use crate::fdtable::{self, Entry, Kind};
-use crate::guard::{guarded, set_errno};
-use crate::proxied;
-use crate::sockaddr as sa;
-use crate::{real, runtime};
+use crate::engine;
+use crate::policy::decide::{self, Route};
+use crate::state::fdtable::{self, Entry, Kind};
+use crate::state::runtime;
+use crate::sys::error::{errno, strerror};
+use crate::sys::guard::{guarded, set_errno};
+use crate::sys::real;
+use crate::sys::sockaddr as sa;
+use crate::sys::socket::{socket_domain, sockopt_int};
 use libc::{c_int, sockaddr, socklen_t};
 use proxify_core::socks::TargetAddr;
 use std::net::SocketAddr;
@@ -18,7 +21,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             // Dissolving a UDP socket's connection: it is no longer connected through the
             // relay (the association itself stays for later datagrams).
             let r = real::connect(fd, addr, len);
-            if r == 0 && crate::hooks::udp::assoc(fd).is_some() {
+            if r == 0 && crate::engine::udp::assoc(fd).is_some() {
                 fdtable::set_peer(fd, None);
             }
             return r;
@@ -31,13 +34,6 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 fn fail(errno: c_int) -> c_int {
     set_errno(errno);
     -1
-}
-
-pub fn describe(t: &TargetAddr) -> String {
-    match t {
-        TargetAddr::Ip(a) => a.to_string(),
-        TargetAddr::Domain(n, p) => format!("{n}:{p}"),
-    }
 }
 
 unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
@@ -60,7 +56,7 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
     {
         // A non-blocking proxied connect under way (EALREADY), done (EISCONN) or failed
         // (its errno, once; then the socket may connect again).
-        if let Some(e) = crate::nbconnect::connect_again(fd) {
+        if let Some(e) = crate::engine::nbconnect::connect_again(fd) {
             return fail(e);
         }
     }
@@ -81,7 +77,7 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
             }
             if let decide::Direct::Rule(_, Some(to)) = why {
                 // dnat: the rewritten address, in the socket's family.
-                let fam = proxied::socket_domain(fd);
+                let fam = socket_domain(fd);
                 let to = sa::for_family(to, fam).unwrap_or(to);
                 let (st, l) = sa::to_storage(&to);
                 return real::connect(fd, &st as *const _ as *const sockaddr, l);
@@ -102,20 +98,20 @@ fn connect_proxied(
     dest: SocketAddr,
     target: TargetAddr,
 ) -> c_int {
-    let Some(ty) = proxied::sockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) else {
-        return fail(proxied::errno());
+    let Some(ty) = sockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) else {
+        return fail(errno());
     };
     match ty {
         // (A stream socket of another protocol, SCTP, reaches only the proxy and fails there.)
         libc::SOCK_STREAM => {}
         libc::SOCK_DGRAM => {
             // A UDP socket of either family may be given an IPv4 address: ask the kernel.
-            return connect_udp(rt, fd, proxied::socket_domain(fd), dest, &target);
+            return connect_udp(rt, fd, socket_domain(fd), dest, &target);
         }
         _ => {
             log::warn!(
                 "refusing connection to {}: socket type {ty} cannot go through a SOCKS proxy",
-                describe(&target)
+                target
             );
             return fail(libc::EACCES);
         }
@@ -129,23 +125,23 @@ fn connect_proxied(
     if fd < 0 || fd as usize >= fdtable::MAX_FD {
         log::warn!(
             "refusing connection to {}: fd {fd} is beyond proxify's table",
-            describe(&target)
+            target
         );
         return fail(libc::EMFILE);
     }
     // The texts for log lines are built only when a line is written (not on every connect).
     log::debug!(
         "connect fd {fd} to {}: through proxy {}",
-        describe(&target),
+        target,
         via_of(&target)
     );
-    if crate::nbconnect::is_nonblocking(fd) {
+    if crate::sys::socket::is_nonblocking(fd) {
         // EINPROGRESS at once; the handshake runs from the program's poll/select/epoll calls.
-        let (shown, via) = (describe(&target), via_of(&target));
-        return crate::nbconnect::start(rt, fd, domain, dest, target, shown, via);
+        let (shown, via) = (target.to_string(), via_of(&target));
+        return crate::engine::nbconnect::start(rt, fd, domain, dest, target, shown, via);
     }
     let target_copy = target.clone();
-    match proxied::connect(rt, fd, domain, target) {
+    match engine::connect::connect(rt, fd, domain, target) {
         Ok(reply) => {
             let bound = match reply.bound {
                 TargetAddr::Ip(b) if !b.ip().is_unspecified() => sa::for_family(b, domain),
@@ -154,18 +150,18 @@ fn connect_proxied(
             let mut e = Entry::tcp(dest);
             e.relay = bound;
             fdtable::set(fd, e);
-            crate::bind::note_connection(&target_copy, bound);
+            crate::engine::bind::note_connection(&target_copy, bound);
             log::debug!(
                 "connect fd {fd} to {}: connected (proxy bound {})",
-                describe(&target_copy),
-                describe(&reply.bound)
+                target_copy,
+                reply.bound
             );
             0
         }
         Err(f) => {
             log::warn!(
                 "cannot connect to {} through {}: {}",
-                describe(&target_copy),
+                target_copy,
                 via_of(&target_copy),
                 f.msg
             );
@@ -198,10 +194,10 @@ fn connect_udp(
     dest: SocketAddr,
     target: &TargetAddr,
 ) -> c_int {
-    let entry = match crate::udp::assoc_for(rt, fd, domain, target) {
+    let entry = match crate::engine::udp::assoc_for(rt, fd, domain, target) {
         Ok(e) => e,
         Err(f) => {
-            log::warn!("refusing UDP to {}: {}", describe(target), f.msg);
+            log::warn!("refusing UDP to {}: {}", target, f.msg);
             return fail(f.errno);
         }
     };
@@ -211,19 +207,16 @@ fn connect_udp(
     let (st, len) = sa::to_storage(&relay);
     let r = unsafe { real::connect(fd, &st as *const _ as *const sockaddr, len) };
     if r != 0 {
-        let e = proxied::errno();
+        let e = errno();
         log::warn!(
             "refusing UDP to {}: cannot connect to the relay {relay}: {}",
-            describe(target),
-            proxied::strerror(e)
+            target,
+            strerror(e)
         );
         return fail(e);
     }
     fdtable::set_peer(fd, Some(dest));
-    log::debug!(
-        "UDP fd {fd} connected to {} through relay {relay}",
-        describe(target)
-    );
+    log::debug!("UDP fd {fd} connected to {} through relay {relay}", target);
     0
 }
 
@@ -271,7 +264,7 @@ unsafe fn adopt_if_copy(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, cap
     };
     let is_proxy = cfg.chains.iter().flat_map(|c| c.hops.iter()).any(|h| {
         rt.hop_addrs(h)
-            .map(|v| v.iter().any(|a| decide::unmap(*a) == decide::unmap(seen)))
+            .map(|v| v.iter().any(|a| sa::unmap(*a) == sa::unmap(seen)))
             .unwrap_or(false)
     });
     if !is_proxy {

@@ -9,11 +9,12 @@
 //! /etc/hosts, else numerically: a PTR query would be a local DNS query too.
 //! With local DNS (socks5, socks4) every call here goes straight to libc.
 
-use crate::guard::guarded;
-use crate::{fakedns, hosts, real, runtime, sockaddr};
+use crate::state::{fakedns, hosts, runtime};
+use crate::sys::guard::guarded;
+use crate::sys::{real, sockaddr};
 use libc::{addrinfo, c_char, c_int, c_void, hostent, size_t, socklen_t};
 use std::ffi::{CStr, CString};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 extern "C" {
     fn __h_errno_location() -> *mut c_int;
@@ -100,37 +101,6 @@ extern "C" {
     fn inet_aton(cp: *const c_char, inp: *mut libc::in_addr) -> c_int;
 }
 
-/// Resolves the proxy's own host name with the system resolver (the one local look-up).
-pub fn resolve_locally(name: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-    let c = CString::new(name).map_err(|_| "name contains NUL".to_string())?;
-    let mut hints: addrinfo = unsafe { std::mem::zeroed() };
-    hints.ai_socktype = libc::SOCK_STREAM;
-    let mut res: *mut addrinfo = std::ptr::null_mut();
-    let rc = unsafe { real::getaddrinfo(c.as_ptr(), std::ptr::null(), &hints, &mut res) };
-    if rc != 0 {
-        let msg = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) };
-        return Err(msg.to_string_lossy().into_owned());
-    }
-    let mut out = Vec::new();
-    let mut p = res;
-    while !p.is_null() {
-        let ai = unsafe { &*p };
-        if let Some(mut a) = unsafe { sockaddr::read(ai.ai_addr, ai.ai_addrlen) } {
-            a.set_port(port);
-            if !out.contains(&a) {
-                out.push(a);
-            }
-        }
-        p = ai.ai_next;
-    }
-    unsafe { real::freeaddrinfo(res) };
-    if out.is_empty() {
-        Err("no address".into())
-    } else {
-        Ok(out)
-    }
-}
-
 #[no_mangle]
 pub unsafe extern "C" fn getaddrinfo(
     node: *const c_char,
@@ -173,7 +143,7 @@ unsafe fn gai(
     let Ok(name) = name.to_str() else {
         return libc::EAI_NONAME;
     };
-    if !crate::decide::name_goes_remote(name) {
+    if !crate::policy::decide::name_goes_remote(name) {
         // Going direct (a rule) or through a chain with local DNS: the system resolver.
         log::debug!("getaddrinfo({name}): resolved locally (its route does not use remote DNS)");
         return real::getaddrinfo(node, service, hints, res);
@@ -304,7 +274,7 @@ unsafe fn ghbn_r(
         set_herr(HOST_NOT_FOUND);
         return Some(libc::ENOENT);
     };
-    if !crate::decide::name_goes_remote(n) {
+    if !crate::policy::decide::name_goes_remote(n) {
         return None;
     }
     let Some(ans) = answer(n, af, true) else {

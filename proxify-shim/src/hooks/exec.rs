@@ -20,8 +20,9 @@
 //! The check is a `stat`, an `open`, one read of the first 4 KiB, for ELF files an `fgetxattr`
 //! and two more reads (section headers and their names), and a `close`.
 
-use crate::guard::{guarded, set_errno};
-use crate::{real, runtime};
+use crate::state::runtime;
+use crate::sys::guard::{guarded, set_errno};
+use crate::sys::real;
 use libc::{c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t, FILE};
 use proxify_core::elfcheck::{self, Verdict, ENV_ALLOW_UNPROXIED};
 use std::ffi::{CStr, OsStr};

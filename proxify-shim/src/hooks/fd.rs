@@ -1,7 +1,9 @@
 //! `close`, `dup`, `dup2`, `dup3`, `fcntl(F_DUPFD*)`, `close_range`, `closefrom`: keep the fd
 //! table true. The `close` path takes no lock and allocates nothing.
 
-use crate::{fdtable, real};
+use crate::engine::nbconnect;
+use crate::state::fdtable::{self, Kind};
+use crate::sys::real;
 use libc::{c_int, c_uint, c_ulong};
 
 #[no_mangle]
@@ -16,10 +18,18 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     real::close(fd)
 }
 
+/// `newfd` is a copy of `oldfd`: the table copies the state, and a running non-blocking
+/// handshake learns the new number (it finishes for every fd of the socket).
+fn duplicated(oldfd: c_int, newfd: c_int) {
+    if fdtable::duplicate(oldfd, newfd) == Some(Kind::Handshaking) {
+        nbconnect::note_dup(newfd);
+    }
+}
+
 /// Before the program's dup2/dup3 reuses `fd2`: if it is one of our fds, move ours away.
 fn free_number(fd2: c_int) -> bool {
     if fdtable::is_internal(fd2) && !fdtable::relocate_internal(fd2) {
-        crate::guard::set_errno(libc::EBUSY);
+        crate::sys::guard::set_errno(libc::EBUSY);
         return false;
     }
     true
@@ -29,7 +39,7 @@ fn free_number(fd2: c_int) -> bool {
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     let r = real::dup(fd);
     if r >= 0 {
-        fdtable::duplicate(fd, r);
+        duplicated(fd, r);
     }
     r
 }
@@ -41,7 +51,7 @@ pub unsafe extern "C" fn dup2(fd: c_int, fd2: c_int) -> c_int {
     }
     let r = real::dup2(fd, fd2);
     if r >= 0 && fd != fd2 {
-        fdtable::duplicate(fd, r);
+        duplicated(fd, r);
     }
     r
 }
@@ -53,7 +63,7 @@ pub unsafe extern "C" fn dup3(fd: c_int, fd2: c_int, flags: c_int) -> c_int {
     }
     let r = real::dup3(fd, fd2, flags);
     if r >= 0 {
-        fdtable::duplicate(fd, r);
+        duplicated(fd, r);
     }
     r
 }
@@ -64,7 +74,7 @@ pub unsafe extern "C" fn dup3(fd: c_int, fd2: c_int, flags: c_int) -> c_int {
 pub unsafe extern "C" fn proxify_fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     let r = real::fcntl(fd, cmd, arg);
     if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
-        fdtable::duplicate(fd, r);
+        duplicated(fd, r);
     }
     r
 }

@@ -3,9 +3,9 @@
 //! still handshaking is finished first (`nbconnect::gate`); every other fd goes straight to
 //! libc after two relaxed atomic loads (or a table look-up when some fd is tracked).
 
-use crate::hooks::udp::assoc;
-use crate::nbconnect::gate;
-use crate::real;
+use crate::engine::nbconnect::gate;
+use crate::engine::udp::assoc;
+use crate::sys::real;
 use libc::{c_int, c_void, iovec, msghdr, size_t, ssize_t};
 
 #[no_mangle]

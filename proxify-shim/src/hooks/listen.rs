@@ -1,10 +1,13 @@
 //! `bind`, `listen`, `accept`, `accept4`, `getsockname`: SOCKS BIND for listening sockets
-//! (see `bind.rs`), and the proxy-side address of proxied connections.
+//! (see `engine/bind.rs`), and the proxy-side address of proxied connections.
 
-use crate::fdtable::{self, Entry, Kind};
-use crate::guard::{guarded, set_errno};
-use crate::sockaddr as sa;
-use crate::{bind, real, runtime};
+use crate::engine::bind;
+use crate::state::fdtable::{self, Entry, Kind};
+use crate::state::runtime;
+use crate::sys::guard::{guarded, set_errno};
+use crate::sys::real;
+use crate::sys::sockaddr as sa;
+use crate::sys::socket::{socket_domain, socket_type};
 use libc::{c_int, sockaddr, socklen_t};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -36,15 +39,12 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
         } else {
             real::bind(fd, addr, len)
         };
-        let stream = matches!(
-            crate::proxied::socket_type(fd),
-            Some((libc::SOCK_STREAM, _))
-        );
+        let stream = matches!(socket_type(fd), Some((libc::SOCK_STREAM, _)));
         if r == 0 && proxy_side && stream {
             let rt = runtime::get();
             if let Some(peer) = bind::wanted_at_bind(rt) {
-                let family = crate::proxied::socket_domain(fd);
-                let shown = crate::hooks::connect::describe(&peer);
+                let family = socket_domain(fd);
+                let shown = peer.to_string();
                 return match bind::start(rt, fd, family, peer) {
                     Ok(bound) => {
                         log::debug!("bind fd {fd}: BIND through the proxy for {shown}, proxy listens on {bound}");
@@ -86,11 +86,11 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         let Some(peer) = bind::wanted(rt, fd) else {
             return real::listen(fd, backlog);
         };
-        let family = match crate::proxied::socket_domain(fd) {
+        let family = match socket_domain(fd) {
             f @ (libc::AF_INET | libc::AF_INET6) => f,
             _ => return real::listen(fd, backlog),
         };
-        let shown = crate::hooks::connect::describe(&peer);
+        let shown = peer.to_string();
         match bind::start(rt, fd, family, peer) {
             Ok(bound) => {
                 log::debug!(
@@ -116,7 +116,7 @@ unsafe fn accept_bind(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags
             Ok((nfd, peer)) => {
                 log::debug!("accept fd {fd}: {peer} connected through the proxy (fd {nfd})");
                 if !addr.is_null() && !len.is_null() {
-                    let fam = crate::proxied::socket_domain(fd);
+                    let fam = socket_domain(fd);
                     let p = sa::for_family(peer, fam).unwrap_or(peer);
                     sa::write_out(&p, addr, len);
                 }

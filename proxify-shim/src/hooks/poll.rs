@@ -1,6 +1,6 @@
 //! `poll`, `ppoll`, `select`, `pselect`, `epoll_ctl`, `epoll_wait`, `epoll_pwait`,
 //! `epoll_pwait2` (and the fortified `__poll_chk`/`__ppoll_chk`): where the handshakes of
-//! non-blocking proxied connects (`nbconnect.rs`) are driven.
+//! non-blocking proxied connects (`engine/nbconnect.rs`) are driven.
 //!
 //! Fast path: no fd handshaking → straight to libc after one relaxed atomic load. Otherwise a
 //! handshaking fd in the set is stepped, waited on for what its handshake needs (never what
@@ -9,10 +9,10 @@
 //! POLLERR|POLLHUP when it failed (like a failed non-blocking connect). The waits are bounded
 //! by the program's timeout and the handshakes' deadlines.
 
-use crate::fdtable;
-use crate::guard::{guarded, set_errno};
-use crate::nbconnect::{self, Progress};
-use crate::real;
+use crate::engine::nbconnect::{self, Progress};
+use crate::state::fdtable;
+use crate::sys::guard::{guarded, set_errno};
+use crate::sys::real;
 use libc::{c_int, c_short, c_ulong, epoll_event, fd_set, nfds_t, pollfd, sigset_t, size_t};
 use libc::{timespec, timeval};
 use std::time::{Duration, Instant};
@@ -123,7 +123,7 @@ fn poll_core(
             tmo = Some(Duration::ZERO);
         }
         let r = wait(fds, tmo);
-        let e = crate::proxied::errno();
+        let e = crate::sys::error::errno();
         let mut progressed = false;
         for (k, &(i, fd, events)) in ours.iter().enumerate() {
             fds[i].fd = fd;

@@ -2,9 +2,10 @@
 //! (finished first, bounded by its deadline) or failed (its errno, once, like the kernel).
 //! Every other option, and every other socket, goes straight to libc.
 
-use crate::fdtable;
-use crate::guard::guarded;
-use crate::{nbconnect, real};
+use crate::engine::nbconnect;
+use crate::state::fdtable;
+use crate::sys::guard::guarded;
+use crate::sys::real;
 use libc::{c_int, c_void, socklen_t};
 
 #[no_mangle]

@@ -3,7 +3,7 @@
 //! `syscall` unchanged. (The variadic entry point is in `csrc/variadic.c`.)
 
 use crate::hooks::{connect, exec, fd, io, listen, poll, sockopt, udp};
-use crate::real;
+use crate::sys::real;
 use libc::{c_int, c_long, c_uint, c_void};
 
 #[no_mangle]

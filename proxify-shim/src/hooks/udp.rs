@@ -1,7 +1,7 @@
 //! `sendto`, `sendmsg`, `sendmmsg`, `send`, `recvfrom`, `recvmsg`, `recvmmsg`, `recv`.
 //!
 //! A datagram to a destination that is not direct goes through the socket's SOCKS5 UDP
-//! association (see `udp.rs`); with a SOCKS4 proxy it is refused. A TCP Fast Open `sendto` to
+//! association (see `engine/udp.rs`); with a SOCKS4 proxy it is refused. A TCP Fast Open `sendto` to
 //! a proxied destination is refused (it would connect directly).
 //!
 //! A TCP socket whose non-blocking proxied connect is still handshaking is finished first
@@ -10,11 +10,13 @@
 //! Fast path: with no fd tracked and no destination address (connected sockets, TCP) or a
 //! loopback one, the call goes straight to libc without a system call of ours.
 
-use crate::decide::{self, Route};
-use crate::fdtable::{self, Entry, Kind};
-use crate::guard::{guarded, set_errno};
-use crate::hooks::connect::describe;
-use crate::{real, runtime, sockaddr, udp};
+use crate::engine::udp::{self, assoc};
+use crate::policy::decide::{self, Route};
+use crate::state::fdtable::{self, Entry};
+use crate::state::runtime;
+use crate::sys::guard::{guarded, set_errno};
+use crate::sys::socket::socket_type;
+use crate::sys::{error, real, sockaddr};
 use libc::{c_int, c_uint, c_void, iovec, msghdr, size_t, socklen_t, ssize_t};
 use proxify_core::socks::TargetAddr;
 use std::net::SocketAddr;
@@ -69,14 +71,14 @@ unsafe fn classify(
             }
             Route::Proxy(t) => t,
         };
-        match crate::proxied::socket_type(fd) {
+        match socket_type(fd) {
             // A connected TCP socket ignores the address; an unconnected one with
             // MSG_FASTOPEN would connect directly: refuse that (TFO cannot be proxied).
             Some((libc::SOCK_STREAM, _)) if flags & libc::MSG_FASTOPEN == 0 => Verdict::Real,
             Some((libc::SOCK_STREAM, _)) => {
                 log::warn!(
                     "refusing TCP Fast Open to {}: it cannot go through a SOCKS proxy",
-                    describe(&target)
+                    target
                 );
                 set_errno(libc::EOPNOTSUPP);
                 Verdict::Fail
@@ -92,13 +94,13 @@ unsafe fn classify(
             Some((ty, proto)) => {
                 log::warn!(
                     "refusing to send to {}: socket type {ty}/protocol {proto} cannot go through a SOCKS proxy",
-                    describe(&target)
+                    target
                 );
                 set_errno(libc::EACCES);
                 Verdict::Fail
             }
             None => {
-                set_errno(crate::proxied::errno());
+                set_errno(error::errno());
                 Verdict::Fail
             }
         }
@@ -119,7 +121,7 @@ unsafe fn send_udp(
         let mut entry = match udp::assoc_for(rt, fd, family, &target) {
             Ok(e) => e,
             Err(f) => {
-                log::warn!("refusing datagram to {}: {}", describe(&target), f.msg);
+                log::warn!("refusing datagram to {}: {}", target, f.msg);
                 set_errno(f.errno);
                 return -1;
             }
@@ -155,17 +157,6 @@ unsafe fn send_connected(
     })
 }
 
-/// The association of `fd` if it is an associated UDP socket.
-#[inline]
-pub fn assoc(fd: c_int) -> Option<Entry> {
-    // One load of the kind byte (none at all when nothing is tracked); the whole entry is
-    // decoded only for an associated socket, not on every read of a proxied TCP stream.
-    if fdtable::kind(fd) != Some(Kind::UdpAssoc) {
-        return None;
-    }
-    fdtable::get(fd)
-}
-
 #[no_mangle]
 pub unsafe extern "C" fn sendto(
     fd: c_int,
@@ -175,7 +166,7 @@ pub unsafe extern "C" fn sendto(
     addr: *const libc::sockaddr,
     alen: socklen_t,
 ) -> ssize_t {
-    if !crate::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate(fd) {
         return -1;
     }
     let iov = [iovec {
@@ -208,7 +199,7 @@ pub unsafe extern "C" fn sendto(
 
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
-    if !crate::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate(fd) {
         return -1;
     }
     if let Some(e) = assoc(fd) {
@@ -231,7 +222,7 @@ unsafe fn iovs<'a>(m: &msghdr) -> &'a [iovec] {
 
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    if !crate::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate(fd) {
         return -1;
     }
     if msg.is_null() {
@@ -271,7 +262,7 @@ pub unsafe extern "C" fn sendmmsg(
     n: c_uint,
     flags: c_int,
 ) -> c_int {
-    if !crate::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate(fd) {
         return -1;
     }
     if msgs.is_null() {
@@ -338,7 +329,7 @@ unsafe fn recv_assoc(e: &Entry, fd: c_int, m: &mut msghdr, flags: c_int) -> ssiz
 
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    if !crate::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate(fd) {
         return -1;
     }
     if !msg.is_null() {
@@ -358,7 +349,7 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut libc::sockaddr,
     alen: *mut socklen_t,
 ) -> ssize_t {
-    if !crate::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate(fd) {
         return -1;
     }
     if let Some(e) = assoc(fd) {
@@ -384,7 +375,7 @@ pub unsafe extern "C" fn recvfrom(
 
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    if !crate::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate(fd) {
         return -1;
     }
     if assoc(fd).is_some() {
@@ -408,7 +399,7 @@ pub unsafe extern "C" fn recvmmsg(
     flags: c_int,
     timeout: *mut libc::timespec,
 ) -> c_int {
-    if !crate::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate(fd) {
         return -1;
     }
     let Some(e) = assoc(fd) else {

@@ -1,53 +1,18 @@
-//! The proxied TCP connect: the program's own socket is connected to the proxy (never a fresh
-//! socket dup2-ed over it, so its options, flags and close-on-exec stay), then the sans-IO SOCKS
-//! client from proxify-core is driven over it with a deadline.
+//! What the engines share: the TCP connect to the first hop bounded by a deadline, and the
+//! chain handshake from proxify-core driven over a socket, every send and receive
+//! non-blocking ([`advance`]) with the waits in `poll` ([`drive`]).
 
-use crate::decide;
-use crate::real;
-use crate::runtime::Runtime;
-use crate::sockaddr;
+use crate::policy::decide;
+use crate::state::runtime::Runtime;
+use crate::sys::error::{errno, strerror, Failure};
+use crate::sys::socket::sockopt_int;
+use crate::sys::{real, sockaddr};
 use libc::{c_int, c_void};
 use proxify_core::chain::{Handshake, ReadMode, State as HsState};
-use proxify_core::config::ChainMode;
-use proxify_core::socks::{Command, Reply, TargetAddr};
+use proxify_core::socks::{Reply, TargetAddr};
 use proxify_core::url::ProxyUrl;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-pub use proxify_core::chain::Failure;
-
-pub fn errno() -> c_int {
-    std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
-}
-
-pub fn strerror(e: c_int) -> String {
-    std::io::Error::from_raw_os_error(e).to_string()
-}
-
-pub fn sockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
-    let mut v: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            level,
-            name,
-            &mut v as *mut c_int as *mut c_void,
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(v)
-}
-
-/// SO_TYPE and SO_PROTOCOL of a socket.
-pub fn socket_type(fd: c_int) -> Option<(c_int, c_int)> {
-    Some((
-        sockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE)?,
-        sockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).unwrap_or(0),
-    ))
-}
 
 /// Picks the proxy address this socket can reach: same family, or IPv4-mapped on a dual-stack
 /// AF_INET6 socket.
@@ -85,10 +50,6 @@ pub fn pick_proxy_addr(
             ),
         )
     })
-}
-
-fn fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
-    unsafe { real::fcntl(fd, cmd, arg as libc::c_ulong) }
 }
 
 /// Waits for `events` on `fd` until `deadline`.
@@ -177,7 +138,7 @@ pub enum Progress {
 /// Moves `hs` over `fd` as far as it goes without waiting: every send and receive is
 /// MSG_DONTWAIT. Reads whole protocol messages (or peeks and consumes exactly the reply),
 /// never application data. Shared by the blocking driver ([`drive`]) and the non-blocking one
-/// (`nbconnect.rs`).
+/// (`nbconnect`).
 pub fn advance(fd: c_int, hs: &mut Handshake) -> Result<Progress, Failure> {
     let mut buf = [0u8; 1024];
     loop {
@@ -296,66 +257,6 @@ pub fn drive(fd: c_int, hs: &mut Handshake, deadline: Instant) -> Result<Reply, 
     }
 }
 
-/// The SOCKS request for `command` to `target` through `proxy`.
-/// Connects the program's TCP socket `fd` (of `family`) to `target` through the proxy.
-/// On failure the socket is disconnected again (it never stays connected to anything), and
-/// its file status flags are as the program left them in every case.
-pub fn connect(
-    rt: &Runtime,
-    fd: c_int,
-    family: c_int,
-    target: TargetAddr,
-) -> Result<Reply, Failure> {
-    let cfg = rt
-        .config()
-        .ok_or_else(|| Failure::new(libc::EACCES, rt.config_error().to_string()))?;
-    let chain = decide::chain_for(&target)
-        .ok_or_else(|| Failure::new(libc::EACCES, "no chain for this destination"))?;
-    // A dynamic chain retries without each hop it finds dead, at most once per hop.
-    let mut tries = chain.hops.len().max(1);
-    loop {
-        let hops = rt.select_hops(chain);
-        let urls: Vec<ProxyUrl> = hops.iter().map(|(_, u)| u.clone()).collect();
-        let first = urls
-            .first()
-            .ok_or_else(|| Failure::new(libc::EACCES, "the chain has no proxy"))?;
-        let addrs = rt.hop_addrs(first).map_err(|e| Failure {
-            dead_hop: Some(0),
-            ..Failure::new(libc::EHOSTUNREACH, e)
-        });
-        let result = addrs.and_then(|addrs| {
-            let proxy_addr = pick_proxy_addr(fd, family, &addrs)?;
-            let mut hs = Handshake::new(&urls, Command::Connect, target.clone())?;
-            with_nonblocking(fd, || {
-                connect_proxy(fd, proxy_addr, cfg.connect_timeout).map_err(|f| Failure {
-                    dead_hop: Some(0),
-                    ..f
-                })?;
-                if rt.fault == crate::runtime::Fault::PanicConnect {
-                    panic!("injected fault (PROXIFY_TEST_FAULT=panic-connect)");
-                }
-                drive(fd, &mut hs, Instant::now() + cfg.handshake_timeout)
-            })
-        });
-        match result {
-            Err(f) if chain.mode == ChainMode::Dynamic && tries > 1 && hops.len() > 1 => {
-                let Some((idx, url)) = f.dead_hop.and_then(|i| hops.get(i)) else {
-                    return Err(f);
-                };
-                log::info!(
-                    "dynamic chain {}: skipping dead hop {}: {}",
-                    chain.name,
-                    url.masked(),
-                    f.msg
-                );
-                rt.mark_dead(chain, *idx);
-                tries -= 1;
-            }
-            r => return r,
-        }
-    }
-}
-
 /// The single proxy a BIND or UDP ASSOCIATE for `target` goes through, and its addresses:
 /// a chain cannot carry them, so a chain of more than one hop is refused.
 pub fn single_hop(
@@ -384,72 +285,4 @@ pub fn single_hop(
         .hop_addrs(&url)
         .map_err(|e| Failure::new(libc::EHOSTUNREACH, e))?;
     Ok((url, addrs))
-}
-
-/// Runs `f` with `fd` non-blocking, then puts the file status flags back as the program left
-/// them. If `f` fails (or panics) the socket is disconnected again.
-pub fn with_nonblocking<T>(
-    fd: c_int,
-    f: impl FnOnce() -> Result<T, Failure>,
-) -> Result<T, Failure> {
-    let flags = fcntl(fd, libc::F_GETFL, 0);
-    if flags < 0 {
-        let e = errno();
-        return Err(Failure::new(e, format!("fcntl failed: {}", strerror(e))));
-    }
-    let mut restore = Restore {
-        fd,
-        flags,
-        blocking: flags & libc::O_NONBLOCK == 0,
-        succeeded: false,
-    };
-    if restore.blocking && fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-        restore.blocking = false;
-        let e = errno();
-        return Err(Failure::new(e, format!("fcntl failed: {}", strerror(e))));
-    }
-    let r = f()?;
-    restore.succeeded = true;
-    Ok(r)
-}
-
-/// SO_DOMAIN of a socket (-1 if unknown).
-pub fn socket_domain(fd: c_int) -> c_int {
-    sockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(-1)
-}
-
-/// Puts the socket back as the program left it, on every exit path (errors and panics too):
-/// its file status flags, and, unless the handshake succeeded, no connection at all.
-struct Restore {
-    fd: c_int,
-    flags: c_int,
-    blocking: bool,
-    succeeded: bool,
-}
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        if !self.succeeded {
-            disconnect(self.fd);
-        }
-        if self.blocking {
-            fcntl(self.fd, libc::F_SETFL, self.flags);
-        }
-    }
-}
-
-/// Dissolves whatever connection `fd` has (connect with AF_UNSPEC), so a failed proxied
-/// connect never leaves the socket connected to the proxy.
-pub fn disconnect(fd: c_int) {
-    let sa = libc::sockaddr {
-        sa_family: libc::AF_UNSPEC as libc::sa_family_t,
-        sa_data: [0; 14],
-    };
-    unsafe {
-        real::connect(
-            fd,
-            &sa,
-            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
-        );
-    }
 }

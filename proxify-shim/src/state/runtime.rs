@@ -1,7 +1,7 @@
 //! Process-wide state: the configuration read from the environment, the proxy's addresses,
 //! the logger, and the test-only fault injection.
 
-use crate::lock::ForkSafeMutex;
+use crate::sys::lock::ForkSafeMutex;
 use proxify_core::config::{Chain, ChainMode, Config, ENV_LOG, ENV_LOG_FILE};
 use proxify_core::url::{Host, ProxyUrl};
 use std::collections::HashMap;
@@ -60,7 +60,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn build() -> Runtime {
-    crate::guard::install_panic_hook();
+    crate::sys::guard::install_panic_hook();
     let config = Config::from_env_with(env).map_err(|e| e.to_string());
     let quiet = config.as_ref().map(|c| c.quiet).unwrap_or(false);
     init_logger(quiet);
@@ -75,9 +75,9 @@ fn build() -> Runtime {
         Err(e) => {
             log::debug!("configuration unusable, every non-direct connection will be refused: {e}")
         }
-        Ok(c) => crate::fakedns::set_v4_block(c.remote_dns_subnet()),
+        Ok(c) => crate::state::fakedns::set_v4_block(c.remote_dns_subnet()),
     }
-    crate::fakedns::init();
+    crate::state::fakedns::init();
     let fault = match env("PROXIFY_TEST_FAULT").as_deref() {
         Some("panic-connect") => Fault::PanicConnect,
         Some("panic-resolve") => Fault::PanicResolve,
@@ -157,7 +157,7 @@ impl Runtime {
         if let Some(v) = self.hop_addrs.lock().as_ref().and_then(|m| m.get(&key)) {
             return Ok(v.clone());
         }
-        let v = crate::hooks::dns::resolve_locally(name, url.port)
+        let v = crate::sys::resolve::resolve_locally(name, url.port)
             .map_err(|e| format!("cannot resolve proxy host {name}: {e}"))?;
         self.hop_addrs
             .lock()

@@ -140,10 +140,10 @@ fn from_env() -> Option<*mut Table> {
         return None;
     }
     // The fd stays open for our children; the program cannot close it by accident.
-    crate::fdtable::set(
+    crate::state::fdtable::set(
         fd,
-        crate::fdtable::Entry {
-            kind: crate::fdtable::Kind::Internal,
+        crate::state::fdtable::Entry {
+            kind: crate::state::fdtable::Kind::Internal,
             peer: None,
             relay: None,
             ctrl: -1,

@@ -103,3 +103,14 @@ pub fn for_family(a: SocketAddr, family: c_int) -> Option<SocketAddr> {
         _ => None,
     }
 }
+
+/// IPv4-mapped IPv6 addresses are judged (and sent to the proxy) as the IPv4 address.
+pub fn unmap(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}

@@ -1,7 +1,8 @@
 //! The decision for one destination: direct (and why), through the proxy, or refused.
 //! Plain Rust, no I/O but the placeholder map look-up: the hooks only act on what it says.
 
-use crate::{fakedns, runtime};
+use crate::state::{fakedns, runtime};
+use crate::sys::sockaddr::unmap;
 use proxify_core::cidr::is_loopback;
 use proxify_core::config::Chain;
 use proxify_core::rules::Verdict;
@@ -39,17 +40,6 @@ impl std::fmt::Display for Direct {
             Direct::Rule(why, None) => f.write_str(why),
             Direct::Rule(why, Some(to)) => write!(f, "{why}, dnat to {to}"),
         }
-    }
-}
-
-/// IPv4-mapped IPv6 addresses are judged (and sent to the proxy) as the IPv4 address.
-pub fn unmap(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
-            None => addr,
-        },
-        v4 => v4,
     }
 }
 

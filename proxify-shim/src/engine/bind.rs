@@ -8,11 +8,13 @@
 //! returns a duplicate of the socket, now the data connection. No local listener is ever
 //! exposed: if the proxy refuses, `listen` fails.
 
-use crate::fdtable::{self, Entry, Kind};
-use crate::lock::ForkSafeMutex;
-use crate::proxied::{self, errno, strerror, Failure};
-use crate::runtime::Runtime;
-use crate::sockaddr;
+use super::drive;
+use crate::state::fdtable::{self, Entry, Kind};
+use crate::state::runtime::Runtime;
+use crate::sys::error::{errno, strerror, Failure};
+use crate::sys::lock::ForkSafeMutex;
+use crate::sys::socket::{disconnect, local_addr, with_nonblocking};
+use crate::sys::{real, sockaddr};
 use libc::c_int;
 use proxify_core::chain::Handshake;
 use proxify_core::cidr::is_loopback;
@@ -51,7 +53,7 @@ pub fn note_connection(target: &TargetAddr, bound: Option<SocketAddr>) {
     let mut s = STATE.lock();
     s.last_peer = Some(target.clone());
     if let Some(b) = bound {
-        let ip = crate::decide::unmap(b).ip();
+        let ip = sockaddr::unmap(b).ip();
         if !s.reported.contains(&ip) {
             if s.reported.len() >= 16 {
                 s.reported.remove(0);
@@ -63,19 +65,8 @@ pub fn note_connection(target: &TargetAddr, bound: Option<SocketAddr>) {
 
 /// Is `ip` a proxy-side address we reported to the program?
 pub fn is_reported(ip: &IpAddr) -> bool {
-    let ip = crate::decide::unmap(SocketAddr::new(*ip, 0)).ip();
+    let ip = sockaddr::unmap(SocketAddr::new(*ip, 0)).ip();
     STATE.lock().reported.contains(&ip)
-}
-
-fn local_addr(fd: c_int) -> Option<SocketAddr> {
-    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
-    let rc =
-        unsafe { crate::real::getsockname(fd, &mut st as *mut _ as *mut libc::sockaddr, &mut len) };
-    if rc != 0 {
-        return None;
-    }
-    unsafe { sockaddr::read(&st as *const _ as *const libc::sockaddr, len) }
 }
 
 /// The expected BIND peer: the most recent proxied connection's address, port 0 (the remote
@@ -104,7 +95,7 @@ pub fn wanted(rt: &Runtime, fd: c_int) -> Option<TargetAddr> {
         return None;
     }
     let local = local_addr(fd)?;
-    let ip = crate::decide::unmap(local).ip();
+    let ip = sockaddr::unmap(local).ip();
     if is_loopback(&ip) {
         return None;
     }
@@ -135,31 +126,31 @@ pub fn start(
     family: c_int,
     peer: TargetAddr,
 ) -> Result<SocketAddr, Failure> {
-    let (proxy, addrs) = proxied::single_hop(rt, &peer, "BIND")?;
+    let (proxy, addrs) = drive::single_hop(rt, &peer, "BIND")?;
     let cfg = rt
         .config()
         .ok_or_else(|| Failure::new(libc::EACCES, "no usable configuration"))?;
-    let paddr = proxied::pick_proxy_addr(fd, family, &addrs)?;
+    let paddr = drive::pick_proxy_addr(fd, family, &addrs)?;
     let mut client = Handshake::new(std::slice::from_ref(&proxy), Command::Bind, peer)?;
-    let reply = proxied::with_nonblocking(fd, || {
-        proxied::connect_proxy(fd, paddr, cfg.connect_timeout)?;
-        proxied::drive(fd, &mut client, Instant::now() + cfg.handshake_timeout)
+    let reply = with_nonblocking(fd, || {
+        drive::connect_proxy(fd, paddr, cfg.connect_timeout)?;
+        drive::drive(fd, &mut client, Instant::now() + cfg.handshake_timeout)
     })?;
     let bound = match reply.bound {
         TargetAddr::Ip(a) if a.ip().is_unspecified() => SocketAddr::new(paddr.ip(), a.port()),
         TargetAddr::Ip(a) => a,
         TargetAddr::Domain(..) => {
-            proxied::disconnect(fd);
+            disconnect(fd);
             return Err(Failure::new(
                 libc::EPROTO,
                 "the proxy named its BIND address by host name",
             ));
         }
     };
-    let bound = crate::decide::unmap(bound);
+    let bound = sockaddr::unmap(bound);
     let shown = sockaddr::for_family(bound, family).unwrap_or(bound);
     if let Err(f) = client.expect_second_reply() {
-        proxied::disconnect(fd);
+        disconnect(fd);
         return Err(f);
     }
     STATE
@@ -185,7 +176,7 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
     let cfg = rt
         .config()
         .ok_or_else(|| Failure::new(libc::EACCES, "no usable configuration"))?;
-    let status = unsafe { crate::real::fcntl(fd, libc::F_GETFL, 0) };
+    let status = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
     if status < 0 {
         let e = errno();
         return Err(Failure::new(e, strerror(e)));
@@ -201,7 +192,7 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
     } else {
         -1
     };
-    let rc = unsafe { libc::poll(&mut p, 1, timeout) };
+    let rc = unsafe { real::poll(&mut p, 1, timeout) };
     if rc < 0 {
         let e = errno();
         return Err(Failure::new(e, strerror(e)));
@@ -215,12 +206,12 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
             "the BIND connection was already accepted",
         ));
     };
-    let reply = proxied::drive(fd, &mut client, Instant::now() + cfg.handshake_timeout)?;
+    let reply = drive::drive(fd, &mut client, Instant::now() + cfg.handshake_timeout)?;
     let peer = match reply.bound {
         TargetAddr::Ip(a) => a,
         TargetAddr::Domain(n, p) => {
-            let i = crate::fakedns::index_for(&n).unwrap_or(0);
-            SocketAddr::new(IpAddr::V4(crate::fakedns::v4(i)), p)
+            let i = crate::state::fakedns::index_for(&n).unwrap_or(0);
+            SocketAddr::new(IpAddr::V4(crate::state::fakedns::v4(i)), p)
         }
     };
     let cmd = if flags & libc::SOCK_CLOEXEC != 0 {
@@ -228,7 +219,7 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
     } else {
         libc::F_DUPFD
     };
-    let nfd = unsafe { crate::real::fcntl(fd, cmd, 0) };
+    let nfd = unsafe { real::fcntl(fd, cmd, 0) };
     if nfd < 0 {
         let e = errno();
         return Err(Failure::new(e, strerror(e)));
@@ -239,7 +230,7 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
     } else {
         status & !libc::O_NONBLOCK
     };
-    unsafe { crate::real::fcntl(nfd, libc::F_SETFL, want as libc::c_ulong) };
+    unsafe { real::fcntl(nfd, libc::F_SETFL, want as libc::c_ulong) };
     let mut e = Entry::tcp(peer);
     e.relay = fdtable::get(fd).and_then(|e| e.relay);
     fdtable::set(nfd, e);

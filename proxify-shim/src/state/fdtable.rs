@@ -271,7 +271,7 @@ pub fn relocate_internal(fd: i32) -> bool {
         return true;
     }
     let owner = s.ctrl.load(Ordering::Relaxed) - 1;
-    let nfd = unsafe { crate::real::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    let nfd = unsafe { crate::sys::real::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
     if nfd < 0 {
         return false;
     }
@@ -305,7 +305,7 @@ pub fn set_peer(fd: i32, peer: Option<SocketAddr>) {
 }
 
 fn close_internal(fd: i32) {
-    unsafe { crate::real::close(fd) };
+    unsafe { crate::sys::real::close(fd) };
 }
 
 fn load(cells: &[AtomicU64; 4]) -> Option<SocketAddr> {
@@ -544,31 +544,36 @@ pub fn take_failure(fd: i32) -> Option<i32> {
 }
 
 /// `newfd` now refers to the same socket as `oldfd` (dup, dup2, dup3, F_DUPFD): copy the state,
-/// or forget stale state that `newfd` had.
-pub fn duplicate(oldfd: i32, newfd: i32) {
+/// or forget stale state that `newfd` had. Returns the kind copied: for `Handshaking` the
+/// caller (`hooks/fd.rs`) tells the non-blocking engine, so that the handshake finishes for
+/// every fd of the socket (the table never calls an engine).
+pub fn duplicate(oldfd: i32, newfd: i32) -> Option<Kind> {
     if none_tracked() {
-        return;
+        return None;
     }
     match get(oldfd) {
         Some(mut e) => {
             if e.ctrl >= 0 {
                 // Each fd owns its copy of the control connection: closing one leaves the
                 // association alive for the other.
-                e.ctrl = unsafe { crate::real::fcntl(e.ctrl, libc::F_DUPFD_CLOEXEC, 3) };
+                e.ctrl = unsafe { crate::sys::real::fcntl(e.ctrl, libc::F_DUPFD_CLOEXEC, 3) };
             }
             if !set(newfd, e) {
                 // Beyond the table: cannot happen for an fd that dup returned under MAX_FD.
                 clear(newfd);
-            } else if e.kind == Kind::HandshakeFailed {
+                return None;
+            }
+            if e.kind == Kind::HandshakeFailed {
                 if let (Some(a), Some(b)) = (slot(oldfd), slot(newfd)) {
                     b.relay[0].store(a.relay[0].load(Ordering::Acquire), Ordering::Release);
                 }
-            } else if e.kind == Kind::Handshaking {
-                // The handshake finishes for every fd of the socket.
-                crate::nbconnect::note_dup(newfd);
             }
+            Some(e.kind)
         }
-        None => clear(newfd),
+        None => {
+            clear(newfd);
+            None
+        }
     }
 }
 

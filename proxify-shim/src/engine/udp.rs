@@ -6,12 +6,15 @@
 //! control connection of ours (close-on-exec), kept for the socket's lifetime and closed with
 //! it. If the proxy drops it, later sends fail with ECONNRESET: nothing is ever sent direct.
 
-use crate::decide::{self, Route};
-use crate::fdtable::{self, Entry, Kind};
-use crate::lock::ForkSafeMutex;
-use crate::proxied::{self, errno, strerror, Failure};
-use crate::runtime::Runtime;
-use crate::{fakedns, real, sockaddr};
+use super::drive;
+use crate::policy::decide::{self, Route};
+use crate::state::fakedns;
+use crate::state::fdtable::{self, Entry, Kind};
+use crate::state::runtime::Runtime;
+use crate::sys::error::{errno, strerror, Failure};
+use crate::sys::lock::ForkSafeMutex;
+use crate::sys::socket::local_addr;
+use crate::sys::{real, sockaddr};
 use libc::{c_int, c_void, iovec, msghdr, ssize_t};
 use proxify_core::chain::Handshake;
 use proxify_core::socks::{self, Command, TargetAddr, Version};
@@ -22,16 +25,6 @@ use std::time::Instant;
 
 /// Largest RFC 1928 UDP header (domain of 255 bytes).
 const MAX_HEADER: usize = 4 + 1 + 255 + 2;
-
-fn local_addr(fd: c_int) -> Option<SocketAddr> {
-    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
-    let rc = unsafe { libc::getsockname(fd, &mut st as *mut _ as *mut libc::sockaddr, &mut len) };
-    if rc != 0 {
-        return None;
-    }
-    unsafe { sockaddr::read(&st as *const _ as *const libc::sockaddr, len) }
-}
 
 fn wildcard(family: c_int) -> SocketAddr {
     if family == libc::AF_INET6 {
@@ -49,7 +42,7 @@ pub fn associate(
     family: c_int,
     target: &TargetAddr,
 ) -> Result<(SocketAddr, c_int), Failure> {
-    let (proxy, addrs) = proxied::single_hop(rt, target, "UDP")?;
+    let (proxy, addrs) = drive::single_hop(rt, target, "UDP")?;
     if proxy.scheme.socks_version() != Some(Version::Socks5) {
         return Err(Failure::new(
             libc::EOPNOTSUPP,
@@ -86,7 +79,7 @@ pub fn associate(
     })?;
     if local.port() == 0 {
         let (st, len) = sockaddr::to_storage(&wildcard(family));
-        if unsafe { libc::bind(fd, &st as *const _ as *const libc::sockaddr, len) } != 0 {
+        if unsafe { real::bind(fd, &st as *const _ as *const libc::sockaddr, len) } != 0 {
             let e = errno();
             return Err(Failure::new(
                 e,
@@ -95,7 +88,7 @@ pub fn associate(
         }
         local = local_addr(fd).ok_or_else(|| Failure::new(libc::EIO, "getsockname failed"))?;
     }
-    let announce_ip = match decide::unmap(local).ip() {
+    let announce_ip = match sockaddr::unmap(local).ip() {
         ip if ip.is_unspecified() || ip.is_ipv4() != paddr.is_ipv4() => {
             wildcard(if paddr.is_ipv4() {
                 libc::AF_INET
@@ -131,14 +124,14 @@ pub fn associate(
         unsafe { real::close(ctrl) };
         f
     };
-    proxied::connect_proxy(ctrl, paddr, cfg.connect_timeout).map_err(close_ctrl)?;
+    drive::connect_proxy(ctrl, paddr, cfg.connect_timeout).map_err(close_ctrl)?;
     let mut client = Handshake::new(
         std::slice::from_ref(&proxy),
         Command::UdpAssociate,
         TargetAddr::Ip(announce),
     )
     .map_err(close_ctrl)?;
-    let reply = proxied::drive(ctrl, &mut client, Instant::now() + cfg.handshake_timeout)
+    let reply = drive::drive(ctrl, &mut client, Instant::now() + cfg.handshake_timeout)
         .map_err(close_ctrl)?;
     let relay = match reply.bound {
         TargetAddr::Ip(a) if a.ip().is_unspecified() => SocketAddr::new(paddr.ip(), a.port()),
@@ -168,7 +161,7 @@ pub fn ctrl_alive(ctrl: c_int) -> bool {
         events: libc::POLLIN,
         revents: 0,
     };
-    let rc = unsafe { libc::poll(&mut p, 1, 0) };
+    let rc = unsafe { real::poll(&mut p, 1, 0) };
     rc == 0
 }
 
@@ -204,6 +197,17 @@ pub fn assoc_for(
     Ok(e)
 }
 
+/// The association of `fd` if it is an associated UDP socket.
+#[inline]
+pub fn assoc(fd: c_int) -> Option<Entry> {
+    // One load of the kind byte (none at all when nothing is tracked); the whole entry is
+    // decoded only for an associated socket, not on every read of a proxied TCP stream.
+    if fdtable::kind(fd) != Some(Kind::UdpAssoc) {
+        return None;
+    }
+    fdtable::get(fd)
+}
+
 fn family_of(e: &Entry) -> c_int {
     match e.relay {
         Some(SocketAddr::V6(_)) => libc::AF_INET6,
@@ -216,7 +220,7 @@ pub fn target_of(dest: SocketAddr) -> Result<TargetAddr, Failure> {
     match decide::route(dest) {
         Route::Proxy(t) => Ok(t),
         Route::Deny(e, why) => Err(Failure::new(e, why)),
-        Route::Direct(_) => Ok(TargetAddr::Ip(decide::unmap(dest))),
+        Route::Direct(_) => Ok(TargetAddr::Ip(sockaddr::unmap(dest))),
     }
 }
 
@@ -289,14 +293,14 @@ pub unsafe fn send(
     if entry.ctrl < 0 || !ctrl_alive(entry.ctrl) {
         log::warn!(
             "UDP to {}: the proxy closed the association; datagram not sent",
-            crate::hooks::connect::describe(target)
+            target
         );
-        crate::guard::set_errno(libc::ECONNRESET);
+        crate::sys::guard::set_errno(libc::ECONNRESET);
         return -1;
     }
     let mut hdr = Vec::with_capacity(MAX_HEADER);
     if let Err(e) = socks::encode_udp_header(target, &mut hdr) {
-        crate::guard::set_errno(e.errno());
+        crate::sys::guard::set_errno(e.errno());
         return -1;
     }
     let mut vec: Vec<iovec> = Vec::with_capacity(iov.len() + 1);
@@ -308,7 +312,7 @@ pub unsafe fn send(
     let (st, len) = match entry.relay {
         Some(r) => sockaddr::to_storage(&r),
         None => {
-            crate::guard::set_errno(libc::EIO);
+            crate::sys::guard::set_errno(libc::EIO);
             return -1;
         }
     };
@@ -343,7 +347,7 @@ pub struct Received {
 }
 
 fn same(a: &SocketAddr, b: &SocketAddr) -> bool {
-    decide::unmap(*a) == decide::unmap(*b)
+    sockaddr::unmap(*a) == sockaddr::unmap(*b)
 }
 
 /// Receives one datagram for the program on the associated socket `fd`: from the relay it is

@@ -30,14 +30,16 @@
 //! program's `SO_ERROR` check or first I/O finishes the handshake) but its handshake does not
 //! overlap with others.
 
-use crate::fdtable::{self, Entry, Kind};
-use crate::guard::{guarded, set_errno};
-use crate::hooks::connect::describe;
-use crate::lock::ForkSafeMutex;
-use crate::proxied::{self, errno, strerror, Failure};
-use crate::runtime::{self, Fault, Runtime};
-use crate::{decide, real, sockaddr as sa};
-use libc::{c_int, c_short, c_void};
+use super::drive;
+use crate::policy::decide;
+use crate::state::fdtable::{self, Entry, Kind};
+use crate::state::runtime::{self, Fault, Runtime};
+use crate::sys::error::{errno, strerror, Failure};
+use crate::sys::guard::{guarded, set_errno};
+use crate::sys::lock::ForkSafeMutex;
+use crate::sys::socket::{self, so_error};
+use crate::sys::{real, sockaddr as sa};
+use libc::{c_int, c_short};
 use proxify_core::chain::Handshake;
 use proxify_core::config::{Chain, ChainMode};
 use proxify_core::socks::{Command, Reply, TargetAddr};
@@ -140,10 +142,10 @@ impl Outcome {
                 bound,
                 reply_bound,
             } => {
-                crate::bind::note_connection(&target, bound);
+                crate::engine::bind::note_connection(&target, bound);
                 log::debug!(
                     "connect fd {fd} to {shown}: connected (proxy bound {})",
-                    describe(&reply_bound)
+                    reply_bound
                 );
             }
             // A panic already logged its one line.
@@ -160,12 +162,6 @@ fn inode(fd: c_int) -> Option<u64> {
     (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st.st_ino as u64)
 }
 
-/// Is the socket in non-blocking mode?
-pub fn is_nonblocking(fd: c_int) -> bool {
-    let fl = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
-    fl >= 0 && fl & libc::O_NONBLOCK != 0
-}
-
 /// Is `fd` handshaking or holding an unreported failure? (The hooks' slow-path test.)
 #[inline]
 pub fn is_ours(fd: c_int) -> bool {
@@ -175,29 +171,9 @@ pub fn is_ours(fd: c_int) -> bool {
     )
 }
 
-/// Reads (and so clears) the kernel's pending socket error.
-fn so_error(fd: c_int) -> c_int {
-    let mut v: c_int = 0;
-    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
-    let rc = unsafe {
-        real::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            &mut v as *mut c_int as *mut c_void,
-            &mut len,
-        )
-    };
-    if rc == 0 {
-        v
-    } else {
-        errno()
-    }
-}
-
 /// Leaves the socket unconnected, with no error of ours pending in the kernel.
 fn disconnect(fd: c_int) {
-    proxied::disconnect(fd);
+    socket::disconnect(fd);
     so_error(fd);
 }
 
@@ -250,7 +226,7 @@ fn begin(
         dead_hop: Some(0),
         ..Failure::new(libc::EHOSTUNREACH, e)
     })?;
-    let proxy = proxied::pick_proxy_addr(fd, domain, &addrs)?;
+    let proxy = drive::pick_proxy_addr(fd, domain, &addrs)?;
     let hs = Handshake::new(&urls, Command::Connect, target.clone())?;
     let (st, len) = sa::to_storage(&proxy);
     let rc = unsafe { real::connect(fd, &st as *const _ as *const libc::sockaddr, len) };
@@ -437,9 +413,9 @@ fn advance(rt: &Runtime, fd: c_int, p: &mut Pending) -> Result<Step, Failure> {
                 panic!("injected fault (PROXIFY_TEST_FAULT=panic-connect)");
             }
         }
-        return match proxied::advance(fd, &mut p.hs)? {
-            proxied::Progress::Done(r) => Ok(Step::Done(r)),
-            proxied::Progress::Wait(ev, what) => want(p, ev, || what.into()),
+        return match drive::advance(fd, &mut p.hs)? {
+            drive::Progress::Done(r) => Ok(Step::Done(r)),
+            drive::Progress::Wait(ev, what) => want(p, ev, || what.into()),
         };
     }
 }
@@ -567,7 +543,7 @@ fn step_locked(m: &mut HashMap<u64, Pending>, ino: u64, fd: c_int) -> (Progress,
         p.fds.push(fd);
     }
     loop {
-        match crate::guard::caught(|| advance(rt, fd, p)) {
+        match crate::sys::guard::caught(|| advance(rt, fd, p)) {
             Some(Ok(Step::Want(w))) => {
                 if w != p.want {
                     p.want = w;

@@ -1,7 +1,7 @@
 //! `/etc/hosts`, read by us so that a name listed there is answered without ever asking the
 //! system resolver (which would fall through to DNS for a family the file does not list).
 
-use crate::lock::ForkSafeMutex;
+use crate::sys::lock::ForkSafeMutex;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,38 @@
+//! The one local name look-up proxify itself makes: a proxy given by host name is resolved
+//! with the system resolver (through the real `getaddrinfo`, never our hook).
+
+use super::{real, sockaddr};
+use libc::addrinfo;
+use std::ffi::{CStr, CString};
+use std::net::SocketAddr;
+
+/// Resolves the proxy's own host name with the system resolver (the one local look-up).
+pub fn resolve_locally(name: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    let c = CString::new(name).map_err(|_| "name contains NUL".to_string())?;
+    let mut hints: addrinfo = unsafe { std::mem::zeroed() };
+    hints.ai_socktype = libc::SOCK_STREAM;
+    let mut res: *mut addrinfo = std::ptr::null_mut();
+    let rc = unsafe { real::getaddrinfo(c.as_ptr(), std::ptr::null(), &hints, &mut res) };
+    if rc != 0 {
+        let msg = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) };
+        return Err(msg.to_string_lossy().into_owned());
+    }
+    let mut out = Vec::new();
+    let mut p = res;
+    while !p.is_null() {
+        let ai = unsafe { &*p };
+        if let Some(mut a) = unsafe { sockaddr::read(ai.ai_addr, ai.ai_addrlen) } {
+            a.set_port(port);
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        p = ai.ai_next;
+    }
+    unsafe { real::freeaddrinfo(res) };
+    if out.is_empty() {
+        Err("no address".into())
+    } else {
+        Ok(out)
+    }
+}

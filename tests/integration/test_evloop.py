@@ -168,6 +168,15 @@ def test_same_data_event_not_swallowed(topo, capture, proxify_bin, wait_bin):
     assert_no_leak(capture, what)
 
 
+def test_io_uring_mentioned_at_v(topo, capture, proxify_bin, wait_bin):
+    """io_uring bypasses libc: `-v` says so when the program sets it up via syscall()."""
+    r = run_proxified(DANTE, [wait_bin, "uring", T4, ECHO, "0"], opts=["-v"])
+    no_crash(r, "io_uring_setup")
+    assert r.rc == 0 and "io_uring" in r.stderr, f"-v did not mention io_uring\n{r}"
+    q = run_proxified(DANTE, [wait_bin, "uring", T4, ECHO, "0"])
+    assert q.rc == 0 and q.stderr == "", f"without -v proxify must stay silent\n{q}"
+
+
 # ---- node ------------------------------------------------------------------------------------
 NODE_NET = ("const s=require('net').connect(%d,%r,()=>s.write('node-net-ok\\n'));"
             "s.setTimeout(10000,()=>{console.error('timeout');process.exit(5)});"

@@ -6,6 +6,7 @@
  *     epoll (registered through the same fd, or through a dup of it, level or edge
  *     triggered), poll or select. Prints "events=N wakeups=W cpu_ms=C" (N: reports for the
  *     socket, W: returns of the wait call, C: user+system CPU time of the process).
+ *   MODE uring: calls syscall(SYS_io_uring_setup) and prints "uring=RC" (no connect).
  *   MODE samedata: as cpu-epoll, plus a pipe registered with the SAME data as the socket
  *     and made readable before the first wait: prints "pipe_seen_ms=T" (-1: not within
  *     WAIT_MS) and "sock_in=K" (EPOLLIN reports for the socket: must stay 0 while its
@@ -23,7 +24,9 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/select.h>
+#include <linux/io_uring.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,6 +58,13 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *mode = argv[1];
+    if (strcmp(mode, "uring") == 0) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof p);
+        long fd = syscall(SYS_io_uring_setup, 4, &p);
+        printf("uring=%ld\n", fd);
+        return 0;
+    }
     int wait_ms = atoi(argv[4]);
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[3]))};
     if (inet_pton(AF_INET, argv[2], &sin.sin_addr) != 1)

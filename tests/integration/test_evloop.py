@@ -23,7 +23,7 @@ import pytest
 
 import netns
 from conftest import TIMEOUT_ENV, curl, run_proxified
-from hardcase import (DANTE, INSTALL_HINT, SILENT, Server, expect_ok, kv, no_crash, proxy_syns,
+from hardcase import (DANTE, INSTALL_HINT, PROXY_DOWN, SILENT, Server, expect_ok, kv, no_crash, proxy_syns,
                       require_tools, start_or_fail)
 from leakcheck import assert_no_leak
 
@@ -98,6 +98,18 @@ def test_tokio_echo(topo, capture, proxify_bin, evloop_bin, host, rt):
     r = run_proxified(DANTE, [evloop_bin, "echo", NAME if host == "name" else T4, ECHO, rt])
     _ok(r, what, "echo-ok")
     _through_proxy(capture, what)
+
+
+@pytest.mark.parametrize("rt", ["current", "multi"])
+def test_tokio_proxy_down_fails_promptly(topo, capture, proxify_bin, evloop_bin, rt):
+    """The refused connect to the proxy reaches tokio as the error a direct connect gives."""
+    what = f"tokio ({rt}) with the proxy down"
+    r = run_proxified(PROXY_DOWN, [evloop_bin, "echo", NAME, ECHO, rt])
+    no_crash(r, what)
+    assert r.rc == 1 and "Connection refused" in r.stderr, f"{what}: expected ECONNREFUSED\n{r}"
+    assert "timed out" not in r.stderr, f"{what}: the failure was never reported\n{r}"
+    assert proxy_syns(capture, netns.DOWN_PORT), f"{what}: the proxy was never tried"
+    assert_no_leak(capture, what)
 
 
 @pytest.mark.parametrize("mode", ["blocking", "async"])

@@ -2,9 +2,15 @@
 //! (`proxify completions`) and the man page (`proxify man`) are generated from the same
 //! definitions (`Cli::command()`).
 
+use crate::values::{self, HostPort};
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use proxify_core::cidr::Cidr;
+use proxify_core::config::{BindPolicy, ChainMode};
+use proxify_core::rules::{Dnat, Rule};
+use proxify_core::url::ProxyUrl;
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 const ABOUT: &str =
     "Run a program with its TCP connections and name lookups sent through a SOCKS proxy";
@@ -243,8 +249,9 @@ pub struct EnvArgs {
 pub struct Settings {
     /// Proxy URL, e.g. socks5h://user:password@host:1080; several make a chain, first hop
     /// first (or PROXIFY_PROXY)
-    #[arg(short = 'x', long = "proxy", value_name = "URL", action = ArgAction::Append)]
-    pub proxy: Vec<String>,
+    #[arg(short = 'x', long = "proxy", value_name = "URL", action = ArgAction::Append,
+          value_parser = values::proxy_url)]
+    pub proxy: Vec<ProxyUrl>,
 
     /// Read settings from this file: proxify TOML or a proxychains.conf (flags and
     /// environment win)
@@ -258,42 +265,45 @@ pub struct Settings {
     pub proxychains: bool,
 
     /// How the -x chain uses its proxies: strict (default), dynamic, random, round_robin
-    #[arg(long = "chain-mode", value_name = "MODE")]
-    pub chain_mode: Option<String>,
+    #[arg(long = "chain-mode", value_name = "MODE", value_parser = values::chain_mode)]
+    pub chain_mode: Option<ChainMode>,
 
     /// Proxies per connection for random and round_robin chains (default 1)
-    #[arg(long = "chain-len", value_name = "N")]
-    pub chain_len: Option<String>,
+    #[arg(long = "chain-len", value_name = "N", value_parser = values::chain_len)]
+    pub chain_len: Option<usize>,
 
     /// Routing rule 'PATTERN ACTION', first match wins, e.g. '*.corp.example direct',
     /// '10.0.0.0/8:22 proxy corp', '*:25 deny' (repeatable)
-    #[arg(long = "rule", value_name = "RULE", action = ArgAction::Append)]
-    pub rule: Vec<String>,
+    #[arg(long = "rule", value_name = "RULE", action = ArgAction::Append,
+          value_parser = values::rule)]
+    pub rule: Vec<Rule>,
 
     /// Reach this CIDR block directly, not through the proxy (repeatable)
-    #[arg(long = "direct", value_name = "CIDR", action = ArgAction::Append)]
-    pub direct: Vec<String>,
+    #[arg(long = "direct", value_name = "CIDR", action = ArgAction::Append,
+          value_parser = values::cidr)]
+    pub direct: Vec<Cidr>,
 
     /// Rewrite a destination: 'ORIG[:PORT] NEW[:PORT]' (repeatable)
-    #[arg(long = "dnat", value_name = "MAP", action = ArgAction::Append)]
-    pub dnat: Vec<String>,
+    #[arg(long = "dnat", value_name = "MAP", action = ArgAction::Append,
+          value_parser = values::dnat)]
+    pub dnat: Vec<Dnat>,
 
     /// Do not turn NO_PROXY/no_proxy entries into direct rules
     #[arg(long = "ignore-no-proxy")]
     pub ignore_no_proxy: bool,
 
     /// Seconds to wait for the TCP connection to the proxy (default 5)
-    #[arg(long = "connect-timeout", value_name = "SECS")]
-    pub connect_timeout: Option<String>,
+    #[arg(long = "connect-timeout", value_name = "SECS", value_parser = values::seconds)]
+    pub connect_timeout: Option<Duration>,
 
     /// Seconds allowed for the proxy handshake (default 5)
-    #[arg(long = "timeout", value_name = "SECS")]
-    pub timeout: Option<String>,
+    #[arg(long = "timeout", value_name = "SECS", value_parser = values::seconds)]
+    pub timeout: Option<Duration>,
 
     /// When listen() becomes a SOCKS BIND: auto (default: an ephemeral port after a proxied
     /// connection), always or never (or PROXIFY_BIND)
-    #[arg(long = "bind", value_name = "POLICY")]
-    pub bind: Option<String>,
+    #[arg(long = "bind", value_name = "POLICY", value_parser = values::bind_policy)]
+    pub bind: Option<BindPolicy>,
 
     /// No output at all from proxify, not even one-line failure notices
     #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
@@ -355,8 +365,8 @@ pub struct CheckArgs {
     pub require: Vec<Feature>,
 
     /// Where to CONNECT through the chain: HOST:PORT ([IPv6]:PORT)
-    #[arg(value_name = "HOST:PORT")]
-    pub target: Option<String>,
+    #[arg(value_name = "HOST:PORT", value_parser = values::host_port)]
+    pub target: Option<HostPort>,
 }
 
 /// The shells `proxify completions` writes for.
@@ -408,6 +418,10 @@ mod tests {
         }
     }
 
+    fn url(s: &str) -> ProxyUrl {
+        s.parse().unwrap()
+    }
+
     fn cmd(a: &RunArgs) -> Vec<&str> {
         a.command.iter().map(|s| s.to_str().unwrap()).collect()
     }
@@ -420,7 +434,7 @@ mod tests {
     #[test]
     fn everything_after_the_command_is_passed_untouched() {
         let a = run(&["-x", "socks5://h", "curl", "-v", "-x", "y", "--", "--proxy"]);
-        assert_eq!(a.settings.proxy, ["socks5://h"]);
+        assert_eq!(a.settings.proxy, [url("socks5://h")]);
         assert_eq!(a.settings.verbose, 0);
         assert_eq!(cmd(&a), ["curl", "-v", "-x", "y", "--", "--proxy"]);
     }
@@ -463,23 +477,31 @@ mod tests {
             "true",
         ]);
         let s = &a.settings;
-        assert_eq!(s.proxy, ["socks4a://h"]);
+        assert_eq!(s.proxy, [url("socks4a://h")]);
         assert_eq!(s.config.as_deref(), Some(std::path::Path::new("c.toml")));
-        assert_eq!(s.direct, ["10.0.0.0/8", "::1"]);
-        assert_eq!(s.connect_timeout.as_deref(), Some("2"));
-        assert_eq!(s.timeout.as_deref(), Some("0.5"));
+        assert_eq!(
+            s.direct,
+            [
+                "10.0.0.0/8".parse().unwrap(),
+                "::1".parse::<Cidr>().unwrap()
+            ]
+        );
+        assert_eq!(s.connect_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(s.timeout, Some(Duration::from_millis(500)));
         assert!(s.quiet);
         assert!(a.allow_unproxied);
-        assert_eq!(s.chain_mode.as_deref(), Some("dynamic"));
-        assert_eq!(s.chain_len.as_deref(), Some("2"));
-        assert_eq!(s.rule, ["*.lan direct", "* deny"]);
-        assert_eq!(s.dnat, ["192.0.2.1 192.0.2.2"]);
+        assert_eq!(s.chain_mode, Some(ChainMode::Dynamic));
+        assert_eq!(s.chain_len, Some(2));
+        let rules: Vec<String> = s.rule.iter().map(|r| r.to_string()).collect();
+        assert_eq!(rules, ["*.lan direct", "* deny"]);
+        assert!(s.rule.iter().all(|r| r.origin.as_deref() == Some("--rule")));
+        assert_eq!(s.dnat, ["192.0.2.1 192.0.2.2".parse::<Dnat>().unwrap()]);
         assert!(s.ignore_no_proxy && !s.proxychains);
         assert_eq!(cmd(&a), ["true"]);
         assert!(!run(&["true"]).allow_unproxied);
-        let a = run(&["-v", "-vv", "-x", "a", "-x", "b", "true"]);
+        let a = run(&["-v", "-vv", "-x", "socks5://a", "-x", "socks5://b", "true"]);
         assert_eq!(a.settings.verbose, 3);
-        assert_eq!(a.settings.proxy, ["a", "b"]);
+        assert_eq!(a.settings.proxy, [url("socks5://a"), url("socks5://b")]);
         assert!(run(&["--proxychains", "true"]).settings.proxychains);
     }
 
@@ -502,8 +524,8 @@ mod tests {
             _ => unreachable!(),
         };
         assert!(c.json);
-        assert_eq!(c.settings.proxy, ["socks5://h"]);
-        assert_eq!(c.settings.rule, ["* deny"]);
+        assert_eq!(c.settings.proxy, [url("socks5://h")]);
+        assert_eq!(c.settings.rule[0].to_string(), "* deny");
         assert_eq!(c.settings.verbose, 1);
         // No command is taken.
         assert!(Cli::try_parse_from(["proxify", "config", "true"]).is_err());
@@ -519,6 +541,14 @@ mod tests {
             &["proxify", "run", "--bogus", "true"],
             &["proxify", "run", "-f", "a", "--proxychains", "true"],
             &["proxify", "walk"],
+            &["proxify", "run", "-x", "socks9://h", "true"],
+            &["proxify", "run", "--chain-len", "0", "true"],
+            &["proxify", "run", "--direct", "10.0.0.0/33", "true"],
+            &["proxify", "run", "--timeout", "soon", "true"],
+            &["proxify", "run", "--bind", "sometimes", "true"],
+            &["proxify", "run", "--rule", "* allow", "true"],
+            &["proxify", "run", "--dnat", "192.0.2.1", "true"],
+            &["proxify", "check", "-x", "socks5://h", "nowhere"],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }

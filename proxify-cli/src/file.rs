@@ -27,7 +27,6 @@
 //! action = "proxy corp"        # direct, deny, proxy [CHAIN]
 //! ```
 
-use crate::settings::{FileKind, FileSettings, Src};
 use proxify_core::cidr::Cidr;
 use proxify_core::config::{parse_seconds, BindPolicy, Chain, ChainMode};
 use proxify_core::proxychains;
@@ -41,6 +40,88 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 use toml::Spanned;
+
+/// A value and where it came from (`-x`, `env PROXIFY_PROXY`, `FILE:LINE`, `default`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Src<T> {
+    pub value: T,
+    pub from: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Toml,
+    Proxychains,
+}
+
+impl FileKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            FileKind::Toml => "proxify TOML",
+            FileKind::Proxychains => "proxychains.conf",
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::Toml => "toml",
+            FileKind::Proxychains => "proxychains",
+        }
+    }
+}
+
+/// What a configuration file sets; `None`/empty = not set there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileSettings {
+    pub path: String,
+    pub kind: FileKind,
+    /// The default chain (`proxy = ...`, `[[chain]] name = "default"`, `[ProxyList]`).
+    pub default_chain: Option<Src<Chain>>,
+    /// Where its mode came from (`None`: not written, strict).
+    pub default_mode_from: Option<String>,
+    /// Where each of its hops came from.
+    pub hops_from: Vec<String>,
+    /// The other chains.
+    pub chains: Vec<Src<Chain>>,
+    /// Rules, each with its origin (`FILE:LINE`).
+    pub rules: Vec<Rule>,
+    pub dnat: Vec<Src<Dnat>>,
+    pub direct: Option<Src<Vec<Cidr>>>,
+    pub connect_timeout: Option<Src<Duration>>,
+    pub handshake_timeout: Option<Src<Duration>>,
+    pub log: Option<Src<String>>,
+    pub log_file: Option<Src<String>>,
+    pub quiet: Option<Src<bool>>,
+    pub bind: Option<Src<BindPolicy>>,
+    pub proxy_dns: Option<Src<bool>>,
+    /// A proxychains.conf without `proxy_dns`: off, but only for the file's own proxies.
+    pub proxy_dns_implicit: bool,
+    pub remote_dns_subnet: Option<Src<Cidr>>,
+}
+
+impl FileSettings {
+    pub fn new(path: &str, kind: FileKind) -> FileSettings {
+        FileSettings {
+            path: path.to_string(),
+            kind,
+            default_chain: None,
+            default_mode_from: None,
+            hops_from: Vec::new(),
+            chains: Vec::new(),
+            rules: Vec::new(),
+            dnat: Vec::new(),
+            direct: None,
+            connect_timeout: None,
+            handshake_timeout: None,
+            log: None,
+            log_file: None,
+            quiet: None,
+            bind: None,
+            proxy_dns: None,
+            proxy_dns_implicit: false,
+            remote_dns_subnet: None,
+        }
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

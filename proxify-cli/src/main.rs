@@ -10,10 +10,10 @@ mod check;
 mod cli;
 mod docs;
 mod file;
-mod report;
 mod settings;
 mod shellenv;
 mod show;
+mod values;
 
 use clap::error::ErrorKind;
 use clap::Parser;
@@ -196,8 +196,24 @@ fn fail(code: i32, msg: &str) -> ! {
     exit(code)
 }
 
-/// clap's error as one line: its first paragraph, without the "error: " prefix.
+/// clap's error as one line: its first paragraph, without the "error: " prefix. A value a
+/// typed parser refused is told as `--flag: why` (never echoing the value: it may be a URL
+/// with a password).
 fn clap_error_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    use std::error::Error;
+    if e.kind() == ErrorKind::ValueValidation {
+        if let (Some(ContextValue::String(arg)), Some(why)) =
+            (e.get(ContextKind::InvalidArg), e.source())
+        {
+            let name = arg.split_whitespace().next().unwrap_or(arg);
+            return match name {
+                "--proxy" => format!("-x: {why}"),
+                n if n.starts_with('<') => format!("{} {why}", n.trim_matches(['<', '>'])),
+                n => format!("{n}: {why}"),
+            };
+        }
+    }
     let text = e.render().to_string();
     let mut parts = Vec::new();
     for line in text.lines() {

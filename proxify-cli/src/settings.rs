@@ -1,6 +1,10 @@
 //! The effective settings: flags > `PROXIFY_*` environment > configuration file > defaults,
 //! with where each value came from (for `proxify config`).
 //!
+//! Each source becomes a [`Layer`] (what it sets, each value with its origin): [`flags`],
+//! [`environment`] and [`file_layer`]; [`merge`] then takes each value from the first layer
+//! that sets it. [`effective`] reads the real sources and merges them.
+//!
 //! The file is `-f FILE` (proxify TOML or a proxychains.conf, told apart by a `[ProxyList]`
 //! line unless the name ends in `.toml`), the proxychains.conf proxychains would read
 //! (`--proxychains`), or else the first of `$XDG_CONFIG_HOME/proxify/config.toml` (or
@@ -13,98 +17,16 @@
 //! entries become `direct` rules after all others (`--ignore-no-proxy` drops them).
 
 use crate::cli::Settings;
+use crate::file::{self, FileKind, FileSettings, Src};
 use proxify_core::cidr::Cidr;
 use proxify_core::config::{
-    parse_chains_var, parse_dnat_var, parse_rules_var, parse_seconds, BindPolicy, Chain, ChainMode,
-    Config, ENV_BIND, ENV_CHAINS, ENV_CONNECT_TIMEOUT, ENV_DIRECT, ENV_DNAT, ENV_HANDSHAKE_TIMEOUT,
+    parse_chains_var, parse_dnat_var, parse_rules_var, BindPolicy, Chain, ChainMode, Config,
+    ENV_BIND, ENV_CHAINS, ENV_CONNECT_TIMEOUT, ENV_DIRECT, ENV_DNAT, ENV_HANDSHAKE_TIMEOUT,
     ENV_LOG, ENV_LOG_FILE, ENV_PROXY, ENV_PROXY_DNS, ENV_QUIET, ENV_REMOTE_DNS_SUBNET, ENV_RULES,
 };
 use proxify_core::rules::{no_proxy_rules, Dnat, HostMatch, Rule, DEFAULT_CHAIN};
-use proxify_core::url::ProxyUrl;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// A value and where it came from (`-x`, `env PROXIFY_PROXY`, `FILE:LINE`, `default`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Src<T> {
-    pub value: T,
-    pub from: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FileKind {
-    Toml,
-    Proxychains,
-}
-
-impl FileKind {
-    pub fn describe(self) -> &'static str {
-        match self {
-            FileKind::Toml => "proxify TOML",
-            FileKind::Proxychains => "proxychains.conf",
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FileKind::Toml => "toml",
-            FileKind::Proxychains => "proxychains",
-        }
-    }
-}
-
-/// What a configuration file sets; `None`/empty = not set there.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FileSettings {
-    pub path: String,
-    pub kind: FileKind,
-    /// The default chain (`proxy = ...`, `[[chain]] name = "default"`, `[ProxyList]`).
-    pub default_chain: Option<Src<Chain>>,
-    /// Where its mode came from (`None`: not written, strict).
-    pub default_mode_from: Option<String>,
-    /// Where each of its hops came from.
-    pub hops_from: Vec<String>,
-    /// The other chains.
-    pub chains: Vec<Src<Chain>>,
-    /// Rules, each with its origin (`FILE:LINE`).
-    pub rules: Vec<Rule>,
-    pub dnat: Vec<Src<Dnat>>,
-    pub direct: Option<Src<Vec<Cidr>>>,
-    pub connect_timeout: Option<Src<Duration>>,
-    pub handshake_timeout: Option<Src<Duration>>,
-    pub log: Option<Src<String>>,
-    pub log_file: Option<Src<String>>,
-    pub quiet: Option<Src<bool>>,
-    pub bind: Option<Src<BindPolicy>>,
-    pub proxy_dns: Option<Src<bool>>,
-    /// A proxychains.conf without `proxy_dns`: off, but only for the file's own proxies.
-    pub proxy_dns_implicit: bool,
-    pub remote_dns_subnet: Option<Src<Cidr>>,
-}
-
-impl FileSettings {
-    pub fn new(path: &str, kind: FileKind) -> FileSettings {
-        FileSettings {
-            path: path.to_string(),
-            kind,
-            default_chain: None,
-            default_mode_from: None,
-            hops_from: Vec::new(),
-            chains: Vec::new(),
-            rules: Vec::new(),
-            dnat: Vec::new(),
-            direct: None,
-            connect_timeout: None,
-            handshake_timeout: None,
-            log: None,
-            log_file: None,
-            quiet: None,
-            bind: None,
-            proxy_dns: None,
-            proxy_dns_implicit: false,
-            remote_dns_subnet: None,
-        }
-    }
-}
 
 /// Where each effective value came from.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -140,11 +62,414 @@ pub struct Effective {
     pub warnings: Vec<String>,
 }
 
+/// A source's default chain: the chain, where each hop and the mode came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DefaultChain {
+    pub chain: Chain,
+    pub hops_from: Vec<String>,
+    /// `None`: the source did not say (strict, or what the flags make it).
+    pub mode_from: Option<String>,
+}
+
+/// What one source sets; `None`/empty = not set there.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Layer {
+    pub default_chain: Option<DefaultChain>,
+    /// `--chain-mode`, `--chain-len`: change the default chain, wherever it came from.
+    pub mode: Option<Src<ChainMode>>,
+    pub chain_len: Option<Src<usize>>,
+    /// Named chains.
+    pub chains: Vec<Src<Chain>>,
+    /// Rules, each with its origin.
+    pub rules: Option<Vec<Rule>>,
+    pub dnat: Option<Vec<Src<Dnat>>>,
+    pub direct: Option<Src<Vec<Cidr>>>,
+    pub connect_timeout: Option<Src<Duration>>,
+    pub handshake_timeout: Option<Src<Duration>>,
+    pub bind: Option<Src<BindPolicy>>,
+    /// The log filter (`None` inside: no log, as `-q` says).
+    pub log: Option<Src<Option<String>>>,
+    pub log_file: Option<Src<Option<String>>>,
+    pub quiet: Option<Src<bool>>,
+    pub proxy_dns: Option<Src<bool>>,
+    /// A proxychains.conf without `proxy_dns`: off, but only for the file's own proxies.
+    pub proxy_dns_implicit: bool,
+    pub remote_dns_subnet: Option<Src<Cidr>>,
+    /// `NO_PROXY`/`no_proxy` as direct rules (environment only; origin `env NO_PROXY`).
+    pub no_proxy: Option<Src<Vec<Rule>>>,
+}
+
 const DEFAULT: &str = "default";
 pub const ENV_PROXYCHAINS_CONF: &str = "PROXYCHAINS_CONF_FILE";
 
 fn env_src(var: &str) -> String {
     format!("env {var}")
+}
+
+fn src<T>(value: T, from: &str) -> Src<T> {
+    Src {
+        value,
+        from: from.to_string(),
+    }
+}
+
+/// The flags' layer (clap has parsed and checked each value).
+pub fn flags(s: &Settings) -> Layer {
+    let mut l = Layer::default();
+    if !s.proxy.is_empty() {
+        l.default_chain = Some(DefaultChain {
+            chain: Chain::strict(DEFAULT_CHAIN, s.proxy.clone()),
+            hops_from: vec!["-x".to_string(); s.proxy.len()],
+            mode_from: None,
+        });
+    }
+    l.mode = s.chain_mode.map(|m| src(m, "--chain-mode"));
+    l.chain_len = s.chain_len.map(|n| src(n, "--chain-len"));
+    l.rules = (!s.rule.is_empty()).then(|| s.rule.clone());
+    l.direct = (!s.direct.is_empty()).then(|| src(s.direct.clone(), "--direct"));
+    l.dnat = (!s.dnat.is_empty()).then(|| s.dnat.iter().map(|d| src(*d, "--dnat")).collect());
+    l.connect_timeout = s.connect_timeout.map(|t| src(t, "--connect-timeout"));
+    l.handshake_timeout = s.timeout.map(|t| src(t, "--timeout"));
+    l.bind = s.bind.map(|b| src(b, "--bind"));
+    // -q and -v both decide the log settings; clap rejects them together.
+    if s.quiet {
+        l.quiet = Some(src(true, "-q"));
+        l.log = Some(src(None, "-q"));
+    } else if s.verbose > 0 {
+        let level = match s.verbose {
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        };
+        l.quiet = Some(src(false, "-v"));
+        l.log = Some(src(Some(level.to_string()), "-v"));
+    }
+    l
+}
+
+/// Whether a variable is left unread because `flags` sets what it would.
+fn overridden(flags: &Layer, key: &str) -> bool {
+    match key {
+        ENV_PROXY => flags.default_chain.is_some(),
+        ENV_DIRECT => flags.direct.is_some(),
+        ENV_RULES => flags.rules.is_some(),
+        ENV_DNAT => flags.dnat.is_some(),
+        ENV_CONNECT_TIMEOUT => flags.connect_timeout.is_some(),
+        ENV_HANDSHAKE_TIMEOUT => flags.handshake_timeout.is_some(),
+        ENV_BIND => flags.bind.is_some(),
+        ENV_LOG | ENV_QUIET => flags.log.is_some() || flags.quiet.is_some(),
+        _ => false,
+    }
+}
+
+/// The `PROXIFY_*` variables `environment` reads.
+const ENV_KEYS: [&str; 13] = [
+    ENV_PROXY,
+    ENV_DIRECT,
+    ENV_CONNECT_TIMEOUT,
+    ENV_HANDSHAKE_TIMEOUT,
+    ENV_LOG,
+    ENV_LOG_FILE,
+    ENV_QUIET,
+    ENV_BIND,
+    ENV_PROXY_DNS,
+    ENV_REMOTE_DNS_SUBNET,
+    ENV_CHAINS,
+    ENV_RULES,
+    ENV_DNAT,
+];
+
+/// The environment's layer. `get` reads a variable (`Ok(None)`: unset or empty; `Err`: not
+/// UTF-8); variables whose setting `flags` gives are not read at all. `no_proxy`: read
+/// `no_proxy`, else `NO_PROXY` (curl's order) as direct rules.
+pub fn environment(
+    get: impl Fn(&str) -> Result<Option<String>, String>,
+    flags: &Layer,
+    no_proxy: bool,
+) -> Result<Layer, String> {
+    let mut env: Vec<(&str, String)> = Vec::new();
+    for key in ENV_KEYS {
+        if !overridden(flags, key) {
+            if let Some(v) = get(key)? {
+                env.push((key, v));
+            }
+        }
+    }
+    let var = |key: &str| -> Option<String> {
+        env.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
+    };
+    let has = |key: &str| var(key).is_some();
+    // The single-value variables (the lists are read apart: they may name chains the file
+    // defines).
+    let one = Config::from_env_with(|key| match key {
+        ENV_CHAINS | ENV_RULES | ENV_DNAT => None,
+        k => var(k),
+    })
+    .map_err(|e| {
+        let mut msg = e.to_string();
+        if let Some(list) = var(ENV_PROXY) {
+            for raw in list.split(',') {
+                msg = crate::scrub(&msg, raw.trim());
+            }
+        }
+        msg
+    })?;
+    let (default_mode, chains) = match var(ENV_CHAINS) {
+        Some(v) => parse_chains_var(&v).map_err(|e| e.to_string())?,
+        None => (None, Vec::new()),
+    };
+
+    let mut l = Layer::default();
+    if has(ENV_PROXY) {
+        let mut chain = Chain::strict(DEFAULT_CHAIN, one.proxies.clone());
+        let mut mode_from = None;
+        if let Some((mode, len)) = default_mode {
+            chain.mode = mode;
+            chain.chain_len = len;
+            mode_from = Some(env_src(ENV_CHAINS));
+        }
+        l.default_chain = Some(DefaultChain {
+            chain,
+            hops_from: vec![env_src(ENV_PROXY); one.proxies.len()],
+            mode_from,
+        });
+    }
+    for c in chains {
+        c.check().map_err(|e| format!("{ENV_CHAINS}: {e}"))?;
+        l.chains.push(src(c, &env_src(ENV_CHAINS)));
+    }
+    if let Some(v) = var(ENV_RULES) {
+        let rules = parse_rules_var(&v).map_err(|e| e.to_string())?;
+        l.rules = Some(
+            rules
+                .into_iter()
+                .map(|mut r| {
+                    r.origin.get_or_insert_with(|| env_src(ENV_RULES));
+                    r
+                })
+                .collect(),
+        );
+    }
+    if let Some(v) = var(ENV_DNAT) {
+        let d = parse_dnat_var(&v).map_err(|e| e.to_string())?;
+        l.dnat = Some(d.into_iter().map(|d| src(d, &env_src(ENV_DNAT))).collect());
+    }
+    let from = |key: &str| has(key).then(|| env_src(key));
+    l.direct = from(ENV_DIRECT).map(|f| src(one.direct.clone(), &f));
+    l.connect_timeout = from(ENV_CONNECT_TIMEOUT).map(|f| src(one.connect_timeout, &f));
+    l.handshake_timeout = from(ENV_HANDSHAKE_TIMEOUT).map(|f| src(one.handshake_timeout, &f));
+    l.bind = from(ENV_BIND).map(|f| src(one.bind, &f));
+    l.log = from(ENV_LOG).map(|f| src(one.log.clone(), &f));
+    l.log_file = from(ENV_LOG_FILE).map(|f| src(one.log_file.clone(), &f));
+    l.quiet = from(ENV_QUIET).map(|f| src(one.quiet, &f));
+    l.proxy_dns = from(ENV_PROXY_DNS).and_then(|f| one.proxy_dns.map(|v| src(v, &f)));
+    l.remote_dns_subnet =
+        from(ENV_REMOTE_DNS_SUBNET).and_then(|f| one.remote_dns_subnet.map(|v| src(v, &f)));
+
+    if no_proxy {
+        for key in ["no_proxy", "NO_PROXY"] {
+            if let Some(v) = get(key)? {
+                let origin = env_src(key);
+                let rules = no_proxy_rules(&v, &origin).map_err(|e| {
+                    format!("{key}: {e} (use --ignore-no-proxy to ignore the variable)")
+                })?;
+                l.no_proxy = Some(Src {
+                    value: rules,
+                    from: key.to_string(),
+                });
+                break;
+            }
+        }
+    }
+    Ok(l)
+}
+
+/// The file's layer.
+pub fn file_layer(f: &FileSettings) -> Layer {
+    Layer {
+        default_chain: f.default_chain.as_ref().map(|c| DefaultChain {
+            chain: c.value.clone(),
+            hops_from: f.hops_from.clone(),
+            mode_from: f.default_mode_from.clone(),
+        }),
+        mode: None,
+        chain_len: None,
+        chains: f.chains.clone(),
+        rules: Some(f.rules.clone()),
+        dnat: Some(f.dnat.clone()),
+        direct: f.direct.clone(),
+        connect_timeout: f.connect_timeout.clone(),
+        handshake_timeout: f.handshake_timeout.clone(),
+        bind: f.bind.clone(),
+        log: f.log.as_ref().map(|v| src(Some(v.value.clone()), &v.from)),
+        log_file: f
+            .log_file
+            .as_ref()
+            .map(|v| src(Some(v.value.clone()), &v.from)),
+        quiet: f.quiet.clone(),
+        proxy_dns: f.proxy_dns.clone(),
+        proxy_dns_implicit: f.proxy_dns_implicit,
+        remote_dns_subnet: f.remote_dns_subnet.clone(),
+        no_proxy: None,
+    }
+}
+
+/// The first layer's value, of flags, environment and file in this order.
+fn first<'a, T>(layers: &[&'a Layer], get: impl Fn(&'a Layer) -> Option<&'a T>) -> Option<&'a T> {
+    layers.iter().find_map(|l| get(l))
+}
+
+/// Takes each value from the first layer that sets it, in the order given (flags,
+/// environment, file), into a checked configuration and where each value came from, with
+/// the warnings for the user.
+pub fn merge(
+    flags: &Layer,
+    env: &Layer,
+    file: Option<&Layer>,
+) -> Result<(Config, Sources, Vec<String>), String> {
+    let empty = Layer::default();
+    let file = file.unwrap_or(&empty);
+    let layers = [flags, env, file];
+    let mut cfg = Config::default();
+    let mut from = Sources {
+        mode: DEFAULT.into(),
+        direct: DEFAULT.into(),
+        connect_timeout: DEFAULT.into(),
+        handshake_timeout: DEFAULT.into(),
+        log: DEFAULT.into(),
+        log_file: DEFAULT.into(),
+        quiet: DEFAULT.into(),
+        bind: DEFAULT.into(),
+        proxy_dns: DEFAULT.into(),
+        remote_dns_subnet: DEFAULT.into(),
+        ..Sources::default()
+    };
+    let mut warnings = Vec::new();
+
+    // The default chain, then what --chain-mode and --chain-len make of it.
+    let default = first(&layers, |l| l.default_chain.as_ref());
+    let default_from_file =
+        default.is_some() && flags.default_chain.is_none() && env.default_chain.is_none();
+    let mode = first(&layers, |l| l.mode.as_ref());
+    let chain_len = first(&layers, |l| l.chain_len.as_ref());
+    if let Some(d) = default {
+        let mut c = d.chain.clone();
+        from.hops = d.hops_from.clone();
+        if let Some(m) = &d.mode_from {
+            from.mode = m.clone();
+        }
+        let mut mode_from = vec![];
+        if let Some(m) = mode {
+            c.mode = m.value;
+            mode_from.push(m.from.as_str());
+        }
+        if let Some(l) = chain_len {
+            if !c.mode.uses_chain_len() {
+                return Err(format!(
+                    "--chain-len counts only for random and round_robin chains (the chain is {}; use --chain-mode)",
+                    c.mode.as_str()
+                ));
+            }
+            c.chain_len = l.value;
+            mode_from.push(l.from.as_str());
+        }
+        if !c.mode.uses_chain_len() {
+            c.chain_len = 1;
+        }
+        if !mode_from.is_empty() {
+            from.mode = mode_from.join(" ");
+        }
+        c.check().map_err(|e| {
+            format!(
+                "{e} (proxies from {}, mode from {})",
+                from.hops[0], from.mode
+            )
+        })?;
+        from.chains
+            .push((DEFAULT_CHAIN.to_string(), from.mode.clone()));
+        cfg.chains.push(c);
+    } else if mode.is_some() || chain_len.is_some() {
+        return Err("--chain-mode and --chain-len need proxies (-x URL)".to_string());
+    }
+
+    // Named chains: a later layer's give way to an earlier one's of the same name.
+    for (i, l) in layers.iter().enumerate().rev() {
+        for c in &l.chains {
+            let shadowed = layers[..i]
+                .iter()
+                .any(|e| e.chains.iter().any(|e| e.value.name == c.value.name));
+            if !shadowed {
+                from.chains.push((c.value.name.clone(), c.from.clone()));
+                cfg.chains.push(c.value.clone());
+            }
+        }
+    }
+
+    // Rules, then NO_PROXY.
+    cfg.rules.rules = first(&layers, |l| l.rules.as_ref())
+        .cloned()
+        .unwrap_or_default();
+    if let Some(np) = first(&layers, |l| l.no_proxy.as_ref()) {
+        if np
+            .value
+            .iter()
+            .any(|r| r.pattern.host == HostMatch::Any && r.pattern.ports.is_none())
+        {
+            warnings.push(format!(
+                "warning: {} contains '*': every connection goes directly, not through \
+                 the proxy (use --ignore-no-proxy to ignore it)",
+                np.from
+            ));
+        }
+        cfg.rules.rules.extend(np.value.iter().cloned());
+    }
+
+    // dnat.
+    if let Some(d) = first(&layers, |l| l.dnat.as_ref()) {
+        cfg.rules.dnat = d.iter().map(|d| d.value).collect();
+        from.dnat = d.iter().map(|d| d.from.clone()).collect();
+    }
+
+    // Single values.
+    macro_rules! pick {
+        ($field:ident) => {
+            if let Some(v) = first(&layers, |l| l.$field.as_ref()) {
+                cfg.$field = v.value.clone();
+                from.$field = v.from.clone();
+            }
+        };
+    }
+    pick!(direct);
+    pick!(connect_timeout);
+    pick!(handshake_timeout);
+    pick!(bind);
+    pick!(log_file);
+    pick!(quiet);
+    pick!(log);
+    // A proxychains.conf without proxy_dns only speaks for its own proxies.
+    let proxy_dns = [flags, env]
+        .into_iter()
+        .find_map(|l| l.proxy_dns.as_ref())
+        .or_else(|| {
+            file.proxy_dns
+                .as_ref()
+                .filter(|_| default_from_file || !file.proxy_dns_implicit)
+        });
+    if let Some(v) = proxy_dns {
+        cfg.proxy_dns = Some(v.value);
+        from.proxy_dns = v.from.clone();
+    } else {
+        from.proxy_dns = "default (by the proxy URL schemes)".to_string();
+    }
+    if let Some(v) = first(&layers, |l| l.remote_dns_subnet.as_ref()) {
+        cfg.remote_dns_subnet = Some(v.value);
+        from.remote_dns_subnet = v.from.clone();
+    }
+
+    cfg.sync_default_chain();
+    // Names unique, rules naming defined chains...
+    cfg.check()?;
+    Ok((cfg, from, warnings))
 }
 
 /// The default TOML locations, in order.
@@ -195,7 +520,6 @@ fn find_proxychains() -> Result<PathBuf, String> {
 
 /// Reads the file the settings name, or the first default one that exists.
 fn read_file(s: &Settings, searched: &mut Vec<String>) -> Result<Option<FileSettings>, String> {
-    use crate::file;
     if s.proxychains {
         let p = find_proxychains()?;
         return file::load(&p, Some(FileKind::Proxychains)).map(Some);
@@ -228,6 +552,7 @@ fn read_file(s: &Settings, searched: &mut Vec<String>) -> Result<Option<FileSett
     Ok(None)
 }
 
+/// A variable of the process environment: `None` when unset or empty.
 fn env_var(key: &str) -> Result<Option<String>, String> {
     match std::env::var_os(key).filter(|v| !v.is_empty()) {
         None => Ok(None),
@@ -238,391 +563,225 @@ fn env_var(key: &str) -> Result<Option<String>, String> {
     }
 }
 
-/// Computes the effective configuration. Errors are one line, without "proxify: ".
+/// Computes the effective configuration from the flags, the process environment and the
+/// file. Errors are one line, without "proxify: ".
 pub fn effective(s: &Settings) -> Result<Effective, String> {
-    // Flags first: the cheapest to check, and they win anyway.
-    let mut flag_hops = Vec::new();
-    for (i, raw) in s.proxy.iter().enumerate() {
-        let url = raw.parse::<ProxyUrl>().map_err(|e| {
-            let e = crate::scrub(&e.to_string(), raw);
-            if s.proxy.len() > 1 {
-                format!("-x (proxy {}): {e}", i + 1)
-            } else {
-                format!("-x: {e}")
-            }
-        })?;
-        flag_hops.push(url);
-    }
-    let flag_mode = match &s.chain_mode {
-        Some(m) => Some(
-            m.parse::<ChainMode>()
-                .map_err(|e| format!("--chain-mode: {e}"))?,
-        ),
-        None => None,
-    };
-    let flag_len = match &s.chain_len {
-        Some(l) => match l.trim().parse::<usize>() {
-            Ok(n) if n >= 1 => Some(n),
-            _ => {
-                return Err(format!(
-                    "--chain-len: \"{}\" is not a number of proxies (1 or more)",
-                    l.escape_debug()
-                ))
-            }
-        },
-        None => None,
-    };
-    let mut flag_rules = Vec::new();
-    for raw in &s.rule {
-        let mut r: Rule = raw.parse().map_err(|e| format!("--rule: {e}"))?;
-        r.origin = Some("--rule".to_string());
-        flag_rules.push(r);
-    }
-    let mut flag_direct = Vec::new();
-    for raw in &s.direct {
-        flag_direct.push(raw.parse::<Cidr>().map_err(|e| format!("--direct: {e}"))?);
-    }
-    let mut flag_dnat = Vec::new();
-    for raw in &s.dnat {
-        flag_dnat.push(raw.parse::<Dnat>().map_err(|e| format!("--dnat: {e}"))?);
-    }
-    let seconds = |flag: &str, v: &Option<String>| match v {
-        Some(x) => parse_seconds(x)
-            .map(Some)
-            .map_err(|e| format!("{flag}: {e}")),
-        None => Ok(None),
-    };
-    let flag_connect_timeout = seconds("--connect-timeout", &s.connect_timeout)?;
-    let flag_timeout = seconds("--timeout", &s.timeout)?;
-    let flag_bind = match &s.bind {
-        Some(b) => Some(
-            b.parse::<BindPolicy>()
-                .map_err(|e| format!("--bind: {e}"))?,
-        ),
-        None => None,
-    };
-    let flag_log = match s.verbose {
-        0 => None,
-        1 => Some("info"),
-        2 => Some("debug"),
-        _ => Some("trace"),
-    };
-    // -q and -v both decide the log settings; clap rejects them together.
-    let flag_sets_log = s.quiet || flag_log.is_some();
-
+    let flags = flags(s);
     // The file: read and checked whole, whatever overrides it.
     let mut searched = Vec::new();
     let file = read_file(s, &mut searched)?;
-
-    // The environment, except the variables a flag overrides. Empty counts as unset.
-    let overridden = |key: &str| match key {
-        ENV_PROXY => !flag_hops.is_empty(),
-        ENV_DIRECT => !flag_direct.is_empty(),
-        ENV_RULES => !flag_rules.is_empty(),
-        ENV_DNAT => !flag_dnat.is_empty(),
-        ENV_CONNECT_TIMEOUT => flag_connect_timeout.is_some(),
-        ENV_HANDSHAKE_TIMEOUT => flag_timeout.is_some(),
-        ENV_BIND => flag_bind.is_some(),
-        ENV_LOG | ENV_QUIET => flag_sets_log,
-        _ => false,
-    };
-    let mut env: Vec<(&str, String)> = Vec::new();
-    for key in [
-        ENV_PROXY,
-        ENV_DIRECT,
-        ENV_CONNECT_TIMEOUT,
-        ENV_HANDSHAKE_TIMEOUT,
-        ENV_LOG,
-        ENV_LOG_FILE,
-        ENV_QUIET,
-        ENV_BIND,
-        ENV_PROXY_DNS,
-        ENV_REMOTE_DNS_SUBNET,
-        ENV_CHAINS,
-        ENV_RULES,
-        ENV_DNAT,
-    ] {
-        if !overridden(key) {
-            if let Some(v) = env_var(key)? {
-                env.push((key, v));
-            }
-        }
-    }
-    let get = |key: &str| -> Option<String> {
-        env.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
-    };
-    // The single-value variables (the lists are read apart: they may name chains the
-    // file defines).
-    let from_env = Config::from_env_with(|key| match key {
-        ENV_CHAINS | ENV_RULES | ENV_DNAT => None,
-        k => get(k),
-    })
-    .map_err(|e| {
-        let mut msg = e.to_string();
-        if let Some(list) = get(ENV_PROXY) {
-            for raw in list.split(',') {
-                msg = crate::scrub(&msg, raw.trim());
-            }
-        }
-        msg
-    })?;
-    let (env_default_mode, env_chains) = match get(ENV_CHAINS) {
-        Some(v) => parse_chains_var(&v).map_err(|e| e.to_string())?,
-        None => (None, Vec::new()),
-    };
-    let env_rules = get(ENV_RULES)
-        .map(|v| parse_rules_var(&v))
-        .transpose()
-        .map_err(|e| e.to_string())?;
-    let env_dnat = get(ENV_DNAT)
-        .map(|v| parse_dnat_var(&v))
-        .transpose()
-        .map_err(|e| e.to_string())?;
-    let has = |key: &str| get(key).is_some();
-
-    let mut cfg = Config::default();
-    let mut from = Sources {
-        mode: DEFAULT.into(),
-        direct: DEFAULT.into(),
-        connect_timeout: DEFAULT.into(),
-        handshake_timeout: DEFAULT.into(),
-        log: DEFAULT.into(),
-        log_file: DEFAULT.into(),
-        quiet: DEFAULT.into(),
-        bind: DEFAULT.into(),
-        proxy_dns: DEFAULT.into(),
-        remote_dns_subnet: DEFAULT.into(),
-        ..Sources::default()
-    };
-    let mut warnings = Vec::new();
-
-    // The default chain.
-    let file_default = file.as_ref().and_then(|f| f.default_chain.as_ref());
-    let mut default_from_file = false;
-    let default_chain: Option<Chain> = if !flag_hops.is_empty() {
-        from.hops = vec!["-x".to_string(); flag_hops.len()];
-        Some(Chain::strict(DEFAULT_CHAIN, flag_hops))
-    } else if has(ENV_PROXY) {
-        from.hops = vec![env_src(ENV_PROXY); from_env.proxies.len()];
-        let mut c = Chain::strict(DEFAULT_CHAIN, from_env.proxies.clone());
-        if let Some((mode, len)) = env_default_mode {
-            c.mode = mode;
-            c.chain_len = len;
-            from.mode = env_src(ENV_CHAINS);
-        }
-        Some(c)
-    } else if let (Some(c), Some(f)) = (file_default, &file) {
-        default_from_file = true;
-        from.hops = f.hops_from.clone();
-        if let Some(m) = &f.default_mode_from {
-            from.mode = m.clone();
-        }
-        Some(c.value.clone())
-    } else {
-        None
-    };
-    if let Some(mut c) = default_chain {
-        let mut mode_from = vec![];
-        if let Some(m) = flag_mode {
-            c.mode = m;
-            mode_from.push("--chain-mode");
-        }
-        if let Some(l) = flag_len {
-            if !c.mode.uses_chain_len() {
-                return Err(format!(
-                    "--chain-len counts only for random and round_robin chains (the chain is {}; use --chain-mode)",
-                    c.mode.as_str()
-                ));
-            }
-            c.chain_len = l;
-            mode_from.push("--chain-len");
-        }
-        if !c.mode.uses_chain_len() {
-            c.chain_len = 1;
-        }
-        if !mode_from.is_empty() {
-            from.mode = mode_from.join(" ");
-        }
-        c.check().map_err(|e| {
-            format!(
-                "{e} (proxies from {}, mode from {})",
-                from.hops[0], from.mode
-            )
-        })?;
-        from.chains
-            .push((DEFAULT_CHAIN.to_string(), from.mode.clone()));
-        cfg.chains.push(c);
-    } else if flag_mode.is_some() || flag_len.is_some() {
-        return Err("--chain-mode and --chain-len need proxies (-x URL)".to_string());
-    }
-
-    // Named chains: the environment's replace the file's of the same name.
-    if let Some(f) = &file {
-        for c in &f.chains {
-            if !env_chains.iter().any(|e| e.name == c.value.name) {
-                cfg.chains.push(c.value.clone());
-                from.chains.push((c.value.name.clone(), c.from.clone()));
-            }
-        }
-    }
-    for c in env_chains {
-        c.check().map_err(|e| format!("{ENV_CHAINS}: {e}"))?;
-        from.chains.push((c.name.clone(), env_src(ENV_CHAINS)));
-        cfg.chains.push(c);
-    }
-
-    // Rules, then NO_PROXY.
-    cfg.rules.rules = if !flag_rules.is_empty() {
-        flag_rules
-    } else if let Some(r) = env_rules {
-        r.into_iter()
-            .map(|mut r| {
-                r.origin.get_or_insert_with(|| env_src(ENV_RULES));
-                r
-            })
-            .collect()
-    } else {
-        file.as_ref().map(|f| f.rules.clone()).unwrap_or_default()
-    };
-    if !s.ignore_no_proxy {
-        for key in ["no_proxy", "NO_PROXY"] {
-            if let Some(v) = env_var(key)? {
-                let rules = no_proxy_rules(&v, &env_src(key)).map_err(|e| {
-                    format!("{key}: {e} (use --ignore-no-proxy to ignore the variable)")
-                })?;
-                if rules
-                    .iter()
-                    .any(|r| r.pattern.host == HostMatch::Any && r.pattern.ports.is_none())
-                {
-                    warnings.push(format!(
-                        "warning: {key} contains '*': every connection goes directly, not through \
-                         the proxy (use --ignore-no-proxy to ignore it)"
-                    ));
-                }
-                cfg.rules.rules.extend(rules);
-                // curl's order: no_proxy, else NO_PROXY.
-                break;
-            }
-        }
-    }
-
-    // dnat.
-    let (dnat, dnat_from): (Vec<Dnat>, Vec<String>) = if !flag_dnat.is_empty() {
-        let n = flag_dnat.len();
-        (flag_dnat, vec!["--dnat".into(); n])
-    } else if let Some(d) = env_dnat {
-        let n = d.len();
-        (d, vec![env_src(ENV_DNAT); n])
-    } else {
-        file.as_ref()
-            .map(|f| f.dnat.iter().map(|d| (d.value, d.from.clone())).unzip())
-            .unwrap_or_default()
-    };
-    cfg.rules.dnat = dnat;
-    from.dnat = dnat_from;
-
-    // Single values: flag, else environment, else file.
-    macro_rules! pick {
-        ($field:ident, $src:ident, $flag:expr, $flag_name:expr, $env_key:expr, $file_field:ident) => {
-            if let Some(v) = $flag {
-                cfg.$field = v;
-                from.$src = $flag_name.to_string();
-            } else if has($env_key) {
-                cfg.$field = from_env.$field.clone();
-                from.$src = env_src($env_key);
-            } else if let Some(v) = file.as_ref().and_then(|f| f.$file_field.as_ref()) {
-                cfg.$field = v.value.clone();
-                from.$src = v.from.clone();
-            }
-        };
-    }
-    pick!(
-        direct,
-        direct,
-        (!flag_direct.is_empty()).then_some(flag_direct),
-        "--direct",
-        ENV_DIRECT,
-        direct
-    );
-    pick!(
-        connect_timeout,
-        connect_timeout,
-        flag_connect_timeout,
-        "--connect-timeout",
-        ENV_CONNECT_TIMEOUT,
-        connect_timeout
-    );
-    pick!(
-        handshake_timeout,
-        handshake_timeout,
-        flag_timeout,
-        "--timeout",
-        ENV_HANDSHAKE_TIMEOUT,
-        handshake_timeout
-    );
-    pick!(bind, bind, flag_bind, "--bind", ENV_BIND, bind);
-    if has(ENV_LOG_FILE) {
-        cfg.log_file = from_env.log_file.clone();
-        from.log_file = env_src(ENV_LOG_FILE);
-    } else if let Some(v) = file.as_ref().and_then(|f| f.log_file.as_ref()) {
-        cfg.log_file = Some(v.value.clone());
-        from.log_file = v.from.clone();
-    }
-    if s.quiet {
-        cfg.quiet = true;
-        cfg.log = None;
-        from.quiet = "-q".into();
-        from.log = "-q".into();
-    } else if let Some(level) = flag_log {
-        cfg.quiet = false;
-        cfg.log = Some(level.to_string());
-        from.quiet = "-v".into();
-        from.log = "-v".into();
-    } else {
-        if has(ENV_QUIET) {
-            cfg.quiet = from_env.quiet;
-            from.quiet = env_src(ENV_QUIET);
-        } else if let Some(v) = file.as_ref().and_then(|f| f.quiet.as_ref()) {
-            cfg.quiet = v.value;
-            from.quiet = v.from.clone();
-        }
-        if has(ENV_LOG) {
-            cfg.log = from_env.log.clone();
-            from.log = env_src(ENV_LOG);
-        } else if let Some(v) = file.as_ref().and_then(|f| f.log.as_ref()) {
-            cfg.log = Some(v.value.clone());
-            from.log = v.from.clone();
-        }
-    }
-    if has(ENV_PROXY_DNS) {
-        cfg.proxy_dns = from_env.proxy_dns;
-        from.proxy_dns = env_src(ENV_PROXY_DNS);
-    } else if let Some(v) = file.as_ref().and_then(|f| f.proxy_dns.as_ref()) {
-        // A proxychains.conf without proxy_dns only speaks for its own proxies.
-        if default_from_file || !file.as_ref().is_some_and(|f| f.proxy_dns_implicit) {
-            cfg.proxy_dns = Some(v.value);
-            from.proxy_dns = v.from.clone();
-        }
-    }
-    if cfg.proxy_dns.is_none() {
-        from.proxy_dns = "default (by the proxy URL schemes)".to_string();
-    }
-    if has(ENV_REMOTE_DNS_SUBNET) {
-        cfg.remote_dns_subnet = from_env.remote_dns_subnet;
-        from.remote_dns_subnet = env_src(ENV_REMOTE_DNS_SUBNET);
-    } else if let Some(v) = file.as_ref().and_then(|f| f.remote_dns_subnet.as_ref()) {
-        cfg.remote_dns_subnet = Some(v.value);
-        from.remote_dns_subnet = v.from.clone();
-    }
-
-    cfg.sync_default_chain();
-    // Names unique, rules naming defined chains...
-    cfg.check()?;
+    let env = environment(env_var, &flags, !s.ignore_no_proxy)?;
+    let file_l = file.as_ref().map(file_layer);
+    let (config, from, warnings) = merge(&flags, &env, file_l.as_ref())?;
     Ok(Effective {
-        config: cfg,
+        config,
         file: file.map(|f| (f.path, f.kind)),
         searched,
         from,
         warnings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proxify_core::url::ProxyUrl;
+    use std::collections::HashMap;
+
+    fn url(s: &str) -> ProxyUrl {
+        s.parse().unwrap()
+    }
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Result<Option<String>, String> {
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| Ok(m.get(k).filter(|v| !v.is_empty()).cloned())
+    }
+
+    fn settings(proxy: &[&str]) -> Settings {
+        Settings {
+            proxy: proxy.iter().map(|p| url(p)).collect(),
+            ..Settings::default()
+        }
+    }
+
+    fn toml(text: &str) -> Layer {
+        file_layer(&file::parse("c.toml", text).unwrap())
+    }
+
+    #[test]
+    fn flags_win_over_environment_and_file() {
+        let f = flags(&settings(&["socks5://192.0.2.1"]));
+        let e = environment(
+            env_of(&[
+                (ENV_PROXY, "socks5://192.0.2.2"),
+                (ENV_CONNECT_TIMEOUT, "7"),
+            ]),
+            &f,
+            false,
+        )
+        .unwrap();
+        // The flag's variable is not even read.
+        assert!(e.default_chain.is_none());
+        let file = toml("proxy = \"socks5://192.0.2.3\"\nconnect_timeout = 9\ntimeout = 3\n");
+        let (cfg, from, warnings) = merge(&f, &e, Some(&file)).unwrap();
+        assert_eq!(cfg.proxies, [url("socks5://192.0.2.1")]);
+        assert_eq!(from.hops, ["-x"]);
+        assert_eq!(cfg.connect_timeout, Duration::from_secs(7));
+        assert_eq!(from.connect_timeout, "env PROXIFY_CONNECT_TIMEOUT");
+        assert_eq!(cfg.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(from.handshake_timeout, "c.toml:3");
+        assert_eq!(from.bind, "default");
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn an_overridden_variable_is_not_checked() {
+        let mut s = settings(&["socks5://192.0.2.1"]);
+        s.timeout = Some(Duration::from_secs(2));
+        let f = flags(&s);
+        let bad = env_of(&[(ENV_PROXY, "bogus://"), (ENV_HANDSHAKE_TIMEOUT, "soon")]);
+        assert!(environment(&bad, &f, false).is_ok());
+        let e = environment(&bad, &Layer::default(), false).unwrap_err();
+        assert!(e.contains("PROXIFY_"), "{e}");
+    }
+
+    #[test]
+    fn env_chain_mode_and_flag_mode() {
+        let e = environment(
+            env_of(&[
+                (ENV_PROXY, "socks5://192.0.2.1,socks5://192.0.2.2"),
+                (ENV_CHAINS, "default dynamic 1"),
+            ]),
+            &Layer::default(),
+            false,
+        )
+        .unwrap();
+        let (cfg, from, _) = merge(&Layer::default(), &e, None).unwrap();
+        assert_eq!(cfg.chains[0].mode, ChainMode::Dynamic);
+        assert_eq!(from.mode, "env PROXIFY_CHAINS");
+        let mut s = Settings {
+            chain_mode: Some(ChainMode::Random),
+            chain_len: Some(2),
+            ..Settings::default()
+        };
+        let (cfg, from, _) = merge(&flags(&s), &e, None).unwrap();
+        assert_eq!(cfg.chains[0].mode, ChainMode::Random);
+        assert_eq!(cfg.chains[0].chain_len, 2);
+        assert_eq!(from.mode, "--chain-mode --chain-len");
+        // No chain to change.
+        let err = merge(&flags(&s), &Layer::default(), None).unwrap_err();
+        assert!(err.contains("need proxies"), "{err}");
+        s.chain_mode = None;
+        let err = merge(&flags(&s), &e, None).unwrap_err();
+        assert!(err.contains("--chain-len counts only"), "{err}");
+    }
+
+    #[test]
+    fn lists_replace_and_named_chains_shadow() {
+        let file = toml(
+            "proxy = \"socks5://192.0.2.9\"\ndirect = [\"10.0.0.0/8\"]\n\
+             [[chain]]\nname = \"a\"\nhops = [\"socks5://192.0.2.3\"]\n\
+             [[chain]]\nname = \"b\"\nhops = [\"socks5://192.0.2.4\"]\n\
+             [[rule]]\nmatch = \"*.lan\"\naction = \"direct\"\n",
+        );
+        let e = environment(
+            env_of(&[
+                (ENV_CHAINS, "a strict 1 socks5://192.0.2.5"),
+                (ENV_DIRECT, "192.0.2.0/24"),
+            ]),
+            &Layer::default(),
+            false,
+        )
+        .unwrap();
+        let (cfg, from, _) = merge(&Layer::default(), &e, Some(&file)).unwrap();
+        let names: Vec<(&str, &str)> = from
+            .chains
+            .iter()
+            .map(|(n, f)| (n.as_str(), f.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("default", "default"),
+                ("b", "c.toml:7"),
+                ("a", "env PROXIFY_CHAINS")
+            ]
+        );
+        assert_eq!(cfg.chain("a").unwrap().hops, [url("socks5://192.0.2.5")]);
+        assert_eq!(cfg.direct, ["192.0.2.0/24".parse().unwrap()]);
+        assert_eq!(from.direct, "env PROXIFY_DIRECT");
+        assert_eq!(cfg.rules.rules.len(), 1);
+        assert_eq!(cfg.rules.rules[0].origin.as_deref(), Some("c.toml:10"));
+        assert_eq!(from.hops, ["c.toml:1"]);
+    }
+
+    #[test]
+    fn no_proxy_rules_come_last_and_only_when_asked() {
+        let vars = env_of(&[("NO_PROXY", "upper.example"), ("no_proxy", ".lan,*")]);
+        let f = flags(&settings(&["socks5://192.0.2.1"]));
+        let e = environment(&vars, &f, false).unwrap();
+        assert!(e.no_proxy.is_none());
+        let (cfg, _, w) = merge(&f, &e, None).unwrap();
+        assert!(cfg.rules.rules.is_empty() && w.is_empty());
+        let e = environment(&vars, &f, true).unwrap();
+        let (cfg, _, w) = merge(&f, &e, None).unwrap();
+        let origins: Vec<_> = cfg
+            .rules
+            .rules
+            .iter()
+            .map(|r| r.origin.as_deref().unwrap())
+            .collect();
+        assert_eq!(origins, ["env no_proxy", "env no_proxy"]);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("no_proxy contains '*'"), "{w:?}");
+    }
+
+    #[test]
+    fn quiet_and_log() {
+        let e = environment(
+            env_of(&[(ENV_QUIET, "1"), (ENV_LOG, "debug")]),
+            &Layer::default(),
+            false,
+        )
+        .unwrap();
+        let (cfg, from, _) = merge(&Layer::default(), &e, None).unwrap();
+        assert!(cfg.quiet);
+        assert_eq!(cfg.log.as_deref(), Some("debug"));
+        assert_eq!(from.quiet, "env PROXIFY_QUIET");
+        let mut s = Settings {
+            verbose: 2,
+            ..Settings::default()
+        };
+        let f = flags(&s);
+        let e = environment(env_of(&[(ENV_QUIET, "1")]), &f, false).unwrap();
+        let (cfg, from, _) = merge(&f, &e, None).unwrap();
+        assert!(!cfg.quiet);
+        assert_eq!(cfg.log.as_deref(), Some("debug"));
+        assert_eq!((from.quiet.as_str(), from.log.as_str()), ("-v", "-v"));
+        s.verbose = 0;
+        s.quiet = true;
+        let (cfg, from, _) = merge(&flags(&s), &e, None).unwrap();
+        assert!(cfg.quiet && cfg.log.is_none());
+        assert_eq!(from.log, "-q");
+    }
+
+    #[test]
+    fn proxychains_proxy_dns_speaks_for_its_own_proxies() {
+        let pc = file_layer(
+            &file::from_proxychains(
+                "p.conf",
+                "strict_chain\n[ProxyList]\nsocks5 192.0.2.1 1080\n",
+            )
+            .unwrap(),
+        );
+        let (cfg, _, _) = merge(&Layer::default(), &Layer::default(), Some(&pc)).unwrap();
+        assert_eq!(cfg.proxy_dns, Some(false));
+        let f = flags(&settings(&["socks5h://192.0.2.2"]));
+        let (cfg, from, _) = merge(&f, &Layer::default(), Some(&pc)).unwrap();
+        assert_eq!(cfg.proxy_dns, None);
+        assert_eq!(from.proxy_dns, "default (by the proxy URL schemes)");
+    }
 }

@@ -4,7 +4,9 @@
 use crate::settings::Effective;
 use proxify_core::config::{format_seconds, Chain, Config};
 use proxify_core::rules::DEFAULT_CHAIN;
+use serde_json::{json, Value};
 use std::fmt::Write;
+use std::time::Duration;
 
 fn chain_mode_text(c: &Chain) -> String {
     if c.mode.uses_chain_len() {
@@ -151,51 +153,32 @@ pub fn human(e: &Effective) -> String {
     o
 }
 
-/// A JSON string literal.
-pub(crate) fn js(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
+/// `{"value": v, "source": from}`.
+fn sourced(value: Value, from: &str) -> Value {
+    json!({ "value": value, "source": from })
+}
+
+/// Seconds as a JSON number: an integer when whole (`5`), else a fraction (`0.5`).
+pub(crate) fn seconds(d: Duration) -> Value {
+    if d.subsec_nanos() == 0 {
+        json!(d.as_secs())
+    } else {
+        json!(d.as_secs_f64())
     }
-    out.push('"');
-    out
-}
-
-fn sourced(value: &str, from: &str) -> String {
-    format!("{{\"value\":{value},\"source\":{}}}", js(from))
-}
-
-fn opt_js(v: Option<&str>) -> String {
-    v.map_or("null".to_string(), js)
 }
 
 /// One JSON object (one line).
 pub fn json(e: &Effective) -> String {
     let cfg = &e.config;
-    let mut fields: Vec<String> = Vec::new();
-    fields.push(format!(
-        "\"file\":{}",
-        match &e.file {
-            Some((p, k)) => format!("{{\"path\":{},\"kind\":{}}}", js(p), js(k.as_str())),
-            None => "null".to_string(),
-        }
-    ));
-    let chains: Vec<String> = cfg
+    let file = match &e.file {
+        Some((p, k)) => json!({ "path": p, "kind": k.as_str() }),
+        None => Value::Null,
+    };
+    let chains: Vec<Value> = cfg
         .chains
         .iter()
         .map(|c| {
-            let hops: Vec<String> = c
+            let hops: Vec<Value> = c
                 .hops
                 .iter()
                 .enumerate()
@@ -205,46 +188,33 @@ pub fn json(e: &Effective) -> String {
                     } else {
                         chain_from(e, &c.name)
                     };
-                    format!(
-                        "{{\"url\":{},\"scheme\":{},\"source\":{}}}",
-                        js(&h.masked()),
-                        js(h.scheme.as_str()),
-                        js(from)
-                    )
+                    json!({ "url": h.masked(), "scheme": h.scheme.as_str(), "source": from })
                 })
                 .collect();
-            format!(
-                "{{\"name\":{},\"mode\":{},\"chain_len\":{},\"remote_dns\":{},\"source\":{},\"hops\":[{}]}}",
-                js(&c.name),
-                js(c.mode.as_str()),
-                c.chain_len,
-                cfg.remote_dns(c),
-                js(chain_from(e, &c.name)),
-                hops.join(",")
-            )
+            json!({
+                "name": c.name,
+                "mode": c.mode.as_str(),
+                "chain_len": c.chain_len,
+                "remote_dns": cfg.remote_dns(c),
+                "source": chain_from(e, &c.name),
+                "hops": hops,
+            })
         })
         .collect();
-    fields.push(format!("\"chains\":[{}]", chains.join(",")));
-    let direct: Vec<String> = cfg.direct.iter().map(|d| js(&d.to_string())).collect();
-    fields.push(format!(
-        "\"direct\":{}",
-        sourced(&format!("[{}]", direct.join(",")), &e.from.direct)
-    ));
-    let rules: Vec<String> = cfg
+    let direct: Vec<String> = cfg.direct.iter().map(|d| d.to_string()).collect();
+    let rules: Vec<Value> = cfg
         .rules
         .rules
         .iter()
         .map(|r| {
-            format!(
-                "{{\"match\":{},\"action\":{},\"source\":{}}}",
-                js(&r.pattern.to_string()),
-                js(&r.action.to_string()),
-                opt_js(r.origin.as_deref())
-            )
+            json!({
+                "match": r.pattern.to_string(),
+                "action": r.action.to_string(),
+                "source": r.origin,
+            })
         })
         .collect();
-    fields.push(format!("\"rules\":[{}]", rules.join(",")));
-    let dnat: Vec<String> = cfg
+    let dnat: Vec<Value> = cfg
         .rules
         .dnat
         .iter()
@@ -252,60 +222,29 @@ pub fn json(e: &Effective) -> String {
         .map(|(d, from)| {
             let text = d.to_string();
             let (a, b) = text.split_once(' ').unwrap_or((&text, ""));
-            format!(
-                "{{\"from\":{},\"to\":{},\"source\":{}}}",
-                js(a),
-                js(b),
-                js(from)
-            )
+            json!({ "from": a, "to": b, "source": from })
         })
         .collect();
-    fields.push(format!("\"dnat\":[{}]", dnat.join(",")));
-    let proxy_dns = cfg.proxy_dns.map_or("null".to_string(), |b| b.to_string());
-    fields.push(format!(
-        "\"proxy_dns\":{}",
-        sourced(&proxy_dns, &e.from.proxy_dns)
-    ));
-    fields.push(format!(
-        "\"remote_dns_subnet\":{}",
-        sourced(
-            &js(&cfg.remote_dns_subnet().to_string()),
+    let out = json!({
+        "file": file,
+        "chains": chains,
+        "direct": sourced(json!(direct), &e.from.direct),
+        "rules": rules,
+        "dnat": dnat,
+        "proxy_dns": sourced(json!(cfg.proxy_dns), &e.from.proxy_dns),
+        "remote_dns_subnet": sourced(
+            json!(cfg.remote_dns_subnet().to_string()),
             &e.from.remote_dns_subnet
-        )
-    ));
-    fields.push(format!(
-        "\"connect_timeout\":{}",
-        sourced(
-            &format_seconds(cfg.connect_timeout),
-            &e.from.connect_timeout
-        )
-    ));
-    fields.push(format!(
-        "\"timeout\":{}",
-        sourced(
-            &format_seconds(cfg.handshake_timeout),
-            &e.from.handshake_timeout
-        )
-    ));
-    fields.push(format!(
-        "\"log\":{}",
-        sourced(&opt_js(cfg.log.as_deref()), &e.from.log)
-    ));
-    fields.push(format!(
-        "\"log_file\":{}",
-        sourced(&opt_js(cfg.log_file.as_deref()), &e.from.log_file)
-    ));
-    fields.push(format!(
-        "\"quiet\":{}",
-        sourced(&cfg.quiet.to_string(), &e.from.quiet)
-    ));
-    fields.push(format!(
-        "\"bind\":{}",
-        sourced(&js(cfg.bind.as_str()), &e.from.bind)
-    ));
-    let warnings: Vec<String> = e.warnings.iter().map(|w| js(w)).collect();
-    fields.push(format!("\"warnings\":[{}]", warnings.join(",")));
-    format!("{{{}}}\n", fields.join(","))
+        ),
+        "connect_timeout": sourced(seconds(cfg.connect_timeout), &e.from.connect_timeout),
+        "timeout": sourced(seconds(cfg.handshake_timeout), &e.from.handshake_timeout),
+        "log": sourced(json!(cfg.log), &e.from.log),
+        "log_file": sourced(json!(cfg.log_file), &e.from.log_file),
+        "quiet": sourced(json!(cfg.quiet), &e.from.quiet),
+        "bind": sourced(json!(cfg.bind.as_str()), &e.from.bind),
+        "warnings": e.warnings,
+    });
+    format!("{out}\n")
 }
 
 #[cfg(test)]
@@ -313,8 +252,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(js("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
-        assert_eq!(js("é"), "\"é\"");
+    fn seconds_are_numbers() {
+        assert_eq!(seconds(Duration::from_secs(5)).to_string(), "5");
+        assert_eq!(seconds(Duration::from_millis(500)).to_string(), "0.5");
     }
 }

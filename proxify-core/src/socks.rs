@@ -143,11 +143,27 @@ const UNSUP_USER_NUL: &str = "SOCKS4 user id contains a NUL byte";
 /// (VER REP RSV ATYP LEN + 255 + PORT). A read buffer of this size is always enough.
 pub const MAX_WANTED: usize = 4 + 1 + 255 + 2;
 
-const METHOD_NO_AUTH: u8 = 0x00;
-const METHOD_USER_PASS: u8 = 0x02;
-const METHOD_NONE_ACCEPTABLE: u8 = 0xFF;
+/// SOCKS5 method "no authentication required".
+pub const METHOD_NO_AUTH: u8 = 0x00;
+/// SOCKS5 method "username/password" (RFC 1929).
+pub const METHOD_USER_PASS: u8 = 0x02;
+/// SOCKS5 answer "no acceptable methods".
+pub const METHOD_NONE_ACCEPTABLE: u8 = 0xFF;
 
-fn socks5_reply_text(code: u8) -> &'static str {
+/// The name of a SOCKS5 authentication method, for messages (`proxify check`).
+pub fn method_name(m: u8) -> String {
+    match m {
+        METHOD_NO_AUTH => "none".to_string(),
+        0x01 => "GSSAPI".to_string(),
+        METHOD_USER_PASS => "username/password".to_string(),
+        METHOD_NONE_ACCEPTABLE => "no acceptable method (0xFF)".to_string(),
+        m => format!("method 0x{m:02X}"),
+    }
+}
+
+/// The meaning of a SOCKS5 reply code (RFC 1928), the one text for the shim's messages and
+/// `proxify check`.
+pub fn socks5_reply_text(code: u8) -> &'static str {
     match code {
         0 => "succeeded",
         1 => "general SOCKS server failure",
@@ -162,7 +178,8 @@ fn socks5_reply_text(code: u8) -> &'static str {
     }
 }
 
-fn socks4_reply_text(code: u8) -> &'static str {
+/// The meaning of a SOCKS4 reply code.
+pub fn socks4_reply_text(code: u8) -> &'static str {
     match code {
         90 => "request granted",
         91 => "request rejected or failed",

@@ -270,7 +270,7 @@ fn placeholder_for_reply(fd: c_int, port: u16, family: c_int) -> Option<SocketAd
         .iter()
         .rev()
         .find(|(_, p)| *p == port)?;
-    let i = fakedns::index_for(name)?;
+    let i = fakedns::index_for(name).ok()?;
     let ip = if family == libc::AF_INET6 {
         IpAddr::V6(fakedns::v6(i))
     } else {
@@ -434,8 +434,8 @@ pub unsafe fn recv(
             let origin = match &hdr.addr {
                 TargetAddr::Ip(a) => *a,
                 TargetAddr::Domain(n, p) => match fakedns::index_for(n) {
-                    Some(i) => SocketAddr::new(IpAddr::V4(fakedns::v4(i)), *p),
-                    None => {
+                    Ok(i) => SocketAddr::new(IpAddr::V4(fakedns::v4(i)), *p),
+                    Err(_) => {
                         drop_it("source name has no placeholder");
                         continue;
                     }

@@ -9,18 +9,20 @@
 //! /etc/hosts, else numerically: a PTR query would be a local DNS query too.
 //! With local DNS (socks5, socks4) every call here goes straight to libc.
 
-use crate::state::{fakedns, hosts, runtime};
+use crate::state::fakedns::{self, Miss};
+use crate::state::{hosts, runtime};
 use crate::sys::guard::guarded;
 use crate::sys::{real, sockaddr};
 use libc::{addrinfo, c_char, c_int, c_void, hostent, size_t, socklen_t};
 use std::ffi::{CStr, CString};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 extern "C" {
     fn __h_errno_location() -> *mut c_int;
 }
 
 const HOST_NOT_FOUND: c_int = 1;
+const TRY_AGAIN: c_int = 2;
 const NO_RECOVERY: c_int = 3;
 
 fn set_h_errno(v: c_int) {
@@ -35,17 +37,17 @@ struct Answer {
 
 /// Resolves `name` without the system resolver: localhost, /etc/hosts, or a placeholder.
 /// `family` and `v4mapped` filter the addresses as `getaddrinfo` would.
-fn answer(name: &str, family: c_int, v4mapped: bool) -> Option<Answer> {
+fn answer(name: &str, family: c_int, v4mapped: bool) -> Result<Answer, Miss> {
     let lower = name.to_ascii_lowercase();
     let lower = lower.strip_suffix('.').unwrap_or(&lower);
     let (canon, addrs, placeholder) = if lower == "localhost" || lower.ends_with(".localhost") {
-        let a: Vec<IpAddr> = vec!["127.0.0.1".parse().ok()?, "::1".parse().ok()?];
+        let a: Vec<IpAddr> = vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
         (lower.to_string(), a, false)
     } else if let Some((canon, addrs)) = hosts::lookup_name(name) {
         (canon, addrs, false)
     } else {
         if lower.is_empty() || lower.len() > 255 {
-            return None;
+            return Err(Miss::NoName);
         }
         let i = fakedns::index_for(lower)?;
         let v4 = IpAddr::V4(fakedns::v4(i));
@@ -82,7 +84,10 @@ fn answer(name: &str, family: c_int, v4mapped: bool) -> Option<Answer> {
         _ if placeholder => addrs.into_iter().take(1).collect(),
         _ => addrs,
     };
-    (!pick.is_empty()).then_some(Answer { canon, addrs: pick })
+    if pick.is_empty() {
+        return Err(Miss::NoName);
+    }
+    Ok(Answer { canon, addrs: pick })
 }
 
 /// Is `name` an address literal (including the legacy inet_aton forms glibc accepts)?
@@ -151,9 +156,15 @@ unsafe fn gai(
     if rt.fault == runtime::Fault::PanicResolve {
         panic!("injected fault (PROXIFY_TEST_FAULT=panic-resolve)");
     }
-    let Some(ans) = answer(name, h.ai_family, flags & libc::AI_V4MAPPED != 0) else {
-        log::debug!("getaddrinfo({name}): no address of the requested family");
-        return libc::EAI_NONAME;
+    let ans = match answer(name, h.ai_family, flags & libc::AI_V4MAPPED != 0) {
+        Ok(a) => a,
+        // The placeholder block is full: the name may well exist, the look-up cannot be
+        // served (the one warning line was written by the first).
+        Err(Miss::Full) => return libc::EAI_AGAIN,
+        Err(Miss::NoName) => {
+            log::debug!("getaddrinfo({name}): no address of the requested family");
+            return libc::EAI_NONAME;
+        }
     };
     log::debug!("getaddrinfo({name}) -> {:?} (no local DNS)", ans.addrs);
     // Each address is turned into glibc's own list by a numeric look-up (no resolver).
@@ -277,9 +288,16 @@ unsafe fn ghbn_r(
     if !crate::policy::decide::name_goes_remote(n) {
         return None;
     }
-    let Some(ans) = answer(n, af, true) else {
-        set_herr(HOST_NOT_FOUND);
-        return Some(libc::ENOENT);
+    let ans = match answer(n, af, true) {
+        Ok(a) => a,
+        Err(Miss::Full) => {
+            set_herr(TRY_AGAIN);
+            return Some(libc::EAGAIN);
+        }
+        Err(Miss::NoName) => {
+            set_herr(HOST_NOT_FOUND);
+            return Some(libc::ENOENT);
+        }
     };
     log::debug!("gethostbyname({n}) -> {:?} (no local DNS)", ans.addrs);
     match fill_hostent(&ans.canon, af, &ans.addrs, ret, buf, buflen) {

@@ -128,11 +128,12 @@ pub fn name_goes_remote(name: &str) -> bool {
 }
 
 /// Fast pre-check used before anything else: is this destination certainly direct without
-/// consulting the configuration? (loopback and unspecified.)
+/// consulting the configuration? (loopback and unspecified, unless the placeholder block
+/// covers it: `remote_dns_subnet 127` makes 127.x placeholders, judged by their name.)
 #[inline]
 pub fn trivially_direct(dest: &SocketAddr) -> bool {
     let ip = unmap(*dest).ip();
-    is_loopback(&ip) || ip.is_unspecified()
+    (is_loopback(&ip) || ip.is_unspecified()) && !fakedns::is_placeholder(&ip)
 }
 
 #[cfg(test)]

@@ -1,8 +1,12 @@
 //! Placeholder addresses for names the proxy resolves (remote DNS).
 //!
-//! A name gets an index `i` (1..=CAPACITY); its placeholders are `base + i` in the IPv4 block
-//! (240.0.0.0/4 by default, `remote_dns_subnet` moves it; reserved and never routed) and
-//! `100:: + i` (IPv6, the discard-only prefix 100::/64, RFC 6666). A connect to a placeholder
+//! A thin wrapper over [`proxify_core::placeholder`] (the block arithmetic and the lock-free
+//! table layout): this file maps the table and holds the process's block.
+//!
+//! A name gets an index `i`; its placeholders are the `i`-th usable address of the IPv4 block
+//! (240.0.0.0/4 by default, `remote_dns_subnet` moves it; honoured exactly: never its network,
+//! broadcast or an address outside it) and `100:: + i` (IPv6, the discard-only prefix
+//! 100::/64, RFC 6666). A connect to a placeholder
 //! sends the name to the proxy; a placeholder that reaches the network by any other path goes
 //! nowhere.
 //!
@@ -17,53 +21,33 @@
 //! before its index enters the open-addressing hash, and a racing insert of the same name
 //! simply loses the compare-and-swap and uses the winner's index.
 //!
-//! Memory is bounded: at most `CAPACITY` names (65,536), 260 bytes of slot each plus the hash:
-//! a 17.5 MiB mapping, of which only the pages touched are ever backed (a few KiB for a few
-//! names). When full, a new name fails to resolve (EAI_AGAIN) rather than reuse an address
-//! another process may still hold.
+//! Memory is bounded: at most `CAPACITY` names (65,536; fewer when the block is smaller), 260
+//! bytes of slot each plus the hash: a 17.5 MiB mapping, of which only the pages touched are
+//! ever backed. When full, a new name fails to resolve (EAI_AGAIN, one warning line for the
+//! whole run) rather than reuse an address another process may still hold.
 
 use proxify_core::cidr::Cidr;
+use proxify_core::placeholder::{self as ph, Block, Refused, Table, MAX_NAME, TABLE_BYTES};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU8, Ordering};
 
-pub const CAPACITY: u32 = 1 << 16;
-const HASH_SLOTS: usize = (CAPACITY as usize) * 2;
-const MAGIC: u64 = 0x7072_6f78_6966_7931; // "proxify1"
-const V6_BASE: u128 = 0x0100_0000_0000_0000_0000_0000_0000_0000; // 100::
+use proxify_core::config::{dns_table_name, ENV_DNS_FD};
 
-use proxify_core::config::{dns_table_name, DNS_TABLE_BYTES, ENV_DNS_FD};
-
-/// The IPv4 placeholder block (default 240.0.0.0/4; `remote_dns_subnet` can move it).
+/// The IPv4 placeholder block (default 240.0.0.0/4; `remote_dns_subnet` can move it), as
+/// base and prefix (atomics: set once by the runtime, read lock-free by every look-up).
 static V4_BASE: AtomicU32 = AtomicU32::new(0xF000_0000);
-static V4_MASK: AtomicU32 = AtomicU32::new(0xF000_0000);
+static V4_PREFIX: AtomicU8 = AtomicU8::new(4);
 
-#[repr(C)]
-struct Header {
-    magic: AtomicU64,
-    /// Indices handed out so far.
-    next: AtomicU32,
-    _pad: u32,
+fn block() -> Block {
+    let c = Cidr {
+        addr: IpAddr::V4(Ipv4Addr::from(V4_BASE.load(Ordering::Relaxed))),
+        prefix: V4_PREFIX.load(Ordering::Relaxed),
+    };
+    Block::new(&c).unwrap_or_default()
 }
 
-#[repr(C)]
-struct Slot {
-    /// Name length; 0 while the slot is being written.
-    len: AtomicU32,
-    bytes: [u8; 256],
-}
-
-#[repr(C)]
-struct Table {
-    header: Header,
-    slots: [Slot; CAPACITY as usize],
-    /// Open addressing: index + 0 (empty) or the index of a published slot.
-    hash: [AtomicU32; HASH_SLOTS],
-}
-
-pub const TABLE_BYTES: usize = std::mem::size_of::<Table>();
-const _: () = assert!(TABLE_BYTES == DNS_TABLE_BYTES);
-
-static TABLE: AtomicPtr<Table> = AtomicPtr::new(std::ptr::null_mut());
+/// The table, in the shared mapping (never unmapped once published).
+static TABLE: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Maps the tree-wide table handed down by the CLI, else an anonymous shared one. Called once
 /// by the runtime (before any thread); a look-up before that maps an anonymous table.
@@ -77,6 +61,7 @@ pub fn init() {
             .compare_exchange(std::ptr::null_mut(), t, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
+            // SAFETY: our own mapping, lost the race to be published: nobody else has it.
             unsafe { libc::munmap(t as *mut libc::c_void, TABLE_BYTES) };
         }
     }
@@ -88,11 +73,14 @@ fn table() -> Option<&'static Table> {
         init();
         p = TABLE.load(Ordering::Acquire);
     }
-    // SAFETY: mapped for the life of the process, never unmapped once published.
-    (!p.is_null()).then(|| unsafe { &*p })
+    // SAFETY: a mapping of TABLE_BYTES, read-write, checked by `Table::at` before it was
+    // published, never unmapped afterwards.
+    (!p.is_null())
+        .then(|| unsafe { Table::at(p, TABLE_BYTES) })
+        .flatten()
 }
 
-fn map(fd: libc::c_int) -> Option<*mut Table> {
+fn map(fd: libc::c_int) -> Option<*mut u8> {
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -103,18 +91,26 @@ fn map(fd: libc::c_int) -> Option<*mut Table> {
             0,
         )
     };
-    (p != libc::MAP_FAILED).then_some(p as *mut Table)
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: our fresh mapping of TABLE_BYTES (page-aligned): zeroed, or the memfd another
+    // process of this run stamped. `at` stamps or checks the magic.
+    if unsafe { Table::at(p as *mut u8, TABLE_BYTES) }.is_none() {
+        // SAFETY: unmapping what we just mapped.
+        unsafe { libc::munmap(p, TABLE_BYTES) };
+        return None;
+    }
+    Some(p as *mut u8)
 }
 
-fn anonymous() -> Option<*mut Table> {
-    let t = map(-1)?;
-    unsafe { (*t).header.magic.store(MAGIC, Ordering::Release) };
-    Some(t)
+fn anonymous() -> Option<*mut u8> {
+    map(-1)
 }
 
 /// The memfd named in `PROXIFY_DNS_FD`, checked to be ours before anything is written to it:
 /// the fd must be a memfd carrying the token in its name, of the table's size.
-fn from_env() -> Option<*mut Table> {
+fn from_env() -> Option<*mut u8> {
     let v = std::env::var(ENV_DNS_FD).ok()?;
     let (fd, token) = v.split_once(':')?;
     let fd: libc::c_int = fd.parse().ok()?;
@@ -131,14 +127,6 @@ fn from_env() -> Option<*mut Table> {
         return None;
     }
     let t = map(fd)?;
-    let magic = unsafe { &(*t).header.magic };
-    if magic.load(Ordering::Acquire) == 0 {
-        let _ = magic.compare_exchange(0, MAGIC, Ordering::AcqRel, Ordering::Acquire);
-    }
-    if magic.load(Ordering::Acquire) != MAGIC {
-        unsafe { libc::munmap(t as *mut libc::c_void, TABLE_BYTES) };
-        return None;
-    }
     // The fd stays open for our children; the program cannot close it by accident.
     crate::state::fdtable::set(
         fd,
@@ -152,18 +140,15 @@ fn from_env() -> Option<*mut Table> {
     Some(t)
 }
 
-/// Moves the IPv4 placeholders into `block` (an IPv4 CIDR of at least /16, checked by the
-/// configuration); called once by the runtime before any look-up.
+/// Moves the IPv4 placeholders into `block` (an IPv4 CIDR the configuration checked);
+/// called once by the runtime before any look-up. The block is honoured exactly.
 pub fn set_v4_block(block: Cidr) {
-    if let IpAddr::V4(a) = block.addr {
-        let prefix = u32::from(block.prefix.min(16));
-        let mask = if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefix)
-        };
-        V4_MASK.store(mask, Ordering::Relaxed);
-        V4_BASE.store(u32::from(a) & mask, Ordering::Relaxed);
+    if let Ok(b) = Block::new(&block) {
+        let c = b.cidr();
+        if let IpAddr::V4(base) = c.addr {
+            V4_PREFIX.store(c.prefix, Ordering::Relaxed);
+            V4_BASE.store(u32::from(base), Ordering::Relaxed);
+        }
     }
 }
 
@@ -173,104 +158,60 @@ pub fn normalize(name: &str) -> String {
     n.to_ascii_lowercase()
 }
 
-fn hash(name: &[u8]) -> usize {
-    // FNV-1a
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in name {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % HASH_SLOTS as u64) as usize
+/// Why a name got no placeholder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Miss {
+    /// Not a DNS name, or the table could not be mapped.
+    NoName,
+    /// The block is full (EAI_AGAIN; one warning line per run, for the first).
+    Full,
 }
 
-/// The published name of slot `i` (1-based), waiting briefly for a slot being written.
-fn slot_name(t: &Table, i: u32) -> Option<&[u8]> {
-    let s = t.slots.get(i.checked_sub(1)? as usize)?;
-    for _ in 0..1000 {
-        let len = s.len.load(Ordering::Acquire) as usize;
-        if len > 0 {
-            return s.bytes.get(..len);
-        }
-        std::hint::spin_loop();
-    }
-    None
-}
-
-/// The index for `name`, assigning one if needed; None when the table is full (or could not
-/// be mapped) or the name cannot be a DNS name (empty, over 255 bytes).
-pub fn index_for(name: &str) -> Option<u32> {
-    let name = normalize(name);
-    let key = name.as_bytes();
-    if key.is_empty() || key.len() > 255 {
-        return None;
-    }
-    let t = table()?;
-    let mut p = hash(key);
-    let mut mine: Option<u32> = None;
-    for _ in 0..HASH_SLOTS {
-        let v = t.hash[p].load(Ordering::Acquire);
-        if v == 0 {
-            let i = match mine {
-                Some(i) => i,
-                None => {
-                    let i = t.header.next.fetch_add(1, Ordering::AcqRel) + 1;
-                    if i > CAPACITY {
-                        log::warn!(
-                            "remote-DNS placeholder table full ({CAPACITY} names): cannot resolve {name}"
-                        );
-                        return None;
-                    }
-                    let s = &t.slots[i as usize - 1];
-                    // SAFETY: slot `i` is ours alone until its length is published.
-                    unsafe {
-                        let dst = s.bytes.as_ptr() as *mut u8;
-                        std::ptr::copy_nonoverlapping(key.as_ptr(), dst, key.len());
-                    }
-                    s.len.store(key.len() as u32, Ordering::Release);
-                    mine = Some(i);
-                    i
-                }
-            };
-            match t.hash[p].compare_exchange(0, i, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Some(i),
-                Err(other) => {
-                    if slot_name(t, other) == Some(key) {
-                        return Some(other);
-                    }
-                }
+/// The index for `name`, assigning one if needed. No allocation, no lock.
+pub fn index_for(name: &str) -> Result<u32, Miss> {
+    let mut buf = [0u8; MAX_NAME];
+    let key = ph::normalize(name.as_bytes(), &mut buf).ok_or(Miss::NoName)?;
+    let t = table().ok_or(Miss::NoName)?;
+    let b = block();
+    match t.index_for(key, b.capacity()) {
+        Ok(i) => Ok(i),
+        Err(Refused::Invalid) => Err(Miss::NoName),
+        Err(Refused::Full) => {
+            if t.first_full() {
+                log::warn!(
+                    "remote-DNS placeholder block {} is full ({} names): new names fail to \
+                     resolve (EAI_AGAIN) from now on",
+                    b.cidr(),
+                    b.capacity()
+                );
             }
-        } else if slot_name(t, v) == Some(key) {
-            return Some(v);
+            Err(Miss::Full)
         }
-        p = (p + 1) % HASH_SLOTS;
     }
-    None
 }
 
+/// The IPv4 placeholder of an index from [`index_for`] (0.0.0.0 for any other).
 pub fn v4(index: u32) -> Ipv4Addr {
-    Ipv4Addr::from(V4_BASE.load(Ordering::Relaxed) + index)
+    block().addr(index).unwrap_or(Ipv4Addr::UNSPECIFIED)
 }
 
 pub fn v6(index: u32) -> Ipv6Addr {
-    Ipv6Addr::from(V6_BASE + index as u128)
+    ph::v6(index)
 }
 
-/// The index encoded in a placeholder address, if `ip` is in a placeholder range.
+/// The index encoded in a placeholder address (0: a placeholder with no name possible), if
+/// `ip` is in a placeholder range.
 pub fn index_of(ip: &IpAddr) -> Option<u32> {
     match ip {
         IpAddr::V4(a) => {
-            let x = u32::from(*a);
-            let base = V4_BASE.load(Ordering::Relaxed);
-            (x & V4_MASK.load(Ordering::Relaxed) == base && x != u32::MAX).then(|| x - base)
+            let b = block();
+            b.contains(*a).then(|| b.index_of(*a).unwrap_or(0))
         }
         IpAddr::V6(a) => {
             if let Some(m) = a.to_ipv4_mapped() {
                 return index_of(&IpAddr::V4(m));
             }
-            let x = u128::from(*a);
-            // Index 0 (no name) for anything past u32: still a placeholder, never routed.
-            (x >> 64 == V6_BASE >> 64)
-                .then_some(u32::try_from(x & 0xFFFF_FFFF_FFFF_FFFF).unwrap_or(0))
+            ph::v6_index(*a)
         }
     }
 }
@@ -283,11 +224,10 @@ pub fn is_placeholder(ip: &IpAddr) -> bool {
 /// The name behind a placeholder address.
 pub fn name_of(ip: &IpAddr) -> Option<String> {
     let i = index_of(ip)?;
-    if i == 0 || i > CAPACITY {
+    if i == 0 || i > block().capacity() {
         return None;
     }
-    let t = table()?;
-    let n = slot_name(t, i)?;
+    let n = table()?.name(i)?;
     std::str::from_utf8(n).ok().map(str::to_string)
 }
 
@@ -297,7 +237,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let i = index_for("Internal.Example.").unwrap();
-        assert_eq!(index_for("internal.example"), Some(i));
+        assert_eq!(index_for("internal.example"), Ok(i));
         let j = index_for("other.example").unwrap();
         assert_ne!(i, j);
         let a = IpAddr::V4(v4(i));
@@ -309,8 +249,8 @@ mod tests {
         assert!(!is_placeholder(&"203.0.113.1".parse().unwrap()));
         assert!(!is_placeholder(&"2001:db8::1".parse().unwrap()));
         assert!(name_of(&"240.255.0.0".parse().unwrap()).is_none());
-        assert!(index_for("").is_none());
-        assert!(index_for(&"a".repeat(256)).is_none());
+        assert!(index_for("").is_err());
+        assert!(index_for(&"a".repeat(256)).is_err());
     }
 
     #[test]
@@ -320,7 +260,7 @@ mod tests {
         if pid == 0 {
             // The child sees the parent's names and adds one the parent will see.
             let ok = name_of(&IpAddr::V4(v4(i))).as_deref() == Some("before-fork.example")
-                && index_for("from-child.example").is_some();
+                && index_for("from-child.example").is_ok();
             unsafe { libc::_exit(if ok { 0 } else { 1 }) };
         }
         let mut status = 0;

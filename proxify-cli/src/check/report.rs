@@ -1,7 +1,7 @@
 //! The result of `proxify check`: steps with their status and the time each took, shown to a
 //! person (one line per step, then a verdict) or as one JSON object. No I/O here.
 
-use crate::show::js;
+use serde_json::{json, Map};
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -65,16 +65,13 @@ pub enum Value {
 }
 
 impl Value {
-    fn json(&self) -> String {
+    fn json(&self) -> serde_json::Value {
         match self {
-            Value::Str(s) => js(s),
-            Value::Int(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            Value::List(v) => {
-                let items: Vec<String> = v.iter().map(|s| js(s)).collect();
-                format!("[{}]", items.join(","))
-            }
-            Value::Null => "null".to_string(),
+            Value::Str(s) => json!(s),
+            Value::Int(n) => json!(n),
+            Value::Bool(b) => json!(b),
+            Value::List(v) => json!(v),
+            Value::Null => serde_json::Value::Null,
         }
     }
 }
@@ -229,9 +226,9 @@ pub fn fmt_ms(d: Duration) -> String {
     }
 }
 
-/// Milliseconds as a JSON number (three decimals).
-fn json_ms(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64() * 1000.0)
+/// Milliseconds as a JSON number (to the microsecond).
+fn json_ms(d: Duration) -> serde_json::Value {
+    json!((d.as_secs_f64() * 1e6).round() / 1e3)
 }
 
 /// The mark that starts a step's line.
@@ -301,60 +298,50 @@ pub fn human(r: &Report, utf8: bool) -> String {
 
 /// One JSON object (one line).
 pub fn json(r: &Report) -> String {
-    let mut f: Vec<String> = Vec::new();
-    f.push(format!("\"ok\":{}", r.ok()));
-    f.push(format!("\"exit\":{}", r.exit_code()));
-    f.push(format!("\"verdict\":{}", js(&r.verdict())));
-    let hops: Vec<String> = r
+    let hops: Vec<_> = r
         .hops
         .iter()
-        .map(|(url, scheme)| format!("{{\"url\":{},\"scheme\":{}}}", js(url), js(scheme)))
+        .map(|(url, scheme)| json!({ "url": url, "scheme": scheme }))
         .collect();
-    f.push(format!(
-        "\"chain\":{{\"name\":{},\"mode\":{},\"remote_dns\":{},\"hops\":[{}]}}",
-        js(&r.chain),
-        js(&r.mode),
-        r.remote_dns,
-        hops.join(",")
-    ));
-    f.push(format!(
-        "\"target\":{}",
-        r.target.as_deref().map_or("null".to_string(), js)
-    ));
-    let req: Vec<String> = r.required.iter().map(|s| js(s)).collect();
-    f.push(format!("\"required\":[{}]", req.join(",")));
-    f.push(format!(
-        "\"supports\":{{\"udp\":{},\"bind\":{},\"pipeline\":{}}}",
-        js(r.supports(Kind::Udp)),
-        js(r.supports(Kind::Bind)),
-        js(r.supports(Kind::Pipeline))
-    ));
-    let notes: Vec<String> = r.notes.iter().map(|s| js(s)).collect();
-    f.push(format!("\"notes\":[{}]", notes.join(",")));
-    let steps: Vec<String> = r
+    let steps: Vec<_> = r
         .steps
         .iter()
         .map(|s| {
-            let mut g = vec![
-                format!("\"step\":{}", js(s.kind.as_str())),
-                format!(
-                    "\"hop\":{}",
-                    s.hop.map_or("null".to_string(), |h| h.to_string())
-                ),
-                format!("\"title\":{}", js(&s.title)),
-                format!("\"status\":{}", js(s.status.as_str())),
-                format!("\"required\":{}", s.required),
-                format!("\"ms\":{}", s.time.map_or("null".to_string(), json_ms)),
-                format!("\"detail\":{}", js(&s.detail)),
-            ];
+            let mut g = Map::new();
+            g.insert("step".into(), json!(s.kind.as_str()));
+            g.insert("hop".into(), json!(s.hop));
+            g.insert("title".into(), json!(s.title));
+            g.insert("status".into(), json!(s.status.as_str()));
+            g.insert("required".into(), json!(s.required));
+            g.insert("ms".into(), s.time.map_or(serde_json::Value::Null, json_ms));
+            g.insert("detail".into(), json!(s.detail));
             for (k, v) in &s.fields {
-                g.push(format!("{}:{}", js(k), v.json()));
+                g.insert(k.to_string(), v.json());
             }
-            format!("{{{}}}", g.join(","))
+            serde_json::Value::Object(g)
         })
         .collect();
-    f.push(format!("\"steps\":[{}]", steps.join(",")));
-    format!("{{{}}}\n", f.join(","))
+    let out = json!({
+        "ok": r.ok(),
+        "exit": r.exit_code(),
+        "verdict": r.verdict(),
+        "chain": {
+            "name": r.chain,
+            "mode": r.mode,
+            "remote_dns": r.remote_dns,
+            "hops": hops,
+        },
+        "target": r.target,
+        "required": r.required,
+        "supports": {
+            "udp": r.supports(Kind::Udp),
+            "bind": r.supports(Kind::Bind),
+            "pipeline": r.supports(Kind::Pipeline),
+        },
+        "notes": r.notes,
+        "steps": steps,
+    });
+    format!("{out}\n")
 }
 
 #[cfg(test)]
@@ -412,8 +399,12 @@ mod tests {
         assert_eq!(fmt_ms(Duration::from_micros(250)), "0.2 ms");
         assert_eq!(fmt_ms(Duration::from_micros(9_940)), "9.9 ms");
         assert_eq!(fmt_ms(Duration::from_millis(1234)), "1234 ms");
-        assert_eq!(json_ms(Duration::from_micros(1500)), "1.500");
-        assert_eq!(json_ms(Duration::ZERO), "0.000");
+        assert_eq!(json_ms(Duration::from_micros(1500)).to_string(), "1.5");
+        assert_eq!(
+            json_ms(Duration::from_nanos(1_234_567)).to_string(),
+            "1.235"
+        );
+        assert_eq!(json_ms(Duration::ZERO).to_string(), "0.0");
     }
 
     #[test]
@@ -512,7 +503,7 @@ mod tests {
                 "\"supports\":{\"udp\":\"no\",\"bind\":\"unknown\",\"pipeline\":\"unknown\"},",
                 "\"notes\":[\"a \\\"note\\\"\"],",
                 "\"steps\":[{\"step\":\"auth\",\"hop\":1,\"title\":\"auth step\",\"status\":\"ok\",",
-                "\"required\":true,\"ms\":0.500,\"detail\":\"ok detail\",",
+                "\"required\":true,\"ms\":0.5,\"detail\":\"ok detail\",",
                 "\"offered\":[\"username/password\"],\"chosen\":\"username/password\",\"reply\":0,",
                 "\"pipelined\":false,\"bound\":null},",
                 "{\"step\":\"udp\",\"hop\":1,\"title\":\"udp step\",\"status\":\"fail\",",

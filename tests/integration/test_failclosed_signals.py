@@ -1,0 +1,54 @@
+"""Fork and signals never crash or hang a proxified program (issue 14 items 1 and 2).
+The C helper is csrc/failclosed.c.
+
+- forklog: two threads connect to a denied destination in a loop (a warning line each, or a
+  debug line per call at -vv) while the main thread forks 200 times; each child logs at once
+  and exits. A child that does not exit within 5 s is a hang (the logger's lock inherited
+  held). 0 hangs at default verbosity, -q and -vv.
+- storm: SIGALRM every 300 us and SIGUSR1 from another thread while the main thread runs one
+  hook family in a loop (blocking connect, getaddrinfo, poll/epoll on a handshaking fd,
+  SO_ERROR, close of a handshaking fd from the handler); every handler creates a socket,
+  connects it (proxied) and closes it. 0 crashes (signal, abort, panic line) in 10 runs each."""
+
+import pytest
+
+import netns
+from conftest import run_proxified
+from hardcase import DANTE, build_c, kv, no_crash
+from leakcheck import assert_no_leak
+
+T4 = netns.TARGET4
+DENIED = "192.0.2.99"
+VERBOSITY = {"default": [], "-q": ["-q"], "-vv": ["-vv"]}
+
+
+@pytest.fixture(scope="module")
+def fc_bin(topo):
+    return build_c(topo, "failclosed")
+
+
+@pytest.mark.parametrize("verbosity", VERBOSITY)
+def test_fork_while_logging_never_hangs(topo, capture, proxify_bin, fc_bin, verbosity):
+    opts = VERBOSITY[verbosity] + ["--rule", f"{DENIED} deny"]
+    r = run_proxified(DANTE, [fc_bin, "forklog", 200, DENIED, 80], opts=opts, timeout=600)
+    no_crash(r, f"forklog {verbosity}")
+    v = kv(r.stdout)
+    assert v.get("forks") == "200", f"forklog {verbosity}: the helper did not finish\n{r}"
+    assert v["hangs"] == "0", f"forklog {verbosity}: {v['hangs']} of 200 children hung\n{r}"
+    assert v["bad"] == "0", f"forklog {verbosity}: children died\n{r}"
+    assert not capture.sent_to(DENIED), f"a denied destination was reached\n{capture.summary()}"
+    assert_no_leak(capture, f"forklog {verbosity}")
+
+
+@pytest.mark.parametrize("verbosity", VERBOSITY)
+@pytest.mark.parametrize("kind", ["connect", "gai", "poll", "epoll", "soerror", "close"])
+def test_signal_storm_never_crashes(topo, capture, proxify_bin, fc_bin, kind, verbosity):
+    for run in range(10):
+        r = run_proxified(DANTE, [fc_bin, "storm", kind, T4, netns.ECHO_PORT, "0.4"],
+                          opts=VERBOSITY[verbosity], timeout=60)
+        no_crash(r, f"storm {kind} {verbosity} run {run}")
+        assert r.rc == 0 and "calls=" in r.stdout, f"storm {kind} {verbosity} run {run}\n{r}"
+        for bad in ("thread panicked", "malloc()", "corrupted", "double free", "Aborted"):
+            assert bad not in r.stderr, f"storm {kind} {verbosity} run {run}: {bad!r}\n{r}"
+    assert not capture.sent_to(T4), f"storm {kind}: packets to the target directly\n{capture.summary()}"
+    assert_no_leak(capture, f"storm {kind} {verbosity}")

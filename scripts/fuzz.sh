@@ -6,7 +6,8 @@
 # Targets (fuzz/fuzz_targets/): socks_client (the sans-IO SOCKS4/4a/5 client against a proxy
 # that answers anything), udp_header (SOCKS5 UDP header parse/encode round trip), proxy_url
 # (proxy URL parsing, printing and password masking), dns_responder (the in-process DNS
-# responder: query parsing, replies, TCP framing).
+# responder: query parsing, replies, TCP framing), progcheck (the program check's ELF
+# reader, #! and env -S parsing, the dynamic loader's arguments).
 #
 # Works on the stable toolchain: cargo-fuzz needs nightly-only rustc flags (-Zsanitizer,
 # sancov passes), which RUSTC_BOOTSTRAP=1 unlocks on stable. Installs cargo-fuzz with
@@ -24,7 +25,7 @@ fi
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 FUZZ="$ROOT/fuzz"
-TARGETS=(socks_client udp_header proxy_url dns_responder)
+TARGETS=(socks_client udp_header proxy_url dns_responder progcheck)
 CARGO_FUZZ_VERSION=0.13.2
 
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"

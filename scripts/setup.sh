@@ -13,6 +13,8 @@ PKGS=(dante-server microsocks proxychains4 tcpdump iproute2 curl openssh-server 
       socat netcat-openbsd dnsmasq-base vsftpd wget python3 bind9-dnsutils
       git nodejs gcc libc6-dev tinyproxy)
 PKGS+=(libevent-dev libglib2.0-dev pkg-config default-jdk-headless)  # issue 11: event-loop clients (libevent, GIO, Java NIO)
+
+PKGS+=(libcap2-bin util-linux binutils)  # issues 14/17: setcap, setpriv, su and readelf for the exec checks' tests
 missing=()
 for p in "${PKGS[@]}"; do
     if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
@@ -57,6 +59,13 @@ done
 # issue 11: the tokio/reqwest test client (from crates.io), built into target/test-programs.
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/test-programs" \
     cargo build --release --quiet --manifest-path tests/programs/evloop/Cargo.toml
+
+# cargo-deb for scripts/deb.sh (the .deb test of issue 16), pinned like cargo-fuzz.
+CARGO_DEB_VERSION=$(sed -n 's/^CARGO_DEB_VERSION=//p' scripts/deb.sh)
+if ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+    echo "setup: installing cargo-deb $CARGO_DEB_VERSION (cargo install --locked)"
+    cargo install --quiet --locked --version "$CARGO_DEB_VERSION" cargo-deb
+fi
 
 # Release binaries: target/release/proxify and target/release/libproxify.so.
 cargo build --release --workspace --quiet

@@ -77,10 +77,13 @@ Loopback destinations (127.0.0.0/8, ::1) are always reached directly.
 
 Some programs cannot be reached by the shim, and their connections would bypass the
 proxy: statically linked programs, Go programs (Go's network code does not use the C
-library), setuid, setgid and file-capability programs (the loader ignores LD_PRELOAD),
-and programs of another architecture; a script counts as its #! interpreter. proxify
-refuses to run them, and the shim makes the command's own attempts to run one fail
-with \"Operation not permitted\", unless --allow-unproxied is given.
+library), programs whose exec changes the effective uid or gid or raises capabilities
+(setuid, setgid or file capabilities, unless run by the user they switch to: the loader
+then ignores LD_PRELOAD), and programs of another architecture; a script counts as its
+#! interpreter, and the dynamic loader run as a program (ld.so PROGRAM, ldd) as the
+program it runs. proxify refuses to run them, and the shim makes the command's own
+attempts to run one fail with \"Operation not permitted\", unless --allow-unproxied is
+given; then each one started says so in one line (none with -q).
 
 The exit status is COMMAND's; 127 if it cannot be run; 2 for proxify's own errors and
 for a COMMAND refused because the shim cannot reach it.";
@@ -390,7 +393,8 @@ pub struct RunArgs {
     pub settings: Settings,
 
     /// Also run programs the shim cannot reach (static, Go, setuid...): their connections
-    /// bypass the proxy (or PROXIFY_ALLOW_UNPROXIED=1)
+    /// bypass the proxy; one line says so for each one started, unless -q (or
+    /// PROXIFY_ALLOW_UNPROXIED=1)
     #[arg(long = "allow-unproxied")]
     pub allow_unproxied: bool,
 

@@ -195,7 +195,15 @@ mod tests {
                 "{prev}"
             );
         }
-        for sub in ["RUN", "CONFIG", "CHECK", "COMPLETIONS", "MAN", "SHELL", "ENV"] {
+        for sub in [
+            "RUN",
+            "CONFIG",
+            "CHECK",
+            "COMPLETIONS",
+            "MAN",
+            "SHELL",
+            "ENV",
+        ] {
             assert!(p.contains(&format!(".SH \"PROXIFY {sub}\"")), "{sub}");
         }
         assert_eq!(p.matches(".SS EXAMPLES").count(), 7);
@@ -209,7 +217,15 @@ mod tests {
     fn completions_name_every_subcommand() {
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let text = String::from_utf8(completions(shell)).unwrap();
-            for sub in ["run", "config", "check", "completions", "man", "shell", "env"] {
+            for sub in [
+                "run",
+                "config",
+                "check",
+                "completions",
+                "man",
+                "shell",
+                "env",
+            ] {
                 assert!(text.contains(sub), "{shell:?} {sub}");
             }
             assert!(text.contains("require"), "{shell:?}");

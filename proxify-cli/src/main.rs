@@ -19,7 +19,7 @@ use clap::error::ErrorKind;
 use clap::Parser;
 use cli::{Cli, ConfigArgs, EnvArgs, RunArgs, ShellArgs, Sub};
 use proxify_core::config::ENV_DNS_FD;
-use proxify_core::elfcheck::{self, Verdict, ENV_ALLOW_UNPROXIED};
+use proxify_core::progcheck::{self, Verdict, ENV_ALLOW_UNPROXIED};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
@@ -266,9 +266,18 @@ fn run(args: RunArgs) -> (i32, String) {
     };
 
     let program = &args.command[0];
-    if !allow {
-        if let Some(msg) = refusal(program) {
-            return (EXIT_USAGE, msg);
+    if let Some(verdict) = unproxied(program, &args.command[1..]) {
+        if !allow {
+            return (
+                EXIT_USAGE,
+                format!("refusing to run {}: {verdict}", program.to_string_lossy()),
+            );
+        }
+        if !cfg.quiet {
+            eprintln!(
+                "proxify: {}",
+                progcheck::allowed_line(&program.to_string_lossy(), &verdict)
+            );
         }
     }
     let mut cmd = Command::new(program);
@@ -308,30 +317,22 @@ fn allow_unproxied(args: &RunArgs) -> Result<bool, String> {
     match std::env::var_os(ENV_ALLOW_UNPROXIED) {
         None => Ok(false),
         Some(v) => match v.to_str() {
-            Some(v) => elfcheck::parse_allow(v),
+            Some(v) => progcheck::parse_allow(v),
             None => Err(format!("{ENV_ALLOW_UNPROXIED} is not valid UTF-8")),
         },
     }
 }
 
-/// Why `program` must not run: the shim cannot reach it (a static, Go, setuid... program, or
-/// a script run by one), so its connections would bypass the proxy. `program` is found
-/// through `$PATH` as the exec will find it; a command that is not found is left to the exec
-/// (which fails with 127).
-fn refusal(program: &OsStr) -> Option<String> {
+/// The verdict on `program` when the shim cannot reach it (a static, Go, setuid... program,
+/// a script run by one, the dynamic loader running one), so that its connections would
+/// bypass the proxy. `program` is found through `$PATH` as the exec will find it; a command
+/// that is not found is left to the exec (which fails with 127).
+fn unproxied(program: &OsStr, args: &[OsString]) -> Option<Verdict> {
     let search = std::env::var_os("PATH");
-    let path = elfcheck::find_in_path(program, search.as_deref())?;
-    let name = program.to_string_lossy();
-    let hint = "(use --allow-unproxied to run it anyway)";
-    match elfcheck::inspect_with(&path, search.as_deref()) {
-        Ok(Verdict::Reachable) | Ok(Verdict::CannotRun) => None,
-        Ok(Verdict::Unreachable(why)) => Some(format!(
-            "refusing to run {name}: {why} \u{2014} its connections would bypass the proxy {hint}"
-        )),
-        Err(e) => Some(format!(
-            "refusing to run {name}: {e} \u{2014} its connections could bypass the proxy {hint}"
-        )),
-    }
+    let path = progcheck::find_in_path(program, search.as_deref())?;
+    let args: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
+    let verdict = progcheck::judge(&path, &args);
+    (!verdict.is_proxied()).then_some(verdict)
 }
 
 /// `proxify config`: prints the effective settings; exit 0, or 2 with one line on error.

@@ -163,7 +163,28 @@ fn real_shim() -> PathBuf {
 
 /// `proxify ARGS` with a clean proxify environment, the given shim and `env`.
 fn proxify(shim: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(BIN);
+    proxify_as(None, shim, args, env)
+}
+
+/// The unprivileged user the privilege tests run as (setpriv, util-linux).
+const NOBODY: u32 = 65534;
+
+/// [`proxify`] as the user `uid` (its group too, no supplementary groups, no inheritable
+/// capabilities), or as this (root) user.
+fn proxify_as(uid: Option<u32>, shim: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd_home = None;
+    let mut cmd = match uid {
+        None => Command::new(BIN),
+        Some(uid) => {
+            // root's config directory is not theirs to read.
+            cmd_home = Some(tmp_dir());
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={uid}"))
+                .args(["--clear-groups", "--inh-caps=-all", BIN]);
+            c
+        }
+    };
     cmd.args(args);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("PROXIFY_") {
@@ -172,10 +193,14 @@ fn proxify(shim: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     }
     cmd.env_remove("LD_PRELOAD");
     cmd.env("PROXIFY_SHIM", shim);
+    if let Some(home) = cmd_home {
+        cmd.env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join("no-config"));
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
-    output(&mut cmd).expect("cannot start proxify")
+    output(&mut cmd).expect("cannot start proxify (setpriv is in util-linux: scripts/setup.sh)")
 }
 
 fn run(shim: &Path, cmd: &[&str], env: &[(&str, &str)]) -> Output {
@@ -188,6 +213,26 @@ fn run_allowed(shim: &Path, cmd: &[&str], env: &[(&str, &str)]) -> Output {
     let mut args = vec!["run", "-x", PROXY, "--allow-unproxied", "--"];
     args.extend_from_slice(cmd);
     proxify(shim, &args, env)
+}
+
+/// `proxify run` as [`NOBODY`], with `opts` before `--`.
+fn run_nobody(shim: &Path, opts: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut args = vec!["run", "-x", PROXY];
+    args.extend_from_slice(opts);
+    args.push("--");
+    args.extend_from_slice(cmd);
+    proxify_as(Some(NOBODY), shim, &args, env)
+}
+
+/// The `--allow-unproxied` line for `name`.
+#[track_caller]
+fn assert_allowed_line(o: &Output, name: &str, why: &str) {
+    let err = stderr(o);
+    let line = format!("proxify: running {name} without the proxy (--allow-unproxied): ");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("proxify: ")).collect();
+    assert_eq!(lines.len(), 1, "not one proxify line: {err:?}");
+    assert!(lines[0].starts_with(&line), "{err:?}");
+    assert!(lines[0].contains(why), "{err:?} lacks {why:?}");
 }
 
 fn stdout(o: &Output) -> String {
@@ -208,10 +253,8 @@ fn assert_refused(o: &Output, name: &str, why: &str) {
     assert!(err.starts_with(&want_start), "{err:?}");
     assert!(err.contains(why), "{err:?} lacks {why:?}");
     assert!(
-        err.ends_with(
-            " \u{2014} its connections would bypass the proxy (use --allow-unproxied to run it \
-             anyway)\n"
-        ),
+        err.contains(" \u{2014} its connections would bypass the proxy (")
+            && err.ends_with("use proxify run --allow-unproxied to run it anyway)\n"),
         "{err:?}"
     );
     assert!(o.stdout.is_empty(), "the command ran: {}", stdout(o));
@@ -222,23 +265,43 @@ fn assert_refused(o: &Output, name: &str, why: &str) {
 #[test]
 fn setuid_programs_are_refused_unless_allowed() {
     let shim = empty_so();
+    // Root runs setuid-root programs with LD_PRELOAD kept: not refused (issue 17 item 5).
     let o = run(&shim, &["passwd", "--help"], &[]);
-    assert_refused(&o, "passwd", "it is setuid");
+    assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
+    assert!(!stderr(&o).contains("proxify: "), "{}", stderr(&o));
+    // Another user would switch to uid 0: refused, with the fix.
+    let o = run_nobody(&shim, &[], &["passwd", "--help"], &[]);
+    assert_refused(
+        &o,
+        "passwd",
+        "it is setuid (to uid 0; this user is uid 65534)",
+    );
+    assert!(
+        stderr(&o).contains("(run proxify as uid 0, or use proxify run --allow-unproxied"),
+        "{}",
+        stderr(&o)
+    );
 
-    // A setuid copy of `true`, run by path: refused; allowed with the flag or the variable.
+    // A setuid-root copy of `true`, run by path: root runs it; nobody is refused, and
+    // allowed with the flag or the variable, with one line (none with -q).
     let suid = copy_exec("/bin/true", "suid-true", 0o4755);
     let s = suid.to_str().unwrap();
-    assert_refused(&run(&shim, &[s], &[]), s, "it is setuid");
-    let o = run_allowed(&shim, &[s], &[]);
+    let o = run(&shim, &[s], &[]);
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
+    assert_refused(&run_nobody(&shim, &[], &[s], &[]), s, "it is setuid");
+    let o = run_nobody(&shim, &["--allow-unproxied"], &[s], &[]);
     assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
-    assert!(o.stderr.is_empty(), "{}", stderr(&o));
+    assert_allowed_line(&o, s, "it is setuid (to uid 0");
+    let o = run_nobody(&shim, &["--allow-unproxied", "-q"], &[s], &[]);
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
     for v in ["1", "yes", "TRUE"] {
-        let o = run(&shim, &[s], &[("PROXIFY_ALLOW_UNPROXIED", v)]);
+        let o = run_nobody(&shim, &[], &[s], &[("PROXIFY_ALLOW_UNPROXIED", v)]);
         assert!(o.status.success(), "{v}: {:?}: {}", o.status, stderr(&o));
+        assert_allowed_line(&o, s, "setuid");
     }
     for v in ["0", "no", ""] {
         assert_refused(
-            &run(&shim, &[s], &[("PROXIFY_ALLOW_UNPROXIED", v)]),
+            &run_nobody(&shim, &[], &[s], &[("PROXIFY_ALLOW_UNPROXIED", v)]),
             s,
             "setuid",
         );
@@ -251,7 +314,8 @@ fn setuid_programs_are_refused_unless_allowed() {
     );
     let sgid = copy_exec("/bin/true", "sgid-true", 0o2755);
     let s = sgid.to_str().unwrap();
-    assert_refused(&run(&shim, &[s], &[]), s, "it is setgid");
+    assert!(run(&shim, &[s], &[]).status.success());
+    assert_refused(&run_nobody(&shim, &[], &[s], &[]), s, "it is setgid");
 }
 
 #[test]
@@ -283,8 +347,19 @@ fn capability_programs_are_refused() {
         stderr(&o)
     );
     let s = p.to_str().unwrap();
-    assert_refused(&run(&shim, &[s], &[]), s, "it has file capabilities");
-    assert!(run_allowed(&shim, &[s], &[]).status.success());
+    // Root: file capabilities do not put the loader in secure mode.
+    let o = run(&shim, &[s], &[]);
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
+    let o = run_nobody(&shim, &[], &[s], &[]);
+    assert_refused(&o, s, "it has file capabilities");
+    assert!(
+        stderr(&o).contains("(run proxify as root, or "),
+        "{}",
+        stderr(&o)
+    );
+    assert!(run_nobody(&shim, &["--allow-unproxied"], &[s], &[])
+        .status
+        .success());
 }
 
 #[test]
@@ -299,12 +374,66 @@ fn static_programs_are_refused_found_through_path() {
     );
     let o = run_allowed(&shim, &["pxstatic"], &env);
     assert_eq!(stdout(&o), format!("{STATIC_SAYS}\n"), "{}", stderr(&o));
-    // The dynamic loader of the system, run directly, counts as static too.
+    // One line says it runs without the proxy (issue 17 item 8); -q silences it.
+    assert_allowed_line(&o, "pxstatic", "it is statically linked");
+    let mut args = vec![
+        "run",
+        "-x",
+        PROXY,
+        "--allow-unproxied",
+        "-q",
+        "--",
+        "pxstatic",
+    ];
+    let o = proxify(&shim, &args, &env);
+    assert_eq!(stdout(&o), format!("{STATIC_SAYS}\n"), "{}", stderr(&o));
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
+    // No line for programs the shim reaches.
+    args.truncate(4);
+    args.extend(["--", "true"]);
+    let o = proxify(&shim, &args, &env);
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
+    // ldconfig is statically linked.
     assert_refused(
         &run(&shim, &["/usr/sbin/ldconfig", "-p"], &[]),
         "/usr/sbin/ldconfig",
         "statically linked",
     );
+}
+
+/// The dynamic loader of the system (`PT_INTERP` of /bin/true).
+fn system_loader() -> String {
+    let o = output(Command::new("readelf").args(["-l", "/bin/true"]))
+        .unwrap_or_else(|e| panic!("cannot run readelf ({e}): apt-get install binutils"));
+    let text = stdout(&o);
+    let key = "[Requesting program interpreter: ";
+    let at = text.find(key).expect("/bin/true has an interpreter");
+    let rest = &text[at + key.len()..];
+    rest[..rest.find(']').unwrap()].to_string()
+}
+
+#[test]
+fn the_dynamic_loader_is_judged_by_its_program() {
+    let shim = empty_so();
+    let ld = system_loader();
+    // It runs dynamic programs with the shim (issue 17 item 2): not refused.
+    let o = run(&shim, &[&ld, "/bin/echo", "via the loader"], &[]);
+    assert_eq!(stdout(&o), "via the loader\n", "{}", stderr(&o));
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
+    let o = run(&shim, &[&ld, "--version"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A static program through it is refused, naming that program.
+    let st = static_prog();
+    let st_s = st.to_str().unwrap();
+    let o = run(&shim, &[&ld, st_s], &[]);
+    assert_refused(
+        &o,
+        &ld,
+        &format!("the program the dynamic loader runs, {st_s}, is statically linked"),
+    );
+    let o = run_allowed(&shim, &[&ld, st_s], &[]);
+    assert_eq!(stdout(&o), format!("{STATIC_SAYS}\n"), "{}", stderr(&o));
+    assert_allowed_line(&o, &ld, "the program the dynamic loader runs");
 }
 
 #[test]
@@ -513,8 +642,8 @@ fn a_proxied_shell_cannot_run_a_static_program() {
     );
     let warn = format!(
         "proxify: refusing to run {st_s}: it is statically linked (no dynamic loader loads the \
-         shim) \u{2014} its connections would bypass the proxy (proxify run --allow-unproxied \
-         allows it)\n"
+         shim) \u{2014} its connections would bypass the proxy (use proxify run \
+         --allow-unproxied to run it anyway)\n"
     );
     assert!(err.contains(&warn), "{err}");
     assert_eq!(err.matches("proxify: ").count(), 1, "{err}");
@@ -575,7 +704,18 @@ fn a_proxied_shell_cannot_run_a_static_program() {
 #[test]
 fn a_proxied_shell_cannot_run_setuid_go_or_scripts_of_them() {
     let shim = real_shim();
-    let suid = copy_exec("/bin/true", "suid-true-2", 0o4755);
+    // Setuid to another user: exec would change root's effective uid.
+    let suid = copy_exec("/bin/true", "suid-true-2", 0o755);
+    {
+        let _held = writing();
+        let o = Command::new("chown")
+            .arg(format!("{NOBODY}:{NOBODY}"))
+            .arg(&suid)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "chown (run as root): {o:?}");
+        std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    }
     let go = write_exec("fake-go-2", &fake_go_elf(), 0o755);
     let st = static_prog();
     let script = write_exec(
@@ -780,4 +920,123 @@ fn every_exec_call_keeps_the_shim() {
             stderr(&o)
         );
     }
+}
+
+#[test]
+fn posix_spawn_is_judged_where_the_child_execs() {
+    // Issue 14 item 3: after a chdir/fchdir file action the child runs ./pxstatic of that
+    // directory; the check looked for it in the caller's.
+    let shim = real_shim();
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/integration/csrc/exec_spawn.c"
+    ))
+    .unwrap();
+    let helper = cc("exec-spawn", &src, &[]);
+    let h = helper.to_str().unwrap();
+    let dir = static_dir();
+    let d = dir.to_str().unwrap();
+    for (mode, prog) in [
+        ("chdir", "./pxstatic"),
+        ("fchdir", "./pxstatic"),
+        ("open-fchdir", "./pxstatic"),
+        ("spawnp-chdir", "pxstatic"),
+    ] {
+        let o = run(&shim, &[h, mode, d, prog], &[]);
+        let err = stderr(&o);
+        assert_eq!(
+            stdout(&o),
+            "spawn: Operation not permitted\n",
+            "{mode}: {err}"
+        );
+        assert!(
+            err.contains("proxify: refusing to run ") && err.contains("statically linked"),
+            "{mode}: {err}"
+        );
+    }
+    // A dynamic program there runs, though a static one of that name is here.
+    let dyn_dir = tmp_dir().join("dyn-dir");
+    {
+        let _held = writing();
+        std::fs::create_dir_all(&dyn_dir).unwrap();
+        std::fs::copy("/bin/echo", dyn_dir.join("pxstatic")).unwrap();
+    }
+    let o = run(
+        &shim,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "cd {d} && exec {h} chdir {} ./pxstatic dynamic-ran",
+                dyn_dir.display()
+            ),
+        ],
+        &[],
+    );
+    assert_eq!(stdout(&o), "dynamic-ran\n", "{}", stderr(&o));
+}
+
+#[test]
+fn the_loader_and_ldd_through_the_shim() {
+    let shim = real_shim();
+    // ldd runs the loader with --verify, then to list: both through the shim's exec hooks.
+    let o = run(&shim, &["ldd", "/bin/true"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("libc.so.6") && out.contains("libproxify.so"),
+        "{out}"
+    );
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
+    // The loader running a static program, from a proxied shell.
+    let ld = system_loader();
+    let st = static_prog();
+    let st_s = st.to_str().unwrap();
+    let o = run(
+        &shim,
+        &["sh", "-c", &format!("{ld} {st_s}; echo \"rc=$?\"")],
+        &[],
+    );
+    assert_eq!(stdout(&o), "rc=126\n", "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "the program the dynamic loader runs, {st_s}, is statically linked"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(
+        &shim,
+        &["sh", "-c", &format!("{ld} /bin/echo via-loader")],
+        &[],
+    );
+    assert_eq!(stdout(&o), "via-loader\n", "{}", stderr(&o));
+    // Allowed: it runs, and the shim says so in one line for each start (none with -q).
+    let o = run_allowed(&shim, &["sh", "-c", &format!("{st_s}; true")], &[]);
+    assert_eq!(stdout(&o), format!("{STATIC_SAYS}\n"), "{}", stderr(&o));
+    assert_allowed_line(&o, st_s, "it is statically linked");
+    let o = run_allowed(&shim, &["sh", "-c", &format!("{st_s}; {st_s}")], &[]);
+    assert_eq!(
+        stderr(&o).matches("without the proxy").count(),
+        2,
+        "{}",
+        stderr(&o)
+    );
+    let o = proxify(
+        &shim,
+        &[
+            "run",
+            "-x",
+            PROXY,
+            "-q",
+            "--allow-unproxied",
+            "--",
+            "sh",
+            "-c",
+            st_s,
+        ],
+        &[],
+    );
+    assert_eq!(stdout(&o), format!("{STATIC_SAYS}\n"), "{}", stderr(&o));
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
 }

@@ -14,7 +14,8 @@
 //!   (what they share: the connect to the first hop and the chain handshake driver).
 //! - L4 `hooks/`: the exported C functions, one file per family; each converts arguments,
 //!   calls one engine or the real function inside [`guard::guarded`], and maps the result.
-//! - `csrc/variadic.c`: `fcntl`, `fcntl64`, `syscall`, which stable Rust cannot define.
+//! - `csrc/variadic.c`: `fcntl`, `fcntl64`, `syscall`, `execl`, `execle`, `execlp`, which
+//!   stable Rust cannot define.
 //! - This file: the constructor and the fork handlers.
 
 mod engine;
@@ -56,6 +57,7 @@ extern "C" fn init() {
     }
     guard::guarded((), 0, || {
         runtime::get();
+        hooks::exec::init();
     });
 }
 

@@ -158,3 +158,31 @@ def test_uninstall_removes_exactly_what_was_installed(tmp_path):
     # A second install keeps the user's config file.
     assert _install("--prefix", str(p)).returncode == 0
     assert "changed by the user" in edited.read_text()
+
+
+def test_deb_installs_and_removes(topo, capture):
+    if Path("/usr/bin/proxify").exists() or Path("/usr/lib/proxify").exists():
+        pytest.fail("/usr/bin/proxify or /usr/lib/proxify exists already: remove it (dpkg -r proxify)",
+                    pytrace=False)
+    env = dict(os.environ, CARGO_TARGET_DIR=str(TARGET_DIR))
+    b = subprocess.run(["bash", str(REPO / "scripts/deb.sh"), "--no-build"], env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert b.returncode == 0, b.stderr
+    deb = b.stdout.strip().splitlines()[-1]
+    assert deb.endswith(".deb") and Path(deb).is_file(), b.stdout
+    info = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True, check=True).stdout
+    for f in ["./usr/bin/proxify", "./usr/lib/proxify/libproxify.so",
+              "./usr/share/man/man1/proxify.1.gz", "./etc/proxify/config.toml"]:
+        assert f in info, info
+    conffiles = subprocess.run(["dpkg-deb", "-I", deb, "conffiles"], capture_output=True, text=True)
+    assert "/etc/proxify/config.toml" in conffiles.stdout, conffiles
+    subprocess.run(["dpkg", "-i", "--force-confold", deb], check=True, capture_output=True, timeout=120)
+    try:
+        r = run_in_client(_sh(f"proxify run -x {PROXY} -- " + " ".join(curl(URLNAME))),
+                          env=dict(TIMEOUT_ENV, PATH="/usr/bin:/bin"))
+        _ok(topo, r, "proxify from the .deb")
+        assert_no_leak(capture)
+    finally:
+        subprocess.run(["dpkg", "--purge", "proxify"], check=True, capture_output=True, timeout=120)
+    assert not Path("/usr/bin/proxify").exists()
+    assert not Path("/etc/proxify/config.toml").exists()

@@ -1,30 +1,34 @@
 //! `execve` and the rest of the exec family, `posix_spawn`/`posix_spawnp`, `system`, `popen`.
 //!
 //! Two jobs, so that a proxied program cannot start an unproxied one:
-//! - **Refuse programs the shim cannot reach** (static, Go, setuid/setgid/capabilities, other
-//!   architecture; scripts by their interpreter; see `proxify_core::elfcheck`): the call fails
-//!   with EPERM (`posix_spawn*` return it) and one warning is logged, unless
-//!   `PROXIFY_ALLOW_UNPROXIED` was set when the program started. Programs that do not exist
-//!   are left to the real call, which fails with its own errno (shells search `PATH` that way).
+//! - **Refuse programs the shim cannot reach** (static, Go, an exec that changes the effective
+//!   ids or raises capabilities, other architecture; scripts by their interpreter, the dynamic
+//!   loader by the program it runs; see `proxify_core::progcheck`): the call fails with EPERM
+//!   (`posix_spawn*` return it) and one warning is logged, unless `PROXIFY_ALLOW_UNPROXIED`
+//!   was set when the program started (then one warning says it runs without the proxy).
+//!   Programs that do not exist are left to the real call, which fails with its own errno
+//!   (shells search `PATH` that way). `posix_spawn*` are judged where the child will exec:
+//!   after its chdir/fchdir file actions, with `POSIX_SPAWN_RESETIDS`'s ids.
 //! - **Keep the shim in the child's environment**: when the environment passed on lacks our
 //!   `LD_PRELOAD` entry (`env -i`, a program building its own `envp`) or a `PROXIFY_*` variable
 //!   we started with, the child gets a copy with them added back.
 //!
 //! glibc's `execv`, `execvp`, `execl*`, `fexecve` and `posix_spawnp` reach `execve` through
 //! internal calls that an LD_PRELOAD library cannot see, so each is hooked itself. The variadic
-//! `execl`, `execle` and `execlp` are small naked-assembly trampolines (x86-64 only) that hand
-//! their arguments to Rust. `system` and `popen` always run `/bin/sh` (judged like any program
-//! when it execs something); they only get the environment repaired.
+//! `execl`, `execle` and `execlp` are defined in C (`csrc/variadic.c`) and call
+//! [`proxify_execve`]/[`proxify_execvpe`]. `system` and `popen` always run `/bin/sh` (judged
+//! like any program when it execs something); they only get the environment repaired.
 //!
 //! Cost: the environment is scanned once; a new one is only built when something is missing.
-//! The check is a `stat`, an `open`, one read of the first 4 KiB, for ELF files an `fgetxattr`
-//! and two more reads (section headers and their names), and a `close`.
+//! The check reads /proc/self/status (the caller's ids), then a `stat`, an `open`, one read of
+//! the first bytes, for ELF files an `fgetxattr`, an `fstatvfs` and a few bounded reads
+//! (program headers, notes, section headers and their names), and a `close`.
 
 use crate::state::runtime;
 use crate::sys::guard::{guarded, set_errno};
 use crate::sys::real;
 use libc::{c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t, FILE};
-use proxify_core::elfcheck::{self, Verdict, ENV_ALLOW_UNPROXIED};
+use proxify_core::progcheck::{self, spawn, Creds, Exec, Judge, Verdict, ENV_ALLOW_UNPROXIED};
 use std::ffi::{CStr, OsStr};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
@@ -56,17 +60,12 @@ fn state() -> &'static State {
     STATE.get_or_init(snapshot)
 }
 
-extern "C" fn exec_init() {
-    guarded((), 0, || {
-        state();
-    });
+/// Called by the constructor, before `main` (and before any thread or fork), so the exec hooks
+/// never initialise anything in a child: the environment snapshot and this process's loader.
+pub(crate) fn init() {
+    state();
+    progcheck::loader::host_loader();
 }
-
-/// Taken before `main` (and before any thread or fork), so the exec hooks never initialise
-/// anything in a child.
-#[used]
-#[link_section = ".init_array"]
-static EXEC_INIT: extern "C" fn() = exec_init;
 
 fn snapshot() -> State {
     let mut vars = Vec::new();
@@ -76,7 +75,7 @@ fn snapshot() -> State {
             continue;
         }
         if let Some(v) = e.strip_prefix(format!("{ENV_ALLOW_UNPROXIED}=").as_bytes()) {
-            allow = elfcheck::parse_allow(&String::from_utf8_lossy(v)).unwrap_or(false);
+            allow = progcheck::parse_allow(&String::from_utf8_lossy(v)).unwrap_or(false);
         }
         let mut owned = e.to_vec();
         owned.push(0);
@@ -248,42 +247,110 @@ unsafe fn own_path_var<'a>() -> Option<&'a OsStr> {
     (!p.is_null()).then(|| OsStr::from_bytes(CStr::from_ptr(p).to_bytes()))
 }
 
-/// The file refused last (device, inode): a shell searching `PATH` tries the same file under
-/// several names (`/usr/bin/x`, `/bin/x`); it is reported once.
+/// The file reported last (device, inode): a shell searching `PATH` tries the same file under
+/// several names (`/usr/bin/x`, `/bin/x`); it is reported once. The same for the
+/// `--allow-unproxied` line within one process (each program started by a fork of a shell is
+/// reported).
 static LAST_REFUSED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static LAST_ALLOWED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
-fn refuse(target: &Path, why: &str, would: &str) -> c_int {
+/// Logs `text` for `target` at warn level, or at debug level when `target` is the file `last`
+/// named before.
+fn report(last: &[AtomicU64; 2], target: &Path, text: &str) {
     runtime::get();
     let id = std::fs::metadata(target).ok().map(|m| (m.dev(), m.ino()));
     let again = id.is_some_and(|(dev, ino)| {
-        LAST_REFUSED[0].swap(dev, Ordering::Relaxed) == dev
-            && LAST_REFUSED[1].swap(ino, Ordering::Relaxed) == ino
+        last[0].swap(dev, Ordering::Relaxed) == dev && last[1].swap(ino, Ordering::Relaxed) == ino
     });
-    let text = format!(
-        "refusing to run {}: {why} \u{2014} its connections {would} bypass the proxy \
-         (proxify run --allow-unproxied allows it)",
-        target.display()
-    );
     if again {
         log::debug!("{text}");
     } else {
         log::warn!("{text}");
     }
+}
+
+/// Refuses `target` for `why` (the reason, what it means and the fix): EPERM.
+fn refuse(target: &Path, why: &dyn std::fmt::Display) -> c_int {
+    let text = format!("refusing to run {}: {why}", target.display());
+    report(&LAST_REFUSED, target, &text);
     libc::EPERM
 }
 
-/// `Some(errno)` when `target` must not be run. `by_fd`: `target` is a `/proc/self/fd` path for
-/// a descriptor that exists, so a file that cannot be looked at is refused, not left to fail.
-fn check(target: &Path, search: Option<&OsStr>, by_fd: bool) -> Option<c_int> {
-    if state().allow {
-        return None;
+/// A reason that is not a verdict ("could bypass").
+struct Could(&'static str);
+
+impl std::fmt::Display for Could {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} \u{2014} its connections could bypass the proxy (use proxify run \
+             --allow-unproxied to run it anyway)",
+            self.0
+        )
     }
-    match elfcheck::inspect_with(target, search) {
-        Ok(Verdict::Reachable) => None,
-        Ok(Verdict::CannotRun) if !by_fd => None,
-        Ok(Verdict::CannotRun) => Some(refuse(target, "it cannot be checked", "could")),
-        Ok(Verdict::Unreachable(why)) => Some(refuse(target, &why.to_string(), "would")),
-        Err(e) => Some(refuse(target, &e, "could")),
+}
+
+/// What a check is about.
+struct Target<'a> {
+    path: &'a Path,
+    /// `argv` (the loader's options and program are in it).
+    argv: *const *const c_char,
+    /// `PATH` of the new environment.
+    search: Option<&'a OsStr>,
+    /// Where the child execs, when not here.
+    cwd: Option<&'a Path>,
+    /// `path` is a `/proc/self/fd` path for a descriptor that exists, so a file that cannot be
+    /// looked at is refused, not left to fail.
+    by_fd: bool,
+    creds: Option<Creds>,
+}
+
+impl<'a> Target<'a> {
+    fn new(path: &'a Path, argv: *const *const c_char, search: Option<&'a OsStr>) -> Self {
+        Target {
+            path,
+            argv,
+            search,
+            cwd: None,
+            by_fd: false,
+            creds: None,
+        }
+    }
+}
+
+/// `Some(errno)` when the target must not be run.
+fn check(t: Target) -> Option<c_int> {
+    // SAFETY: argv is the caller's NULL-terminated argument vector (or NULL).
+    let args: Vec<&OsStr> = unsafe { entries(t.argv) }
+        .skip(1)
+        .map(OsStr::from_bytes)
+        .collect();
+    let judge = Judge {
+        creds: t.creds.unwrap_or_else(Creds::current),
+        loader: progcheck::loader::host_loader().clone(),
+    };
+    let verdict = judge.judge(&Exec {
+        path: t.path,
+        args: &args,
+        search_path: t.search,
+        cwd: t.cwd,
+    });
+    let shown = spawn::resolve(t.cwd, t.path);
+    match verdict {
+        Verdict::Preloadable => None,
+        Verdict::WillNotRun if !t.by_fd => None,
+        _ if state().allow => {
+            if !verdict.is_proxied() {
+                report(
+                    &LAST_ALLOWED,
+                    &shown,
+                    &progcheck::allowed_line(&shown.display().to_string(), &verdict),
+                );
+            }
+            None
+        }
+        Verdict::WillNotRun => Some(refuse(&shown, &Could("it cannot be checked"))),
+        v => Some(refuse(&shown, &v)),
     }
 }
 
@@ -304,8 +371,7 @@ unsafe fn env_for(
         Ok(None) => Ok((None, envp)),
         Err(()) => Err(refuse(
             target,
-            "the shim's own path is unknown, so it cannot be put back into its environment",
-            "would",
+            &Could("the shim's own path is unknown, so it cannot be put back into its environment"),
         )),
     }
 }
@@ -319,7 +385,7 @@ unsafe fn do_execve(
         return real::execve(path, argv, envp);
     }
     let target = path_of(path);
-    if let Some(e) = check(target, env_path(envp), false) {
+    if let Some(e) = check(Target::new(target, argv, env_path(envp))) {
         return fail(e);
     }
     match env_for(target, envp) {
@@ -328,11 +394,13 @@ unsafe fn do_execve(
     }
 }
 
-/// The file `execvp`/`posix_spawnp` will run for `file` (None: not found, the call fails).
-unsafe fn search(file: *const c_char) -> Option<PathBuf> {
-    elfcheck::find_in_path(
+/// The file `execvp`/`posix_spawnp` will run for `file` from the directory `cwd` (None: not
+/// found, the call fails).
+unsafe fn search(file: *const c_char, cwd: Option<&Path>) -> Option<PathBuf> {
+    progcheck::find_in_path_from(
         OsStr::from_bytes(CStr::from_ptr(file).to_bytes()),
         own_path_var(),
+        cwd,
     )
 }
 
@@ -344,9 +412,9 @@ unsafe fn do_execvpe(
     if file.is_null() {
         return real::execvpe(file, argv, envp);
     }
-    let found = search(file);
+    let found = search(file, None);
     if let Some(target) = &found {
-        if let Some(e) = check(target, env_path(envp), false) {
+        if let Some(e) = check(Target::new(target, argv, env_path(envp))) {
             return fail(e);
         }
     }
@@ -404,7 +472,9 @@ pub unsafe extern "C" fn fexecve(
         let Some(target) = fd_path(fd) else {
             return real::fexecve(fd, argv, envp);
         };
-        if let Some(e) = check(&target, env_path(envp), true) {
+        let mut t = Target::new(&target, argv, env_path(envp));
+        t.by_fd = true;
+        if let Some(e) = check(t) {
             return fail(e);
         }
         match env_for(&target, envp) {
@@ -445,7 +515,9 @@ pub unsafe extern "C" fn execveat(
             t.extend_from_slice(name);
             (PathBuf::from(std::ffi::OsString::from_vec(t)), true)
         };
-        if let Some(e) = check(&target, env_path(envp), by_fd) {
+        let mut t = Target::new(&target, argv, env_path(envp));
+        t.by_fd = by_fd;
+        if let Some(e) = check(t) {
             return fail(e);
         }
         match env_for(&target, envp) {
@@ -470,7 +542,15 @@ pub unsafe extern "C" fn posix_spawn(
             return real::posix_spawn(pid, path, actions, attr, argv, envp.cast());
         }
         let target = path_of(path);
-        if let Some(e) = check(target, env_path(envp), false) {
+        let plan = match spawn_plan(actions, attr) {
+            Ok(p) => p,
+            Err(why) if target.is_relative() => return refuse(target, &Could(why)),
+            Err(_) => SpawnPlan::default(),
+        };
+        let mut t = Target::new(target, argv.cast(), env_path(envp));
+        t.cwd = plan.cwd.as_deref();
+        t.creds = plan.creds;
+        if let Some(e) = check(t) {
             return e;
         }
         match env_for(target, envp) {
@@ -494,9 +574,17 @@ pub unsafe extern "C" fn posix_spawnp(
         if file.is_null() {
             return real::posix_spawnp(pid, file, actions, attr, argv, envp.cast());
         }
-        let found = search(file);
+        let plan = match spawn_plan(actions, attr) {
+            Ok(p) => p,
+            Err(why) if looks_here(file) => return refuse(path_of(file), &Could(why)),
+            Err(_) => SpawnPlan::default(),
+        };
+        let found = search(file, plan.cwd.as_deref());
         if let Some(target) = &found {
-            if let Some(e) = check(target, env_path(envp), false) {
+            let mut t = Target::new(target, argv.cast(), env_path(envp));
+            t.cwd = plan.cwd.as_deref();
+            t.creds = plan.creds;
+            if let Some(e) = check(t) {
                 return e;
             }
         }
@@ -546,8 +634,7 @@ pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
         if !command.is_null() && restore_own_env().is_err() {
             refuse(
                 Path::new("/bin/sh"),
-                "the shim cannot be put back into its environment",
-                "would",
+                &Could("the shim cannot be put back into its environment"),
             );
             return fail(libc::EPERM);
         }
@@ -561,8 +648,7 @@ pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *
         if restore_own_env().is_err() {
             refuse(
                 Path::new("/bin/sh"),
-                "the shim cannot be put back into its environment",
-                "would",
+                &Could("the shim cannot be put back into its environment"),
             );
             set_errno(libc::EPERM);
             return std::ptr::null_mut();
@@ -571,85 +657,148 @@ pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *
     })
 }
 
-// execl(path, arg0, ..., NULL), execle(path, arg0, ..., NULL, envp), execlp(file, arg0, ...,
-// NULL): variadic, so stable Rust cannot define them. Each entry point below stores the six
-// integer argument registers next to each other and calls `execl_common` with a pointer to
-// them and to the arguments the caller passed on the stack (SysV x86-64: pointers passed to
-// a variadic function go in rdi, rsi, rdx, rcx, r8, r9, then the stack, in order).
+// execl, execle and execlp are variadic: defined in csrc/variadic.c, which collects the
+// arguments as glibc does and calls these.
 
-#[cfg(target_arch = "x86_64")]
-const EXECL: c_int = 0;
-#[cfg(target_arch = "x86_64")]
-const EXECLE: c_int = 1;
-#[cfg(target_arch = "x86_64")]
-const EXECLP: c_int = 2;
-
-#[cfg(target_arch = "x86_64")]
-macro_rules! execl_trampoline {
-    ($name:ident, $kind:expr) => {
-        #[unsafe(naked)]
-        #[no_mangle]
-        pub unsafe extern "C" fn $name() {
-            core::arch::naked_asm!(
-                "push rbp",
-                "mov rbp, rsp",
-                "sub rsp, 48",
-                "mov [rsp], rdi",
-                "mov [rsp + 8], rsi",
-                "mov [rsp + 16], rdx",
-                "mov [rsp + 24], rcx",
-                "mov [rsp + 32], r8",
-                "mov [rsp + 40], r9",
-                "mov edi, {kind}",
-                "mov rsi, rsp",
-                "lea rdx, [rbp + 16]",
-                "call {common}",
-                "leave",
-                "ret",
-                kind = const $kind,
-                common = sym execl_common,
-            )
-        }
-    };
+/// `execve` for the C-defined `execl` and `execle`.
+#[no_mangle]
+pub unsafe extern "C" fn proxify_execve(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    guarded(-1, libc::EPERM, || do_execve(path, argv, envp))
 }
 
-#[cfg(target_arch = "x86_64")]
-execl_trampoline!(execl, EXECL);
-#[cfg(target_arch = "x86_64")]
-execl_trampoline!(execle, EXECLE);
-#[cfg(target_arch = "x86_64")]
-execl_trampoline!(execlp, EXECLP);
+/// `execvpe` for the C-defined `execlp`.
+#[no_mangle]
+pub unsafe extern "C" fn proxify_execvpe(
+    file: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    guarded(-1, libc::EPERM, || do_execvpe(file, argv, envp))
+}
 
-/// Collects the variadic arguments saved by a trampoline and runs the `execv*` equivalent.
-#[cfg(target_arch = "x86_64")]
-unsafe extern "C" fn execl_common(kind: c_int, regs: *const usize, stack: *const usize) -> c_int {
-    guarded(-1, libc::EPERM, || {
-        let arg = |i: usize| -> usize {
-            if i < 6 {
-                *regs.add(i)
-            } else {
-                *stack.add(i - 6)
+/// Where and as whom a `posix_spawn` child execs.
+#[derive(Default)]
+struct SpawnPlan {
+    /// Its directory after the file actions (None: ours).
+    cwd: Option<PathBuf>,
+    /// Its credentials when `POSIX_SPAWN_RESETIDS` changes them (None: ours).
+    creds: Option<Creds>,
+}
+
+/// glibc's `struct __spawn_action` (posix/spawn_int.h, glibc 2.29 and later: the tags are
+/// only ever appended to).
+#[repr(C)]
+struct SpawnAction {
+    tag: c_int,
+    action: SpawnActionData,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct OpenAction {
+    fd: c_int,
+    path: *const c_char,
+    oflag: c_int,
+    mode: libc::mode_t,
+}
+
+#[repr(C)]
+union SpawnActionData {
+    fd: c_int,
+    dup2: [c_int; 2],
+    open: OpenAction,
+    path: *const c_char,
+}
+
+/// glibc's `posix_spawn_file_actions_t`, whose fields are public in <spawn.h>.
+#[repr(C)]
+struct FileActions {
+    allocated: c_int,
+    used: c_int,
+    actions: *const SpawnAction,
+}
+
+/// Reads the file actions and the attributes the way the child will apply them. `Err`: an
+/// action this code does not know (a relative path cannot be judged then).
+unsafe fn spawn_plan(
+    actions: *const posix_spawn_file_actions_t,
+    attr: *const posix_spawnattr_t,
+) -> Result<SpawnPlan, &'static str> {
+    let mut plan = SpawnPlan::default();
+    if !attr.is_null() {
+        let mut flags: libc::c_short = 0;
+        // SAFETY: attr is the caller's initialised attribute object.
+        if unsafe { libc::posix_spawnattr_getflags(attr, &mut flags) } == 0
+            && flags as c_int & libc::POSIX_SPAWN_RESETIDS != 0
+        {
+            plan.creds = Some(Creds::current().reset_ids());
+        }
+    }
+    if actions.is_null() {
+        return Ok(plan);
+    }
+    const UNKNOWN: &str = "a posix_spawn file action that cannot be read";
+    // SAFETY: actions points to the caller's initialised file actions object, whose first
+    // fields are these.
+    let fa = unsafe { &*actions.cast::<FileActions>() };
+    if fa.used == 0 {
+        return Ok(plan);
+    }
+    if fa.used < 0 || fa.used > fa.allocated || fa.actions.is_null() {
+        return Err(UNKNOWN);
+    }
+    let cpath = |p: *const c_char| -> Result<&Path, &'static str> {
+        if p.is_null() {
+            return Err(UNKNOWN);
+        }
+        // SAFETY: a NUL-terminated path the action owns.
+        Ok(Path::new(OsStr::from_bytes(
+            unsafe { CStr::from_ptr(p) }.to_bytes(),
+        )))
+    };
+    let mut list = Vec::with_capacity(fa.used as usize);
+    for i in 0..fa.used as usize {
+        // SAFETY: `used` actions are initialised; the union member read is the one the tag
+        // says was written.
+        let a = unsafe { &*fa.actions.add(i) };
+        // SAFETY: the union member read is the one the tag says glibc wrote.
+        let act = unsafe {
+            match a.tag {
+                0 => spawn::Action::Close(a.action.fd),
+                1 => spawn::Action::Dup2 {
+                    fd: a.action.dup2[0],
+                    newfd: a.action.dup2[1],
+                },
+                2 => spawn::Action::Open {
+                    fd: a.action.open.fd,
+                    path: cpath(a.action.open.path)?,
+                },
+                3 => spawn::Action::Chdir(cpath(a.action.path)?),
+                4 => spawn::Action::Fchdir(a.action.fd),
+                5 => spawn::Action::Closefrom(a.action.fd),
+                6 => spawn::Action::Other,
+                _ => spawn::Action::Unknown,
             }
         };
-        let path = arg(0) as *const c_char;
-        let mut argv: Vec<*const c_char> = Vec::new();
-        let mut i = 1;
-        loop {
-            let a = arg(i) as *const c_char;
-            argv.push(a);
-            i += 1;
-            if a.is_null() {
-                break;
-            }
-            // glibc's own limit on the argument count.
-            if argv.len() >= c_int::MAX as usize {
-                return fail(libc::E2BIG);
-            }
-        }
-        match kind {
-            EXECLE => do_execve(path, argv.as_ptr(), arg(i) as *const *const c_char),
-            EXECLP => do_execvpe(path, argv.as_ptr(), environ),
-            _ => do_execve(path, argv.as_ptr(), environ),
-        }
-    })
+        list.push(act);
+    }
+    plan.cwd = spawn::child_dir(&list).map_err(|_| UNKNOWN)?;
+    Ok(plan)
+}
+
+/// Would `posix_spawnp` look `file` up relative to the child's directory (a relative path,
+/// or a name searched through a `PATH` with a relative entry)?
+unsafe fn looks_here(file: *const c_char) -> bool {
+    // SAFETY: a NUL-terminated name.
+    let name = unsafe { CStr::from_ptr(file) }.to_bytes();
+    if name.contains(&b'/') {
+        return !name.starts_with(b"/");
+    }
+    let path =
+        unsafe { own_path_var() }.map_or(progcheck::DEFAULT_PATH.as_bytes(), OsStr::as_bytes);
+    path.split(|&b| b == b':').any(|d| !d.starts_with(b"/"))
 }

@@ -1,75 +1,133 @@
-//! The blocking proxied TCP connect: the program's own socket is connected to the proxy
-//! (never a fresh socket dup2-ed over it, so its options, flags and close-on-exec stay), then
-//! the chain handshake from proxify-core is driven over it with a deadline. A dynamic chain
-//! retries without each hop it finds dead.
+//! The blocking proxied TCP connect: the non-blocking machinery of [`super::nbconnect`]
+//! (the program's own socket connected to the first hop, the chain handshake, a dynamic
+//! chain's retries), driven to its end here, waiting in `real::poll` under its deadlines.
+//! So a blocking connect behaves as the kernel's:
+//!
+//! - a signal whose handler has no `SA_RESTART` interrupts it with EINTR; the handshake goes
+//!   on (a second `connect` says EALREADY, then EISCONN; `poll`/`SO_ERROR` finish it);
+//! - `SO_SNDTIMEO` bounds it: after that long it fails with EINPROGRESS, the handshake
+//!   abandoned and the socket disconnected;
+//! - the fd's flags are never changed but for the one `connect` call to the first hop (and
+//!   only while it is the same socket), and an fd closed by another thread meanwhile is
+//!   never touched again: the connect fails with EBADF.
 
-use super::drive::{connect_proxy, drive, pick_proxy_addr};
-use crate::policy::decide;
-use crate::state::runtime::{Fault, Runtime};
-use crate::sys::error::Failure;
-use crate::sys::socket::with_nonblocking;
+use super::nbconnect::{self, Progress};
+use crate::state::fdtable;
+use crate::state::runtime::Runtime;
+use crate::sys::error::errno;
+use crate::sys::guard::set_errno;
+use crate::sys::real;
 use libc::c_int;
-use proxify_core::chain::Handshake;
-use proxify_core::config::ChainMode;
-use proxify_core::socks::{Command, Reply, TargetAddr};
-use proxify_core::url::ProxyUrl;
-use std::time::Instant;
+use proxify_core::socks::TargetAddr;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-/// Connects the program's TCP socket `fd` (of `family`) to `target` through the proxy.
-/// On failure the socket is disconnected again (it never stays connected to anything), and
-/// its file status flags are as the program left them in every case.
+/// `SO_SNDTIMEO` of `fd`, if set.
+fn sndtimeo(fd: c_int) -> Option<Duration> {
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: a timeval buffer of the size given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            &mut tv as *mut libc::timeval as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc != 0 || (tv.tv_sec == 0 && tv.tv_usec == 0) {
+        return None;
+    }
+    Some(
+        Duration::from_secs(tv.tv_sec.max(0) as u64)
+            + Duration::from_micros(tv.tv_usec.max(0) as u64),
+    )
+}
+
+/// Would the kernel have returned EINTR from a blocking connect for the signal that just
+/// interrupted our poll? We cannot tell which signal it was: yes if any caught signal's
+/// handler lacks `SA_RESTART` (the kernel restarts a connect only with it).
+fn interrupting_handler() -> bool {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: a query only (no new action), into a zeroed sigaction.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
+            continue;
+        }
+        let h = old.sa_sigaction;
+        if h != libc::SIG_DFL && h != libc::SIG_IGN && old.sa_flags & libc::SA_RESTART == 0 {
+            return true;
+        }
+    }
+    false
+}
+
+/// Connects the blocking TCP socket `fd` to `target` through the proxy; returns as
+/// `connect(2)` does (0, or -1 with errno set). Failures are logged (one line) by nbconnect.
 pub fn connect(
     rt: &Runtime,
     fd: c_int,
-    family: c_int,
+    domain: c_int,
+    dest: SocketAddr,
     target: TargetAddr,
-) -> Result<Reply, Failure> {
-    let cfg = rt
-        .config()
-        .ok_or_else(|| Failure::new(libc::EACCES, rt.config_error().to_string()))?;
-    let chain = decide::chain_for(&target)
-        .ok_or_else(|| Failure::new(libc::EACCES, "no chain for this destination"))?;
-    // A dynamic chain retries without each hop it finds dead, at most once per hop.
-    let mut tries = chain.hops.len().max(1);
+    shown: String,
+    via: String,
+) -> c_int {
+    let give_up = sndtimeo(fd).map(|d| Instant::now() + d);
+    if let Err(f) = nbconnect::start_quiet(rt, fd, domain, dest, target, &shown, &via) {
+        log::warn!("cannot connect to {shown} through {via}: {}", f.msg);
+        set_errno(f.errno);
+        return -1;
+    }
+    // Bounded: each round either ends or waits in poll until a deadline that only nears.
     loop {
-        let hops = rt.select_hops(chain);
-        let urls: Vec<ProxyUrl> = hops.iter().map(|(_, u)| u.clone()).collect();
-        let first = urls
-            .first()
-            .ok_or_else(|| Failure::new(libc::EACCES, "the chain has no proxy"))?;
-        let addrs = rt.hop_addrs(first).map_err(|e| Failure {
-            dead_hop: Some(0),
-            ..Failure::new(libc::EHOSTUNREACH, e)
-        });
-        let result = addrs.and_then(|addrs| {
-            let proxy_addr = pick_proxy_addr(fd, family, &addrs)?;
-            let mut hs = Handshake::new(&urls, Command::Connect, target.clone())?;
-            with_nonblocking(fd, || {
-                connect_proxy(fd, proxy_addr, cfg.connect_timeout).map_err(|f| Failure {
-                    dead_hop: Some(0),
-                    ..f
-                })?;
-                if rt.fault == Fault::PanicConnect {
-                    panic!("injected fault (PROXIFY_TEST_FAULT=panic-connect)");
-                }
-                drive(fd, &mut hs, Instant::now() + cfg.handshake_timeout)
-            })
-        });
-        match result {
-            Err(f) if chain.mode == ChainMode::Dynamic && tries > 1 && hops.len() > 1 => {
-                let Some((idx, url)) = f.dead_hop.and_then(|i| hops.get(i)) else {
-                    return Err(f);
-                };
-                log::info!(
-                    "dynamic chain {}: skipping dead hop {}: {}",
-                    chain.name,
-                    url.masked(),
-                    f.msg
-                );
-                rt.mark_dead(chain, *idx);
-                tries -= 1;
+        match nbconnect::step(fd) {
+            Progress::Done => return 0,
+            Progress::Failed(e) => {
+                set_errno(fdtable::take_failure(fd).unwrap_or(e));
+                return -1;
             }
-            r => return r,
+            Progress::NotOurs => {
+                // Closed (and maybe reused) by another thread: nothing of ours is left.
+                set_errno(libc::EBADF);
+                return -1;
+            }
+            Progress::Running { want, deadline } => {
+                let now = Instant::now();
+                let mut until = deadline;
+                if let Some(g) = give_up {
+                    if now >= g {
+                        log::debug!("connect fd {fd} to {shown}: SO_SNDTIMEO passed, abandoned");
+                        nbconnect::abandon(fd);
+                        set_errno(libc::EINPROGRESS);
+                        return -1;
+                    }
+                    until = until.min(g);
+                }
+                let left = until.saturating_duration_since(now);
+                let ms = (left.as_millis() + 1).min(i32::MAX as u128) as c_int;
+                let mut p = libc::pollfd {
+                    fd,
+                    events: want,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                let rc = unsafe { real::poll(&mut p, 1, ms) };
+                if rc < 0 && errno() == libc::EINTR && interrupting_handler() {
+                    log::debug!(
+                        "connect fd {fd} to {shown}: interrupted (EINTR), handshake goes on"
+                    );
+                    set_errno(libc::EINTR);
+                    return -1;
+                }
+            }
         }
     }
 }

@@ -189,15 +189,32 @@ fn begin(
     let proxy = drive::pick_proxy_addr(fd, domain, &addrs)?;
     let hs = Handshake::new(&urls, Command::Connect, target.clone())?;
     let (st, len) = sa::to_storage(&proxy);
+    // A blocking socket (engine::connect) is made non-blocking for this one call only, so the
+    // TCP connect to the first hop starts without waiting; its flags are put back at once,
+    // and only if the fd is still the same socket (another thread may have closed it).
+    let ino = inode(fd);
+    // SAFETY: fcntl F_GETFL/F_SETFL on the program's fd (the socket it asked to connect).
+    let flags = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
+    let toggled = flags >= 0
+        && flags & libc::O_NONBLOCK == 0
+        && unsafe {
+            real::fcntl(
+                fd,
+                libc::F_SETFL,
+                (flags | libc::O_NONBLOCK) as libc::c_ulong,
+            )
+        } == 0;
     let rc = unsafe { real::connect(fd, &st as *const _ as *const libc::sockaddr, len) };
-    if rc != 0 {
-        let e = errno();
-        if !matches!(e, libc::EINPROGRESS | libc::EINTR | libc::EALREADY) {
-            return Err(Failure {
-                dead_hop: Some(0),
-                ..Failure::new(e, format!("cannot reach proxy {proxy}: {}", strerror(e)))
-            });
-        }
+    let e = errno();
+    if toggled && ino.is_some() && inode(fd) == ino {
+        // SAFETY: fcntl on an fd that is still the socket we changed.
+        unsafe { real::fcntl(fd, libc::F_SETFL, flags as libc::c_ulong) };
+    }
+    if rc != 0 && !matches!(e, libc::EINPROGRESS | libc::EINTR | libc::EALREADY) {
+        return Err(Failure {
+            dead_hop: Some(0),
+            ..Failure::new(e, format!("cannot reach proxy {proxy}: {}", strerror(e)))
+        });
     }
     Ok((hs, proxy))
 }
@@ -250,6 +267,33 @@ pub fn start(
         }
     }
     -1
+}
+
+/// Abandons the handshake of `fd` (the blocking driver gave up: SO_SNDTIMEO): its state is
+/// dropped, the socket disconnected, the fd forgotten.
+pub fn abandon(fd: c_int) {
+    if let Some(ino) = inode(fd) {
+        let p = PENDING.lock().as_mut().and_then(|m| m.remove(&ino));
+        if let Some(p) = p {
+            restore(&p);
+        }
+    }
+    disconnect(fd);
+    fdtable::clear(fd);
+}
+
+/// Starts a proxied connect of `fd` (blocking or not) without stepping it; the caller drives
+/// it with [`step`]. The error is not logged.
+pub fn start_quiet(
+    rt: &Runtime,
+    fd: c_int,
+    domain: c_int,
+    dest: SocketAddr,
+    target: TargetAddr,
+    shown: &str,
+    via: &str,
+) -> Result<(), Failure> {
+    try_start(rt, fd, domain, dest, target, shown, via)
 }
 
 fn try_start(

@@ -18,17 +18,60 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     match sa::family(addr, len) {
         Some(libc::AF_INET) | Some(libc::AF_INET6) => {}
         Some(libc::AF_UNSPEC) if !fdtable::none_tracked() => {
-            // Dissolving a UDP socket's connection: it is no longer connected through the
-            // relay (the association itself stays for later datagrams).
-            let r = real::connect(fd, addr, len);
-            if r == 0 && crate::engine::udp::assoc(fd).is_some() {
-                fdtable::set_peer(fd, None);
-            }
-            return r;
+            return guarded(-1, libc::EIO, || dissolve(fd, addr, len));
         }
         _ => return real::connect(fd, addr, len),
     }
     guarded(-1, libc::EIO, || connect_inet(fd, addr, len))
+}
+
+/// `connect(AF_UNSPEC)`: dissolves the socket's association with its peer, as the kernel does.
+/// A proxied TCP socket forgets its destination (getpeername: ENOTCONN; a new connect starts
+/// afresh); a handshake under way is abandoned. A UDP socket is no longer connected through
+/// the relay, and keeps its local port (the kernel would release an auto-bound one, and the
+/// relay only answers the port the association announced), so replies keep coming.
+unsafe fn dissolve(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    match fdtable::kind(fd) {
+        Some(Kind::Handshaking) => {
+            crate::engine::nbconnect::abandon(fd);
+            real::connect(fd, addr, len)
+        }
+        Some(Kind::ProxiedTcp | Kind::HandshakeFailed) => {
+            let r = real::connect(fd, addr, len);
+            if r == 0 {
+                fdtable::clear(fd);
+            }
+            r
+        }
+        _ if crate::engine::udp::assoc(fd).is_some() => {
+            let before = crate::sys::socket::local_addr(fd);
+            let r = real::connect(fd, addr, len);
+            if r == 0 {
+                fdtable::set_peer(fd, None);
+                let after = crate::sys::socket::local_addr(fd);
+                if let (Some(b), Some(a)) = (before, after) {
+                    if b.port() != 0 && a.port() == 0 {
+                        let mut keep = b;
+                        keep.set_ip(match b {
+                            SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+                        });
+                        let (st, l) = sa::to_storage(&keep);
+                        if real::bind(fd, &st as *const _ as *const sockaddr, l) != 0 {
+                            log::warn!(
+                                "UDP fd {fd}: cannot keep local port {} after AF_UNSPEC: {}; \
+                                 replies through the proxy may be lost",
+                                b.port(),
+                                strerror(errno())
+                            );
+                        }
+                    }
+                }
+            }
+            r
+        }
+        _ => real::connect(fd, addr, len),
+    }
 }
 
 fn fail(errno: c_int) -> c_int {
@@ -140,34 +183,9 @@ fn connect_proxied(
         let (shown, via) = (target.to_string(), via_of(&target));
         return crate::engine::nbconnect::start(rt, fd, domain, dest, target, shown, via);
     }
-    let target_copy = target.clone();
-    match engine::connect::connect(rt, fd, domain, target) {
-        Ok(reply) => {
-            let bound = match reply.bound {
-                TargetAddr::Ip(b) if !b.ip().is_unspecified() => sa::for_family(b, domain),
-                _ => None,
-            };
-            let mut e = Entry::tcp(dest);
-            e.relay = bound;
-            fdtable::set(fd, e);
-            crate::engine::bind::note_connection(&target_copy, bound);
-            log::debug!(
-                "connect fd {fd} to {}: connected (proxy bound {})",
-                target_copy,
-                reply.bound
-            );
-            0
-        }
-        Err(f) => {
-            log::warn!(
-                "cannot connect to {} through {}: {}",
-                target_copy,
-                via_of(&target_copy),
-                f.msg
-            );
-            fail(f.errno)
-        }
-    }
+    // Blocking: the same machinery, driven to its end (EINTR and SO_SNDTIMEO as the kernel).
+    let (shown, via) = (target.to_string(), via_of(&target));
+    engine::connect::connect(rt, fd, domain, dest, target, shown, via)
 }
 
 /// The proxy (or chain) a target goes through, for messages.

@@ -234,32 +234,22 @@ impl Runtime {
 /// Logger: silent but for warnings (the one line when something is wrong) unless
 /// `PROXIFY_LOG` asks for more; nothing at all when quiet.
 fn init_logger(quiet: bool) {
+    use crate::sys::logger;
     let filter = if quiet {
-        "off".to_string()
+        log::LevelFilter::Off
     } else {
-        env(ENV_LOG).unwrap_or_else(|| "warn".to_string())
+        env(ENV_LOG)
+            .map(|f| logger::parse_filter(&f))
+            .unwrap_or(log::LevelFilter::Warn)
     };
-    let mut b = env_logger::Builder::new();
-    b.parse_filters(&filter);
-    let pid = std::process::id();
-    b.format(move |buf, rec| match rec.level() {
-        log::Level::Error | log::Level::Warn => writeln!(buf, "proxify: {}", rec.args()),
-        l => writeln!(
-            buf,
-            "proxify[{pid}] {}: {}",
-            l.as_str().to_ascii_lowercase(),
-            rec.args()
-        ),
-    });
+    let mut fd = 2;
     if let Some(path) = env(ENV_LOG_FILE) {
         match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
         {
-            Ok(f) => {
-                b.target(env_logger::Target::Pipe(Box::new(f)));
-            }
+            Ok(f) => fd = std::os::fd::IntoRawFd::into_raw_fd(f),
             Err(e) => {
                 let _ = writeln!(
                     std::io::stderr(),
@@ -268,5 +258,5 @@ fn init_logger(quiet: bool) {
             }
         }
     }
-    let _ = b.try_init();
+    logger::init(filter, fd);
 }

@@ -275,7 +275,7 @@ pub fn abandon(fd: c_int) {
     if let Some(ino) = inode(fd) {
         let p = PENDING.lock().as_mut().and_then(|m| m.remove(&ino));
         if let Some(p) = p {
-            restore(&p);
+            super::evreg::done(p.ev, true);
         }
     }
     disconnect(fd);

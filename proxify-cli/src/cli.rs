@@ -38,8 +38,10 @@ Rules pick, first match wins, where a destination goes: --rule 'PATTERN ACTION',
 PATTERN an address block (10.0.0.0/8, [2001:db8::/32]:22), a name (host.example), a domain
 (*.corp.example: names under it; .corp.example: it and the names under it) or *, each
 with an optional :PORT or :LOW-HIGH, and ACTION direct, deny or proxy [CHAIN]. No match:
-the default chain. --direct blocks come before the rules; NO_PROXY/no_proxy entries
-become direct rules after them (--ignore-no-proxy drops them). --dnat 'ORIG[:PORT]
+the default chain. --direct blocks come before the rules. NO_PROXY/no_proxy are ignored
+(they are set for browsers and curl, and would widen the direct paths): with
+--no-proxy-env (or no_proxy_env = true in the file) their entries become direct rules
+after yours, each direct decision they cause logged at -v. --dnat 'ORIG[:PORT]
 NEW[:PORT]' sends connections for ORIG to NEW.
 
 Each setting comes from the flags, else from the environment, else from the file
@@ -291,8 +293,13 @@ pub struct Settings {
           value_parser = values::dnat)]
     pub dnat: Vec<Dnat>,
 
-    /// Do not turn NO_PROXY/no_proxy entries into direct rules
-    #[arg(long = "ignore-no-proxy")]
+    /// Turn NO_PROXY/no_proxy entries into direct rules (ignored by default: they widen the
+    /// direct paths; each direct decision they cause is logged at -v)
+    #[arg(long = "no-proxy-env", conflicts_with = "ignore_no_proxy")]
+    pub no_proxy_env: bool,
+
+    /// Ignore NO_PROXY/no_proxy (the default; kept for older scripts)
+    #[arg(long = "ignore-no-proxy", hide = true)]
     pub ignore_no_proxy: bool,
 
     /// Seconds to wait for the TCP connection to the proxy (default 5)
@@ -477,7 +484,7 @@ mod tests {
             "* deny",
             "--dnat",
             "192.0.2.1 192.0.2.2",
-            "--ignore-no-proxy",
+            "--no-proxy-env",
             "true",
         ]);
         let s = &a.settings;
@@ -500,7 +507,8 @@ mod tests {
         assert_eq!(rules, ["*.lan direct", "* deny"]);
         assert!(s.rule.iter().all(|r| r.origin.as_deref() == Some("--rule")));
         assert_eq!(s.dnat, ["192.0.2.1 192.0.2.2".parse::<Dnat>().unwrap()]);
-        assert!(s.ignore_no_proxy && !s.proxychains);
+        assert!(s.no_proxy_env && !s.ignore_no_proxy && !s.proxychains);
+        assert!(run(&["--ignore-no-proxy", "true"]).settings.ignore_no_proxy);
         assert_eq!(cmd(&a), ["true"]);
         assert!(!run(&["true"]).allow_unproxied);
         let a = run(&["-v", "-vv", "-x", "socks5://a", "-x", "socks5://b", "true"]);
@@ -545,6 +553,13 @@ mod tests {
             &["proxify", "run", "--bogus", "true"],
             &["proxify", "run", "-f", "a", "--proxychains", "true"],
             &["proxify", "walk"],
+            &[
+                "proxify",
+                "run",
+                "--no-proxy-env",
+                "--ignore-no-proxy",
+                "true",
+            ],
             &["proxify", "run", "-x", "socks9://h", "true"],
             &["proxify", "run", "--chain-len", "0", "true"],
             &["proxify", "run", "--direct", "10.0.0.0/33", "true"],

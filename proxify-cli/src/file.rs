@@ -11,6 +11,7 @@
 //! log = "info"                                        # PROXIFY_LOG filter
 //! log_file = "/tmp/proxify.log"
 //! quiet = false
+//! no_proxy_env = false                                # true: NO_PROXY/no_proxy become direct rules
 //! bind = "auto"                                       # auto, always or never
 //! proxy_dns = true                                    # remote DNS on/off (default: by scheme)
 //! remote_dns_subnet = "240.0.0.0/4"                   # or 224 (= 224.0.0.0/8)
@@ -91,6 +92,8 @@ pub struct FileSettings {
     pub log: Option<Src<String>>,
     pub log_file: Option<Src<String>>,
     pub quiet: Option<Src<bool>>,
+    /// `no_proxy_env`: read NO_PROXY/no_proxy as direct rules.
+    pub no_proxy_env: Option<Src<bool>>,
     pub bind: Option<Src<BindPolicy>>,
     pub proxy_dns: Option<Src<bool>>,
     /// A proxychains.conf without `proxy_dns`: off, but only for the file's own proxies.
@@ -115,6 +118,7 @@ impl FileSettings {
             log: None,
             log_file: None,
             quiet: None,
+            no_proxy_env: None,
             bind: None,
             proxy_dns: None,
             proxy_dns_implicit: false,
@@ -133,6 +137,7 @@ struct Raw {
     log: Option<Spanned<String>>,
     log_file: Option<Spanned<String>>,
     quiet: Option<Spanned<bool>>,
+    no_proxy_env: Option<Spanned<bool>>,
     bind: Option<Spanned<String>>,
     proxy_dns: Option<Spanned<bool>>,
     remote_dns_subnet: Option<Spanned<Subnet>>,
@@ -502,6 +507,10 @@ pub fn parse(name: &str, text: &str) -> Result<FileSettings, String> {
         from: src(v.span()),
         value: v.into_inner(),
     });
+    out.no_proxy_env = raw.no_proxy_env.map(|v| Src {
+        from: src(v.span()),
+        value: v.into_inner(),
+    });
     if let Some(b) = raw.bind {
         let value: BindPolicy = b
             .get_ref()
@@ -608,7 +617,7 @@ mod tests {
              proxy_dns = false\n\
              remote_dns_subnet = 224\n\
              dnat = [\"192.0.2.1:1234 198.51.100.2:443\"]\n\
-             \n\
+             no_proxy_env = true\n\
              [[chain]]\n\
              name = \"corp\"\n\
              mode = \"random\"\n\
@@ -640,6 +649,8 @@ mod tests {
         assert_eq!(f.log.as_ref().unwrap().value, "debug");
         assert_eq!(f.log_file.as_ref().unwrap().from, "c.toml:6");
         assert!(!f.quiet.as_ref().unwrap().value);
+        let np = f.no_proxy_env.as_ref().unwrap();
+        assert!(np.value && np.from == "c.toml:12");
         assert_eq!(f.bind.as_ref().unwrap().value, BindPolicy::Never);
         assert!(!f.proxy_dns.as_ref().unwrap().value);
         assert_eq!(

@@ -14,7 +14,8 @@
 //! (mode from the `default` line of `PROXIFY_CHAINS`), else the file's. Named chains: those
 //! of `PROXIFY_CHAINS` replace the file's of the same name. Lists (`--rule`, `--direct`,
 //! `--dnat`) replace the environment's, which replace the file's. `NO_PROXY`/`no_proxy`
-//! entries become `direct` rules after all others (`--ignore-no-proxy` drops them).
+//! are ignored unless `--no-proxy-env` (or the file's `no_proxy_env = true`) says to read
+//! them; their entries then become `direct` rules after all others.
 
 use crate::cli::Settings;
 use crate::file::{self, FileKind, FileSettings, Src};
@@ -48,6 +49,8 @@ pub struct Sources {
     pub bind: String,
     pub proxy_dns: String,
     pub remote_dns_subnet: String,
+    /// Whether NO_PROXY/no_proxy were read, and why.
+    pub no_proxy_env: String,
 }
 
 #[derive(Clone, Debug)]
@@ -60,6 +63,8 @@ pub struct Effective {
     pub from: Sources,
     /// One-line warnings for the user (not errors).
     pub warnings: Vec<String>,
+    /// Whether NO_PROXY/no_proxy were read (`from.no_proxy_env` says why).
+    pub no_proxy_env: bool,
 }
 
 /// A source's default chain: the chain, where each hop and the mode came from.
@@ -95,6 +100,8 @@ pub struct Layer {
     /// A proxychains.conf without `proxy_dns`: off, but only for the file's own proxies.
     pub proxy_dns_implicit: bool,
     pub remote_dns_subnet: Option<Src<Cidr>>,
+    /// Whether `NO_PROXY`/`no_proxy` are read (`--no-proxy-env`, `no_proxy_env`).
+    pub no_proxy_env: Option<Src<bool>>,
     /// `NO_PROXY`/`no_proxy` as direct rules (environment only; origin `env NO_PROXY`).
     pub no_proxy: Option<Src<Vec<Rule>>>,
 }
@@ -131,6 +138,7 @@ pub fn flags(s: &Settings) -> Layer {
     l.connect_timeout = s.connect_timeout.map(|t| src(t, "--connect-timeout"));
     l.handshake_timeout = s.timeout.map(|t| src(t, "--timeout"));
     l.bind = s.bind.map(|b| src(b, "--bind"));
+    l.no_proxy_env = s.no_proxy_env.then(|| src(true, "--no-proxy-env"));
     // -q and -v both decide the log settings; clap rejects them together.
     if s.quiet {
         l.quiet = Some(src(true, "-q"));
@@ -180,12 +188,13 @@ const ENV_KEYS: [&str; 13] = [
 ];
 
 /// The environment's layer. `get` reads a variable (`Ok(None)`: unset or empty; `Err`: not
-/// UTF-8); variables whose setting `flags` gives are not read at all. `no_proxy`: read
-/// `no_proxy`, else `NO_PROXY` (curl's order) as direct rules.
+/// UTF-8); variables whose setting `flags` gives are not read at all. `no_proxy`: where the
+/// setting that asks to read `no_proxy`, else `NO_PROXY` (curl's order), as direct rules
+/// came from (`None`: they are not read).
 pub fn environment(
     get: impl Fn(&str) -> Result<Option<String>, String>,
     flags: &Layer,
-    no_proxy: bool,
+    no_proxy: Option<&str>,
 ) -> Result<Layer, String> {
     let mut env: Vec<(&str, String)> = Vec::new();
     for key in ENV_KEYS {
@@ -266,12 +275,14 @@ pub fn environment(
     l.remote_dns_subnet =
         from(ENV_REMOTE_DNS_SUBNET).and_then(|f| one.remote_dns_subnet.map(|v| src(v, &f)));
 
-    if no_proxy {
+    if let Some(why) = no_proxy {
         for key in ["no_proxy", "NO_PROXY"] {
             if let Some(v) = get(key)? {
                 let origin = env_src(key);
                 let rules = no_proxy_rules(&v, &origin).map_err(|e| {
-                    format!("{key}: {e} (use --ignore-no-proxy to ignore the variable)")
+                    format!(
+                        "{key}: {e} (read because of {why}; without it the variable is ignored)"
+                    )
                 })?;
                 l.no_proxy = Some(Src {
                     value: rules,
@@ -310,6 +321,7 @@ pub fn file_layer(f: &FileSettings) -> Layer {
         proxy_dns: f.proxy_dns.clone(),
         proxy_dns_implicit: f.proxy_dns_implicit,
         remote_dns_subnet: f.remote_dns_subnet.clone(),
+        no_proxy_env: f.no_proxy_env.clone(),
         no_proxy: None,
     }
 }
@@ -342,6 +354,7 @@ pub fn merge(
         bind: DEFAULT.into(),
         proxy_dns: DEFAULT.into(),
         remote_dns_subnet: DEFAULT.into(),
+        no_proxy_env: DEFAULT.into(),
         ..Sources::default()
     };
     let mut warnings = Vec::new();
@@ -409,6 +422,9 @@ pub fn merge(
     cfg.rules.rules = first(&layers, |l| l.rules.as_ref())
         .cloned()
         .unwrap_or_default();
+    if let Some(v) = first(&layers, |l| l.no_proxy_env.as_ref()) {
+        from.no_proxy_env = v.from.clone();
+    }
     if let Some(np) = first(&layers, |l| l.no_proxy.as_ref()) {
         if np
             .value
@@ -417,7 +433,7 @@ pub fn merge(
         {
             warnings.push(format!(
                 "warning: {} contains '*': every connection goes directly, not through \
-                 the proxy (use --ignore-no-proxy to ignore it)",
+                 the proxy (it is read because of --no-proxy-env or no_proxy_env)",
                 np.from
             ));
         }
@@ -518,7 +534,8 @@ fn find_proxychains() -> Result<PathBuf, String> {
     ))
 }
 
-/// Reads the file the settings name, or the first default one that exists.
+/// Reads the file the settings name (an error if it cannot be read), or the first default one
+/// that can be read (one that is missing or unreadable is skipped).
 fn read_file(s: &Settings, searched: &mut Vec<String>) -> Result<Option<FileSettings>, String> {
     if s.proxychains {
         let p = find_proxychains()?;
@@ -541,11 +558,16 @@ fn read_file(s: &Settings, searched: &mut Vec<String>) -> Result<Option<FileSett
                 searched.push(p.display().to_string());
             }
             Err(e) => {
-                return Err(format!(
-                    "cannot read {}: {}",
-                    p.display(),
-                    crate::io_error_text(&e)
-                ))
+                // A default place that cannot be read (e.g. a $HOME the user may not enter)
+                // is no file: skipped, said at -vv. Only a file the user names must be read.
+                if s.verbose >= 2 {
+                    eprintln!(
+                        "proxify: debug: skipping the default config {}: {}",
+                        p.display(),
+                        crate::io_error_text(&e)
+                    );
+                }
+                searched.push(p.display().to_string());
             }
         }
     }
@@ -570,8 +592,15 @@ pub fn effective(s: &Settings) -> Result<Effective, String> {
     // The file: read and checked whole, whatever overrides it.
     let mut searched = Vec::new();
     let file = read_file(s, &mut searched)?;
-    let env = environment(env_var, &flags, !s.ignore_no_proxy)?;
     let file_l = file.as_ref().map(file_layer);
+    // NO_PROXY is read only when a flag or the file asks (never from the environment).
+    let no_proxy = [Some(&flags), file_l.as_ref()]
+        .into_iter()
+        .flatten()
+        .find_map(|l| l.no_proxy_env.as_ref())
+        .filter(|v| v.value)
+        .map(|v| v.from.clone());
+    let env = environment(env_var, &flags, no_proxy.as_deref())?;
     let (config, from, warnings) = merge(&flags, &env, file_l.as_ref())?;
     Ok(Effective {
         config,
@@ -579,6 +608,7 @@ pub fn effective(s: &Settings) -> Result<Effective, String> {
         searched,
         from,
         warnings,
+        no_proxy_env: no_proxy.is_some(),
     })
 }
 
@@ -620,7 +650,7 @@ mod tests {
                 (ENV_CONNECT_TIMEOUT, "7"),
             ]),
             &f,
-            false,
+            None,
         )
         .unwrap();
         // The flag's variable is not even read.
@@ -643,8 +673,8 @@ mod tests {
         s.timeout = Some(Duration::from_secs(2));
         let f = flags(&s);
         let bad = env_of(&[(ENV_PROXY, "bogus://"), (ENV_HANDSHAKE_TIMEOUT, "soon")]);
-        assert!(environment(&bad, &f, false).is_ok());
-        let e = environment(&bad, &Layer::default(), false).unwrap_err();
+        assert!(environment(&bad, &f, None).is_ok());
+        let e = environment(&bad, &Layer::default(), None).unwrap_err();
         assert!(e.contains("PROXIFY_"), "{e}");
     }
 
@@ -656,7 +686,7 @@ mod tests {
                 (ENV_CHAINS, "default dynamic 1"),
             ]),
             &Layer::default(),
-            false,
+            None,
         )
         .unwrap();
         let (cfg, from, _) = merge(&Layer::default(), &e, None).unwrap();
@@ -693,7 +723,7 @@ mod tests {
                 (ENV_DIRECT, "192.0.2.0/24"),
             ]),
             &Layer::default(),
-            false,
+            None,
         )
         .unwrap();
         let (cfg, from, _) = merge(&Layer::default(), &e, Some(&file)).unwrap();
@@ -722,11 +752,11 @@ mod tests {
     fn no_proxy_rules_come_last_and_only_when_asked() {
         let vars = env_of(&[("NO_PROXY", "upper.example"), ("no_proxy", ".lan,*")]);
         let f = flags(&settings(&["socks5://192.0.2.1"]));
-        let e = environment(&vars, &f, false).unwrap();
+        let e = environment(&vars, &f, None).unwrap();
         assert!(e.no_proxy.is_none());
         let (cfg, _, w) = merge(&f, &e, None).unwrap();
         assert!(cfg.rules.rules.is_empty() && w.is_empty());
-        let e = environment(&vars, &f, true).unwrap();
+        let e = environment(&vars, &f, Some("--no-proxy-env")).unwrap();
         let (cfg, _, w) = merge(&f, &e, None).unwrap();
         let origins: Vec<_> = cfg
             .rules
@@ -744,7 +774,7 @@ mod tests {
         let e = environment(
             env_of(&[(ENV_QUIET, "1"), (ENV_LOG, "debug")]),
             &Layer::default(),
-            false,
+            None,
         )
         .unwrap();
         let (cfg, from, _) = merge(&Layer::default(), &e, None).unwrap();
@@ -756,7 +786,7 @@ mod tests {
             ..Settings::default()
         };
         let f = flags(&s);
-        let e = environment(env_of(&[(ENV_QUIET, "1")]), &f, false).unwrap();
+        let e = environment(env_of(&[(ENV_QUIET, "1")]), &f, None).unwrap();
         let (cfg, from, _) = merge(&f, &e, None).unwrap();
         assert!(!cfg.quiet);
         assert_eq!(cfg.log.as_deref(), Some("debug"));

@@ -150,6 +150,16 @@ pub fn human(e: &Effective) -> String {
         &e.from.quiet,
     );
     line(&mut o, "bind:", cfg.bind.as_str(), &e.from.bind);
+    line(
+        &mut o,
+        "no_proxy_env:",
+        if e.no_proxy_env {
+            "yes (NO_PROXY/no_proxy entries are direct rules)"
+        } else {
+            "no (NO_PROXY/no_proxy ignored)"
+        },
+        &e.from.no_proxy_env,
+    );
     o
 }
 
@@ -242,6 +252,7 @@ pub fn json(e: &Effective) -> String {
         "log_file": sourced(json!(cfg.log_file), &e.from.log_file),
         "quiet": sourced(json!(cfg.quiet), &e.from.quiet),
         "bind": sourced(json!(cfg.bind.as_str()), &e.from.bind),
+        "no_proxy_env": sourced(json!(e.no_proxy_env), &e.from.no_proxy_env),
         "warnings": e.warnings,
     });
     format!("{out}\n")

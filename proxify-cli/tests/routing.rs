@@ -307,33 +307,88 @@ fn lists_replace_lower_layers() {
 }
 
 #[test]
-fn no_proxy_becomes_direct_rules_after_the_others() {
-    let v = run(&["-x", "socks5h://h", "--rule", "*.evil.lan deny"])
-        .env("NO_PROXY", ".lan, 10.0.0.0/8,[2001:db8::1]:22")
+fn no_proxy_is_ignored_by_default() {
+    // Set for browsers and curl: it must not widen proxify's direct paths (issue 17 item 4).
+    let v = run(&["-x", "socks5h://h"])
+        .env("NO_PROXY", ".lan,10.0.0.0/8,*")
+        .env("no_proxy", "lower.example")
         .child_vars();
+    assert!(!v.contains_key("PROXIFY_RULES"), "{v:?}");
+    // Not even a bad entry is looked at, and '*' warns of nothing.
+    let o = run(&["run", "-x", "socks5h://h", "true"])
+        .env("NO_PROXY", "ok.example,bad..example,*")
+        .output();
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
+    let v = run(&["-x", "socks5h://h", "--ignore-no-proxy"])
+        .env("NO_PROXY", "upper.example")
+        .child_vars();
+    assert!(!v.contains_key("PROXIFY_RULES"));
+    // A file that says false, and `proxify config` saying why.
+    let d = tmp_dir().join("np-false");
+    std::fs::create_dir_all(&d).unwrap();
+    let f = d.join("c.toml");
+    std::fs::write(&f, "proxy = \"socks5h://h\"\nno_proxy_env = false\n").unwrap();
+    let v = run(&["-f", f.to_str().unwrap()])
+        .env("NO_PROXY", "upper.example")
+        .child_vars();
+    assert!(!v.contains_key("PROXIFY_RULES"));
+    let o = run(&["config", "-x", "socks5h://h"])
+        .env("NO_PROXY", "upper.example")
+        .output();
+    assert!(
+        stdout(&o).contains("no_proxy_env:        no (NO_PROXY/no_proxy ignored)  (default)"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn no_proxy_env_makes_direct_rules_after_the_others() {
+    let v = run(&[
+        "-x",
+        "socks5h://h",
+        "--no-proxy-env",
+        "--rule",
+        "*.evil.lan deny",
+    ])
+    .env("NO_PROXY", ".lan, 10.0.0.0/8,[2001:db8::1]:22")
+    .child_vars();
     assert_eq!(
         v["PROXIFY_RULES"],
         "*.evil.lan deny #--rule\n.lan direct #env%20NO_PROXY\n\
          10.0.0.0/8 direct #env%20NO_PROXY\n[2001:db8::1/128]:22 direct #env%20NO_PROXY"
     );
     // no_proxy first, as curl.
-    let v = run(&["-x", "socks5h://h"])
+    let v = run(&["-x", "socks5h://h", "--no-proxy-env"])
         .env("NO_PROXY", "upper.example")
         .env("no_proxy", "lower.example")
         .child_vars();
     assert_eq!(v["PROXIFY_RULES"], ".lower.example direct #env%20no_proxy");
-    let v = run(&["-x", "socks5h://h", "--ignore-no-proxy"])
+    // The file key asks the same.
+    let d = tmp_dir().join("np-true");
+    std::fs::create_dir_all(&d).unwrap();
+    let f = d.join("c.toml");
+    std::fs::write(&f, "proxy = \"socks5h://h\"\nno_proxy_env = true\n").unwrap();
+    let v = run(&["-f", f.to_str().unwrap()])
         .env("NO_PROXY", "upper.example")
         .child_vars();
-    assert!(!v.contains_key("PROXIFY_RULES"));
-    // A bad entry is an error that says how to ignore the variable.
-    let o = run(&["run", "-x", "socks5h://h", "true"])
+    assert_eq!(v["PROXIFY_RULES"], ".upper.example direct #env%20NO_PROXY");
+    let o = run(&["config", "-f", f.to_str().unwrap()])
+        .env("NO_PROXY", "upper.example")
+        .output();
+    let want = format!(
+        "no_proxy_env:        yes (NO_PROXY/no_proxy entries are direct rules)  ({}:2)",
+        f.display()
+    );
+    assert!(stdout(&o).contains(&want), "{}", stdout(&o));
+    // A bad entry is an error that says why the variable was read.
+    let o = run(&["run", "-x", "socks5h://h", "--no-proxy-env", "true"])
         .env("NO_PROXY", "ok.example,bad..example")
         .output();
     let e = one_line_error(&o, "NO_PROXY: ");
-    assert!(e.contains("--ignore-no-proxy"), "{e}");
+    assert!(e.contains("--no-proxy-env"), "{e}");
     // '*' turns the proxy off: said once on stderr (not with -q).
-    let o = run(&["run", "-x", "socks5h://h", "true"])
+    let o = run(&["run", "-x", "socks5h://h", "--no-proxy-env", "true"])
         .env("NO_PROXY", "*")
         .output();
     assert!(o.status.success());
@@ -343,7 +398,7 @@ fn no_proxy_becomes_direct_rules_after_the_others() {
         err.starts_with("proxify: warning: NO_PROXY contains '*'"),
         "{err}"
     );
-    let o = run(&["run", "-q", "-x", "socks5h://h", "true"])
+    let o = run(&["run", "-q", "-x", "socks5h://h", "--no-proxy-env", "true"])
         .env("NO_PROXY", "*")
         .output();
     assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
@@ -521,6 +576,7 @@ fn config_says_where_each_value_came_from() {
         "7",
         "--direct",
         "10.0.0.0/8",
+        "--no-proxy-env",
     ])
     .env("PROXIFY_LOG", "debug")
     .env("NO_PROXY", ".lan")

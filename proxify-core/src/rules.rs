@@ -155,6 +155,17 @@ pub struct Decision<'a> {
     pub reason: Reason<'a>,
 }
 
+/// The origins the CLI gives the rules it made of `NO_PROXY`/`no_proxy` (`--no-proxy-env`).
+pub const NO_PROXY_ORIGINS: [&str; 2] = ["env NO_PROXY", "env no_proxy"];
+
+impl Decision<'_> {
+    /// Whether a rule made of `NO_PROXY`/`no_proxy` decided (the shim logs those at info).
+    pub fn by_no_proxy(&self) -> bool {
+        matches!(self.reason, Reason::Rule { rule, .. }
+            if rule.origin.as_deref().is_some_and(|o| NO_PROXY_ORIGINS.contains(&o)))
+    }
+}
+
 impl std::fmt::Display for Decision<'_> {
     /// The reason, for a log line: `rule 2 "*.corp.example proxy corp" (c.toml:7)`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -867,6 +878,19 @@ mod tests {
             let e = bad.parse::<Dnat>().unwrap_err();
             assert!(!e.is_empty() && !e.contains('\n'), "{bad:?}: {e}");
         }
+    }
+
+    #[test]
+    fn no_proxy_decisions_are_known() {
+        let mut rules = no_proxy_rules(".lan", "env no_proxy").unwrap();
+        rules.push("*.corp direct".parse().unwrap());
+        let r = Rules {
+            rules,
+            dnat: Vec::new(),
+        };
+        assert!(r.decide(None, Some("a.lan"), 80).by_no_proxy());
+        assert!(!r.decide(None, Some("a.corp"), 80).by_no_proxy());
+        assert!(!r.decide(None, Some("a.example"), 80).by_no_proxy());
     }
 
     #[test]

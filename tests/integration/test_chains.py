@@ -536,7 +536,8 @@ def test_rule_port_deny(topo, capture, proxify_bin):
 
 @pytest.mark.parametrize("var", ["NO_PROXY", "no_proxy"])
 def test_no_proxy_is_direct(topo, capture, proxify_bin, var):
-    r = run_proxified(DANTE, connect_probe(T4, 80), env={var: f"localhost,{T4}"})
+    # Only with --no-proxy-env (ignored by default: tests/integration/test_no_proxy_env.py).
+    r = run_proxified(DANTE, connect_probe(T4, 80), opts=["--no-proxy-env"], env={var: f"localhost,{T4}"})
     no_crash(r, var)
     assert r.stdout.strip() == "timeout", f"{var}: the direct connect should time out\n{r}"
     assert_only_expected(capture, to_target(80), var)

@@ -94,7 +94,13 @@ pub fn route(dest: SocketAddr) -> Route {
     let dest = rewritten.map(unmap).unwrap_or(dest);
     let d = cfg.decide(Some(dest.ip()), None, dest.port());
     match d.verdict {
-        Verdict::Direct => Route::Direct(Direct::Rule(d.to_string(), rewritten)),
+        Verdict::Direct => {
+            if d.by_no_proxy() {
+                // Read only with --no-proxy-env: each direct path it opens is said at -v.
+                log::info!("{dest}: direct by {d} (--no-proxy-env)");
+            }
+            Route::Direct(Direct::Rule(d.to_string(), rewritten))
+        }
         Verdict::Deny => Route::Deny(libc::EACCES, format!("denied by {d}")),
         Verdict::Proxy(_) => Route::Proxy(TargetAddr::Ip(dest)),
     }
@@ -120,10 +126,16 @@ pub fn name_goes_remote(name: &str) -> bool {
     let Some(cfg) = rt.config() else {
         return true;
     };
-    match cfg.decide(None, Some(name), 0).verdict {
+    let d = cfg.decide(None, Some(name), 0);
+    match d.verdict {
         Verdict::Proxy(chain) => cfg.chain(chain).map(|c| cfg.remote_dns(c)).unwrap_or(true),
         Verdict::Deny => true,
-        Verdict::Direct => false,
+        Verdict::Direct => {
+            if d.by_no_proxy() {
+                log::info!("{name}: resolved locally, direct by {d} (--no-proxy-env)");
+            }
+            false
+        }
     }
 }
 

@@ -13,6 +13,9 @@ PKGS=(dante-server microsocks proxychains4 tcpdump iproute2 curl openssh-server 
       socat netcat-openbsd dnsmasq-base vsftpd wget python3 bind9-dnsutils
       git nodejs gcc libc6-dev tinyproxy)
 PKGS+=(ruby nmap python3-aiohttp python3-aiodns)  # issue 12: programs with their own DNS client
+PKGS+=(golang-go)  # issue 13: a CGO_ENABLED=0 Go client under the supervisor
+PKGS+=(libevent-dev libglib2.0-dev pkg-config default-jdk-headless)  # issue 11: event-loop clients (libevent, GIO, Java NIO)
+
 PKGS+=(libcap2-bin util-linux binutils)  # issues 14/17: setcap, setpriv, su and readelf for the exec checks' tests
 missing=()
 for p in "${PKGS[@]}"; do
@@ -46,6 +49,18 @@ if ! python3 -c 'import pytest' 2>/dev/null; then
     fi
     python3 -c 'import pytest' || { echo "setup: could not install pytest for $(command -v python3)" >&2; exit 1; }
 fi
+
+# issue 11: event-loop clients from PyPI (trio, anyio) and uv (a tokio program) for the tests.
+for m in trio anyio uv; do
+    if ! python3 -c "import $m" 2>/dev/null; then
+        echo "setup: installing $m for $(command -v python3)"
+        python3 -m pip install -q "$m" || { echo "setup: could not install $m" >&2; exit 1; }
+    fi
+done
+
+# issue 11: the tokio/reqwest test client (from crates.io), built into target/test-programs.
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/test-programs" \
+    cargo build --release --quiet --manifest-path tests/programs/evloop/Cargo.toml
 
 # cargo-deb for scripts/deb.sh (the .deb test of issue 16), pinned like cargo-fuzz.
 CARGO_DEB_VERSION=$(sed -n 's/^CARGO_DEB_VERSION=//p' scripts/deb.sh)

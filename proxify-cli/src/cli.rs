@@ -405,6 +405,12 @@ pub struct RunArgs {
     #[arg(long = "allow-unproxied")]
     pub allow_unproxied: bool,
 
+    /// How to reach the program's connections: auto (preload dynamically linked programs,
+    /// supervise static and Go ones), preload (LD_PRELOAD only), supervise (a seccomp
+    /// supervisor for everything) (or PROXIFY_MODE)
+    #[arg(long = "mode", value_name = "MODE", value_parser = ["auto", "preload", "supervise"])]
+    pub mode: Option<String>,
+
     /// The program to run and its arguments, passed untouched
     #[arg(
         value_name = "COMMAND",

@@ -137,6 +137,7 @@ fn shell(args: ShellArgs) -> (i32, String) {
     run(RunArgs {
         settings: args.settings,
         allow_unproxied: false,
+        mode: None,
         command,
     })
 }
@@ -266,7 +267,41 @@ fn run(args: RunArgs) -> (i32, String) {
     };
 
     let program = &args.command[0];
-    if let Some(verdict) = unproxied(program, &args.command[1..]) {
+    let mode = match run_mode(&args) {
+        Ok(m) => m,
+        Err(msg) => return (EXIT_USAGE, msg),
+    };
+    let verdict = unproxied(program, &args.command[1..]);
+    let supervise = match mode {
+        Mode::Preload => false,
+        Mode::Supervise => true,
+        // Static and Go programs (and scripts run by one) are supervised.
+        Mode::Auto => verdict.as_ref().is_some_and(supervisable),
+    };
+    if supervise {
+        if let Some(v) = verdict.as_ref().filter(|v| !allow && refused_supervised(v)) {
+            return (
+                EXIT_USAGE,
+                format!(
+                    "refusing to run {}: {} \u{2014} under supervision it would not work as \
+                     it should ({})",
+                    program.to_string_lossy(),
+                    v.reason(),
+                    v.fix()
+                ),
+            );
+        }
+        let mut cmd = Command::new(program);
+        cmd.args(&args.command[1..]);
+        return proxify_supervise::run(
+            cmd,
+            &cfg,
+            proxify_supervise::Options {
+                allow_unproxied: allow,
+            },
+        );
+    }
+    if let Some(verdict) = verdict {
         if !allow {
             return (
                 EXIT_USAGE,
@@ -321,6 +356,50 @@ fn allow_unproxied(args: &RunArgs) -> Result<bool, String> {
             None => Err(format!("{ENV_ALLOW_UNPROXIED} is not valid UTF-8")),
         },
     }
+}
+
+/// `--mode`, else `PROXIFY_MODE`, else auto.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Auto,
+    Preload,
+    Supervise,
+}
+
+const ENV_MODE: &str = "PROXIFY_MODE";
+
+fn run_mode(args: &RunArgs) -> Result<Mode, String> {
+    let (v, from) = match &args.mode {
+        Some(m) => (m.clone(), "--mode"),
+        None => match std::env::var(ENV_MODE) {
+            Ok(v) if !v.is_empty() => (v, ENV_MODE),
+            _ => return Ok(Mode::Auto),
+        },
+    };
+    match v.as_str() {
+        "auto" => Ok(Mode::Auto),
+        "preload" => Ok(Mode::Preload),
+        "supervise" => Ok(Mode::Supervise),
+        _ => Err(format!(
+            "{from}: unknown mode '{v}' (expected auto, preload or supervise)"
+        )),
+    }
+}
+
+/// Can the supervisor carry this program's connections? (Static and Go programs, and
+/// scripts or the loader running one.)
+fn supervisable(v: &Verdict) -> bool {
+    matches!(v.innermost(), Verdict::Static | Verdict::Go)
+}
+
+/// Programs refused under supervision too: setuid/setgid/capability programs (under
+/// no_new_privs they would run without their privileges) and other architectures (whose
+/// system calls the filter refuses).
+fn refused_supervised(v: &Verdict) -> bool {
+    matches!(
+        v.innermost(),
+        Verdict::PrivilegeChange(_) | Verdict::OtherArch { .. }
+    )
 }
 
 /// The verdict on `program` when the shim cannot reach it (a static, Go, setuid... program,

@@ -203,14 +203,24 @@ fn proxify_as(uid: Option<u32>, shim: &Path, args: &[&str], env: &[(&str, &str)]
     output(&mut cmd).expect("cannot start proxify (setpriv is in util-linux: scripts/setup.sh)")
 }
 
+/// `proxify run --mode preload`: the refusals are those of the preload mode (the default mode
+/// supervises static and Go programs instead, see `static_programs_are_supervised_by_default`).
 fn run(shim: &Path, cmd: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut args = vec!["run", "-x", PROXY, "--"];
+    let mut args = vec!["run", "-x", PROXY, "--mode", "preload", "--"];
     args.extend_from_slice(cmd);
     proxify(shim, &args, env)
 }
 
 fn run_allowed(shim: &Path, cmd: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut args = vec!["run", "-x", PROXY, "--allow-unproxied", "--"];
+    let mut args = vec![
+        "run",
+        "-x",
+        PROXY,
+        "--mode",
+        "preload",
+        "--allow-unproxied",
+        "--",
+    ];
     args.extend_from_slice(cmd);
     proxify(shim, &args, env)
 }
@@ -434,6 +444,37 @@ fn the_dynamic_loader_is_judged_by_its_program() {
     let o = run_allowed(&shim, &[&ld, st_s], &[]);
     assert_eq!(stdout(&o), format!("{STATIC_SAYS}\n"), "{}", stderr(&o));
     assert_allowed_line(&o, &ld, "the program the dynamic loader runs");
+}
+
+#[test]
+fn static_programs_are_supervised_by_default() {
+    let shim = empty_so();
+    let path = path_with_static();
+    for mode in [None, Some("auto"), Some("supervise")] {
+        let mut args = vec!["run", "-x", PROXY];
+        if let Some(m) = mode {
+            args.extend(["--mode", m]);
+        }
+        args.extend(["--", "pxstatic"]);
+        let o = proxify(&shim, &args, &[("PATH", path.as_str())]);
+        assert!(o.status.success(), "mode {mode:?}: {}", stderr(&o));
+        assert_eq!(stdout(&o), format!("{STATIC_SAYS}\n"), "{}", stderr(&o));
+    }
+    // PROXIFY_MODE=preload refuses it as --mode preload does.
+    let args = ["run", "-x", PROXY, "--", "pxstatic"];
+    let o = proxify(
+        &shim,
+        &args,
+        &[("PATH", path.as_str()), ("PROXIFY_MODE", "preload")],
+    );
+    assert_refused(&o, "pxstatic", "it is statically linked");
+    let o = proxify(
+        &shim,
+        &args,
+        &[("PATH", path.as_str()), ("PROXIFY_MODE", "bogus")],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("unknown mode"), "{}", stderr(&o));
 }
 
 #[test]

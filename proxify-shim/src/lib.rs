@@ -24,13 +24,14 @@ mod policy;
 mod state;
 mod sys;
 
-use engine::{bind, dnsresp, nbconnect, udp};
+use engine::{bind, dnsresp, evreg, nbconnect, udp};
 use state::{hosts, runtime};
 use sys::{guard, real};
 
 extern "C" fn fork_prepare() {
     // nbconnect's lock first: it is held while taking runtime's (a dynamic chain's retry).
     nbconnect::fork_prepare();
+    evreg::fork_prepare();
     runtime::fork_prepare();
     hosts::fork_prepare();
     udp::fork_prepare();
@@ -44,6 +45,7 @@ extern "C" fn fork_release() {
     udp::fork_release();
     hosts::fork_release();
     runtime::fork_release();
+    evreg::fork_release();
     nbconnect::fork_release();
 }
 

@@ -210,7 +210,16 @@ pub fn main(args: CheckArgs) -> ! {
             eprintln!("proxify: {w}");
         }
     }
-    let report = check(&eff.config, chain, target.as_ref(), &args.require);
+    let mut report = check(&eff.config, chain, target.as_ref(), &args.require);
+    // Whether static and Go programs can run supervised here (see proxify-supervise).
+    report
+        .notes
+        .push(match proxify_supervise::kernel_support() {
+            None => "supervision (static and Go programs): supported by this kernel".to_string(),
+            Some(why) => format!(
+                "supervision (static and Go programs): not available: {why} (they are refused)"
+            ),
+        });
     if !quiet {
         let text = if args.json {
             report::json(&report)

@@ -102,7 +102,7 @@ pub fn connect(
                 set_errno(libc::EBADF);
                 return -1;
             }
-            Progress::Running { want, deadline } => {
+            Progress::Running { want, deadline, .. } => {
                 let now = Instant::now();
                 let mut until = deadline;
                 if let Some(g) = give_up {

@@ -22,13 +22,11 @@
 //! `epoll_ctl`). `close` never touches it: it only clears the fd-table slot, and every use
 //! checks the slot first; entries of closed fds are dropped once long past their deadline.
 //!
-//! epoll: `epoll_ctl` on a handshaking fd records the program's registration (events and
-//! data) and registers what the handshake needs instead, with the program's data; when the
-//! handshake ends the program's registration is put back with `EPOLL_CTL_MOD`, which also
-//! re-arms edge-triggered and one-shot registrations so the program gets its `EPOLLOUT`.
-//! A registration made before `connect` is not known here: such a socket still works (the
-//! program's `SO_ERROR` check or first I/O finishes the handshake) but its handshake does not
-//! overlap with others.
+//! epoll, poll and select: each handshake has a readiness fd (`evreg.rs`) that is readable
+//! exactly when the handshake can move, has timed out or is over; it stands in for the socket
+//! in the program's epoll sets (registrations made before `connect` included) and in its
+//! poll/select calls, so the program sleeps while the proxy is silent and sees the socket
+//! writable (or failed) when a direct connect would be.
 
 use super::drive;
 use crate::policy::decide;
@@ -50,15 +48,6 @@ use std::time::{Duration, Instant};
 
 /// An entry nobody looked at for this long after its deadline belongs to a closed fd.
 const STALE_AFTER: Duration = Duration::from_secs(30);
-
-/// One epoll registration of a handshaking fd, as the program asked for it.
-#[derive(Clone, Copy)]
-struct Reg {
-    epfd: c_int,
-    fd: c_int,
-    events: u32,
-    data: u64,
-}
 
 /// One running handshake.
 struct Pending {
@@ -82,7 +71,9 @@ struct Pending {
     via: String,
     /// The fds known to refer to this socket (the first, dups, ones seen by a step).
     fds: Vec<c_int>,
-    regs: Vec<Reg>,
+    /// Its readiness fds (`evreg`), and the one poll/select wait on.
+    ev: u64,
+    q: c_int,
 }
 
 static PENDING: ForkSafeMutex<Option<HashMap<u64, Pending>>> = ForkSafeMutex::new(None);
@@ -104,6 +95,8 @@ pub enum Progress {
     Running {
         want: c_short,
         deadline: Instant,
+        /// Readable when the handshake can move (what poll/select wait on); -1 if none.
+        q: c_int,
     },
     Done,
     /// Failed with this errno (not yet reported to the program).
@@ -177,39 +170,6 @@ pub fn is_ours(fd: c_int) -> bool {
 fn disconnect(fd: c_int) {
     socket::disconnect(fd);
     so_error(fd);
-}
-
-fn ep_bits(want: c_short) -> u32 {
-    let mut e = 0;
-    if want & libc::POLLIN != 0 {
-        e |= libc::EPOLLIN as u32;
-    }
-    if want & libc::POLLOUT != 0 {
-        e |= libc::EPOLLOUT as u32;
-    }
-    e
-}
-
-/// Registers what the handshake needs in place of the program's registrations.
-fn rearm(p: &Pending) {
-    for r in &p.regs {
-        let mut ev = libc::epoll_event {
-            events: ep_bits(p.want),
-            u64: r.data,
-        };
-        unsafe { real::epoll_ctl(r.epfd, libc::EPOLL_CTL_MOD, r.fd, &mut ev) };
-    }
-}
-
-/// Puts the program's registrations back (re-arming them).
-fn restore(p: &Pending) {
-    for r in &p.regs {
-        let mut ev = libc::epoll_event {
-            events: r.events,
-            u64: r.data,
-        };
-        unsafe { real::epoll_ctl(r.epfd, libc::EPOLL_CTL_MOD, r.fd, &mut ev) };
-    }
 }
 
 /// One attempt: the handshake through `hops` and the TCP connect to the first one, started.
@@ -320,7 +280,7 @@ pub fn abandon(fd: c_int) {
     if let Some(ino) = inode(fd) {
         let p = PENDING.lock().as_mut().and_then(|m| m.remove(&ino));
         if let Some(p) = p {
-            restore(&p);
+            super::evreg::done(p.ev, true);
         }
     }
     disconnect(fd);
@@ -359,6 +319,32 @@ fn try_start(
         let e = errno();
         Failure::new(e, format!("fstat failed: {}", strerror(e)))
     })?;
+    // Before the connect: the program's registrations of the socket move to our readiness fd.
+    let ev = super::evreg::open(fd, ino)
+        .map_err(|e| Failure::new(e, format!("cannot wait for the proxy: {}", strerror(e))))?;
+    let r = start_hops(
+        rt, fd, domain, dest, target, shown, via, cfg, chain, ino, ev,
+    );
+    if r.is_err() {
+        super::evreg::abort(ev);
+    }
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_hops(
+    rt: &Runtime,
+    fd: c_int,
+    domain: c_int,
+    dest: SocketAddr,
+    target: TargetAddr,
+    shown: &str,
+    via: &str,
+    cfg: &proxify_core::config::Config,
+    chain: &'static Chain,
+    ino: u64,
+    ev: u64,
+) -> Result<(), Failure> {
     let mut tries = chain.hops.len().max(1);
     let (hops, hs, proxy) = loop {
         let hops = rt.select_hops(chain);
@@ -388,13 +374,21 @@ fn try_start(
         shown: shown.to_string(),
         via: via.to_string(),
         fds: vec![fd],
-        regs: Vec::new(),
+        ev,
+        q: super::evreg::q_of(ev),
     };
+    super::evreg::arm(ev, libc::POLLOUT, p.deadline);
     {
         let mut g = PENDING.lock();
         let m = g.get_or_insert_with(HashMap::new);
         let now = Instant::now();
-        m.retain(|_, p| p.deadline + STALE_AFTER > now);
+        m.retain(|_, p| {
+            let keep = p.deadline + STALE_AFTER > now;
+            if !keep {
+                super::evreg::done(p.ev, true);
+            }
+            keep
+        });
         // Replaces any stale entry of this socket (a reconnect after a failure).
         m.insert(ino, p);
     }
@@ -515,9 +509,8 @@ fn complete_ok(fd: c_int, ino: u64, p: Pending, reply: Reply) -> (Progress, Opti
         _ => None,
     };
     let fds = live_fds(&p, ino, fd);
-    // Registrations first: an epoll_ctl racing with us waits on the lock, then finds the
-    // fd finished and passes straight through.
-    restore(&p);
+    // Readiness first: the program's epoll sets take their registrations back.
+    super::evreg::done(p.ev, false);
     for f in fds {
         fdtable::handshake_done(f, bound);
     }
@@ -542,7 +535,7 @@ fn complete_failed(
     let (fds, o) = match p {
         Some(p) => {
             let fds = live_fds(&p, ino, fd);
-            restore(&p);
+            super::evreg::done(p.ev, true);
             let o = Outcome::Failed {
                 shown: p.shown,
                 via: p.via,
@@ -594,12 +587,17 @@ fn step_locked(m: &mut HashMap<u64, Pending>, ino: u64, fd: c_int) -> (Progress,
     loop {
         match crate::sys::guard::caught(|| advance(rt, fd, p)) {
             Some(Ok(Step::Want(w))) => {
-                if w != p.want {
-                    p.want = w;
-                    rearm(p);
-                }
-                let deadline = p.deadline;
-                return (Progress::Running { want: w, deadline }, None);
+                p.want = w;
+                super::evreg::arm(p.ev, w, p.deadline);
+                let (deadline, q) = (p.deadline, p.q);
+                return (
+                    Progress::Running {
+                        want: w,
+                        deadline,
+                        q,
+                    },
+                    None,
+                );
             }
             Some(Ok(Step::Done(reply))) => {
                 let p = m.remove(&ino);
@@ -611,7 +609,6 @@ fn step_locked(m: &mut HashMap<u64, Pending>, ino: u64, fd: c_int) -> (Progress,
             Some(Err(f)) => match restart(rt, fd, p, f) {
                 Ok(()) => {
                     p.want = libc::POLLOUT;
-                    rearm(p);
                     continue;
                 }
                 Err(f) => {
@@ -657,7 +654,7 @@ pub fn finish(fd: c_int) -> Result<(), c_int> {
         match step(fd) {
             Progress::NotOurs | Progress::Done => return Ok(()),
             Progress::Failed(e) => return Err(e),
-            Progress::Running { want, deadline } => {
+            Progress::Running { want, deadline, .. } => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let ms = (left.as_millis() + 1).min(i32::MAX as u128) as c_int;
                 let mut p = libc::pollfd {
@@ -739,155 +736,11 @@ pub fn note_dup(newfd: c_int) {
     }
 }
 
-/// `epoll_ctl` on a handshaking fd: records the program's registration and registers what the
-/// handshake needs instead. None: not ours (the caller makes the real call).
-pub unsafe fn epoll_ctl(
-    epfd: c_int,
-    op: c_int,
-    fd: c_int,
-    ev: *mut libc::epoll_event,
-) -> Option<c_int> {
+/// The readiness fds of the running handshake of `fd`, if any (for `epoll_ctl`).
+pub fn hs_of(fd: c_int) -> Option<u64> {
     if fdtable::kind(fd) != Some(Kind::Handshaking) {
         return None;
     }
     let ino = inode(fd)?;
-    let mut g = PENDING.lock();
-    let p = g.as_mut()?.get_mut(&ino)?;
-    match op {
-        libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => {
-            if ev.is_null() {
-                return None;
-            }
-            let prog = std::ptr::read_unaligned(ev);
-            if prog.events & libc::EPOLLEXCLUSIVE as u32 != 0 {
-                // Cannot be modified later: the kernel's view stays (still correct: the
-                // program's SO_ERROR check or first I/O finishes the handshake).
-                return None;
-            }
-            let data = prog.u64;
-            let mut ours = libc::epoll_event {
-                events: ep_bits(p.want),
-                u64: data,
-            };
-            let r = real::epoll_ctl(epfd, op, fd, &mut ours);
-            if r == 0 {
-                p.regs.retain(|r| !(r.epfd == epfd && r.fd == fd));
-                p.regs.push(Reg {
-                    epfd,
-                    fd,
-                    events: prog.events,
-                    data,
-                });
-                if !p.fds.contains(&fd) {
-                    p.fds.push(fd);
-                }
-            }
-            Some(r)
-        }
-        libc::EPOLL_CTL_DEL => {
-            let r = real::epoll_ctl(epfd, op, fd, ev);
-            p.regs.retain(|r| !(r.epfd == epfd && r.fd == fd));
-            Some(r)
-        }
-        _ => None,
-    }
-}
-
-/// Does epoll instance `epfd` hold a registration of a running handshake?
-pub fn epoll_has(epfd: c_int) -> bool {
-    PENDING
-        .lock()
-        .as_ref()
-        .map(|m| m.values().any(|p| p.regs.iter().any(|r| r.epfd == epfd)))
-        .unwrap_or(false)
-}
-
-/// Before waiting on `epfd`: fails the handshakes registered there whose deadline passed and
-/// returns the nearest deadline of the others.
-pub fn epoll_sweep(epfd: c_int) -> Option<Instant> {
-    let now = Instant::now();
-    let mut outcomes = Vec::new();
-    let mut soonest: Option<Instant> = None;
-    {
-        let mut g = PENDING.lock();
-        let m = g.as_mut()?;
-        let mine: Vec<(u64, c_int, Instant)> = m
-            .iter()
-            .filter_map(|(ino, p)| {
-                let r = p.regs.iter().find(|r| r.epfd == epfd)?;
-                Some((*ino, r.fd, p.deadline))
-            })
-            .collect();
-        for (ino, fd, deadline) in mine {
-            if fdtable::kind(fd) != Some(Kind::Handshaking) || inode(fd) != Some(ino) {
-                // Closed meanwhile (the kernel dropped the registration too): forget it.
-                m.remove(&ino);
-                continue;
-            }
-            if deadline <= now {
-                let (_, o) = step_locked(m, ino, fd);
-                outcomes.extend(o);
-            } else {
-                soonest = Some(soonest.map_or(deadline, |s| s.min(deadline)));
-            }
-        }
-    }
-    for o in outcomes {
-        o.report();
-    }
-    soonest
-}
-
-/// After `epoll_wait` on `epfd` returned `n` events: steps the handshakes they belong to and
-/// removes them (the program sees its own events once the handshake is over and its
-/// registration is back). Returns how many events are left for the program.
-pub unsafe fn epoll_filter(epfd: c_int, events: *mut libc::epoll_event, n: usize) -> usize {
-    let mut outcomes = Vec::new();
-    let mut kept = 0;
-    {
-        let mut g = PENDING.lock();
-        let Some(m) = g.as_mut() else {
-            return n;
-        };
-        let mut todo: Vec<(u64, c_int)> = Vec::new();
-        for i in 0..n {
-            let ev = std::ptr::read_unaligned(events.add(i));
-            let data = ev.u64;
-            let owner = loop {
-                let Some((ino, fd)) = m.iter().find_map(|(ino, p)| {
-                    p.regs
-                        .iter()
-                        .find(|r| r.epfd == epfd && r.data == data)
-                        .map(|r| (*ino, r.fd))
-                }) else {
-                    break None;
-                };
-                if fdtable::kind(fd) == Some(Kind::Handshaking) && inode(fd) == Some(ino) {
-                    break Some((ino, fd));
-                }
-                // A closed fd's leftover (its number and data may be reused by now): the
-                // event is someone else's.
-                m.remove(&ino);
-            };
-            match owner {
-                Some(o) => {
-                    if !todo.iter().any(|t| t.0 == o.0) {
-                        todo.push(o);
-                    }
-                }
-                None => {
-                    std::ptr::write_unaligned(events.add(kept), ev);
-                    kept += 1;
-                }
-            }
-        }
-        for (ino, fd) in todo {
-            let (_, o) = step_locked(m, ino, fd);
-            outcomes.extend(o);
-        }
-    }
-    for o in outcomes {
-        o.report();
-    }
-    kept
+    PENDING.lock().as_ref()?.get(&ino).map(|p| p.ev)
 }

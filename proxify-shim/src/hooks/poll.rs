@@ -3,12 +3,14 @@
 //! non-blocking proxied connects (`engine/nbconnect.rs`) are driven.
 //!
 //! Fast path: no fd handshaking → straight to libc after one relaxed atomic load. Otherwise a
-//! handshaking fd in the set is stepped, waited on for what its handshake needs (never what
-//! the program asked: it must not see the proxy's bytes), and reported only once the
-//! handshake is over: writable when it succeeded (the connect completed), writable with
+//! handshaking fd in the set is stepped, replaced in the wait by its handshake's readiness fd
+//! (`engine/evreg.rs`: readable when the handshake can move, has timed out or is over; never what the
+//! program asked: it must not see the proxy's bytes), and reported only once the handshake is
+//! over: writable when it succeeded (the connect completed), writable with
 //! POLLERR|POLLHUP when it failed (like a failed non-blocking connect). The waits are bounded
 //! by the program's timeout and the handshakes' deadlines.
 
+use crate::engine::evreg;
 use crate::engine::nbconnect::{self, Progress};
 use crate::state::fdtable;
 use crate::sys::guard::{guarded, set_errno};
@@ -97,8 +99,13 @@ fn poll_core(
         let mut soonest: Option<Instant> = None;
         for (k, &(i, fd, events)) in ours.iter().enumerate() {
             match nbconnect::step(fd) {
-                Progress::Running { want, deadline } => {
-                    fds[i].events = want;
+                Progress::Running { want, deadline, q } => {
+                    if q >= 0 {
+                        fds[i].fd = q;
+                        fds[i].events = libc::POLLIN;
+                    } else {
+                        fds[i].events = want;
+                    }
                     seen[k] = Seen::Running;
                     soonest = Some(soonest.map_or(deadline, |s| s.min(deadline)));
                 }
@@ -402,6 +409,8 @@ pub unsafe extern "C" fn pselect(
     }
 }
 
+/// Every registration is recorded (one made before `connect` moves with the socket when its
+/// handshake starts); a handshaking socket's is kept aside (`engine/evreg.rs`).
 #[no_mangle]
 pub unsafe extern "C" fn epoll_ctl(
     epfd: c_int,
@@ -409,50 +418,50 @@ pub unsafe extern "C" fn epoll_ctl(
     fd: c_int,
     ev: *mut epoll_event,
 ) -> c_int {
-    if fdtable::none_handshaking() {
-        return real::epoll_ctl(epfd, op, fd, ev);
-    }
-    match guarded(Some(-1), libc::EIO, || {
-        nbconnect::epoll_ctl(epfd, op, fd, ev)
-    }) {
-        Some(r) => r,
-        None => real::epoll_ctl(epfd, op, fd, ev),
-    }
+    guarded(-1, libc::EIO, || {
+        let hs = if fdtable::none_handshaking() {
+            None
+        } else {
+            nbconnect::hs_of(fd)
+        };
+        evreg::epoll_ctl(epfd, op, fd, ev, hs)
+    })
 }
 
-/// The epoll loop: `wait` is the real call with a timeout.
+/// The epoll loop while handshakes have registrations swapped: `wait` is the real call with a
+/// timeout. Our events are dropped (their handshakes stepped); the program's are returned.
 unsafe fn epoll_slow(
     epfd: c_int,
     events: *mut epoll_event,
     max: c_int,
     timeout: Option<Duration>,
+    mut first: Option<c_int>,
     wait: &mut dyn FnMut(Option<Duration>) -> c_int,
 ) -> c_int {
-    let end = timeout.map(|t| Instant::now() + t);
+    // After a first wait made on the fast path, what is left of the timeout is unknown: none.
+    let end = match first {
+        Some(_) => Some(Instant::now()),
+        None => timeout.map(|t| Instant::now() + t),
+    };
     let mut extra = 0;
     loop {
-        let soonest = nbconnect::epoll_sweep(epfd);
-        let now = Instant::now();
-        let mut tmo = end.map(|e| e.saturating_duration_since(now));
-        if let Some(d) = soonest {
-            let left = d.saturating_duration_since(now) + Duration::from_millis(1);
-            tmo = Some(tmo.map_or(left, |t| t.min(left)));
-        }
-        let r = wait(tmo);
-        if r < 0 {
+        let r = match first.take() {
+            Some(r) => r,
+            None => wait(end.map(|e| e.saturating_duration_since(Instant::now()))),
+        };
+        if r <= 0 || !evreg::active() {
             return r;
         }
-        let kept = if r > 0 {
-            nbconnect::epoll_filter(epfd, events, (r as usize).min(max as usize))
-        } else {
-            0
-        };
+        let (kept, todo) = evreg::filter(epfd, events, (r as usize).min(max as usize));
+        for fd in todo {
+            nbconnect::step(fd);
+        }
         if kept > 0 {
             return kept as c_int;
         }
         if end.is_some_and(|e| Instant::now() >= e) {
-            // A finished handshake re-armed the program's registration: one more look.
-            if r == 0 || extra >= EXTRA_ROUNDS {
+            // A handshake that just ended put the program's registration back: one more look.
+            if extra >= EXTRA_ROUNDS {
                 return 0;
             }
             extra += 1;
@@ -460,9 +469,10 @@ unsafe fn epoll_slow(
     }
 }
 
-/// Should this epoll wait take the slow path?
-fn epoll_ours(epfd: c_int, events: *mut epoll_event, max: c_int) -> bool {
-    !fdtable::none_handshaking() && !events.is_null() && max > 0 && nbconnect::epoll_has(epfd)
+/// Should this epoll wait take the slow path? (Checked again after a fast-path wait: another
+/// thread may have swapped a registration in while it slept.)
+fn epoll_ours(events: *mut epoll_event, max: c_int) -> bool {
+    evreg::active() && !events.is_null() && max > 0
 }
 
 #[no_mangle]
@@ -472,11 +482,16 @@ pub unsafe extern "C" fn epoll_wait(
     max: c_int,
     timeout: c_int,
 ) -> c_int {
-    if !epoll_ours(epfd, events, max) {
-        return real::epoll_wait(epfd, events, max, timeout);
+    let mut first = None;
+    if !epoll_ours(events, max) {
+        let r = real::epoll_wait(epfd, events, max, timeout);
+        if r <= 0 || !epoll_ours(events, max) {
+            return r;
+        }
+        first = Some(r);
     }
     guarded(-1, libc::EIO, || {
-        epoll_slow(epfd, events, max, ms_dur(timeout), &mut |t| {
+        epoll_slow(epfd, events, max, ms_dur(timeout), first, &mut |t| {
             real::epoll_wait(epfd, events, max, to_ms(t))
         })
     })
@@ -490,11 +505,16 @@ pub unsafe extern "C" fn epoll_pwait(
     timeout: c_int,
     sigmask: *const sigset_t,
 ) -> c_int {
-    if !epoll_ours(epfd, events, max) {
-        return real::epoll_pwait(epfd, events, max, timeout, sigmask);
+    let mut first = None;
+    if !epoll_ours(events, max) {
+        let r = real::epoll_pwait(epfd, events, max, timeout, sigmask);
+        if r <= 0 || !epoll_ours(events, max) {
+            return r;
+        }
+        first = Some(r);
     }
     guarded(-1, libc::EIO, || {
-        epoll_slow(epfd, events, max, ms_dur(timeout), &mut |t| {
+        epoll_slow(epfd, events, max, ms_dur(timeout), first, &mut |t| {
             real::epoll_pwait(epfd, events, max, to_ms(t), sigmask)
         })
     })
@@ -508,14 +528,19 @@ pub unsafe extern "C" fn epoll_pwait2(
     tmo: *const timespec,
     sigmask: *const sigset_t,
 ) -> c_int {
-    if !epoll_ours(epfd, events, max) {
-        return real::epoll_pwait2(epfd, events, max, tmo, sigmask);
+    let mut first = None;
+    if !epoll_ours(events, max) {
+        let r = real::epoll_pwait2(epfd, events, max, tmo, sigmask);
+        if r <= 0 || !epoll_ours(events, max) {
+            return r;
+        }
+        first = Some(r);
     }
     let Ok(timeout) = ts_dur(tmo) else {
         return real::epoll_pwait2(epfd, events, max, tmo, sigmask);
     };
     guarded(-1, libc::EIO, || {
-        epoll_slow(epfd, events, max, timeout, &mut |t| {
+        epoll_slow(epfd, events, max, timeout, first, &mut |t| {
             let ts = t.map(to_ts);
             real::epoll_pwait2(
                 epfd,

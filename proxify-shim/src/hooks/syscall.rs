@@ -70,6 +70,24 @@ pub unsafe extern "C" fn proxify_syscall(
         libc::SYS_execveat => {
             exec::execveat(i(a1), p(a2) as _, p(a3) as _, p(a4) as _, i(a5)) as c_long
         }
+        libc::SYS_io_uring_setup => {
+            io_uring_note();
+            real::syscall6(n, a1, a2, a3, a4, a5, a6)
+        }
         _ => real::syscall6(n, a1, a2, a3, a4, a5, a6),
+    }
+}
+
+/// io_uring submissions never pass through libc: say so (once, at `-v`).
+#[cold]
+fn io_uring_note() {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        crate::sys::guard::guarded((), 0, || {
+            log::info!(
+                "the program set up io_uring: connects and I/O it submits there are not seen \
+                 by proxify (README, Limits)"
+            )
+        });
     }
 }

@@ -1,0 +1,1304 @@
+//! The event loop: one epoll set for the listener, our signalfd and every socket in the middle
+//! of a connect. Each notification becomes an [`Op`] with its own state machine and deadline,
+//! so a slow proxy for one connect never holds up another.
+//!
+//! Every socket is the program's own: a `pidfd_getfd` duplicate of it, connected in place (to
+//! the proxy, or directly for loopback and direct routes) and closed by us when the call is
+//! answered. The supervisor never lets the kernel run a connect itself
+//! (`SECCOMP_USER_NOTIF_FLAG_CONTINUE` would read the address again from the program's memory).
+
+use crate::filter::{NR_CONNECT, NR_GETPEERNAME, NR_SENDMMSG, NR_SENDMSG, NR_SENDTO};
+use crate::names::Names;
+use crate::route::{self, Route};
+use crate::sockaddr;
+use crate::sys::{self, errno, strerror};
+use libc::{c_int, c_void};
+use proxify_core::chain::{Failure, Handshake, ReadMode, State as HsState};
+use proxify_core::config::{ChainMode, Config};
+use proxify_core::socks::{Command, TargetAddr};
+use proxify_core::url::{Host, ProxyUrl};
+use std::collections::{HashMap, VecDeque};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+const TOKEN_LISTENER: u64 = 0;
+const TOKEN_SIGNALS: u64 = 1;
+const TOKEN_DNS: u64 = u64::MAX;
+const DEAD_FOR: Duration = Duration::from_secs(30);
+const MAX_PEERS: usize = 65536;
+/// Largest datagram the supervisor sends for a program.
+const MAX_DATAGRAM: usize = 65536;
+
+pub struct Log {
+    pub quiet: bool,
+    pub verbose: bool,
+}
+
+impl Log {
+    pub fn warn(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("proxify: {msg}");
+        }
+    }
+    pub fn debug(&self, msg: &str) {
+        if self.verbose && !self.quiet {
+            eprintln!("proxify: {msg}");
+        }
+    }
+}
+
+enum Stage {
+    /// A blocking direct connect the kernel is completing.
+    Direct,
+    /// Connecting to the first hop; the handshake follows.
+    ProxyConnect(Box<Handshake>),
+    Handshake(Box<Handshake>),
+}
+
+struct Op {
+    id: u64,
+    fd: c_int,
+    inode: u64,
+    domain: c_int,
+    /// The address the program gave (getpeername reports it).
+    raw: Vec<u8>,
+    stage: Stage,
+    deadline: Option<Instant>,
+    events: u32,
+    // Proxied:
+    chain: usize,
+    target: Option<TargetAddr>,
+    hops: Vec<(usize, ProxyUrl)>,
+    tries: usize,
+    proxy: Option<SocketAddr>,
+}
+
+struct Peer {
+    raw: Vec<u8>,
+    /// The proxy side of the connection, to tell a reused inode from ours.
+    proxy: SocketAddr,
+}
+
+pub struct Supervisor {
+    listener: c_int,
+    epfd: c_int,
+    cfg: Config,
+    names: Names,
+    pub log: Log,
+    ops: HashMap<u64, Op>,
+    next_token: u64,
+    peers: HashMap<u64, Peer>,
+    peer_order: VecDeque<u64>,
+    hop_addrs: HashMap<String, Vec<SocketAddr>>,
+    dead_until: HashMap<(usize, usize), Instant>,
+    rr_next: HashMap<usize, usize>,
+    notif_buf: Vec<u8>,
+    rand: u64,
+    /// The DNS responder: a UDP socket on loopback that the program's queries to its system
+    /// resolver are sent to instead (-1 if it could not be made: such queries are refused).
+    dns_sock: c_int,
+    dns_addr: Option<SocketAddr>,
+    nameservers: Vec<std::net::IpAddr>,
+}
+
+/// The nameservers of /etc/resolv.conf (what Go's resolver and musl ask).
+fn nameservers() -> Vec<std::net::IpAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver"))
+                .then(|| w.next()?.split('%').next()?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// A UDP socket on 127.0.0.1 (any port) for the responder, non-blocking.
+fn dns_socket() -> Option<(c_int, SocketAddr)> {
+    // SAFETY: plain socket calls on a socket we own; `raw` is a valid sockaddr_in.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
+        if fd < 0 {
+            return None;
+        }
+        let raw = sockaddr::to_raw("127.0.0.1:0".parse().unwrap(), libc::AF_INET)?;
+        if libc::bind(fd, raw.as_ptr() as *const libc::sockaddr, raw.len() as u32) != 0 {
+            libc::close(fd);
+            return None;
+        }
+        let addr = sockaddr::name_of(fd, false)?;
+        Some((fd, addr))
+    }
+}
+
+fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, events: u32, token: u64) -> bool {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: `ev` is a valid epoll_event.
+    unsafe { libc::epoll_ctl(epfd, op, fd, &mut ev) == 0 }
+}
+
+fn fstat_inode(fd: c_int) -> Option<u64> {
+    // SAFETY: `st` is written by the kernel.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st.st_ino)
+}
+
+fn fcntl_getfl(fd: c_int) -> c_int {
+    // SAFETY: plain fcntl.
+    unsafe { libc::fcntl(fd, libc::F_GETFL) }
+}
+
+fn fcntl_setfl(fd: c_int, flags: c_int) {
+    // SAFETY: plain fcntl.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+}
+
+/// connect(2) on our duplicate without waiting: the file is made non-blocking for the call
+/// only (it is shared with the program, whose thread waits in its own connect meanwhile).
+/// Returns 0 or the errno (EINPROGRESS: under way).
+fn connect_nowait(fd: c_int, raw: &[u8]) -> c_int {
+    let flags = fcntl_getfl(fd);
+    let set = flags >= 0 && flags & libc::O_NONBLOCK == 0;
+    if set {
+        fcntl_setfl(fd, flags | libc::O_NONBLOCK);
+    }
+    // SAFETY: `raw` is a sockaddr of `raw.len()` bytes.
+    let rc = unsafe { libc::connect(fd, raw.as_ptr() as *const libc::sockaddr, raw.len() as u32) };
+    let e = if rc == 0 { 0 } else { errno() };
+    if set {
+        fcntl_setfl(fd, flags);
+    }
+    e
+}
+
+/// Dissolves a connection attempt (connect with AF_UNSPEC), so a failed proxied connect
+/// leaves the program's socket unconnected, as a failed connect does.
+fn disconnect(fd: c_int) {
+    let sa = libc::sockaddr {
+        sa_family: libc::AF_UNSPEC as libc::sa_family_t,
+        sa_data: [0; 14],
+    };
+    // SAFETY: a valid AF_UNSPEC sockaddr.
+    unsafe { libc::connect(fd, &sa, std::mem::size_of::<libc::sockaddr>() as u32) };
+}
+
+impl Supervisor {
+    pub fn new(listener: c_int, signal_fd: c_int, cfg: Config, log: Log) -> Result<Self, String> {
+        let sizes = sys::notif_sizes().map_err(|e| format!("seccomp: {e}"))?;
+        // SAFETY: plain system call.
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epfd < 0 {
+            return Err(format!("epoll_create1: {}", strerror(errno())));
+        }
+        epoll_ctl(
+            epfd,
+            libc::EPOLL_CTL_ADD,
+            listener,
+            libc::EPOLLIN as u32,
+            TOKEN_LISTENER,
+        );
+        epoll_ctl(
+            epfd,
+            libc::EPOLL_CTL_ADD,
+            signal_fd,
+            libc::EPOLLIN as u32,
+            TOKEN_SIGNALS,
+        );
+        let names = Names::new(cfg.remote_dns_subnet());
+        let (dns_sock, dns_addr) = match dns_socket() {
+            Some((fd, a)) => {
+                epoll_ctl(
+                    epfd,
+                    libc::EPOLL_CTL_ADD,
+                    fd,
+                    libc::EPOLLIN as u32,
+                    TOKEN_DNS,
+                );
+                (fd, Some(a))
+            }
+            None => (-1, None),
+        };
+        let mut seed = [0u8; 8];
+        // SAFETY: fills `seed`.
+        unsafe { libc::getrandom(seed.as_mut_ptr() as *mut c_void, 8, 0) };
+        Ok(Supervisor {
+            listener,
+            epfd,
+            cfg,
+            names,
+            log,
+            ops: HashMap::new(),
+            next_token: 2,
+            peers: HashMap::new(),
+            peer_order: VecDeque::new(),
+            hop_addrs: HashMap::new(),
+            dead_until: HashMap::new(),
+            rr_next: HashMap::new(),
+            notif_buf: vec![0u8; usize::from(sizes.notif).max(128)],
+            rand: u64::from_ne_bytes(seed) | 1,
+            dns_sock,
+            dns_addr,
+            nameservers: nameservers(),
+        })
+    }
+
+    /// Waits for events until one of our signals arrives (returns true) or the listener hangs
+    /// up (every supervised process is gone: returns false).
+    pub fn wait(&mut self) -> bool {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        loop {
+            let timeout = self.next_timeout();
+            // SAFETY: `events` has room for 64 entries.
+            let n = unsafe { libc::epoll_wait(self.epfd, events.as_mut_ptr(), 64, timeout) };
+            if n < 0 {
+                if errno() == libc::EINTR {
+                    continue;
+                }
+                self.log
+                    .warn(&format!("supervisor: epoll_wait: {}", strerror(errno())));
+                return false;
+            }
+            let mut signalled = false;
+            let mut hup = false;
+            for ev in &events[..n as usize] {
+                let (flags, token) = (ev.events, ev.u64);
+                match token {
+                    TOKEN_LISTENER => {
+                        if flags & libc::EPOLLIN as u32 != 0 {
+                            self.receive();
+                        } else if flags & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+                            hup = true;
+                        }
+                    }
+                    TOKEN_SIGNALS => signalled = true,
+                    TOKEN_DNS => self.answer_dns(),
+                    t => self.on_event(t, flags),
+                }
+            }
+            self.expire();
+            if signalled {
+                return true;
+            }
+            if hup && self.ops.is_empty() {
+                return false;
+            }
+        }
+    }
+
+    /// Is any supervised process left? (The listener hangs up when none is.)
+    pub fn listener_alive(&self) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.listener,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        !(n > 0
+            && p.revents & (libc::POLLHUP | libc::POLLERR) != 0
+            && p.revents & libc::POLLIN == 0)
+    }
+
+    fn next_timeout(&self) -> c_int {
+        let now = Instant::now();
+        self.ops
+            .values()
+            .filter_map(|o| o.deadline)
+            .map(|d| d.saturating_duration_since(now).as_millis() as c_int + 1)
+            .min()
+            .unwrap_or(-1)
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64
+        let mut x = self.rand;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rand = x;
+        x
+    }
+
+    fn reply(&self, id: u64, r: Result<i64, c_int>) -> bool {
+        sys::notif_send(self.listener, id, r)
+    }
+
+    fn cont(&self, id: u64) {
+        sys::notif_continue(self.listener, id);
+    }
+
+    /// One notification from the listener.
+    fn receive(&mut self) {
+        let n = match sys::notif_recv(self.listener, &mut self.notif_buf) {
+            Ok(n) => n,
+            Err(_) => return, // ENOENT: the call went away before we took it
+        };
+        let tid = n.pid as libc::pid_t;
+        match n.data.nr {
+            NR_CONNECT => self.on_connect(n.id, tid, &n.data.args),
+            NR_GETPEERNAME => self.on_getpeername(n.id, tid, &n.data.args),
+            NR_SENDTO | NR_SENDMSG | NR_SENDMMSG => {
+                self.on_send(n.id, tid, n.data.nr, &n.data.args)
+            }
+            _ => {
+                self.reply(n.id, Err(libc::ENOSYS));
+            }
+        }
+    }
+
+    /// The program's fd `fd` as our duplicate, checked to belong to the notified call.
+    fn take_fd(&self, id: u64, tid: libc::pid_t, fd: u64) -> Result<c_int, c_int> {
+        let pidfd = sys::pidfd_open(tid)?;
+        let r = sys::pidfd_getfd(pidfd, fd as c_int);
+        sys::close(pidfd);
+        let dup = r?;
+        if !sys::notif_id_valid(self.listener, id) {
+            sys::close(dup);
+            return Err(libc::ENOENT);
+        }
+        Ok(dup)
+    }
+
+    fn sock_kind(fd: c_int) -> Result<(c_int, c_int), c_int> {
+        let domain = sys::sockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok_or_else(errno)?;
+        let ty = sys::sockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).ok_or_else(errno)?;
+        Ok((domain, ty))
+    }
+
+    fn read_addr(&self, id: u64, tid: libc::pid_t, ptr: u64, len: u64) -> Result<Vec<u8>, c_int> {
+        let len = (len as usize).min(128);
+        let mut raw = vec![0u8; len];
+        let n = sys::read_mem(tid, ptr, &mut raw).map_err(|_| libc::EFAULT)?;
+        raw.truncate(n);
+        if !sys::notif_id_valid(self.listener, id) {
+            return Err(libc::ENOENT);
+        }
+        Ok(raw)
+    }
+
+    fn on_connect(&mut self, id: u64, tid: libc::pid_t, args: &[u64; 6]) {
+        let raw = match self.read_addr(id, tid, args[1], args[2]) {
+            Ok(r) => r,
+            Err(libc::ENOENT) => return,
+            Err(e) => {
+                self.reply(id, Err(e));
+                return;
+            }
+        };
+        let fd = match self.take_fd(id, tid, args[0]) {
+            Ok(fd) => fd,
+            Err(libc::ENOENT) => return,
+            Err(e) => {
+                self.reply(id, Err(e));
+                return;
+            }
+        };
+        let (domain, ty) = match Self::sock_kind(fd) {
+            Ok(k) => k,
+            Err(e) => {
+                sys::close(fd);
+                self.reply(id, Err(e));
+                return;
+            }
+        };
+        if domain != libc::AF_INET && domain != libc::AF_INET6 {
+            // AF_UNIX, netlink...: the socket cannot reach the network whatever the address.
+            sys::close(fd);
+            self.cont(id);
+            return;
+        }
+        let inode = fstat_inode(fd).unwrap_or(0);
+        let fam = sockaddr::family(&raw);
+        if fam == Some(libc::AF_UNSPEC) {
+            // Dissolving an association: harmless; done on the program's socket.
+            let e = connect_nowait(fd, &raw);
+            self.peers.remove(&inode);
+            sys::close(fd);
+            self.reply(id, if e == 0 { Ok(0) } else { Err(e) });
+            return;
+        }
+        let Some(dest) = sockaddr::parse(&raw) else {
+            sys::close(fd);
+            self.reply(
+                id,
+                Err(
+                    if fam == Some(libc::AF_INET6) || fam == Some(libc::AF_INET) {
+                        libc::EINVAL
+                    } else {
+                        libc::EAFNOSUPPORT
+                    },
+                ),
+            );
+            return;
+        };
+        if ty == libc::SOCK_STREAM && fam != Some(domain) {
+            // The kernel refuses another family on a TCP socket.
+            sys::close(fd);
+            self.reply(id, Err(libc::EAFNOSUPPORT));
+            return;
+        }
+        if self.ops.values().any(|o| o.inode == inode && inode != 0) {
+            sys::close(fd);
+            self.reply(id, Err(libc::EALREADY));
+            return;
+        }
+        if ty == libc::SOCK_DGRAM && self.is_resolver(&dest) {
+            // The program's resolver (Go's, musl's): its queries go to our responder.
+            let r = self.dns_addr.and_then(|a| sockaddr::to_raw(a, domain));
+            let e = match r {
+                Some(r) => connect_nowait(fd, &r),
+                None => libc::ECONNREFUSED,
+            };
+            if e == 0 {
+                if let Some(a) = self.dns_addr {
+                    self.remember_peer(inode, raw, a);
+                }
+            }
+            sys::close(fd);
+            self.reply(id, if e == 0 { Ok(0) } else { Err(e) });
+            return;
+        }
+        let mut op = Op {
+            id,
+            fd,
+            inode,
+            domain,
+            raw,
+            stage: Stage::Direct,
+            deadline: None,
+            events: 0,
+            chain: 0,
+            target: None,
+            hops: Vec::new(),
+            tries: 0,
+            proxy: None,
+        };
+        match route::route(&self.cfg, &self.names, dest) {
+            Route::Deny(e, why) => {
+                self.log
+                    .warn(&format!("refusing a connect to {dest}: {why}"));
+                self.finish(op, Err(e));
+            }
+            Route::Direct(to, why) => {
+                self.log.debug(&format!("{dest}: direct ({why})"));
+                if let Some(to) = to {
+                    match sockaddr::to_raw(to, domain) {
+                        Some(r) => op.raw = r,
+                        None => {
+                            self.finish(op, Err(libc::EAFNOSUPPORT));
+                            return;
+                        }
+                    }
+                }
+                self.start_direct(op);
+            }
+            Route::Proxy(chain, target) => {
+                if ty != libc::SOCK_STREAM {
+                    let msg = format!(
+                        "refusing to connect a datagram socket to {dest}: supervised UDP \
+                         does not go through the proxy"
+                    );
+                    if self.names.is_placeholder(&dest.ip()) {
+                        // Go's address sorting probes each address so (it sends nothing and
+                        // takes the failure in its stride): not worth a line.
+                        self.log.debug(&msg);
+                    } else {
+                        self.log.warn(&msg);
+                    }
+                    self.finish(op, Err(libc::EOPNOTSUPP));
+                    return;
+                }
+                op.chain = chain;
+                op.target = Some(target);
+                op.tries = self.cfg.chains[chain].hops.len().max(1);
+                self.start_proxy(op);
+            }
+        }
+    }
+
+    /// Answers the call, drops our duplicate and forgets the op.
+    fn finish(&mut self, op: Op, r: Result<i64, c_int>) {
+        if op.events != 0 {
+            epoll_ctl(self.epfd, libc::EPOLL_CTL_DEL, op.fd, 0, 0);
+        }
+        if r.is_err() && !matches!(op.stage, Stage::Direct) {
+            disconnect(op.fd);
+        }
+        if r.is_ok() {
+            if let (Some(proxy), Stage::Handshake(_)) = (op.proxy, &op.stage) {
+                self.remember_peer(op.inode, op.raw.clone(), proxy);
+            }
+        }
+        sys::close(op.fd);
+        self.reply(op.id, r);
+    }
+
+    fn remember_peer(&mut self, inode: u64, raw: Vec<u8>, proxy: SocketAddr) {
+        if self.peers.insert(inode, Peer { raw, proxy }).is_none() {
+            self.peer_order.push_back(inode);
+        }
+        while self.peers.len() > MAX_PEERS {
+            match self.peer_order.pop_front() {
+                Some(old) => {
+                    self.peers.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Parks `op` until `events` on its socket (or its deadline).
+    fn park(&mut self, mut op: Op, events: u32) {
+        let token = self.next_token;
+        self.next_token += 1;
+        let ok = if op.events == 0 {
+            epoll_ctl(self.epfd, libc::EPOLL_CTL_ADD, op.fd, events, token)
+        } else {
+            epoll_ctl(self.epfd, libc::EPOLL_CTL_MOD, op.fd, events, token)
+        };
+        if !ok {
+            let e = errno();
+            self.log
+                .warn(&format!("supervisor: epoll_ctl failed: {}", strerror(e)));
+            self.finish(op, Err(libc::EIO));
+            return;
+        }
+        op.events = events;
+        self.ops.insert(token, op);
+    }
+
+    fn start_direct(&mut self, op: Op) {
+        let nonblocking = fcntl_getfl(op.fd) & libc::O_NONBLOCK != 0;
+        match connect_nowait(op.fd, &op.raw) {
+            0 => self.finish(op, Ok(0)),
+            libc::EINPROGRESS if nonblocking => self.finish(op, Err(libc::EINPROGRESS)),
+            libc::EINPROGRESS => self.park(op, libc::EPOLLOUT as u32),
+            e => self.finish(op, Err(e)),
+        }
+    }
+
+    fn hop_addrs(&mut self, url: &ProxyUrl) -> Result<Vec<SocketAddr>, String> {
+        let name = match &url.host {
+            Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, url.port)]),
+            Host::Name(n) => n.clone(),
+        };
+        let key = format!("{name}:{}", url.port);
+        if let Some(v) = self.hop_addrs.get(&key) {
+            return Ok(v.clone());
+        }
+        let v: Vec<SocketAddr> = (name.as_str(), url.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve proxy host {name}: {e}"))?
+            .collect();
+        self.hop_addrs.insert(key, v.clone());
+        Ok(v)
+    }
+
+    fn select_hops(&mut self, ci: usize) -> Vec<(usize, ProxyUrl)> {
+        let chain = &self.cfg.chains[ci];
+        let all: Vec<(usize, ProxyUrl)> = chain.hops.iter().cloned().enumerate().collect();
+        let len = chain.chain_len.clamp(1, all.len().max(1));
+        match chain.mode {
+            ChainMode::Strict => all,
+            ChainMode::Dynamic => {
+                let now = Instant::now();
+                let live: Vec<_> = all
+                    .iter()
+                    .filter(|(i, _)| self.dead_until.get(&(ci, *i)).is_none_or(|d| *d <= now))
+                    .cloned()
+                    .collect();
+                if live.is_empty() {
+                    all
+                } else {
+                    live
+                }
+            }
+            ChainMode::Random => {
+                let mut pool = all;
+                let mut out = Vec::with_capacity(len);
+                while out.len() < len && !pool.is_empty() {
+                    let k = (self.random() % pool.len() as u64) as usize;
+                    out.push(pool.swap_remove(k));
+                }
+                out
+            }
+            ChainMode::RoundRobin => {
+                let n = all.len().max(1);
+                let start = self.rr_next.entry(ci).or_insert(0);
+                let s = *start;
+                *start = s + len;
+                (0..len).map(|k| all[(s + k) % n].clone()).collect()
+            }
+        }
+    }
+
+    /// Which proxy address this socket can use: its own family, or IPv4-mapped on a
+    /// dual-stack AF_INET6 socket.
+    fn pick_proxy(fd: c_int, domain: c_int, addrs: &[SocketAddr]) -> Option<SocketAddr> {
+        let v6only = domain == libc::AF_INET6
+            && sys::sockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).unwrap_or(0) != 0;
+        addrs
+            .iter()
+            .find(|a| (domain == libc::AF_INET) == a.is_ipv4())
+            .or_else(|| {
+                if domain == libc::AF_INET6 && !v6only {
+                    addrs.iter().find(|a| a.is_ipv4())
+                } else {
+                    None
+                }
+            })
+            .copied()
+    }
+
+    fn target_text(op: &Op) -> String {
+        match &op.target {
+            Some(TargetAddr::Ip(a)) => a.to_string(),
+            Some(TargetAddr::Domain(n, p)) => format!("{n}:{p}"),
+            None => "?".into(),
+        }
+    }
+
+    /// (Re)starts the proxied connect of `op`: the hops, the first hop's address, the TCP
+    /// connect of the program's socket to it.
+    fn start_proxy(&mut self, mut op: Op) {
+        let hops = self.select_hops(op.chain);
+        let Some((_, first)) = hops.first().cloned() else {
+            self.fail(op, Failure::new(libc::EACCES, "the chain has no proxy"));
+            return;
+        };
+        op.hops = hops;
+        let addrs = match self.hop_addrs(&first) {
+            Ok(a) => a,
+            Err(msg) => {
+                self.fail(
+                    op,
+                    Failure {
+                        dead_hop: Some(0),
+                        ..Failure::new(libc::EHOSTUNREACH, msg)
+                    },
+                );
+                return;
+            }
+        };
+        let Some(proxy) = Self::pick_proxy(op.fd, op.domain, &addrs) else {
+            let fam = if op.domain == libc::AF_INET {
+                "IPv4"
+            } else {
+                "IPv6"
+            };
+            self.fail(
+                op,
+                Failure::new(
+                    libc::EAFNOSUPPORT,
+                    format!("the proxy has no {fam} address this socket can use"),
+                ),
+            );
+            return;
+        };
+        let urls: Vec<ProxyUrl> = op.hops.iter().map(|(_, u)| u.clone()).collect();
+        let target = op.target.clone().expect("a proxied op has a target");
+        let hs = match Handshake::new(&urls, Command::Connect, target) {
+            Ok(h) => h,
+            Err(f) => {
+                self.fail(op, f);
+                return;
+            }
+        };
+        let Some(praw) = sockaddr::to_raw(proxy, op.domain) else {
+            self.fail(
+                op,
+                Failure::new(libc::EAFNOSUPPORT, "no usable proxy address"),
+            );
+            return;
+        };
+        op.proxy = Some(proxy);
+        match connect_nowait(op.fd, &praw) {
+            0 => {
+                op.stage = Stage::Handshake(Box::new(hs));
+                op.deadline = Some(Instant::now() + self.cfg.handshake_timeout);
+                self.advance(op);
+            }
+            libc::EINPROGRESS => {
+                op.stage = Stage::ProxyConnect(Box::new(hs));
+                op.deadline = Some(Instant::now() + self.cfg.connect_timeout);
+                self.park(op, libc::EPOLLOUT as u32);
+            }
+            e => self.fail(
+                op,
+                Failure {
+                    dead_hop: Some(0),
+                    ..Failure::new(e, format!("cannot reach proxy {proxy}: {}", strerror(e)))
+                },
+            ),
+        }
+    }
+}
+
+impl Supervisor {
+    /// Events on a parked op's socket.
+    fn on_event(&mut self, token: u64, flags: u32) {
+        let Some(mut op) = self.ops.remove(&token) else {
+            return;
+        };
+        match std::mem::replace(&mut op.stage, Stage::Direct) {
+            Stage::Direct => {
+                let e = sys::sockopt_int(op.fd, libc::SOL_SOCKET, libc::SO_ERROR).unwrap_or(0);
+                self.finish(op, if e == 0 { Ok(0) } else { Err(e) });
+            }
+            Stage::ProxyConnect(hs) => {
+                let mut e = 0;
+                if flags & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
+                    e = sys::sockopt_int(op.fd, libc::SOL_SOCKET, libc::SO_ERROR)
+                        .unwrap_or(libc::ECONNREFUSED);
+                    if e == 0 {
+                        e = libc::ECONNREFUSED;
+                    }
+                }
+                op.stage = Stage::Handshake(hs);
+                if e != 0 {
+                    let proxy = op.proxy.map(|p| p.to_string()).unwrap_or_default();
+                    self.fail(
+                        op,
+                        Failure {
+                            dead_hop: Some(0),
+                            ..Failure::new(
+                                e,
+                                format!("cannot reach proxy {proxy}: {}", strerror(e)),
+                            )
+                        },
+                    );
+                    return;
+                }
+                op.deadline = Some(Instant::now() + self.cfg.handshake_timeout);
+                self.advance(op);
+            }
+            Stage::Handshake(hs) => {
+                op.stage = Stage::Handshake(hs);
+                self.advance(op);
+            }
+        }
+    }
+
+    /// Ops past their deadline fail with ETIMEDOUT.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let late: Vec<u64> = self
+            .ops
+            .iter()
+            .filter(|(_, o)| o.deadline.is_some_and(|d| d <= now))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in late {
+            let Some(op) = self.ops.remove(&t) else {
+                continue;
+            };
+            let proxy = op.proxy.map(|p| p.to_string()).unwrap_or_default();
+            let f = match op.stage {
+                Stage::ProxyConnect(_) => Failure {
+                    dead_hop: Some(0),
+                    ..Failure::new(
+                        libc::ETIMEDOUT,
+                        format!("timed out connecting to proxy {proxy}"),
+                    )
+                },
+                _ => Failure::new(libc::ETIMEDOUT, "timed out waiting for the proxy's reply"),
+            };
+            self.fail(op, f);
+        }
+    }
+
+    /// A proxied connect failed: a dynamic chain tries again without the dead hop; otherwise
+    /// one line and the errno.
+    fn fail(&mut self, mut op: Op, f: Failure) {
+        let chain = &self.cfg.chains[op.chain];
+        if chain.mode == ChainMode::Dynamic && op.tries > 1 && op.hops.len() > 1 {
+            if let Some((idx, url)) = f.dead_hop.and_then(|i| op.hops.get(i)).cloned() {
+                self.log.debug(&format!(
+                    "dynamic chain {}: skipping dead hop {}: {}",
+                    chain.name,
+                    url.masked(),
+                    f.msg
+                ));
+                self.dead_until
+                    .insert((op.chain, idx), Instant::now() + DEAD_FOR);
+                op.tries -= 1;
+                if op.events != 0 {
+                    epoll_ctl(self.epfd, libc::EPOLL_CTL_DEL, op.fd, 0, 0);
+                    op.events = 0;
+                }
+                disconnect(op.fd);
+                op.deadline = None;
+                self.start_proxy(op);
+                return;
+            }
+        }
+        let via = op
+            .hops
+            .first()
+            .map(|(_, u)| u.masked())
+            .unwrap_or_else(|| "the proxy".into());
+        self.log.warn(&format!(
+            "cannot connect to {} through {via}: {}",
+            Self::target_text(&op),
+            f.msg
+        ));
+        if matches!(op.stage, Stage::Direct) {
+            // Not connected to anything yet; still dissolve any attempt.
+            disconnect(op.fd);
+        }
+        self.finish(op, Err(f.errno));
+    }
+
+    /// Moves the handshake of `op` as far as it goes without waiting (MSG_DONTWAIT on every
+    /// send and receive: the program's file stays as it was).
+    fn advance(&mut self, mut op: Op) {
+        let Stage::Handshake(hs) = &mut op.stage else {
+            return;
+        };
+        let fd = op.fd;
+        let mut buf = [0u8; 1024];
+        let outcome: Result<Option<u32>, Failure> = 'outer: loop {
+            let mut sent = false;
+            let mut wait = None;
+            while !hs.pending_output().is_empty() {
+                let out = hs.pending_output();
+                // SAFETY: sends from a live buffer.
+                let n = unsafe {
+                    libc::send(
+                        fd,
+                        out.as_ptr() as *const c_void,
+                        out.len(),
+                        libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                    )
+                };
+                if n >= 0 {
+                    hs.consume_output(n as usize);
+                    sent = true;
+                    continue;
+                }
+                match errno() {
+                    libc::EINTR => {}
+                    libc::EAGAIN => {
+                        wait = Some(libc::EPOLLOUT as u32);
+                        break;
+                    }
+                    e => {
+                        break 'outer Err(Failure::new(
+                            e,
+                            format!("lost the proxy while sending: {}", strerror(e)),
+                        ));
+                    }
+                }
+            }
+            if let Some(w) = wait {
+                break Ok(Some(w));
+            }
+            match hs.state() {
+                HsState::Done(_) => break Ok(None),
+                HsState::Failed(f) => break Err(f.clone()),
+                HsState::Running => {}
+            }
+            if sent && hs.read_mode() != ReadMode::Nothing {
+                break Ok(Some(libc::EPOLLIN as u32));
+            }
+            let (want, peek) = match hs.read_mode() {
+                ReadMode::Exact(n) => (n.min(buf.len()), false),
+                ReadMode::Peek(n) => (n.min(buf.len()), true),
+                ReadMode::Nothing => {
+                    break Err(Failure::new(
+                        libc::EIO,
+                        "proxy handshake stalled (internal error)",
+                    ))
+                }
+            };
+            let flags = libc::MSG_DONTWAIT | if peek { libc::MSG_PEEK } else { 0 };
+            // SAFETY: receives into `buf` (at most `want` <= its length).
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut c_void, want, flags) };
+            if n > 0 {
+                if peek {
+                    let take = hs.feed_peeked(&buf[..n as usize]);
+                    if take > 0 {
+                        // SAFETY: as above; those bytes are queued already.
+                        let got = unsafe {
+                            libc::recv(
+                                fd,
+                                buf.as_mut_ptr() as *mut c_void,
+                                take,
+                                libc::MSG_DONTWAIT,
+                            )
+                        };
+                        if got != take as isize {
+                            break Err(Failure::new(
+                                libc::EIO,
+                                "proxy reply vanished while reading it",
+                            ));
+                        }
+                    }
+                } else {
+                    hs.feed(&buf[..n as usize]);
+                }
+            } else if n == 0 {
+                hs.eof();
+            } else {
+                match errno() {
+                    libc::EINTR => {}
+                    libc::EAGAIN => break Ok(Some(libc::EPOLLIN as u32)),
+                    e => {
+                        break Err(Failure::new(
+                            e,
+                            format!("lost the proxy while reading its reply: {}", strerror(e)),
+                        ))
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(None) => {
+                self.log.debug(&format!(
+                    "{}: connected through the proxy",
+                    Self::target_text(&op)
+                ));
+                self.finish(op, Ok(0));
+            }
+            Ok(Some(events)) => self.park(op, events),
+            Err(f) => self.fail(op, f),
+        }
+    }
+}
+
+fn read_u64(tid: libc::pid_t, addr: u64) -> Result<u64, c_int> {
+    let mut b = [0u8; 8];
+    match sys::read_mem(tid, addr, &mut b) {
+        Ok(8) => Ok(u64::from_ne_bytes(b)),
+        _ => Err(libc::EFAULT),
+    }
+}
+
+/// A program's `struct msghdr` (x86-64 layout), as read from its memory.
+struct MsgHdr {
+    name: u64,
+    namelen: u32,
+    iov: u64,
+    iovlen: u64,
+    control: u64,
+    controllen: u64,
+}
+
+fn read_msghdr(tid: libc::pid_t, addr: u64) -> Result<MsgHdr, c_int> {
+    let mut b = [0u8; 56];
+    if sys::read_mem(tid, addr, &mut b) != Ok(56) {
+        return Err(libc::EFAULT);
+    }
+    let u64_at = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().unwrap());
+    Ok(MsgHdr {
+        name: u64_at(0),
+        namelen: u32::from_ne_bytes(b[8..12].try_into().unwrap()),
+        iov: u64_at(16),
+        iovlen: u64_at(24),
+        control: u64_at(32),
+        controllen: u64_at(40),
+    })
+}
+
+impl Supervisor {
+    /// getpeername: a socket we connected through the proxy reports the destination the
+    /// program asked for; any other is the kernel's business.
+    fn on_getpeername(&mut self, id: u64, tid: libc::pid_t, args: &[u64; 6]) {
+        let fd = match self.take_fd(id, tid, args[0]) {
+            Ok(fd) => fd,
+            Err(_) => {
+                // Not ours to answer (EBADF, ENOTSOCK...): the kernel says it.
+                self.cont(id);
+                return;
+            }
+        };
+        let inode = fstat_inode(fd);
+        let peer = sockaddr::name_of(fd, true);
+        sys::close(fd);
+        let raw = match (inode.and_then(|i| self.peers.get(&i)), peer) {
+            (Some(p), Some(actual)) if route::unmap(actual) == route::unmap(p.proxy) => {
+                p.raw.clone()
+            }
+            _ => {
+                self.cont(id);
+                return;
+            }
+        };
+        let (addr, lenp) = (args[1], args[2]);
+        let r = (|| {
+            let mut lb = [0u8; 4];
+            if sys::read_mem(tid, lenp, &mut lb) != Ok(4) {
+                return Err(libc::EFAULT);
+            }
+            let room = u32::from_ne_bytes(lb) as usize;
+            sys::write_mem(tid, addr, &raw[..room.min(raw.len())])?;
+            sys::write_mem(tid, lenp, &(raw.len() as u32).to_ne_bytes())?;
+            Ok(0)
+        })();
+        self.reply(id, r);
+    }
+
+    /// sendto with a destination, sendmsg, sendmmsg. TCP ignores the address and other
+    /// families cannot reach the network: the kernel runs those. A datagram on an internet
+    /// socket is sent by us, from our copy of the program's bytes, when its destination is
+    /// direct (loopback, rules); otherwise it is refused: it never leaves directly.
+    fn on_send(&mut self, id: u64, tid: libc::pid_t, nr: c_int, args: &[u64; 6]) {
+        let fd = match self.take_fd(id, tid, args[0]) {
+            Ok(fd) => fd,
+            Err(libc::ENOENT) => return,
+            Err(_) => {
+                self.cont(id);
+                return;
+            }
+        };
+        let (domain, ty) = Self::sock_kind(fd).unwrap_or((-1, -1));
+        if (domain != libc::AF_INET && domain != libc::AF_INET6) || ty == libc::SOCK_STREAM {
+            sys::close(fd);
+            self.cont(id);
+            return;
+        }
+        let r = match nr {
+            NR_SENDTO => self.send_datagram_to(tid, fd, domain, args),
+            NR_SENDMSG => self.send_msg(tid, fd, domain, args[1], args[2] as c_int),
+            _ => self.send_mmsg(tid, fd, domain, args),
+        };
+        sys::close(fd);
+        if sys::notif_id_valid(self.listener, id) {
+            self.reply(id, r);
+        }
+    }
+
+    /// Where a datagram to `raw` (None: the socket's connected peer) may go: the address to
+    /// send to, or the errno.
+    fn datagram_dest(&self, raw: Option<&[u8]>, domain: c_int) -> Result<Option<Vec<u8>>, c_int> {
+        let Some(raw) = raw else {
+            // The peer was set by a connect we allowed (only direct ones are).
+            return Ok(None);
+        };
+        let Some(dest) = sockaddr::parse(raw) else {
+            return Err(libc::EINVAL);
+        };
+        if self.is_resolver(&dest) {
+            return match self.dns_addr.and_then(|a| sockaddr::to_raw(a, domain)) {
+                Some(r) => Ok(Some(r)),
+                None => Err(libc::ECONNREFUSED),
+            };
+        }
+        match route::route(&self.cfg, &self.names, dest) {
+            Route::Direct(None, _) => Ok(Some(raw.to_vec())),
+            Route::Direct(Some(to), _) => sockaddr::to_raw(to, domain)
+                .map(Some)
+                .ok_or(libc::EAFNOSUPPORT),
+            Route::Deny(e, why) => {
+                self.log
+                    .warn(&format!("refusing a datagram to {dest}: {why}"));
+                Err(e)
+            }
+            Route::Proxy(..) => {
+                self.log.warn(&format!(
+                    "refusing a datagram to {dest}: supervised UDP does not go through the proxy"
+                ));
+                Err(libc::EOPNOTSUPP)
+            }
+        }
+    }
+
+    fn send_datagram_to(
+        &self,
+        tid: libc::pid_t,
+        fd: c_int,
+        domain: c_int,
+        args: &[u64; 6],
+    ) -> Result<i64, c_int> {
+        let mut raw = vec![0u8; (args[5] as usize).min(128)];
+        let n = sys::read_mem(tid, args[4], &mut raw).map_err(|_| libc::EFAULT)?;
+        raw.truncate(n);
+        let dest = self.datagram_dest(Some(&raw), domain)?;
+        let len = (args[2] as usize).min(MAX_DATAGRAM);
+        let mut data = vec![0u8; len];
+        if sys::read_mem(tid, args[1], &mut data) != Ok(len) {
+            return Err(libc::EFAULT);
+        }
+        let flags = (args[3] as c_int & !libc::MSG_FASTOPEN) | libc::MSG_DONTWAIT;
+        let d = dest.unwrap_or_default();
+        // SAFETY: sends our own copy of the bytes to a sockaddr of `d.len()` bytes.
+        let n = unsafe {
+            libc::sendto(
+                fd,
+                data.as_ptr() as *const c_void,
+                data.len(),
+                flags | libc::MSG_NOSIGNAL,
+                d.as_ptr() as *const libc::sockaddr,
+                d.len() as u32,
+            )
+        };
+        if n < 0 {
+            Err(errno())
+        } else {
+            Ok(n as i64)
+        }
+    }
+
+    /// One sendmsg from the program's msghdr at `addr`, done on our duplicate.
+    fn send_msg(
+        &self,
+        tid: libc::pid_t,
+        fd: c_int,
+        domain: c_int,
+        addr: u64,
+        flags: c_int,
+    ) -> Result<i64, c_int> {
+        let m = read_msghdr(tid, addr)?;
+        let name = if m.name != 0 && m.namelen > 0 {
+            let mut raw = vec![0u8; (m.namelen as usize).min(128)];
+            let n = sys::read_mem(tid, m.name, &mut raw).map_err(|_| libc::EFAULT)?;
+            raw.truncate(n);
+            Some(raw)
+        } else {
+            None
+        };
+        let dest = self.datagram_dest(name.as_deref(), domain)?;
+        if m.iovlen > 1024 {
+            return Err(libc::EMSGSIZE);
+        }
+        let mut data = Vec::new();
+        for i in 0..m.iovlen {
+            let base = read_u64(tid, m.iov + 16 * i)?;
+            let len = read_u64(tid, m.iov + 16 * i + 8)? as usize;
+            if data.len() + len > MAX_DATAGRAM {
+                return Err(libc::EMSGSIZE);
+            }
+            let at = data.len();
+            data.resize(at + len, 0);
+            if sys::read_mem(tid, base, &mut data[at..]) != Ok(len) {
+                return Err(libc::EFAULT);
+            }
+        }
+        let mut control = vec![0u8; (m.controllen as usize).min(4096)];
+        if !control.is_empty() && sys::read_mem(tid, m.control, &mut control) != Ok(control.len()) {
+            return Err(libc::EFAULT);
+        }
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr() as *mut c_void,
+            iov_len: data.len(),
+        };
+        let mut d = dest.unwrap_or_default();
+        // SAFETY: every pointer in `msg` points at our own buffers of the lengths given.
+        let n = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            if !d.is_empty() {
+                msg.msg_name = d.as_mut_ptr() as *mut c_void;
+                msg.msg_namelen = d.len() as u32;
+            }
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            if !control.is_empty() {
+                msg.msg_control = control.as_mut_ptr() as *mut c_void;
+                msg.msg_controllen = control.len();
+            }
+            libc::sendmsg(
+                fd,
+                &msg,
+                (flags & !libc::MSG_FASTOPEN) | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            Err(errno())
+        } else {
+            Ok(n as i64)
+        }
+    }
+
+    fn send_mmsg(
+        &self,
+        tid: libc::pid_t,
+        fd: c_int,
+        domain: c_int,
+        args: &[u64; 6],
+    ) -> Result<i64, c_int> {
+        let (vec, vlen, flags) = (args[1], (args[2] as usize).min(1024), args[3] as c_int);
+        let mut sent = 0usize;
+        for i in 0..vlen {
+            let at = vec + 64 * i as u64;
+            match self.send_msg(tid, fd, domain, at, flags) {
+                Ok(n) => {
+                    sys::write_mem(tid, at + 56, &(n as u32).to_ne_bytes())
+                        .map_err(|_| libc::EFAULT)?;
+                    sent += 1;
+                }
+                Err(e) if sent == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(sent as i64)
+    }
+}
+
+impl Supervisor {
+    /// A query to the system resolver (a resolv.conf nameserver, port 53)?
+    fn is_resolver(&self, dest: &SocketAddr) -> bool {
+        let d = route::unmap(*dest);
+        d.port() == 53 && self.nameservers.contains(&d.ip())
+    }
+
+    /// Answers every query waiting at the responder: placeholders from the shared table
+    /// (names the proxy resolves), local answers for names that go direct.
+    fn answer_dns(&mut self) {
+        let mut buf = [0u8; 4096];
+        let mut out = [0u8; 4096];
+        for _ in 0..64 {
+            let mut from = [0u8; 128];
+            let mut flen = from.len() as libc::socklen_t;
+            // SAFETY: receives into our buffers of the lengths given.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.dns_sock,
+                    buf.as_mut_ptr() as *mut c_void,
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    from.as_mut_ptr() as *mut libc::sockaddr,
+                    &mut flen,
+                )
+            };
+            if n < 0 {
+                return;
+            }
+            let mut r = crate::names::Resolver {
+                cfg: &self.cfg,
+                names: &self.names,
+            };
+            let msg = &buf[..n as usize];
+            let (verdict, q) = proxify_core::dns::respond(msg, &mut r, false, false, &mut out);
+            let len = match verdict {
+                proxify_core::dns::Verdict::Reply { len, .. } => len,
+                proxify_core::dns::Verdict::Drop => continue,
+                // Nothing is forwarded from here: the query fails rather than go anywhere.
+                _ => match q {
+                    Some(q) => proxify_core::dns::error_reply(&q, 2, &mut out),
+                    None => continue,
+                },
+            };
+            if let Some(q) = q.as_ref().and_then(|q| q.name.as_ref()) {
+                self.log.debug(&format!("DNS: answered a query for {q}"));
+            }
+            // SAFETY: sends our reply to the sockaddr the query came from.
+            unsafe {
+                libc::sendto(
+                    self.dns_sock,
+                    out.as_ptr() as *const c_void,
+                    len,
+                    libc::MSG_DONTWAIT,
+                    from.as_ptr() as *const libc::sockaddr,
+                    flen,
+                )
+            };
+        }
+    }
+}

@@ -31,7 +31,7 @@ fn sndtimeo(fd: c_int) -> Option<Duration> {
     let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
     // SAFETY: a timeval buffer of the size given.
     let rc = unsafe {
-        libc::getsockopt(
+        real::getsockopt(
             fd,
             libc::SOL_SOCKET,
             libc::SO_SNDTIMEO,

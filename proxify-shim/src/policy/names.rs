@@ -4,7 +4,7 @@
 //! in-process DNS responder. Plain Rust over layer 1.
 
 use crate::state::fakedns::{self, Miss};
-use crate::state::{hosts, runtime};
+use crate::state::{hosts, myhost, runtime};
 use libc::c_int;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -24,6 +24,10 @@ pub fn answer(name: &str, family: c_int, v4mapped: bool) -> Result<Answer, Miss>
         (lower.to_string(), a, false)
     } else if let Some((canon, addrs)) = hosts::lookup_name(name) {
         (canon, addrs, false)
+    } else if let Some(own) = myhost::matches(name) {
+        // The machine's own name, as nss-myhostname answers it: never a placeholder, which a
+        // later connect would turn into this host's name sent to the proxy.
+        (own, myhost::addrs(), false)
     } else {
         if lower.is_empty() || lower.len() > 255 {
             return Err(Miss::NoName);
@@ -70,7 +74,8 @@ pub fn answer(name: &str, family: c_int, v4mapped: bool) -> Result<Answer, Miss>
     Ok(Answer { canon, addrs: pick })
 }
 
-/// The name we know for `ip` without DNS: a placeholder's name, or /etc/hosts.
+/// The name we know for `ip` without DNS: a placeholder's name, /etc/hosts, or this host's own
+/// name for one of its addresses.
 pub fn reverse(ip: &IpAddr) -> Option<String> {
     let ip = match ip {
         IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(*ip),
@@ -79,5 +84,5 @@ pub fn reverse(ip: &IpAddr) -> Option<String> {
     if fakedns::is_placeholder(&ip) {
         return fakedns::name_of(&ip);
     }
-    hosts::lookup_addr(&ip)
+    hosts::lookup_addr(&ip).or_else(|| myhost::name_of(&ip))
 }

@@ -12,6 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo); fi
 PKGS=(dante-server microsocks proxychains4 tcpdump iproute2 curl openssh-server openssh-client
       socat netcat-openbsd dnsmasq-base vsftpd wget python3 bind9-dnsutils
       git nodejs gcc libc6-dev tinyproxy)
+PKGS+=(ruby nmap python3-aiohttp python3-aiodns)  # issue 12: programs with their own DNS client
 PKGS+=(golang-go)  # issue 13: a CGO_ENABLED=0 Go client under the supervisor
 PKGS+=(libevent-dev libglib2.0-dev pkg-config default-jdk-headless)  # issue 11: event-loop clients (libevent, GIO, Java NIO)
 

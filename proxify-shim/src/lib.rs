@@ -24,7 +24,7 @@ mod policy;
 mod state;
 mod sys;
 
-use engine::{bind, evreg, nbconnect, udp};
+use engine::{bind, dnsresp, evreg, nbconnect, udp};
 use state::{hosts, runtime};
 use sys::{guard, real};
 
@@ -36,9 +36,11 @@ extern "C" fn fork_prepare() {
     hosts::fork_prepare();
     udp::fork_prepare();
     bind::fork_prepare();
+    dnsresp::fork_prepare();
 }
 
 extern "C" fn fork_release() {
+    dnsresp::fork_release();
     bind::fork_release();
     udp::fork_release();
     hosts::fork_release();

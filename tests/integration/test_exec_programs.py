@@ -99,7 +99,8 @@ def test_the_loader_runs_a_proxied_program(topo, capture, proxify_bin, bins):
 
 def test_the_loader_running_a_static_program_is_refused(topo, capture, proxify_bin, bins):
     ld, st = _loader(), str(bins["static"])
-    r = run_proxified(DANTE, [ld, st, T4, ECHO])
+    # Preload mode: the default (auto) would supervise the static program instead.
+    r = run_proxified(DANTE, [ld, st, T4, ECHO], opts=["--mode", "preload"])
     no_crash(r, "ld.so static")
     assert r.rc == 2, f"proxify run should refuse it\n{r}"
     assert f"the program the dynamic loader runs, {st}, is statically linked" in r.stderr, str(r)
@@ -168,14 +169,15 @@ def test_posix_spawn_after_a_directory_action_judges_the_childs_file(topo, captu
 
 def test_allow_unproxied_says_so_in_one_line(topo, capture, proxify_bin, bins):
     st = str(bins["static"])
-    r = run_proxified(DANTE, [st], opts=["--allow-unproxied"])
+    # Preload mode: the default (auto) would supervise the static program instead.
+    r = run_proxified(DANTE, [st], opts=["--mode", "preload", "--allow-unproxied"])
     no_crash(r, "--allow-unproxied static")
     assert r.rc == 0 and r.stdout.strip() == "static program ran", str(r)
     lines = r.proxify_lines()
     assert len(lines) == 1, f"want one line\n{r}"
     assert lines[0].startswith(f"proxify: running {st} without the proxy (--allow-unproxied): "
                                "it is statically linked"), str(r)
-    r = run_proxified(DANTE, [st], opts=["--allow-unproxied", "-q"])
+    r = run_proxified(DANTE, [st], opts=["--mode", "preload", "--allow-unproxied", "-q"])
     assert r.rc == 0 and not r.proxify_lines() and r.stderr == "", str(r)
     # Started by the command itself: the shim's line, one for each start.
     r = run_proxified(DANTE, ["sh", "-c", f"{shlex.quote(st)}; {shlex.quote(st)}"], opts=["--allow-unproxied"])

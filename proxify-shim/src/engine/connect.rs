@@ -31,7 +31,7 @@ fn sndtimeo(fd: c_int) -> Option<Duration> {
     let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
     // SAFETY: a timeval buffer of the size given.
     let rc = unsafe {
-        libc::getsockopt(
+        real::getsockopt(
             fd,
             libc::SOL_SOCKET,
             libc::SO_SNDTIMEO,
@@ -82,7 +82,10 @@ pub fn connect(
 ) -> c_int {
     let give_up = sndtimeo(fd).map(|d| Instant::now() + d);
     if let Err(f) = nbconnect::start_quiet(rt, fd, domain, dest, target, &shown, &via) {
-        log::warn!("cannot connect to {shown} through {via}: {}", f.msg);
+        crate::sys::error::warn_once(format_args!(
+            "cannot connect to {shown} through {via}: {}",
+            f.msg
+        ));
         set_errno(f.errno);
         return -1;
     }

@@ -145,7 +145,9 @@ impl Outcome {
             Outcome::Failed { internal: true, .. } => {}
             Outcome::Failed {
                 shown, via, msg, ..
-            } => log::warn!("cannot connect to {shown} through {via}: {msg}"),
+            } => crate::sys::error::warn_once(format_args!(
+                "cannot connect to {shown} through {via}: {msg}"
+            )),
         }
     }
 }
@@ -262,7 +264,10 @@ pub fn start(
             set_errno(libc::EINPROGRESS);
         }
         Err(f) => {
-            log::warn!("cannot connect to {shown} through {via}: {}", f.msg);
+            crate::sys::error::warn_once(format_args!(
+                "cannot connect to {shown} through {via}: {}",
+                f.msg
+            ));
             set_errno(f.errno);
         }
     }

@@ -17,7 +17,12 @@ use std::net::SocketAddr;
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     match sa::family(addr, len) {
         Some(libc::AF_INET) | Some(libc::AF_INET6) => {}
+        Some(libc::AF_UNSPEC) if !crate::engine::dnsresp::idle() && fdtable::none_tracked() => {
+            crate::engine::dnsresp::forget(fd);
+            return real::connect(fd, addr, len);
+        }
         Some(libc::AF_UNSPEC) if !fdtable::none_tracked() => {
+            crate::engine::dnsresp::forget(fd);
             return guarded(-1, libc::EIO, || dissolve(fd, addr, len));
         }
         _ => return real::connect(fd, addr, len),
@@ -84,6 +89,12 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
         // Too short to be an address: the kernel refuses it without sending anything.
         return real::connect(fd, addr, len);
     };
+    if dest.port() == 53 && crate::engine::dnsresp::is_resolver(&dest) {
+        if let Some(r) = crate::engine::dnsresp::connect(fd, dest) {
+            return r;
+        }
+    }
+    crate::engine::dnsresp::forget(fd);
     let tracked = fdtable::get(fd);
     if let Some(Entry {
         kind: Kind::ProxiedTcp,
@@ -240,6 +251,17 @@ fn connect_udp(
 
 #[no_mangle]
 pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if !crate::engine::dnsresp::idle() {
+        if let Some(p) = guarded(None, libc::EIO, || {
+            crate::engine::dnsresp::connected_peer(fd)
+        }) {
+            if addr.is_null() || len.is_null() {
+                return fail(libc::EFAULT);
+            }
+            sa::write_out(&p, addr, len);
+            return 0;
+        }
+    }
     if fdtable::none_tracked() {
         return real::getpeername(fd, addr, len);
     }

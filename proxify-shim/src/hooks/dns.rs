@@ -9,13 +9,14 @@
 //! /etc/hosts, else numerically: a PTR query would be a local DNS query too.
 //! With local DNS (socks5, socks4) every call here goes straight to libc.
 
-use crate::state::fakedns::{self, Miss};
-use crate::state::{hosts, runtime};
+use crate::policy::names::{answer, reverse};
+use crate::state::fakedns::Miss;
+use crate::state::runtime;
 use crate::sys::guard::guarded;
 use crate::sys::{real, sockaddr};
 use libc::{addrinfo, c_char, c_int, c_void, hostent, size_t, socklen_t};
 use std::ffi::{CStr, CString};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, SocketAddr};
 
 extern "C" {
     fn __h_errno_location() -> *mut c_int;
@@ -29,65 +30,41 @@ fn set_h_errno(v: c_int) {
     unsafe { *__h_errno_location() = v };
 }
 
-/// What a forward look-up of a (non-numeric) name answers.
-struct Answer {
-    canon: String,
-    addrs: Vec<IpAddr>,
-}
-
-/// Resolves `name` without the system resolver: localhost, /etc/hosts, or a placeholder.
-/// `family` and `v4mapped` filter the addresses as `getaddrinfo` would.
-fn answer(name: &str, family: c_int, v4mapped: bool) -> Result<Answer, Miss> {
-    let lower = name.to_ascii_lowercase();
-    let lower = lower.strip_suffix('.').unwrap_or(&lower);
-    let (canon, addrs, placeholder) = if lower == "localhost" || lower.ends_with(".localhost") {
-        let a: Vec<IpAddr> = vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
-        (lower.to_string(), a, false)
-    } else if let Some((canon, addrs)) = hosts::lookup_name(name) {
-        (canon, addrs, false)
-    } else {
-        if lower.is_empty() || lower.len() > 255 {
-            return Err(Miss::NoName);
-        }
-        let i = fakedns::index_for(lower)?;
-        let v4 = IpAddr::V4(fakedns::v4(i));
-        let v6 = IpAddr::V6(fakedns::v6(i));
-        let prefer_v6 = runtime::get()
-            .first_hop()
-            .map(|p| matches!(p.host, proxify_core::url::Host::Ip(IpAddr::V6(_))))
-            .unwrap_or(false);
-        let both = if prefer_v6 {
-            vec![v6, v4]
-        } else {
-            vec![v4, v6]
-        };
-        (fakedns::normalize(name), both, true)
-    };
-    let pick: Vec<IpAddr> = match family {
-        libc::AF_INET => addrs.iter().filter(|a| a.is_ipv4()).copied().collect(),
-        libc::AF_INET6 => {
-            let v6: Vec<IpAddr> = addrs.iter().filter(|a| a.is_ipv6()).copied().collect();
-            if v6.is_empty() && v4mapped {
-                addrs
-                    .iter()
-                    .filter_map(|a| match a {
-                        IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
-                        _ => None,
-                    })
-                    .collect()
-            } else {
-                v6
+/// Whether the host has a configured IPv4 / IPv6 address other than loopback (and, for IPv6,
+/// link-local): what `AI_ADDRCONFIG` asks.
+fn host_families() -> (bool, bool) {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head`, freed below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return (true, true);
+    }
+    let (mut v4, mut v6) = (false, false);
+    let mut p = head;
+    while !p.is_null() {
+        // SAFETY: a node of the list getifaddrs returned.
+        let ifa = unsafe { &*p };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points at a sockaddr of its family.
+            match unsafe {
+                sockaddr::read(
+                    ifa.ifa_addr,
+                    std::mem::size_of::<libc::sockaddr_in6>() as socklen_t,
+                )
+            } {
+                Some(SocketAddr::V4(a)) if !a.ip().is_loopback() => v4 = true,
+                Some(SocketAddr::V6(a))
+                    if !a.ip().is_loopback() && (a.ip().segments()[0] & 0xffc0) != 0xfe80 =>
+                {
+                    v6 = true
+                }
+                _ => {}
             }
         }
-        // AF_UNSPEC: every address the file lists; one placeholder (the family the proxy can
-        // be reached with from a socket of that family, IPv4 unless the proxy is IPv6).
-        _ if placeholder => addrs.into_iter().take(1).collect(),
-        _ => addrs,
-    };
-    if pick.is_empty() {
-        return Err(Miss::NoName);
+        p = ifa.ifa_next;
     }
-    Ok(Answer { canon, addrs: pick })
+    // SAFETY: the list from getifaddrs.
+    unsafe { libc::freeifaddrs(head) };
+    (v4, v6)
 }
 
 /// Is `name` an address literal (including the legacy inet_aton forms glibc accepts)?
@@ -156,7 +133,7 @@ unsafe fn gai(
     if rt.fault == runtime::Fault::PanicResolve {
         panic!("injected fault (PROXIFY_TEST_FAULT=panic-resolve)");
     }
-    let ans = match answer(name, h.ai_family, flags & libc::AI_V4MAPPED != 0) {
+    let mut ans = match answer(name, h.ai_family, flags & libc::AI_V4MAPPED != 0) {
         Ok(a) => a,
         // The placeholder block is full: the name may well exist, the look-up cannot be
         // served (the one warning line was written by the first).
@@ -166,6 +143,16 @@ unsafe fn gai(
             return libc::EAI_NONAME;
         }
     };
+    if flags & libc::AI_ADDRCONFIG != 0 && h.ai_family == libc::AF_UNSPEC {
+        // Only the families this host has a (non-loopback) address of, as glibc does.
+        let (has4, has6) = host_families();
+        if has4 || has6 {
+            ans.addrs.retain(|a| if a.is_ipv4() { has4 } else { has6 });
+        }
+        if ans.addrs.is_empty() {
+            return libc::EAI_NONAME;
+        }
+    }
     log::debug!("getaddrinfo({name}) -> {:?} (no local DNS)", ans.addrs);
     // Each address is turned into glibc's own list by a numeric look-up (no resolver).
     h.ai_flags = (flags | libc::AI_NUMERICHOST) & !(libc::AI_CANONNAME | libc::AI_ADDRCONFIG);
@@ -419,18 +406,6 @@ pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut 
     }
 }
 
-/// The name we know for `ip` without DNS: a placeholder's name, or /etc/hosts.
-fn reverse(ip: &IpAddr) -> Option<String> {
-    let ip = match ip {
-        IpAddr::V6(a) => a.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(*ip),
-        v4 => *v4,
-    };
-    if fakedns::is_placeholder(&ip) {
-        return fakedns::name_of(&ip);
-    }
-    hosts::lookup_addr(&ip)
-}
-
 #[no_mangle]
 pub unsafe extern "C" fn getnameinfo(
     sa: *const libc::sockaddr,
@@ -495,19 +470,6 @@ unsafe fn ghba_r(
     if !runtime::get().remote_dns() || addr.is_null() {
         return None;
     }
-    let ip: IpAddr = match (ty, len) {
-        (libc::AF_INET, 4) => {
-            let mut b = [0u8; 4];
-            std::ptr::copy_nonoverlapping(addr as *const u8, b.as_mut_ptr(), 4);
-            IpAddr::from(b)
-        }
-        (libc::AF_INET6, 16) => {
-            let mut b = [0u8; 16];
-            std::ptr::copy_nonoverlapping(addr as *const u8, b.as_mut_ptr(), 16);
-            IpAddr::from(b)
-        }
-        _ => return None,
-    };
     if !result.is_null() {
         *result = std::ptr::null_mut();
     }
@@ -518,10 +480,31 @@ unsafe fn ghba_r(
         }
         set_h_errno(v);
     };
+    // Every family and length is answered here, never by libc (which would send a PTR query
+    // for any AF_INET length of 4 or more): the first 4 / 16 bytes, as glibc reads them.
+    let ip: IpAddr = match (ty, len) {
+        (libc::AF_INET, l) if l >= 4 => {
+            let mut b = [0u8; 4];
+            std::ptr::copy_nonoverlapping(addr as *const u8, b.as_mut_ptr(), 4);
+            IpAddr::from(b)
+        }
+        (libc::AF_INET6, l) if l >= 16 => {
+            let mut b = [0u8; 16];
+            std::ptr::copy_nonoverlapping(addr as *const u8, b.as_mut_ptr(), 16);
+            IpAddr::from(b)
+        }
+        _ => {
+            log::debug!("gethostbyaddr(family {ty}, length {len}): no such address");
+            set_herr(NO_RECOVERY);
+            return Some(libc::EINVAL);
+        }
+    };
     let Some(name) = reverse(&ip) else {
+        log::debug!("gethostbyaddr({ip}): not a placeholder nor in /etc/hosts (no PTR query)");
         set_herr(HOST_NOT_FOUND);
         return Some(libc::ENOENT);
     };
+    log::debug!("gethostbyaddr({ip}) -> {name} (no PTR query)");
     match fill_hostent(&name, ty, &[ip], ret, buf, buflen) {
         Ok(()) => {
             if !result.is_null() {
@@ -572,24 +555,142 @@ pub unsafe extern "C" fn gethostbyaddr(
     }
 }
 
-/// The `res_*` calls send DNS queries themselves: under remote DNS they fail (h_errno
-/// NO_RECOVERY) with one log line instead of querying the local resolver.
-fn refuse_res(what: &str) -> Option<c_int> {
-    let rt = guarded(None, libc::EIO, || Some(runtime::get()))?;
-    if !rt.remote_dns() {
+/// The `res_*` calls build and send DNS queries themselves (glibc's internal sockets, which
+/// the send hooks never see): under remote DNS the query is answered by the in-process
+/// responder instead (`dnsresp`), exactly as a query to the system resolver would be.
+/// A name the rules send direct goes to libc.
+fn remote_res() -> bool {
+    guarded(None, libc::EIO, || Some(runtime::get().remote_dns())).unwrap_or(true)
+}
+
+/// A standard query for `name`/`class`/`ty` (RD set), or None when `name` cannot be one.
+fn make_query(name: &str, class: c_int, ty: c_int) -> Option<Vec<u8>> {
+    let id = (std::process::id() as u16) ^ 0x5a5a;
+    let mut m = vec![0u8; 12];
+    m[0..2].copy_from_slice(&id.to_be_bytes());
+    m[2] = 0x01;
+    m[5] = 1;
+    let n = name.strip_suffix('.').unwrap_or(name);
+    for l in n.split('.') {
+        if l.is_empty() || l.len() > 63 {
+            return None;
+        }
+        m.push(l.len() as u8);
+        m.extend_from_slice(l.as_bytes());
+    }
+    m.push(0);
+    if m.len() > 12 + 255 {
         return None;
     }
-    log::warn!("refusing {what}(): a local DNS query under remote DNS would leak");
-    set_h_errno(NO_RECOVERY);
-    Some(-1)
+    m.extend_from_slice(&(ty as u16).to_be_bytes());
+    m.extend_from_slice(&(class as u16).to_be_bytes());
+    Some(m)
+}
+
+/// Runs `msg` through the responder into `answer`; returns what `res_send` returns (the
+/// reply's length, or -1), and the reply's rcode and answer count. `Err(())`: libc answers.
+unsafe fn res_answer(
+    what: &str,
+    msg: &[u8],
+    answer: *mut u8,
+    anslen: c_int,
+) -> Result<(c_int, u8, u16), ()> {
+    let mut out = [0u8; proxify_core::dns::MAX_REPLY];
+    match crate::engine::dnsresp::answer_msg(msg, true, &mut out, what) {
+        proxify_core::dns::Verdict::Reply {
+            len,
+            rcode,
+            answers,
+        } => {
+            if answer.is_null() || anslen <= 0 {
+                return Ok((-1, rcode, answers));
+            }
+            let n = len.min(anslen as usize);
+            std::ptr::copy_nonoverlapping(out.as_ptr(), answer, n);
+            Ok((n as c_int, rcode, answers))
+        }
+        proxify_core::dns::Verdict::Pass => Err(()),
+        _ => Ok((-1, proxify_core::dns::rcode::REFUSED, 0)),
+    }
+}
+
+/// res_query's result from the reply: its length, or -1 with h_errno as glibc sets it.
+fn query_result(r: (c_int, u8, u16)) -> c_int {
+    use proxify_core::dns::rcode;
+    let (len, rc, answers) = r;
+    if len > 0 && rc == rcode::NOERROR && answers > 0 {
+        return len;
+    }
+    set_h_errno(match rc {
+        rcode::NXDOMAIN => HOST_NOT_FOUND,
+        rcode::SERVFAIL => 2, // TRY_AGAIN
+        rcode::NOERROR => 4,  // NO_DATA
+        _ => NO_RECOVERY,
+    });
+    -1
+}
+
+unsafe fn res_query_like(
+    what: &str,
+    name: *const c_char,
+    domain: *const c_char,
+    class: c_int,
+    ty: c_int,
+    answer: *mut u8,
+    anslen: c_int,
+) -> Option<c_int> {
+    if !remote_res() {
+        return None;
+    }
+    guarded(Some(-1), libc::EIO, || {
+        if name.is_null() {
+            set_h_errno(NO_RECOVERY);
+            return Some(-1);
+        }
+        let mut n = CStr::from_ptr(name).to_string_lossy().into_owned();
+        if !domain.is_null() {
+            let d = CStr::from_ptr(domain).to_string_lossy();
+            n = format!("{}.{}", n.trim_end_matches('.'), d);
+        }
+        let Some(q) = make_query(&n, class, ty) else {
+            set_h_errno(NO_RECOVERY);
+            return Some(-1);
+        };
+        match res_answer(&format!("{what}()"), &q, answer, anslen) {
+            Ok(r) => Some(query_result(r)),
+            Err(()) => None,
+        }
+    })
+}
+
+unsafe fn res_send_like(
+    what: &str,
+    msg: *const u8,
+    msglen: c_int,
+    answer: *mut u8,
+    anslen: c_int,
+) -> Option<c_int> {
+    if !remote_res() {
+        return None;
+    }
+    guarded(Some(-1), libc::EIO, || {
+        if msg.is_null() || msglen <= 0 {
+            return Some(-1);
+        }
+        let m = std::slice::from_raw_parts(msg, msglen as usize);
+        match res_answer(&format!("{what}()"), m, answer, anslen) {
+            Ok((len, _, _)) => Some(len),
+            Err(()) => None,
+        }
+    })
 }
 
 macro_rules! res_hooks {
-    ($( $name:ident $alias:ident ($($arg:ident: $ty:ty),*); )*) => {
+    ($( $name:ident $alias:ident ($($arg:ident: $ty:ty),*) => $how:expr; )*) => {
         $(
             #[no_mangle]
             pub unsafe extern "C" fn $name($($arg: $ty),*) -> c_int {
-                match refuse_res(stringify!($name)) {
+                match $how {
                     Some(r) => r,
                     None => real::$name($($arg),*),
                 }
@@ -603,12 +704,20 @@ macro_rules! res_hooks {
 }
 
 res_hooks! {
-    res_query __res_query(dname: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int);
-    res_search __res_search(dname: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int);
-    res_querydomain __res_querydomain(name: *const c_char, domain: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int);
-    res_send __res_send(msg: *const u8, msglen: c_int, answer: *mut u8, anslen: c_int);
-    res_nquery __res_nquery(statp: *mut c_void, dname: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int);
-    res_nsearch __res_nsearch(statp: *mut c_void, dname: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int);
-    res_nquerydomain __res_nquerydomain(statp: *mut c_void, name: *const c_char, domain: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int);
-    res_nsend __res_nsend(statp: *mut c_void, msg: *const u8, msglen: c_int, answer: *mut u8, anslen: c_int);
+    res_query __res_query(dname: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int)
+        => res_query_like("res_query", dname, std::ptr::null(), class, ty, answer, anslen);
+    res_search __res_search(dname: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int)
+        => res_query_like("res_search", dname, std::ptr::null(), class, ty, answer, anslen);
+    res_querydomain __res_querydomain(name: *const c_char, domain: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int)
+        => res_query_like("res_querydomain", name, domain, class, ty, answer, anslen);
+    res_send __res_send(msg: *const u8, msglen: c_int, answer: *mut u8, anslen: c_int)
+        => res_send_like("res_send", msg, msglen, answer, anslen);
+    res_nquery __res_nquery(statp: *mut c_void, dname: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int)
+        => res_query_like("res_nquery", dname, std::ptr::null(), class, ty, answer, anslen);
+    res_nsearch __res_nsearch(statp: *mut c_void, dname: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int)
+        => res_query_like("res_nsearch", dname, std::ptr::null(), class, ty, answer, anslen);
+    res_nquerydomain __res_nquerydomain(statp: *mut c_void, name: *const c_char, domain: *const c_char, class: c_int, ty: c_int, answer: *mut u8, anslen: c_int)
+        => res_query_like("res_nquerydomain", name, domain, class, ty, answer, anslen);
+    res_nsend __res_nsend(statp: *mut c_void, msg: *const u8, msglen: c_int, answer: *mut u8, anslen: c_int)
+        => res_send_like("res_nsend", msg, msglen, answer, anslen);
 }

@@ -8,6 +8,7 @@ use libc::{c_int, c_uint, c_ulong};
 
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    crate::engine::dnsresp::forget(fd);
     if !fdtable::none_tracked() {
         if fdtable::is_internal(fd) {
             // One of ours (a daemon closing every fd): it stays open, the program moves on.

@@ -26,6 +26,13 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssiz
     }
     match assoc(fd) {
         Some(e) if e.peer.is_some() => crate::hooks::udp::send(fd, buf, n, 0),
+        _ if !crate::engine::dnsresp::idle() => {
+            let iov = [iovec {
+                iov_base: buf as *mut c_void,
+                iov_len: n,
+            }];
+            crate::hooks::udp::dns_connected(fd, &iov, 0).unwrap_or_else(|| real::write(fd, buf, n))
+        }
         _ => real::write(fd, buf, n),
     }
 }
@@ -57,6 +64,10 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
             m.msg_iov = iov as *mut iovec;
             m.msg_iovlen = cnt.max(0) as _;
             crate::hooks::udp::sendmsg(fd, &m, 0)
+        }
+        _ if !crate::engine::dnsresp::idle() && !iov.is_null() && cnt > 0 => {
+            let v = std::slice::from_raw_parts(iov, cnt as usize);
+            crate::hooks::udp::dns_connected(fd, v, 0).unwrap_or_else(|| real::writev(fd, iov, cnt))
         }
         _ => real::writev(fd, iov, cnt),
     }

@@ -2,9 +2,11 @@
 //! asks the plain-Rust decision code what to do, and maps the result to the C convention.
 
 pub mod connect;
+pub mod dlsym;
 pub mod dns;
 pub mod exec;
 pub mod fd;
+pub mod gai_a;
 pub mod io;
 pub mod listen;
 pub mod poll;

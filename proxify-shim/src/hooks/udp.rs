@@ -1,8 +1,9 @@
 //! `sendto`, `sendmsg`, `sendmmsg`, `send`, `recvfrom`, `recvmsg`, `recvmmsg`, `recv`.
 //!
 //! A datagram to a destination that is not direct goes through the socket's SOCKS5 UDP
-//! association (see `engine/udp.rs`); with a SOCKS4 proxy it is refused. A TCP Fast Open `sendto` to
-//! a proxied destination is refused (it would connect directly).
+//! association (see `engine/udp.rs`); with a SOCKS4 proxy it is refused. A TCP Fast Open send
+//! (`MSG_FASTOPEN` on an unconnected TCP socket) to a proxied destination is the proxied
+//! connect followed by the send: the data goes after the proxy's handshake.
 //!
 //! A TCP socket whose non-blocking proxied connect is still handshaking is finished first
 //! (`nbconnect::gate`): the program never sends before, nor reads, the proxy's handshake.
@@ -31,6 +32,10 @@ enum Verdict {
     Fail,
     /// Through the association, to this target.
     Udp(TargetAddr, c_int),
+    /// To a system resolver under remote DNS: answered in-process (`dnsresp`).
+    Dns(SocketAddr),
+    /// TCP Fast Open to a proxied destination: connect (proxied), then send.
+    FastOpen,
 }
 
 unsafe fn classify(
@@ -43,6 +48,13 @@ unsafe fn classify(
         // Not an Internet address: nothing of ours to decide.
         return Verdict::Real;
     };
+    if dest.port() == 53
+        && guarded(false, libc::EIO, || {
+            crate::engine::dnsresp::is_resolver(&dest)
+        })
+    {
+        return Verdict::Dns(dest);
+    }
     if decide::trivially_direct(&dest) {
         return Verdict::Real;
     }
@@ -73,15 +85,11 @@ unsafe fn classify(
         };
         match socket_type(fd) {
             // A connected TCP socket ignores the address; an unconnected one with
-            // MSG_FASTOPEN would connect directly: refuse that (TFO cannot be proxied).
+            // MSG_FASTOPEN would connect directly: it connects through the proxy instead.
             Some((libc::SOCK_STREAM, _)) if flags & libc::MSG_FASTOPEN == 0 => Verdict::Real,
             Some((libc::SOCK_STREAM, _)) => {
-                log::warn!(
-                    "refusing TCP Fast Open to {}: it cannot go through a SOCKS proxy",
-                    target
-                );
-                set_errno(libc::EOPNOTSUPP);
-                Verdict::Fail
+                log::debug!("TCP Fast Open to {target}: a proxied connect, then the send");
+                Verdict::FastOpen
             }
             Some((libc::SOCK_DGRAM, _)) => Verdict::Udp(
                 target,
@@ -157,6 +165,41 @@ unsafe fn send_connected(
     })
 }
 
+/// A send without an address on a socket connected to a system resolver: answered here.
+#[inline]
+pub fn dns_connected(fd: c_int, iov: &[iovec], flags: c_int) -> Option<ssize_t> {
+    if crate::engine::dnsresp::idle() {
+        return None;
+    }
+    guarded(Some(-1), libc::EIO, || {
+        crate::engine::dnsresp::send(fd, None, iov, flags)
+    })
+}
+
+/// A datagram to a system resolver; None: send it as it is.
+fn dns_to(fd: c_int, dest: SocketAddr, iov: &[iovec], flags: c_int) -> Option<ssize_t> {
+    guarded(Some(-1), libc::EIO, || {
+        crate::engine::dnsresp::send(fd, Some(dest), iov, flags)
+    })
+}
+
+/// TCP Fast Open to a proxied destination: the connect goes through the proxy (the connect
+/// hook), then `send` sends the data without `MSG_FASTOPEN`. A non-blocking socket answers
+/// EINPROGRESS with nothing sent, as the kernel does without a Fast Open cookie: the program
+/// waits for writable and sends again. A connected socket gets the connect's EISCONN.
+// SAFETY: addr/alen are the program's sendto/sendmsg arguments, checked by the connect hook.
+unsafe fn fast_open(
+    fd: c_int,
+    addr: *const libc::sockaddr,
+    alen: socklen_t,
+    send: impl FnOnce() -> ssize_t,
+) -> ssize_t {
+    if crate::hooks::connect::connect(fd, addr, alen) != 0 {
+        return -1;
+    }
+    send()
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn sendto(
     fd: c_int,
@@ -177,9 +220,14 @@ pub unsafe extern "C" fn sendto(
         if let Some(e) = assoc(fd) {
             return send_connected(&e, fd, &iov, (std::ptr::null_mut(), 0), flags);
         }
+        if let Some(r) = dns_connected(fd, &iov, flags) {
+            return r;
+        }
         return real::sendto(fd, buf, len, flags, addr, alen);
     }
     match classify(fd, addr, alen, flags) {
+        Verdict::Dns(d) => dns_to(fd, d, &iov, flags)
+            .unwrap_or_else(|| real::sendto(fd, buf, len, flags, addr, alen)),
         Verdict::Real => real::sendto(fd, buf, len, flags, addr, alen),
         Verdict::RealTo(to) => {
             let (st, l) = sockaddr::to_storage(&to);
@@ -194,6 +242,16 @@ pub unsafe extern "C" fn sendto(
         }
         Verdict::Fail => -1,
         Verdict::Udp(t, fam) => send_udp(fd, t, fam, &iov, (std::ptr::null_mut(), 0), flags),
+        Verdict::FastOpen => fast_open(fd, addr, alen, || {
+            real::sendto(
+                fd,
+                buf,
+                len,
+                flags & !libc::MSG_FASTOPEN,
+                std::ptr::null(),
+                0,
+            )
+        }),
     }
 }
 
@@ -208,6 +266,15 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
             iov_len: len,
         }];
         return send_connected(&e, fd, &iov, (std::ptr::null_mut(), 0), flags);
+    }
+    if !crate::engine::dnsresp::idle() {
+        let iov = [iovec {
+            iov_base: buf as *mut c_void,
+            iov_len: len,
+        }];
+        if let Some(r) = dns_connected(fd, &iov, flags) {
+            return r;
+        }
     }
     real::send(fd, buf, len, flags)
 }
@@ -234,6 +301,9 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         if let Some(e) = assoc(fd) {
             return send_connected(&e, fd, iovs(m), control, flags);
         }
+        if let Some(r) = dns_connected(fd, iovs(m), flags) {
+            return r;
+        }
         return real::sendmsg(fd, msg, flags);
     }
     match classify(
@@ -242,6 +312,9 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         m.msg_namelen,
         flags,
     ) {
+        Verdict::Dns(d) => {
+            dns_to(fd, d, iovs(m), flags).unwrap_or_else(|| real::sendmsg(fd, msg, flags))
+        }
         Verdict::Real => real::sendmsg(fd, msg, flags),
         Verdict::RealTo(to) => {
             let (st, l) = sockaddr::to_storage(&to);
@@ -252,6 +325,17 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         }
         Verdict::Fail => -1,
         Verdict::Udp(t, fam) => send_udp(fd, t, fam, iovs(m), control, flags),
+        Verdict::FastOpen => fast_open(
+            fd,
+            m.msg_name as *const libc::sockaddr,
+            m.msg_namelen,
+            || {
+                let mut copy = *m;
+                copy.msg_name = std::ptr::null_mut();
+                copy.msg_namelen = 0;
+                real::sendmsg(fd, &copy, flags & !libc::MSG_FASTOPEN)
+            },
+        ),
     }
 }
 
@@ -270,11 +354,12 @@ pub unsafe extern "C" fn sendmmsg(
     }
     // Fast path: nothing tracked and every destination absent or loopback.
     let all_plain = fdtable::none_tracked()
+        && crate::engine::dnsresp::idle()
         && (0..n as usize).all(|i| {
             let m = &(*msgs.add(i)).msg_hdr;
             m.msg_name.is_null()
                 || sockaddr::read(m.msg_name as *const libc::sockaddr, m.msg_namelen)
-                    .map(|d| decide::trivially_direct(&d))
+                    .map(|d| decide::trivially_direct(&d) && d.port() != 53)
                     .unwrap_or(true)
         });
     if all_plain {
@@ -337,7 +422,16 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
             return recv_assoc(&e, fd, &mut *msg, flags);
         }
     }
-    real::recvmsg(fd, msg, flags)
+    let r = real::recvmsg(fd, msg, flags);
+    if r >= 0 && !msg.is_null() && !crate::engine::dnsresp::idle() {
+        let m = &mut *msg;
+        crate::engine::dnsresp::fix_source(
+            fd,
+            m.msg_name as *mut libc::sockaddr,
+            &mut m.msg_namelen,
+        );
+    }
+    r
 }
 
 #[no_mangle]
@@ -370,7 +464,11 @@ pub unsafe extern "C" fn recvfrom(
         }
         return r;
     }
-    real::recvfrom(fd, buf, len, flags, addr, alen)
+    let r = real::recvfrom(fd, buf, len, flags, addr, alen);
+    if r >= 0 && !crate::engine::dnsresp::idle() {
+        crate::engine::dnsresp::fix_source(fd, addr, alen);
+    }
+    r
 }
 
 #[no_mangle]
@@ -403,7 +501,18 @@ pub unsafe extern "C" fn recvmmsg(
         return -1;
     }
     let Some(e) = assoc(fd) else {
-        return real::recvmmsg(fd, msgs, n, flags, timeout);
+        let r = real::recvmmsg(fd, msgs, n, flags, timeout);
+        if r > 0 && !crate::engine::dnsresp::idle() {
+            for i in 0..r as usize {
+                let m = &mut (*msgs.add(i)).msg_hdr;
+                crate::engine::dnsresp::fix_source(
+                    fd,
+                    m.msg_name as *mut libc::sockaddr,
+                    &mut m.msg_namelen,
+                );
+            }
+        }
+        return r;
     };
     if msgs.is_null() {
         set_errno(libc::EFAULT);

@@ -57,7 +57,18 @@ fn write_all(fd: i32, mut b: &[u8]) {
             return;
         }
         // SAFETY: `b` is a valid buffer of `b.len()` bytes; SYS_write touches nothing else.
-        let n = unsafe { libc::syscall(libc::SYS_write, fd, b.as_ptr(), b.len()) };
+        // (libc's own `syscall`, not proxify's hook of it.)
+        let n = unsafe {
+            crate::sys::real::syscall6(
+                libc::SYS_write,
+                fd as libc::c_long,
+                b.as_ptr() as libc::c_long,
+                b.len() as libc::c_long,
+                0,
+                0,
+                0,
+            )
+        };
         if n > 0 {
             b = &b[(n as usize).min(b.len())..];
         } else if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {

@@ -74,6 +74,7 @@ real_fns! {
     fn send = "send"(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t;
     fn recv = "recv"(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t;
     fn getaddrinfo = "getaddrinfo"(node: *const c_char, service: *const c_char, hints: *const libc::addrinfo, res: *mut *mut libc::addrinfo) -> c_int;
+    fn getaddrinfo_a = "getaddrinfo_a"(mode: c_int, list: *mut *mut c_void, n: c_int, sev: *mut c_void) -> c_int;
     fn freeaddrinfo = "freeaddrinfo"(ai: *mut libc::addrinfo) -> ();
     fn getnameinfo = "getnameinfo"(sa: *const sockaddr, salen: socklen_t, host: *mut c_char, hostlen: socklen_t, serv: *mut c_char, servlen: socklen_t, flags: c_int) -> c_int;
     fn gethostbyname = "gethostbyname"(name: *const c_char) -> *mut hostent;

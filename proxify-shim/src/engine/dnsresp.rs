@@ -1,0 +1,514 @@
+//! The in-process DNS responder (remote DNS only): a query the program sends to one of its
+//! system resolvers (the `nameserver` lines of /etc/resolv.conf, port 53; 127.0.0.53 and
+//! 127.0.0.1 included when listed) is answered here, by `proxify_core::dns`, and never leaves
+//! the process: A/AAAA get the placeholders `getaddrinfo` hands out, PTR of a placeholder its
+//! name, everything else an immediate REFUSED. A name the rules send direct passes unchanged.
+//!
+//! UDP, unconnected (`sendto`/`sendmsg`/`sendmmsg` with the resolver's address): the reply is
+//! put on the program's own socket by a throw-away loopback socket of ours; `recvfrom`,
+//! `recvmsg` and `recvmmsg` then report it as coming from the address and port the query went
+//! to (c-ares, glibc and musl check). The socket gets its port first (bind to the wildcard, as
+//! the kernel's autobind would), so poll/select/epoll see the reply like any datagram.
+//!
+//! UDP, connected (`connect` to the resolver, then `send`/`write`/`sendmsg`): the kernel socket
+//! is NOT connected (a connected UDP socket would drop our reply); `getpeername` reports the
+//! resolver, sends without an address are answered here. A send by a path we do not see
+//! (an inline system call) fails with EDESTADDRREQ: nothing leaves.
+//!
+//! TCP to a resolver's port 53: refused (ECONNREFUSED) under remote DNS, never connected.
+//!
+//! Bookkeeping: a small table keyed by fd and checked against the socket's inode (an fd
+//! number the program reused for another socket is not ours), behind one atomic count so that
+//! every hook pays one relaxed load while nothing is tracked.
+
+use crate::policy::decide;
+use crate::policy::names as hdns;
+use crate::state::fakedns::Miss;
+use crate::state::runtime;
+use crate::sys::guard::set_errno;
+use crate::sys::lock::ForkSafeMutex;
+use crate::sys::socket::socket_type;
+use crate::sys::{error, real, sockaddr};
+use libc::{c_int, iovec, ssize_t};
+use proxify_core::dns::{self, Lookup, Name, Verdict};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// The system resolvers, read once from /etc/resolv.conf.
+fn resolvers() -> &'static [IpAddr] {
+    static R: OnceLock<Vec<IpAddr>> = OnceLock::new();
+    R.get_or_init(|| {
+        parse_resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+    })
+}
+
+fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.split(['#', ';']).next().unwrap_or("");
+        let mut it = line.split_whitespace();
+        if it.next() != Some("nameserver") {
+            continue;
+        }
+        let Some(a) = it.next() else { continue };
+        let a = a.split('%').next().unwrap_or(a);
+        if let Ok(ip) = a.parse::<IpAddr>() {
+            if !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+    }
+    // glibc's default when the file lists none: the local host.
+    if out.is_empty() && !text.contains("nameserver") {
+        out.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    out
+}
+
+/// Is `dest` one of the system resolvers (port 53), under remote DNS?
+pub fn is_resolver(dest: &SocketAddr) -> bool {
+    if dest.port() != 53 {
+        return false;
+    }
+    if !runtime::get().remote_dns() {
+        return false;
+    }
+    let ip = sockaddr::unmap(*dest).ip();
+    resolvers().contains(&ip)
+}
+
+const SLOTS: usize = 64;
+const PORTS: usize = 8;
+
+#[derive(Clone, Copy)]
+struct Slot {
+    fd: c_int,
+    ino: (u64, u64),
+    /// The resolver as the program addressed it (its last query on this socket).
+    resolver: SocketAddr,
+    /// connect()ed to the resolver (sends without an address go to it; getpeername).
+    connected: bool,
+    /// Loopback source ports our replies came from (a ring).
+    ports: [u16; PORTS],
+    next: usize,
+}
+
+const FREE: Slot = Slot {
+    fd: -1,
+    ino: (0, 0),
+    resolver: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+    connected: false,
+    ports: [0; PORTS],
+    next: 0,
+};
+
+static TABLE: ForkSafeMutex<[Slot; SLOTS]> = ForkSafeMutex::new([FREE; SLOTS]);
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) fn fork_prepare() {
+    TABLE.raw_lock();
+}
+
+pub(crate) fn fork_release() {
+    // SAFETY: the atfork handlers pair this with fork_prepare's raw_lock.
+    unsafe { TABLE.raw_unlock() }
+}
+
+fn inode(fd: c_int) -> Option<(u64, u64)> {
+    // SAFETY: fstat writes into a zeroed stat we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    Some((st.st_dev, st.st_ino))
+}
+
+/// Nothing tracked: the hooks' fast path.
+#[inline]
+pub fn idle() -> bool {
+    COUNT.load(Ordering::Relaxed) == 0
+}
+
+/// The slot of `fd`, if it is still the same socket.
+fn with_slot<R>(fd: c_int, f: impl FnOnce(&mut Slot) -> R) -> Option<R> {
+    if idle() {
+        return None;
+    }
+    if !TABLE.lock().iter().any(|s| s.fd == fd) {
+        return None;
+    }
+    let ino = inode(fd)?;
+    let mut t = TABLE.lock();
+    let s = t.iter_mut().find(|s| s.fd == fd)?;
+    if s.ino != ino {
+        *s = FREE;
+        COUNT.fetch_sub(1, Ordering::Relaxed);
+        return None;
+    }
+    Some(f(s))
+}
+
+/// The slot for `fd`, made if needed (None: the table is full).
+fn upsert(fd: c_int, resolver: SocketAddr, f: impl FnOnce(&mut Slot)) -> bool {
+    let Some(ino) = inode(fd) else {
+        return false;
+    };
+    let mut t = TABLE.lock();
+    let i = match t.iter().position(|s| s.fd == fd) {
+        Some(i) => {
+            if t[i].ino != ino {
+                t[i] = FREE;
+                t[i].fd = fd;
+            }
+            i
+        }
+        None => match t.iter().position(|s| s.fd == -1) {
+            Some(i) => {
+                COUNT.fetch_add(1, Ordering::Relaxed);
+                t[i].fd = fd;
+                i
+            }
+            None => return false,
+        },
+    };
+    let s = &mut t[i];
+    s.ino = ino;
+    s.resolver = resolver;
+    f(s);
+    true
+}
+
+/// Forgets `fd` (closed).
+pub fn forget(fd: c_int) {
+    if idle() {
+        return;
+    }
+    let mut t = TABLE.lock();
+    for s in t.iter_mut().filter(|s| s.fd == fd) {
+        *s = FREE;
+        COUNT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The resolver a UDP socket was connected to (for getpeername and address-less sends).
+pub fn connected_peer(fd: c_int) -> Option<SocketAddr> {
+    with_slot(fd, |s| s.connected.then_some(s.resolver)).flatten()
+}
+
+/// `connect(fd, dest)` to a resolver: Some(result) when handled here.
+pub fn connect(fd: c_int, dest: SocketAddr) -> Option<c_int> {
+    match socket_type(fd).map(|t| t.0) {
+        Some(libc::SOCK_DGRAM) => {}
+        Some(libc::SOCK_STREAM) => {
+            log::info!("dns: refusing TCP connection to the resolver {dest} (remote DNS: nothing is resolved locally)");
+            set_errno(libc::ECONNREFUSED);
+            return Some(-1);
+        }
+        _ => return None,
+    }
+    if let Err(e) = ensure_bound(fd) {
+        set_errno(e);
+        return Some(-1);
+    }
+    if !upsert(fd, dest, |s| s.connected = true) {
+        log::warn!("dns: too many sockets talking to the resolver; refusing fd {fd}");
+        set_errno(libc::ENOBUFS);
+        return Some(-1);
+    }
+    log::debug!("dns: fd {fd} connected to the resolver {dest} (answered in-process)");
+    Some(0)
+}
+
+fn local_addr(fd: c_int) -> Option<SocketAddr> {
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
+    // SAFETY: getsockname writes at most `len` bytes into our storage.
+    let rc = unsafe { real::getsockname(fd, &mut st as *mut _ as *mut libc::sockaddr, &mut len) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: the kernel filled `len` bytes.
+    unsafe { sockaddr::read(&st as *const _ as *const libc::sockaddr, len) }
+}
+
+/// Gives the socket its port (the wildcard, as autobind on a first send would).
+fn ensure_bound(fd: c_int) -> Result<SocketAddr, c_int> {
+    let local = local_addr(fd).ok_or(libc::ENOTSOCK)?;
+    if local.port() != 0 {
+        return Ok(local);
+    }
+    let any = if local.is_ipv4() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+    } else {
+        SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)
+    };
+    let (st, len) = sockaddr::to_storage(&any);
+    // SAFETY: a valid sockaddr of `len` bytes.
+    if unsafe { real::bind(fd, &st as *const _ as *const libc::sockaddr, len) } != 0 {
+        let e = error::errno();
+        // Bound meanwhile by another thread: fine.
+        if let Some(l) = local_addr(fd).filter(|l| l.port() != 0) {
+            return Ok(l);
+        }
+        return Err(e);
+    }
+    local_addr(fd).ok_or(libc::EIO)
+}
+
+/// Puts `reply` on `fd`'s receive queue from a loopback socket of ours, and records the port
+/// it came from so that the receive hooks can report the resolver instead.
+fn deliver(fd: c_int, resolver: SocketAddr, reply: &[u8]) -> Result<(), c_int> {
+    let local = ensure_bound(fd)?;
+    let to_ip = match local.ip() {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let to = SocketAddr::new(to_ip, local.port());
+    let fam = if to.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket calls on an fd we own and close below.
+    let s = unsafe { libc::socket(fam, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return Err(error::errno());
+    }
+    let from_ip = if to.ip().is_loopback() {
+        to.ip()
+    } else if to.is_ipv4() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        IpAddr::V6(Ipv6Addr::LOCALHOST)
+    };
+    let r = (|| {
+        let (st, len) = sockaddr::to_storage(&SocketAddr::new(from_ip, 0));
+        // SAFETY: valid sockaddr.
+        if unsafe { real::bind(s, &st as *const _ as *const libc::sockaddr, len) } != 0 {
+            return Err(error::errno());
+        }
+        let port = local_addr(s).map(|a| a.port()).ok_or(libc::EIO)?;
+        if !upsert(fd, resolver, |sl| {
+            sl.ports[sl.next % PORTS] = port;
+            sl.next = sl.next.wrapping_add(1);
+        }) {
+            return Err(libc::ENOBUFS);
+        }
+        let (st, len) = sockaddr::to_storage(&to);
+        // SAFETY: `reply` is a live slice; `st` a valid sockaddr.
+        let n = unsafe {
+            real::sendto(
+                s,
+                reply.as_ptr() as *const libc::c_void,
+                reply.len(),
+                0,
+                &st as *const _ as *const libc::sockaddr,
+                len,
+            )
+        };
+        if n < 0 {
+            return Err(error::errno());
+        }
+        Ok(())
+    })();
+    // SAFETY: our own fd.
+    unsafe { real::close(s) };
+    r
+}
+
+/// The answers' source: the placeholder table, /etc/hosts, the rules.
+struct Shim;
+
+impl dns::Resolver for Shim {
+    fn addrs(&mut self, name: &str, v6: bool) -> Lookup {
+        let fam = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+        match hdns::answer(name, fam, false) {
+            Ok(a) => {
+                let mut l = dns::AddrList::default();
+                for ip in a.addrs {
+                    if !l.push(ip) {
+                        break;
+                    }
+                }
+                Lookup::Found(l)
+            }
+            // The placeholder block is full: SERVFAIL (the client may retry later).
+            Err(Miss::Full) => Lookup::Fail,
+            // Addresses of the other family only (/etc/hosts): no data; none at all: no name.
+            Err(Miss::NoName) if hdns::answer(name, libc::AF_UNSPEC, false).is_ok() => {
+                Lookup::NoData
+            }
+            Err(Miss::NoName) => Lookup::NxDomain,
+        }
+    }
+
+    fn name_of(&mut self, ip: IpAddr) -> Option<Name> {
+        hdns::reverse(&ip).and_then(|n| Name::new(&n))
+    }
+
+    fn pass(&mut self, name: &str) -> bool {
+        !decide::name_goes_remote(name)
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Answers one query message; the reply bytes in `out`, or the verdict when there is none.
+/// Also used by the `res_*` hooks (`tcp`: no UDP size limit).
+pub fn answer_msg(msg: &[u8], tcp: bool, out: &mut [u8; dns::MAX_REPLY], via: &str) -> Verdict {
+    let (v, q) = dns::respond(msg, &mut Shim, false, tcp, out);
+    let what = match &q {
+        Some(q) => format!("{} {}", dns::rtype::name(q.qtype), q.name_str()),
+        None => "a malformed query".to_string(),
+    };
+    match v {
+        Verdict::Reply {
+            len,
+            rcode,
+            answers,
+        } => {
+            if log::log_enabled!(log::Level::Info) {
+                let mut addrs = Vec::new();
+                let _ = dns::answer_addrs(&out[..len], |ip| addrs.push(ip.to_string()));
+                let detail = if !addrs.is_empty() {
+                    addrs.join(" ")
+                } else if answers > 0 {
+                    format!("{answers} answer(s)")
+                } else {
+                    dns::rcode::name(rcode).to_string()
+                };
+                log::info!("dns: {what} ({via}): {detail} (answered in-process)");
+            }
+            log::debug!("dns: query {} -> reply {}", hex(msg), hex(&out[..len]));
+        }
+        Verdict::Pass => log::info!("dns: {what} ({via}): not a remote name, sent to the resolver"),
+        Verdict::Drop => log::info!("dns: {what} ({via}): dropped (not a query)"),
+        Verdict::Forward => {}
+    }
+    v
+}
+
+fn gather(iov: &[iovec], buf: &mut Vec<u8>) {
+    for v in iov {
+        if !v.iov_base.is_null() && v.iov_len > 0 {
+            // SAFETY: the caller's iovec describes readable memory.
+            buf.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len)
+            });
+        }
+        if buf.len() > 65535 {
+            break;
+        }
+    }
+}
+
+/// A datagram to the resolver `dest` (or, with None, on a socket connected to it). Returns
+/// Some(bytes "sent" or -1 with errno) when answered here, None to send it for real (a name
+/// routed direct: then to `dest` as given).
+pub fn send(fd: c_int, dest: Option<SocketAddr>, iov: &[iovec], flags: c_int) -> Option<ssize_t> {
+    let resolver = match dest {
+        Some(d) => {
+            match socket_type(fd).map(|t| t.0) {
+                Some(libc::SOCK_DGRAM) => {}
+                // TCP Fast Open to the resolver would connect: refused like connect().
+                Some(libc::SOCK_STREAM) if flags & libc::MSG_FASTOPEN != 0 => {
+                    set_errno(libc::ECONNREFUSED);
+                    return Some(-1);
+                }
+                _ => return None,
+            }
+            d
+        }
+        None => connected_peer(fd)?,
+    };
+    let mut msg = Vec::new();
+    gather(iov, &mut msg);
+    let total = msg.len();
+    let mut out = [0u8; dns::MAX_REPLY];
+    match answer_msg(&msg, false, &mut out, &format!("UDP to {resolver}")) {
+        Verdict::Reply { len, .. } => match deliver(fd, resolver, &out[..len]) {
+            Ok(()) => Some(total as ssize_t),
+            Err(e) => {
+                log::warn!(
+                    "dns: cannot deliver the reply on fd {fd}: {}",
+                    error::strerror(e)
+                );
+                set_errno(e);
+                Some(-1)
+            }
+        },
+        // Nothing to answer (a response, garbage): swallowed like a datagram to nowhere.
+        Verdict::Drop | Verdict::Forward => Some(total as ssize_t),
+        // A direct name: to the resolver for real (the kernel socket is not connected).
+        Verdict::Pass if dest.is_none() => {
+            let (st, len) = sockaddr::to_storage(&resolver);
+            // SAFETY: a msghdr over the caller's iovecs and our sockaddr.
+            let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+            m.msg_name = &st as *const _ as *mut libc::c_void;
+            m.msg_namelen = len;
+            m.msg_iov = iov.as_ptr() as *mut iovec;
+            m.msg_iovlen = iov.len();
+            Some(unsafe { real::sendmsg(fd, &m, flags) })
+        }
+        Verdict::Pass => None,
+    }
+}
+
+/// After a receive on `fd` filled `addr`: a reply of ours is reported as the resolver's.
+///
+/// # Safety
+/// `addr`/`len` as the program passed them to recvfrom/recvmsg (may be null).
+pub unsafe fn fix_source(fd: c_int, addr: *mut libc::sockaddr, len: *mut libc::socklen_t) {
+    if idle() || addr.is_null() || len.is_null() {
+        return;
+    }
+    let Some(from) = sockaddr::read(addr, *len) else {
+        return;
+    };
+    if !sockaddr::unmap(from).ip().is_loopback() {
+        return;
+    }
+    let Some(Some(resolver)) = with_slot(fd, |s| {
+        s.ports
+            .iter()
+            .any(|&p| p != 0 && p == from.port())
+            .then_some(s.resolver)
+    }) else {
+        return;
+    };
+    // In the family the socket reports (an IPv6 socket talking to an IPv4 resolver sees it
+    // v4-mapped).
+    let shown = if from.is_ipv6() {
+        match resolver {
+            SocketAddr::V4(a) => SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port()),
+            r => r,
+        }
+    } else {
+        sockaddr::unmap(resolver)
+    };
+    sockaddr::write_out(&shown, addr, len);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf() {
+        let t = "# c\nnameserver 127.0.0.53\nnameserver 192.0.2.53 # x\nnameserver fe80::1%eth0\noptions edns0\nnameserver 127.0.0.53\n";
+        let r = parse_resolv_conf(t);
+        assert_eq!(
+            r,
+            vec![
+                "127.0.0.53".parse::<IpAddr>().unwrap(),
+                "192.0.2.53".parse().unwrap(),
+                "fe80::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(parse_resolv_conf(""), vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    }
+}

@@ -1,0 +1,279 @@
+"""Issue 12: remote DNS holds for every resolver. Programs with their own DNS client (dig,
+host, nslookup, node's c-ares, Python sockets, ...) send queries to the nameservers of
+/etc/resolv.conf; under remote DNS proxify answers them in-process (placeholders for A/AAAA,
+REFUSED for the rest), so nothing reaches the resolver.
+
+Two resolver set-ups, each test run under both:
+- "dead": the topology's resolv.conf (192.0.2.53, where nothing answers): a query that left
+  would show in the capture (and the program would time out);
+- "loopback": a query-logging dnsmasq on 127.0.0.1 in the client namespace, resolv.conf
+  pointing at it (loopback traffic is invisible to the capture): its log must show ZERO
+  queries for the name.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import netns
+from conftest import py, run_proxified, run_in_client
+from leakcheck import assert_no_leak
+
+P4 = netns.PROXY4
+DANTE = f"socks5h://{P4}:{netns.DANTE_PORT}"
+NAME = netns.TARGET_NAME  # resolved by Dante (the proxy host's /etc/hosts)
+CANARY = "192.0.2.99"  # what the loopback dnsmasq would answer: a leak would show it
+SETUP_HINT = "install with: scripts/setup.sh"
+RESOLV = Path(f"/etc/netns/{netns.NS_CLIENT}/resolv.conf")
+
+
+def _require(*tools):
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.fail(f"missing prerequisites: {', '.join(missing)} -- {SETUP_HINT}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def loopback_dnsmasq(topo):
+    """dnsmasq on 127.0.0.1:53 in the client namespace, logging every query to a file."""
+    _require("dnsmasq", "dig", "host", "nslookup", "cc")
+    d = topo.run_dir / "dnsresp"
+    d.mkdir(exist_ok=True)
+    log = d / "queries.log"
+    log.write_text("")
+    p = netns.Proc("client-dnsmasq", netns.in_ns(netns.NS_CLIENT,
+        "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces",
+        "--listen-address=127.0.0.1", "--port=53", f"--address=/{NAME}/{CANARY}",
+        "--log-queries", f"--log-facility={log}", f"--pid-file={d / 'dnsmasq.pid'}",
+        "--user=root"), d / "dnsmasq.out")
+    try:
+        topo.wait_tcp(netns.NS_CLIENT, "127.0.0.1", 53, p)
+    except BaseException as e:
+        p.stop()
+        pytest.fail(f"could not start the loopback dnsmasq: {e}", pytrace=False)
+    try:
+        yield log
+    finally:
+        p.stop()
+
+
+class Resolver:
+    def __init__(self, kind, log):
+        self.kind, self.log = kind, log
+        self.start = log.stat().st_size if log else 0
+
+    def queries_for(self, name):
+        if self.log is None:
+            return []
+        with open(self.log, "rb") as f:
+            f.seek(self.start)
+            text = f.read().decode(errors="replace")
+        return [ln for ln in text.splitlines() if "query[" in ln and name.lower() in ln.lower()]
+
+    def check(self, capture, what, name=NAME):
+        assert_no_leak(capture, what)
+        q = self.queries_for(name)
+        assert not q, f"{what}: the loopback resolver was asked for {name}:\n" + "\n".join(q)
+
+
+@pytest.fixture(params=["dead", "loopback"])
+def resolver(request, topo):
+    if request.param == "dead":
+        yield Resolver("dead", None)
+        return
+    log = request.getfixturevalue("loopback_dnsmasq")
+    old = RESOLV.read_text()
+    RESOLV.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+    try:
+        # The loopback resolver answers (so a leak would be visible, not a timeout).
+        r = run_in_client(["dig", "+short", "+tries=1", "+time=2", NAME])
+        assert r.stdout.strip() == CANARY, f"the loopback dnsmasq does not answer:\n{r}"
+        yield Resolver("loopback", log)
+    finally:
+        RESOLV.write_text(old)
+
+
+def sh(cmd, *, opts=(), timeout=30):
+    return run_proxified(DANTE, ["sh", "-c", cmd], opts=opts, timeout=timeout)
+
+
+def _placeholder(s):
+    return s.startswith("240.") or s.startswith("100::")
+
+
+# ---- dig, host, nslookup, getent ----------------------------------------------------------
+
+def test_dig_short_then_curl(resolver, capture, proxify_bin):
+    r = sh(f"a=$(dig +short +tries=1 +time=3 {NAME}) && echo addr=$a && "
+           f"curl -sS --max-time 5 -o /dev/null -w '%{{http_code}}' http://$a:{netns.HTTP_PORT}/")
+    assert r.rc == 0, f"dig + curl failed:\n{r}"
+    addr = r.stdout.split("addr=")[1].split()[0]
+    assert addr.startswith("240."), f"dig did not print a placeholder:\n{r}"
+    assert r.stdout.strip().endswith("200"), f"curl to the placeholder did not get the page:\n{r}"
+    resolver.check(capture, "dig + curl")
+
+
+def test_dig_aaaa(resolver, capture, proxify_bin):
+    r = sh(f"dig +short +tries=1 +time=3 AAAA {NAME}")
+    assert r.rc == 0 and r.stdout.strip().startswith("100::"), f"no IPv6 placeholder:\n{r}"
+    resolver.check(capture, "dig AAAA")
+
+
+def test_dig_mx_refused_fast(resolver, capture, proxify_bin):
+    t0 = time.monotonic()
+    r = sh(f"dig +tries=1 +time=3 MX {NAME}")
+    took = time.monotonic() - t0
+    assert "status: REFUSED" in r.stdout or "status: SERVFAIL" in r.stdout, f"not refused:\n{r}"
+    assert took < 2.5, f"dig MX took {took:.2f}s (a timeout, not an immediate answer):\n{r}"
+    resolver.check(capture, "dig MX")
+
+
+def test_dig_ptr_of_placeholder(resolver, capture, proxify_bin):
+    r = sh(f"a=$(dig +short +tries=1 +time=3 {NAME}) && dig +short +tries=1 +time=3 -x $a")
+    assert r.rc == 0 and r.stdout.strip() == NAME + ".", f"PTR of the placeholder:\n{r}"
+    resolver.check(capture, "dig -x")
+
+
+def test_dig_tcp_refused_without_leak(resolver, capture, proxify_bin):
+    r = sh(f"dig +tcp +tries=1 +time=3 {NAME}")
+    assert r.rc != 0 and "240." not in r.stdout, f"dig +tcp answered?\n{r}"
+    resolver.check(capture, "dig +tcp")
+
+
+def test_host_and_nslookup(resolver, capture, proxify_bin):
+    r = sh(f"host -W 3 -t A {NAME}")
+    assert r.rc == 0 and "has address 240." in r.stdout, f"host:\n{r}"
+    # Plain `host` also asks for MX, which is refused at once (no DNS server named).
+    r = sh(f"host -W 3 {NAME}")
+    assert "has address 240." in r.stdout and "has IPv6 address 100::" in r.stdout, f"host:\n{r}"
+    assert "REFUSED" in r.stdout and r.elapsed < 2.5, f"host:\n{r}"
+    r = sh(f"nslookup -timeout=3 {NAME}")
+    assert r.rc == 0 and "Address: 240." in r.stdout, f"nslookup:\n{r}"
+    resolver.check(capture, "host, nslookup")
+
+
+def test_getent_hosts(resolver, capture, proxify_bin):
+    r = sh(f"getent hosts {NAME} && getent ahosts {NAME}")
+    lines = r.stdout.splitlines()
+    assert r.rc == 0 and lines and all(_placeholder(ln.split()[0]) for ln in lines), f"getent:\n{r}"
+    resolver.check(capture, "getent")
+
+
+# ---- a program's own UDP client --------------------------------------------------------
+
+RAW_CLIENT = r"""
+import json, socket, struct, sys
+ns = [l.split()[1] for l in open("/etc/resolv.conf") if l.startswith("nameserver")][0]
+def query(name, qtype=1, qid=0x1234):
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for l in name.split("."):
+        q += bytes([len(l)]) + l.encode()
+    return q + b"\0" + struct.pack(">HH", qtype, 1)
+def addr(reply):
+    return ".".join(map(str, reply[-4:]))
+out = {}
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+s.sendto(query(sys.argv[1]), (ns, 53))
+data, src = s.recvfrom(2048)
+out["unconnected"] = [addr(data), list(src), data[:2].hex(), data[3] & 15]
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(3)
+c.connect((ns, 53))
+c.send(query(sys.argv[1], qid=0x4321))
+data = c.recv(2048)
+out["connected"] = [addr(data), list(c.getpeername()), data[:2].hex()]
+c.send(query(sys.argv[1], 15, qid=7))
+out["mx_rcode"] = c.recv(2048)[3] & 15
+v6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); v6.settimeout(3)
+v6.sendto(query(sys.argv[1], 28), ("::ffff:" + ns, 53))
+data, src = v6.recvfrom(2048)
+out["v6sock"] = [socket.inet_ntop(socket.AF_INET6, data[-16:]), src[0], src[1]]
+print(json.dumps(out))
+"""
+
+
+def test_python_udp_client(resolver, capture, proxify_bin):
+    r = run_proxified(DANTE, py(RAW_CLIENT) + [NAME])
+    assert r.rc == 0, f"the UDP client failed:\n{r}"
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    ns = RESOLV.read_text().split()[1]
+    a, src, qid, rcode = out["unconnected"]
+    assert a.startswith("240.") and src == [ns, 53] and qid == "1234" and rcode == 0, out
+    a, peer, qid = out["connected"]
+    assert a.startswith("240.") and peer == [ns, 53] and qid == "4321", out
+    assert out["mx_rcode"] == 5, out
+    a6, src6, port6 = out["v6sock"]
+    assert a6.startswith("100::") and src6 == "::ffff:" + ns and port6 == 53, out
+    resolver.check(capture, "python UDP client")
+
+
+# ---- node (c-ares) -------------------------------------------------------------------------
+
+NODE = r"""
+const dns = require('dns'), net = require('net');
+const r = new dns.Resolver({timeout: 3000, tries: 1});
+r.resolve4(process.argv[1], (err, addrs) => {
+  if (err) { console.log('ERR ' + err.code); process.exit(1); }
+  const s = net.connect({host: addrs[0], port: %d}, () => {
+    s.end('GET / HTTP/1.0\r\nHost: x\r\n\r\n');
+  });
+  let got = '';
+  s.on('data', d => got += d);
+  s.on('end', () => { console.log(addrs[0] + ' ' + got.split('\r\n')[0]); });
+  s.on('error', e => { console.log('CONNECT ' + e.code); process.exit(1); });
+});
+""" % netns.HTTP_PORT
+
+
+def test_node_resolver_then_connect(resolver, capture, proxify_bin):
+    _require("node")
+    r = run_proxified(DANTE, ["node", "-e", NODE, NAME])
+    assert r.rc == 0 and r.stdout.startswith("240.") and " 200 " in r.stdout, f"node:\n{r}"
+    resolver.check(capture, "node dns.Resolver")
+
+
+# ---- Ruby Resolv, aiohttp + aiodns (c-ares), nmap ------------------------------------------
+
+RUBY = "require 'resolv'; puts Resolv::DNS.open { |d| d.getaddress(ARGV[0]).to_s }"
+
+
+def test_ruby_resolv_then_curl(resolver, capture, proxify_bin):
+    _require("ruby")
+    r = sh(f"a=$(ruby -e \"{RUBY}\" {NAME}) && echo addr=$a && "
+           f"curl -sS --max-time 5 -o /dev/null -w '%{{http_code}}' http://$a:{netns.HTTP_PORT}/")
+    assert r.rc == 0 and "addr=240." in r.stdout and r.stdout.strip().endswith("200"), f"ruby:\n{r}"
+    resolver.check(capture, "ruby Resolv")
+
+
+AIOHTTP = f"""
+import asyncio, aiohttp
+async def main():
+    conn = aiohttp.TCPConnector(resolver=aiohttp.AsyncResolver())
+    async with aiohttp.ClientSession(connector=conn) as s:
+        async with s.get("http://{NAME}:{netns.HTTP_PORT}/", timeout=aiohttp.ClientTimeout(total=5)) as r:
+            print(r.status)
+asyncio.run(main())
+"""
+DEBIAN_PYTHON = "/usr/bin/python3"  # python3-aiohttp / python3-aiodns are Debian's
+
+
+def test_aiohttp_with_aiodns(resolver, capture, proxify_bin):
+    chk = subprocess.run([DEBIAN_PYTHON, "-c", "import aiohttp, aiodns"], capture_output=True)
+    if chk.returncode != 0:
+        pytest.fail(f"aiohttp/aiodns missing for {DEBIAN_PYTHON} -- {SETUP_HINT}", pytrace=False)
+    r = run_proxified(DANTE, [DEBIAN_PYTHON, "-c", AIOHTTP])
+    assert r.rc == 0 and r.stdout.strip() == "200", f"aiohttp + aiodns:\n{r}"
+    resolver.check(capture, "aiohttp + aiodns")
+
+
+def test_nmap_connect_scan_by_name(resolver, capture, proxify_bin):
+    _require("nmap")
+    r = sh(f"nmap -sT -Pn -p {netns.HTTP_PORT} {NAME}", timeout=30)
+    assert r.rc == 0 and f"{netns.HTTP_PORT}/tcp open" in r.stdout, f"nmap:\n{r}"
+    # Its reverse look-up of the placeholder is answered in-process: no resolver time-out.
+    assert r.elapsed < 4, f"nmap took {r.elapsed:.1f}s:\n{r}"
+    resolver.check(capture, "nmap -sT")

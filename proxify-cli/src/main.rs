@@ -1,3 +1,4 @@
+#![cfg_attr(not(test), no_main)]
 //! `proxify run [-x URL] ... COMMAND`: merges the settings (flags > PROXIFY_* environment >
 //! config file), finds the shim, puts it first in LD_PRELOAD, exports the settings for it and
 //! execs the command in place (no fork, so the exit status is the command's).
@@ -16,7 +17,6 @@ mod show;
 mod values;
 
 use clap::error::ErrorKind;
-use clap::Parser;
 use cli::{Cli, ConfigArgs, EnvArgs, RunArgs, ShellArgs, Sub};
 use proxify_core::config::ENV_DNS_FD;
 use proxify_core::progcheck::{self, Verdict, ENV_ALLOW_UNPROXIED};
@@ -36,7 +36,30 @@ const NO_PROXY: &str =
 const SHIM_NAME: &str = "libproxify.so";
 const ENV_SHIM: &str = "PROXIFY_SHIM";
 
-fn main() {
+// No `fn main`: std's runtime set-up (the main thread's stack-guard probe, which parses
+// /proc/self/maps through pthread_getattr_np, about a sixth of this process's instructions)
+// is skipped. Everything else std needs works without it on glibc (arguments come from
+// .init_array); SIGPIPE is ignored here as std would (a closed pipe is an error we report).
+#[cfg(not(test))]
+#[no_mangle]
+pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions; exec resets it
+    // to the default for the command (std's Command does).
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    real_main();
+    0
+}
+
+/// The command line, parsed. The clap definition is large and this process is about to exec
+/// or exit: it is left to the exit rather than freed (freeing it cost as much as parsing).
+fn parse(argv: &[OsString]) -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let cmd = Box::leak(Box::new(Cli::command()));
+    let mut m = cmd.try_get_matches_from_mut(argv)?;
+    Cli::from_arg_matches_mut(&mut m).map_err(|e| e.format(cmd))
+}
+
+fn real_main() {
     std::panic::set_hook(Box::new(|info| {
         let payload = info.payload();
         let msg = payload
@@ -69,7 +92,7 @@ fn main() {
             }
         }
     }
-    let cli = match Cli::try_parse_from(&argv) {
+    let cli = match parse(&argv) {
         Ok(cli) => cli,
         Err(e) => match e.kind() {
             // Help and version go to stdout with status 0.

@@ -55,6 +55,8 @@ pub const ENV_DNS_FD: &str = "PROXIFY_DNS_FD";
 
 /// Size of that table: a 16-byte header, 65,536 slots of 260 bytes, a 131,072-entry hash.
 pub const DNS_TABLE_BYTES: usize = 16 + 65536 * 260 + 131072 * 4;
+// The placeholder table the shim and the supervisor map is exactly this size.
+const _: () = assert!(crate::placeholder::TABLE_BYTES == DNS_TABLE_BYTES);
 
 /// The memfd's name for a token.
 pub fn dns_table_name(token: &str) -> String {

@@ -236,7 +236,6 @@ pub struct Table {
 
 /// Bytes of memory a table takes.
 pub const TABLE_BYTES: usize = std::mem::size_of::<Table>();
-const _: () = assert!(TABLE_BYTES == crate::config::DNS_TABLE_BYTES);
 /// Alignment the memory of a table needs.
 pub const TABLE_ALIGN: usize = std::mem::align_of::<Table>();
 

@@ -687,3 +687,30 @@ def test_check_json(topo, far, capture, proxify_bin):
     j = json.loads(r.stdout)
     assert r.rc == 1 and j["ok"] is False, r
     assert_no_leak(capture)
+
+
+def _decision_lines(r, dest):
+    return [ln for ln in r.stderr.splitlines() if re.search(rf"^proxify\[\d+\] \w+: connect fd \d+ to {re.escape(dest)}: (through|direct) ", ln)]
+
+
+@pytest.mark.parametrize("level", ["-v", "-vv"])
+def test_one_decision_line_per_connect(topo, capture, proxify_bin, level):
+    """`-v` prints each connect's decision as one line (route and the rule that chose it);
+    `-vv` adds the exchange but still one decision line: the rules run once per connect."""
+    r = run_proxified(DANTE, curl(URL4), opts=[level])
+    no_crash(r, level)
+    assert r.rc == 0 and r.stdout.strip() == topo.token, f"fetch failed\n{r}"
+    lines = _decision_lines(r, f"{T4}:80")
+    assert len(lines) == 1, f"{level}: expected one decision line for {T4}:80, got {lines}\n{r}"
+    assert f"through {DANTE} (no rule matched)" in lines[0], lines[0]
+    assert_no_leak(capture)
+
+
+def test_direct_rule_decision_line_names_the_rule(topo, capture, proxify_bin):
+    r = run_proxified(DANTE, connect_probe(T4, 80), opts=["-v", "--rule", f"{T4}/32 direct"])
+    no_crash(r, "direct rule -v")
+    assert r.stdout.strip() == "timeout", f"the direct connect should time out\n{r}"
+    lines = _decision_lines(r, f"{T4}:80")
+    assert len(lines) == 1 and f'direct by rule 1 "{T4}/32 direct"' in lines[0], \
+        f"-v should name the rule that sent it direct, once\n{r}"
+    assert_only_expected(capture, to_target(80), "a direct rule")

@@ -18,6 +18,7 @@ use crate::sys::error::errno;
 use crate::sys::guard::set_errno;
 use crate::sys::real;
 use libc::c_int;
+use proxify_core::config::Chain;
 use proxify_core::socks::TargetAddr;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -71,17 +72,19 @@ fn interrupting_handler() -> bool {
 
 /// Connects the blocking TCP socket `fd` to `target` through the proxy; returns as
 /// `connect(2)` does (0, or -1 with errno set). Failures are logged (one line) by nbconnect.
+#[allow(clippy::too_many_arguments)] // the decision's parts, passed as they are
 pub fn connect(
     rt: &Runtime,
     fd: c_int,
     domain: c_int,
     dest: SocketAddr,
     target: TargetAddr,
+    chain: &'static Chain,
     shown: String,
     via: String,
 ) -> c_int {
     let give_up = sndtimeo(fd).map(|d| Instant::now() + d);
-    if let Err(f) = nbconnect::start_quiet(rt, fd, domain, dest, target, &shown, &via) {
+    if let Err(f) = nbconnect::start_quiet(rt, fd, domain, dest, target, chain, &shown, &via) {
         crate::sys::error::warn_once(format_args!(
             "cannot connect to {shown} through {via}: {}",
             f.msg

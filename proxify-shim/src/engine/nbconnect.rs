@@ -29,7 +29,6 @@
 //! writable (or failed) when a direct connect would be.
 
 use super::drive;
-use crate::policy::decide;
 use crate::state::fdtable::{self, Entry, Kind};
 use crate::state::runtime::{self, Fault, Runtime};
 use crate::sys::error::{errno, strerror, Failure};
@@ -248,16 +247,18 @@ fn skip_dead(
 
 /// Starts a proxied connect of the non-blocking TCP socket `fd`: returns -1 with
 /// `EINPROGRESS` (or the errno of an immediate failure, after its one log line).
+#[allow(clippy::too_many_arguments)] // the decision's parts, passed as they are
 pub fn start(
     rt: &Runtime,
     fd: c_int,
     domain: c_int,
     dest: SocketAddr,
     target: TargetAddr,
+    chain: &'static Chain,
     shown: String,
     via: String,
 ) -> c_int {
-    match try_start(rt, fd, domain, dest, target, &shown, &via) {
+    match try_start(rt, fd, domain, dest, target, chain, &shown, &via) {
         Ok(()) => {
             // Send the greeting now if the proxy answered the TCP connect at once.
             let _ = step(fd);
@@ -289,32 +290,34 @@ pub fn abandon(fd: c_int) {
 
 /// Starts a proxied connect of `fd` (blocking or not) without stepping it; the caller drives
 /// it with [`step`]. The error is not logged.
+#[allow(clippy::too_many_arguments)] // the decision's parts, passed as they are
 pub fn start_quiet(
     rt: &Runtime,
     fd: c_int,
     domain: c_int,
     dest: SocketAddr,
     target: TargetAddr,
+    chain: &'static Chain,
     shown: &str,
     via: &str,
 ) -> Result<(), Failure> {
-    try_start(rt, fd, domain, dest, target, shown, via)
+    try_start(rt, fd, domain, dest, target, chain, shown, via)
 }
 
+#[allow(clippy::too_many_arguments)] // the decision's parts, passed as they are
 fn try_start(
     rt: &Runtime,
     fd: c_int,
     domain: c_int,
     dest: SocketAddr,
     target: TargetAddr,
+    chain: &'static Chain,
     shown: &str,
     via: &str,
 ) -> Result<(), Failure> {
     let cfg = rt
         .config()
         .ok_or_else(|| Failure::new(libc::EACCES, rt.config_error().to_string()))?;
-    let chain = decide::chain_for(&target)
-        .ok_or_else(|| Failure::new(libc::EACCES, "no chain for this destination"))?;
     let ino = inode(fd).ok_or_else(|| {
         let e = errno();
         Failure::new(e, format!("fstat failed: {}", strerror(e)))

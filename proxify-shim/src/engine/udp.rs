@@ -218,7 +218,7 @@ fn family_of(e: &Entry) -> c_int {
 /// The target a datagram to the program's `dest` carries in its header.
 pub fn target_of(dest: SocketAddr) -> Result<TargetAddr, Failure> {
     match decide::route(dest) {
-        Route::Proxy(t) => Ok(t),
+        Route::Proxy(p) => Ok(p.target),
         Route::Deny(e, why) => Err(Failure::new(e, why)),
         Route::Direct(_) => Ok(TargetAddr::Ip(sockaddr::unmap(dest))),
     }

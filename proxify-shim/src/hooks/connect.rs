@@ -1,7 +1,7 @@
 //! `connect` and `getpeername`.
 
 use crate::engine;
-use crate::policy::decide::{self, Route};
+use crate::policy::decide::{self, Proxied, Route};
 use crate::state::fdtable::{self, Entry, Kind};
 use crate::state::runtime;
 use crate::sys::error::{errno, strerror};
@@ -10,6 +10,7 @@ use crate::sys::real;
 use crate::sys::sockaddr as sa;
 use crate::sys::socket::{socket_domain, sockopt_int};
 use libc::{c_int, sockaddr, socklen_t};
+use proxify_core::config::Chain;
 use proxify_core::socks::TargetAddr;
 use std::net::SocketAddr;
 
@@ -125,7 +126,7 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
     let rt = runtime::get();
     match decide::route(dest) {
         Route::Direct(why) => {
-            log::debug!("connect fd {fd} to {dest}: direct ({why})");
+            log::info!("connect fd {fd} to {dest}: direct {why}");
             if tracked.is_some() {
                 fdtable::clear(fd);
             }
@@ -142,16 +143,12 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
             log::warn!("refusing connection to {dest}: {why}");
             fail(e)
         }
-        Route::Proxy(target) => connect_proxied(rt, fd, dest, target),
+        Route::Proxy(p) => connect_proxied(rt, fd, dest, p),
     }
 }
 
-fn connect_proxied(
-    rt: &runtime::Runtime,
-    fd: c_int,
-    dest: SocketAddr,
-    target: TargetAddr,
-) -> c_int {
+fn connect_proxied(rt: &runtime::Runtime, fd: c_int, dest: SocketAddr, p: Proxied) -> c_int {
+    let Proxied { target, chain, by } = p;
     let Some(ty) = sockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) else {
         return fail(errno());
     };
@@ -183,33 +180,31 @@ fn connect_proxied(
         );
         return fail(libc::EMFILE);
     }
-    // The texts for log lines are built only when a line is written (not on every connect).
-    log::debug!(
-        "connect fd {fd} to {}: through proxy {}",
-        target,
-        via_of(&target)
+    // The one decision line (its texts are built only when it is written).
+    log::info!(
+        "connect fd {fd} to {target}: through {} ({by})",
+        via_of(chain)
     );
+    let (shown, via) = (target.to_string(), via_of(chain));
     if crate::sys::socket::is_nonblocking(fd) {
         // EINPROGRESS at once; the handshake runs from the program's poll/select/epoll calls.
-        let (shown, via) = (target.to_string(), via_of(&target));
-        return crate::engine::nbconnect::start(rt, fd, domain, dest, target, shown, via);
+        return crate::engine::nbconnect::start(rt, fd, domain, dest, target, chain, shown, via);
     }
     // Blocking: the same machinery, driven to its end (EINTR and SO_SNDTIMEO as the kernel).
-    let (shown, via) = (target.to_string(), via_of(&target));
-    engine::connect::connect(rt, fd, domain, dest, target, shown, via)
+    engine::connect::connect(rt, fd, domain, dest, target, chain, shown, via)
 }
 
-/// The proxy (or chain) a target goes through, for messages.
-fn via_of(target: &TargetAddr) -> String {
-    match decide::chain_for(target) {
-        Some(c) if c.hops.len() == 1 => c.hops[0].masked(),
-        Some(c) => format!(
+/// The proxy (or chain) a connection goes through, for messages.
+fn via_of(c: &Chain) -> String {
+    if c.hops.len() == 1 {
+        c.hops[0].masked()
+    } else {
+        format!(
             "chain {} ({} proxies, {})",
             c.name,
             c.hops.len(),
             c.mode.as_str()
-        ),
-        None => "no chain".to_string(),
+        )
     }
 }
 

@@ -75,13 +75,21 @@ unsafe fn classify(
                     }
                 };
             }
-            Route::Direct(_) => return Verdict::Real,
+            Route::Direct(why) => {
+                if let decide::Direct::Rule(d, _) = &why {
+                    if d.by_no_proxy() {
+                        // Only with --no-proxy-env: each direct path it opens is said at -v.
+                        log::info!("datagram to {dest}: direct {why} (--no-proxy-env)");
+                    }
+                }
+                return Verdict::Real;
+            }
             Route::Deny(e, why) => {
                 log::warn!("refusing datagram to {dest}: {why}");
                 set_errno(e);
                 return Verdict::Fail;
             }
-            Route::Proxy(t) => t,
+            Route::Proxy(p) => p.target,
         };
         match socket_type(fd) {
             // A connected TCP socket ignores the address; an unconnected one with

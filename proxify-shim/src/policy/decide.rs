@@ -5,7 +5,7 @@ use crate::state::{fakedns, runtime};
 use crate::sys::sockaddr::unmap;
 use proxify_core::cidr::is_loopback;
 use proxify_core::config::Chain;
-use proxify_core::rules::Verdict;
+use proxify_core::rules::{Decision, Verdict};
 use proxify_core::socks::TargetAddr;
 use std::net::{IpAddr, SocketAddr};
 
@@ -16,17 +16,29 @@ pub enum Direct {
     Unspecified,
     /// IPv6 link-local (fe80::/10): never routed beyond the link.
     LinkLocal,
-    /// A `--direct` block or a `direct` rule (the text says which), and the address to use
+    /// A `--direct` block or a `direct` rule (the decision says which), and the address to use
     /// when a `dnat` entry rewrote it.
-    Rule(String, Option<SocketAddr>),
+    Rule(Decision<'static>, Option<SocketAddr>),
+}
+
+/// A proxied destination as the rules decided it, once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proxied {
+    /// The target the proxy is asked for: a name when the destination was a placeholder, the
+    /// rewritten address after `dnat`, else the address.
+    pub target: TargetAddr,
+    /// The chain the rules chose.
+    pub chain: &'static Chain,
+    /// Why (the rule, or "no rule matched"), for the one decision line. A borrow of the
+    /// configuration: no text is built unless a line is written.
+    pub by: Decision<'static>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     Direct(Direct),
-    /// Through a proxy chain, to this target (a name when the destination was a placeholder;
-    /// the rewritten address after `dnat`). [`chain_for`] says which chain.
-    Proxy(TargetAddr),
+    /// Through a proxy chain: the whole answer, so nothing downstream runs the rules again.
+    Proxy(Proxied),
     /// Refused: errno and reason.
     Deny(i32, String),
 }
@@ -34,11 +46,11 @@ pub enum Route {
 impl std::fmt::Display for Direct {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Direct::Loopback => f.write_str("loopback"),
-            Direct::Unspecified => f.write_str("unspecified address (local host)"),
-            Direct::LinkLocal => f.write_str("IPv6 link-local"),
-            Direct::Rule(why, None) => f.write_str(why),
-            Direct::Rule(why, Some(to)) => write!(f, "{why}, dnat to {to}"),
+            Direct::Loopback => f.write_str("(loopback)"),
+            Direct::Unspecified => f.write_str("(unspecified address: the local host)"),
+            Direct::LinkLocal => f.write_str("(IPv6 link-local)"),
+            Direct::Rule(d, None) => write!(f, "by {d}"),
+            Direct::Rule(d, Some(to)) => write!(f, "by {d}, dnat to {to}"),
         }
     }
 }
@@ -63,7 +75,7 @@ pub fn route(dest: SocketAddr) -> Route {
         };
         let d = cfg.decide(None, Some(&name), dest.port());
         return match d.verdict {
-            Verdict::Proxy(_) => Route::Proxy(TargetAddr::Domain(name, dest.port())),
+            Verdict::Proxy(chain) => proxied(cfg, chain, TargetAddr::Domain(name, dest.port()), d),
             Verdict::Deny => Route::Deny(libc::EACCES, format!("denied by {d}")),
             Verdict::Direct => Route::Deny(
                 libc::EACCES,
@@ -94,19 +106,28 @@ pub fn route(dest: SocketAddr) -> Route {
     let dest = rewritten.map(unmap).unwrap_or(dest);
     let d = cfg.decide(Some(dest.ip()), None, dest.port());
     match d.verdict {
-        Verdict::Direct => {
-            if d.by_no_proxy() {
-                // Read only with --no-proxy-env: each direct path it opens is said at -v.
-                log::info!("{dest}: direct by {d} (--no-proxy-env)");
-            }
-            Route::Direct(Direct::Rule(d.to_string(), rewritten))
-        }
+        // The caller writes the decision line (a rule made of NO_PROXY names its variable).
+        Verdict::Direct => Route::Direct(Direct::Rule(d, rewritten)),
         Verdict::Deny => Route::Deny(libc::EACCES, format!("denied by {d}")),
-        Verdict::Proxy(_) => Route::Proxy(TargetAddr::Ip(dest)),
+        Verdict::Proxy(chain) => proxied(cfg, chain, TargetAddr::Ip(dest), d),
     }
 }
 
-/// The chain a proxied target goes through (the rules again: cheap, and keeps `Route` small).
+fn proxied(
+    cfg: &'static proxify_core::config::Config,
+    chain: &str,
+    target: TargetAddr,
+    by: Decision<'static>,
+) -> Route {
+    match cfg.chain(chain) {
+        Some(chain) => Route::Proxy(Proxied { target, chain, by }),
+        // The configuration's own check makes every rule name a chain; refuse if one did not.
+        None => Route::Deny(libc::EACCES, format!("{by} names no chain {chain:?}")),
+    }
+}
+
+/// The chain a proxied target goes through, for the BIND and UDP paths that start from a
+/// target rather than from a [`route`] decision (a connect uses [`Proxied::chain`]).
 pub fn chain_for(target: &TargetAddr) -> Option<&'static Chain> {
     let cfg = runtime::get().config()?;
     let d = match target {

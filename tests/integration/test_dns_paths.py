@@ -8,10 +8,13 @@ resolver in resolv.conf (192.0.2.53) answers nothing: a query that left shows as
 - res_query: answered by the in-process responder (A: the placeholder; MX: refused at once);
 - connect() taken with dlsym(dlopen("libc.so.6")), dlvsym(..., "GLIBC_2.2.5"), dlsym(RTLD_NEXT),
   Python's ctypes.CDLL("libc.so.6").connect; getaddrinfo taken with dlsym: all proxied;
-- AF_UNSPEC gives both placeholders: curl -4 and curl -6 by name both work.
+- AF_UNSPEC gives both placeholders: curl -4 and curl -6 by name both work; with AI_ADDRCONFIG
+  only the family the host has an address of (a v4-only and a v6-only namespace).
 """
 
+import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -129,3 +132,39 @@ def test_af_unspec_gives_both_placeholders_ipv4_first(topo, capture, proxify_bin
     assert both.split()[0].startswith("240.") and both.split()[1].startswith("100::"), r
     assert order.split()[0].startswith("240."), f"IPv4 first: {r}"
     assert_no_leak(capture, "getaddrinfo AF_UNSPEC")
+
+
+ADDRCONFIG_PY = """
+import socket
+for flags in (0, socket.AI_ADDRCONFIG):
+    try:
+        r = socket.getaddrinfo({name!r}, 80, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, flags)
+        print(flags, " ".join(a[4][0] for a in r))
+    except socket.gaierror as e:
+        print(flags, "error", e.errno)
+"""
+
+
+@pytest.mark.parametrize("host", ["v4-only", "v6-only"])
+def test_ai_addrconfig_keeps_the_family_the_host_has(topo, proxify_bin, host):
+    """`AI_ADDRCONFIG` with `AF_UNSPEC` on a host with only IPv4 (or only IPv6) addresses:
+    only that family's placeholder, as glibc would answer; without the flag both. The program
+    runs in a namespace of its own (loopback and a veth pair, one end with a documentation
+    address), so nothing can leave it at all: only getaddrinfo is asked."""
+    addr = "192.0.2.77/24" if host == "v4-only" else "2001:db8:77::1/64"
+    script = ADDRCONFIG_PY.format(name=NAME)
+    shell = (
+        "set -e; ip link set lo up; ip link add pxfd0 type veth peer name pxfd1; ip link set pxfd1 up; "
+        f"ip addr add {addr} dev pxfd0 {'nodad' if ':' in addr else ''}; ip link set pxfd0 up; "
+        f'exec "$0" run -x {DANTE} -- "$1" -c "$2"'
+    )
+    r = subprocess.run(["unshare", "-n", "sh", "-c", shell, str(proxify_bin), sys.executable, script],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, f"{host}: {r.stderr}"
+    lines = dict(ln.split(" ", 1) for ln in r.stdout.splitlines())
+    plain, cfg = lines["0"].split(), lines[str(socket.AI_ADDRCONFIG)].split()
+    assert [a.startswith("240.") for a in plain[:1]] == [True] and any(a.startswith("100::") for a in plain), \
+        f"{host}: without AI_ADDRCONFIG both placeholders, IPv4 first: {r.stdout}"
+    want = "240." if host == "v4-only" else "100::"
+    assert cfg and all(a.startswith(want) for a in cfg), \
+        f"{host}: AI_ADDRCONFIG should give only the {want} placeholder: {r.stdout}\n{r.stderr}"

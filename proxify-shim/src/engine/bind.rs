@@ -158,7 +158,7 @@ pub fn start(
         .pending
         .get_or_insert_with(HashMap::new)
         .insert(fd, client);
-    fdtable::set(
+    let tracked = fdtable::set(
         fd,
         Entry {
             kind: Kind::BindListen,
@@ -167,6 +167,17 @@ pub fn start(
             ctrl: -1,
         },
     );
+    if !tracked {
+        // Untracked, accept and getsockname would not know the socket is a BIND.
+        if let Some(m) = STATE.lock().pending.as_mut() {
+            m.remove(&fd);
+        }
+        disconnect(fd);
+        return Err(Failure::new(
+            libc::EMFILE,
+            "no room in proxify's fd table for the BIND socket",
+        ));
+    }
     Ok(shown)
 }
 
@@ -233,6 +244,13 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
     unsafe { real::fcntl(nfd, libc::F_SETFL, want as libc::c_ulong) };
     let mut e = Entry::tcp(peer);
     e.relay = fdtable::get(fd).and_then(|e| e.relay);
-    fdtable::set(nfd, e);
+    if !fdtable::set(nfd, e) {
+        // The program must not get a proxied connection proxify does not know about.
+        unsafe { real::close(nfd) };
+        return Err(Failure::new(
+            libc::EMFILE,
+            "no room in proxify's fd table for the accepted connection",
+        ));
+    }
     Ok((nfd, peer))
 }

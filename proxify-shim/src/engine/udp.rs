@@ -193,7 +193,14 @@ pub fn assoc_for(
         relay: Some(relay),
         ctrl,
     };
-    fdtable::set(fd, e);
+    if !fdtable::set(fd, e) {
+        // Untracked, the socket's datagrams would go out bare: drop the association.
+        unsafe { real::close(ctrl) };
+        return Err(Failure::new(
+            libc::EMFILE,
+            "no room in proxify's fd table for the UDP association",
+        ));
+    }
     Ok(e)
 }
 

@@ -316,7 +316,8 @@ unsafe fn adopt_if_copy(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, cap
         other != fd && e.kind == Kind::ProxiedTcp && ino(other) == Some(me)
     });
     if let Some((_, e)) = found {
-        fdtable::set(fd, e);
+        // Only a cache: untracked, the next getpeername finds the copy again the same way.
+        let _ = fdtable::set(fd, e);
         if let Some(p) = e.peer {
             *len = cap;
             sa::write_out(&p, addr, len);

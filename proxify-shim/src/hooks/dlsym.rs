@@ -9,12 +9,14 @@ pub unsafe extern "C" fn proxify_dlsym_log(name: *const c_char, version: *const 
     if !log::log_enabled!(log::Level::Debug) || name.is_null() {
         return;
     }
-    // SAFETY: NUL-terminated strings from the program's dlsym/dlvsym call.
-    let n = unsafe { CStr::from_ptr(name) }.to_string_lossy();
-    if version.is_null() {
-        log::debug!("dlsym({n}): proxify's hook, not libc's");
-    } else {
-        let v = unsafe { CStr::from_ptr(version) }.to_string_lossy();
-        log::debug!("dlvsym({n}, {v}): proxify's hook, not libc's");
-    }
+    crate::sys::guard::guarded((), 0, || {
+        // SAFETY: NUL-terminated strings from the program's dlsym/dlvsym call.
+        let n = unsafe { CStr::from_ptr(name) }.to_string_lossy();
+        if version.is_null() {
+            log::debug!("dlsym({n}): proxify's hook, not libc's");
+        } else {
+            let v = unsafe { CStr::from_ptr(version) }.to_string_lossy();
+            log::debug!("dlvsym({n}, {v}): proxify's hook, not libc's");
+        }
+    })
 }

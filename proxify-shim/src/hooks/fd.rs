@@ -1,22 +1,32 @@
 //! `close`, `dup`, `dup2`, `dup3`, `fcntl(F_DUPFD*)`, `close_range`, `closefrom`: keep the fd
 //! table true. The `close` path takes no lock and allocates nothing.
+//!
+//! While nothing is tracked every hook goes straight to libc; otherwise the table work runs
+//! inside the panic guard (a panic never unwinds into the program).
 
+use crate::engine::dnsresp;
 use crate::engine::nbconnect;
 use crate::state::fdtable::{self, Kind};
+use crate::sys::guard::{caught, guarded, set_errno};
 use crate::sys::real;
 use libc::{c_int, c_uint, c_ulong};
 
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    crate::engine::dnsresp::forget(fd);
-    if !fdtable::none_tracked() {
-        if fdtable::is_internal(fd) {
-            // One of ours (a daemon closing every fd): it stays open, the program moves on.
-            return 0;
-        }
-        fdtable::clear(fd);
+    if fdtable::none_tracked() && dnsresp::idle() {
+        return real::close(fd);
     }
-    real::close(fd)
+    guarded(-1, libc::EIO, || {
+        dnsresp::forget(fd);
+        if !fdtable::none_tracked() {
+            if fdtable::is_internal(fd) {
+                // One of ours (a daemon closing every fd): it stays open, the program moves on.
+                return 0;
+            }
+            fdtable::clear(fd);
+        }
+        real::close(fd)
+    })
 }
 
 /// `newfd` is a copy of `oldfd`: the table copies the state, and a running non-blocking
@@ -27,34 +37,50 @@ fn duplicated(oldfd: c_int, newfd: c_int) {
     }
 }
 
+/// `r`, the result of a dup of `oldfd`: records the copy. If that panics, the copy (whose
+/// state is unknown) is closed and the call fails: never a tracked socket's untracked twin.
+fn dup_done(oldfd: c_int, r: c_int) -> c_int {
+    if r < 0 || fdtable::none_tracked() {
+        return r;
+    }
+    match caught(|| duplicated(oldfd, r)) {
+        Some(()) => r,
+        None => {
+            unsafe { real::close(r) };
+            set_errno(libc::EIO);
+            -1
+        }
+    }
+}
+
 /// Before the program's dup2/dup3 reuses `fd2`: if it is one of our fds, move ours away.
 fn free_number(fd2: c_int) -> bool {
-    if fdtable::is_internal(fd2) && !fdtable::relocate_internal(fd2) {
-        crate::sys::guard::set_errno(libc::EBUSY);
-        return false;
+    if fdtable::none_tracked() {
+        return true;
     }
-    true
+    guarded(false, libc::EIO, || {
+        if fdtable::is_internal(fd2) && !fdtable::relocate_internal(fd2) {
+            set_errno(libc::EBUSY);
+            return false;
+        }
+        true
+    })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
-    let r = real::dup(fd);
-    if r >= 0 {
-        duplicated(fd, r);
-    }
-    r
+    dup_done(fd, real::dup(fd))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn dup2(fd: c_int, fd2: c_int) -> c_int {
-    if fd != fd2 && !free_number(fd2) {
+    if fd == fd2 {
+        return real::dup2(fd, fd2);
+    }
+    if !free_number(fd2) {
         return -1;
     }
-    let r = real::dup2(fd, fd2);
-    if r >= 0 && fd != fd2 {
-        duplicated(fd, r);
-    }
-    r
+    dup_done(fd, real::dup2(fd, fd2))
 }
 
 #[no_mangle]
@@ -62,11 +88,7 @@ pub unsafe extern "C" fn dup3(fd: c_int, fd2: c_int, flags: c_int) -> c_int {
     if fd != fd2 && !free_number(fd2) {
         return -1;
     }
-    let r = real::dup3(fd, fd2, flags);
-    if r >= 0 {
-        duplicated(fd, r);
-    }
-    r
+    dup_done(fd, real::dup3(fd, fd2, flags))
 }
 
 /// Called by the variadic `fcntl`/`fcntl64` defined in `csrc/variadic.c` (stable Rust cannot
@@ -74,8 +96,8 @@ pub unsafe extern "C" fn dup3(fd: c_int, fd2: c_int, flags: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn proxify_fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     let r = real::fcntl(fd, cmd, arg);
-    if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
-        duplicated(fd, r);
+    if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
+        return dup_done(fd, r);
     }
     r
 }
@@ -86,7 +108,11 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     if fdtable::none_tracked() || flags & libc::CLOSE_RANGE_CLOEXEC as c_int != 0 {
         return real::close_range(first, last, flags);
     }
-    // Close around our own fds: the sub-ranges between them.
+    guarded(-1, libc::EIO, || close_around_ours(first, last, flags))
+}
+
+/// `close_range` with fds tracked: closes around our own fds, the sub-ranges between them.
+unsafe fn close_around_ours(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     let mut start = first;
     let mut r = 0;
     while let Some(ours) = fdtable::next_internal(start, last) {
@@ -111,8 +137,20 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
 #[no_mangle]
 pub unsafe extern "C" fn closefrom(first: c_int) {
     let first = first.max(0) as c_uint;
-    if fdtable::none_tracked() || close_range(first, c_uint::MAX, 0) != 0 {
+    if fdtable::none_tracked() {
         real::closefrom(first as c_int);
-        fdtable::clear_range(first, c_uint::MAX, true);
+        return;
+    }
+    let done = caught(|| {
+        if close_range(first, c_uint::MAX, 0) != 0 {
+            real::closefrom(first as c_int);
+            fdtable::clear_range(first, c_uint::MAX, true);
+        }
+    });
+    if done.is_none() {
+        // closefrom cannot fail: the program's fds are closed (ours with them, which ends
+        // their associations: fail closed); their numbers must not keep stale state.
+        real::closefrom(first as c_int);
+        let _ = caught(|| fdtable::clear_range(first, c_uint::MAX, true));
     }
 }

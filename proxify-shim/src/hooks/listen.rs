@@ -61,7 +61,9 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
             }
         }
         if r == 0 && a.port() == 0 && stream {
-            fdtable::set(
+            // Only a hint for `auto` (listen also treats a port-0 local address as ephemeral):
+            // an untracked fd just listens directly, as a non-ephemeral bind would.
+            let _ = fdtable::set(
                 fd,
                 Entry {
                     kind: Kind::BoundEphemeral,
@@ -146,10 +148,15 @@ fn is_bind(fd: c_int) -> bool {
 
 #[no_mangle]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    if is_bind(fd) {
-        return accept_bind(fd, addr, len, 0);
+    if fdtable::none_tracked() {
+        return real::accept(fd, addr, len);
     }
-    real::accept(fd, addr, len)
+    guarded(-1, libc::EIO, || {
+        if is_bind(fd) {
+            return accept_bind(fd, addr, len, 0);
+        }
+        real::accept(fd, addr, len)
+    })
 }
 
 #[no_mangle]
@@ -159,15 +166,23 @@ pub unsafe extern "C" fn accept4(
     len: *mut socklen_t,
     flags: c_int,
 ) -> c_int {
-    if is_bind(fd) {
-        return accept_bind(fd, addr, len, flags);
+    if fdtable::none_tracked() {
+        return real::accept4(fd, addr, len, flags);
     }
-    real::accept4(fd, addr, len, flags)
+    guarded(-1, libc::EIO, || {
+        if is_bind(fd) {
+            return accept_bind(fd, addr, len, flags);
+        }
+        real::accept4(fd, addr, len, flags)
+    })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    if !fdtable::none_tracked() {
+    if fdtable::none_tracked() {
+        return real::getsockname(fd, addr, len);
+    }
+    guarded(-1, libc::EIO, || {
         if let Some(Entry {
             kind: Kind::BindListen | Kind::ProxiedTcp,
             relay: Some(b),
@@ -180,6 +195,6 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
             sa::write_out(&b, addr, len);
             return 0;
         }
-    }
-    real::getsockname(fd, addr, len)
+        real::getsockname(fd, addr, len)
+    })
 }

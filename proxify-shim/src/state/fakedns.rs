@@ -127,8 +127,10 @@ fn from_env() -> Option<*mut u8> {
         return None;
     }
     let t = map(fd)?;
-    // The fd stays open for our children; the program cannot close it by accident.
-    crate::state::fdtable::set(
+    // The fd stays open for our children; the program cannot close it by accident. (If it
+    // cannot be marked, the mapping made above still serves this process; only a program
+    // closing every fd could then drop the table for its children, who fall back to their own.)
+    let _ = crate::state::fdtable::set(
         fd,
         crate::state::fdtable::Entry {
             kind: crate::state::fdtable::Kind::Internal,

@@ -216,8 +216,9 @@ fn kind_from(k: u8) -> Option<Kind> {
     }
 }
 
-/// Records `entry` for `fd`. Returns false if the fd is beyond the table (the caller must then
-/// fail closed).
+/// Records `entry` for `fd`. Returns false if the fd is beyond the table or its chunk cannot
+/// be allocated: a caller that would leave a proxied socket untracked must then fail closed.
+#[must_use]
 pub fn set(fd: i32, entry: Entry) -> bool {
     let Some(s) = slot_alloc(fd) else {
         return false;
@@ -238,8 +239,9 @@ pub fn set(fd: i32, entry: Entry) -> bool {
         close_internal(old_ctrl);
     }
     if entry.kind == Kind::UdpAssoc && entry.ctrl >= 0 {
-        // Mark the control fd as ours (its slot names its owner).
-        set(
+        // Mark the control fd as ours (its slot names its owner). Unmarked, the program
+        // could close it: that only ends the association (datagrams then fail), never a leak.
+        let _ = set(
             entry.ctrl,
             Entry {
                 kind: Kind::Internal,
@@ -275,10 +277,7 @@ pub fn relocate_internal(fd: i32) -> bool {
     if nfd < 0 {
         return false;
     }
-    if let Some(o) = slot(owner) {
-        o.ctrl.store(nfd + 1, Ordering::Relaxed);
-    }
-    set(
+    let marked = set(
         nfd,
         Entry {
             kind: Kind::Internal,
@@ -287,6 +286,13 @@ pub fn relocate_internal(fd: i32) -> bool {
             ctrl: owner,
         },
     );
+    if !marked {
+        unsafe { crate::sys::real::close(nfd) };
+        return false;
+    }
+    if let Some(o) = slot(owner) {
+        o.ctrl.store(nfd + 1, Ordering::Relaxed);
+    }
     // The old number is closed by the caller's dup2; forget it here.
     if s.kind.swap(0, Ordering::AcqRel) != 0 {
         TRACKED.fetch_sub(1, Ordering::Relaxed);

@@ -25,7 +25,8 @@ pub fn guarded<R>(failed: R, errno: libc::c_int, f: impl FnOnce() -> R) -> R {
 }
 
 /// Runs `f`; None if it panicked (the panic hook has logged it). For callers that must undo
-/// state of their own before failing closed (`nbconnect`); everything else uses [`guarded`].
+/// state of their own before failing closed (`nbconnect`, the dup hooks closing an unrecorded
+/// copy); everything else uses [`guarded`].
 /// The one place the shim catches panics.
 #[inline]
 pub fn caught<R>(f: impl FnOnce() -> R) -> Option<R> {

@@ -3,9 +3,6 @@ fcntl(F_DUPFD*), close, close_range and closefrom; a reused fd number never inhe
 state; a program closing every fd (as daemons do) keeps working, UDP association included;
 syscall(SYS_connect) goes through the proxy. The C helper is csrc/hard_fd.c."""
 
-import subprocess
-import sys
-
 import pytest
 
 import netns
@@ -72,70 +69,3 @@ def test_syscall_connect_goes_through_proxy(topo, capture, proxify_bin, fd_bin):
     syns = [p for p in capture.sent_to(netns.PROXY4, proto=6, dport=netns.DANTE_PORT) if p.note == "S"]
     assert len(syns) == 1, f"syscall(SYS_connect): expected one SYN to the proxy, saw {len(syns)}:\n" \
                            f"{capture.summary()}"
-
-
-# ---- fds beyond proxify's fd table (issue 14 item 12) ---------------------------------------
-
-MAX_FD = 1024 * 1024  # proxify-shim/src/state/fdtable.rs MAX_FD (CHUNK * MAX_CHUNKS)
-
-BEYOND_TABLE = f"""
-import errno, os, resource, socket
-hi = {MAX_FD}
-resource.setrlimit(resource.RLIMIT_NOFILE, (hi + 16, hi + 16))
-s = socket.socket()
-s.bind(("0.0.0.0", 0))
-os.dup2(s.fileno(), hi)
-s.close()
-l = socket.socket(fileno=hi)
-try:
-    l.listen(1)
-    print("listen ok", l.getsockname())
-except OSError as e:
-    print("listen failed", errno.errorcode.get(e.errno, e.errno))
-print("done")
-"""
-
-
-@pytest.fixture
-def nr_open_above_table():
-    """fs.nr_open (global, default 1048576 = MAX_FD) must allow an fd number beyond the table;
-    raised for the test only and put back."""
-    path = "/proc/sys/fs/nr_open"
-    try:
-        old = int(open(path).read())
-    except OSError as e:
-        pytest.skip(f"cannot read {path}: {e}")
-    if old < MAX_FD + 64:
-        try:
-            with open(path, "w") as f:
-                f.write(str(MAX_FD + 64))
-        except OSError as e:
-            pytest.skip(f"cannot raise {path}: {e}")
-    probe = subprocess.run([sys.executable, "-c", "import resource; n = %d; "
-                            "resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))" % (MAX_FD + 16)],
-                           capture_output=True, text=True)
-    if probe.returncode != 0:
-        if old < MAX_FD + 64:
-            with open(path, "w") as f:
-                f.write(str(old))
-        pytest.skip("RLIMIT_NOFILE cannot be raised beyond proxify's fd table here "
-                    f"(no CAP_SYS_RESOURCE?): {probe.stderr.strip()[-200:]}")
-    yield
-    if old < MAX_FD + 64:
-        with open(path, "w") as f:
-            f.write(str(old))
-
-
-def test_bind_listen_beyond_fd_table_fails_closed(topo, capture, proxify_bin, nr_open_above_table):
-    """A listening socket on an fd number beyond proxify's table under --bind always: the BIND
-    cannot be tracked (accept and getsockname would not know it), so listen fails with EMFILE
-    and one warning line, instead of returning 0 with an untracked socket connected to the
-    proxy."""
-    from conftest import py
-    r = run_proxified(DANTE, py(BEYOND_TABLE), opts=["--bind", "always"])
-    assert r.stdout.rstrip().endswith("done"), f"beyond the table: the helper did not finish\n{r}"
-    assert "listen failed EMFILE" in r.stdout, f"listen beyond the table must fail with EMFILE\n{r}"
-    lines = r.proxify_lines()
-    assert len(lines) == 1 and "fd table" in lines[0], f"expected one warning line\n{r}"
-    assert not capture.sent_to(T4), f"packets went to the target directly:\n{capture.summary()}"
-    assert_no_leak(capture, "BIND listen beyond the fd table")

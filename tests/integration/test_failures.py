@@ -132,3 +132,27 @@ def test_forced_internal_failure_fails_closed(topo, capture, proxify_bin, fault,
     assert re.search(r"internal", lines[0], re.I), f"{fault}: the line should say 'internal error'\n{r}"
     assert "backtrace" not in r.stderr.lower(), f"{fault}: backtrace text on stderr\n{r}"
     assert_no_leak(capture)
+
+
+UDP_SEND = f"""
+import errno, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.sendto(b"ping", ({netns.TARGET4!r}, 7))
+    print("sent")
+except OSError as e:
+    print("oserror", errno.errorcode.get(e.errno, e.errno))
+"""
+
+
+def test_udp_through_a_proxy_without_udp_says_what_to_do(topo, capture, proxify_bin):
+    """microsocks answers UDP ASSOCIATE with "command not supported": the datagram fails
+    (EOPNOTSUPP, never sent direct) and the one line says UDP needs a proxy that supports it
+    and that `proxify check` shows which do."""
+    proxy = f"socks5h://{netns.TEST_USER}:{topo.password}@{P4}:{netns.MICROSOCKS_PORT}"
+    r = run_proxified(proxy, py(UDP_SEND))
+    assert not r.signalled and r.stdout.split()[:1] == ["oserror"] and r.stdout.split()[1:] in (["EOPNOTSUPP"], ["ENOTSUP"]), f"sendto should fail\n{r}"
+    lines = r.proxify_lines()
+    assert len(lines) == 1 and "supports UDP ASSOCIATE" in lines[0] and "proxify check" in lines[0], \
+        f"one line naming the fix expected\n{r}"
+    assert_no_leak(capture)

@@ -132,7 +132,7 @@ pub fn associate(
     )
     .map_err(close_ctrl)?;
     let reply = drive::drive(ctrl, &mut client, Instant::now() + cfg.handshake_timeout)
-        .map_err(close_ctrl)?;
+        .map_err(|f| close_ctrl(associate_refused(f)))?;
     let relay = match reply.bound {
         TargetAddr::Ip(a) if a.ip().is_unspecified() => SocketAddr::new(paddr.ip(), a.port()),
         TargetAddr::Ip(a) => a,
@@ -151,6 +151,18 @@ pub fn associate(
     })?;
     log::debug!("UDP fd {fd}: associated, relay {relay}, control fd {ctrl}");
     Ok((relay, ctrl))
+}
+
+/// A proxy that refused UDP ASSOCIATE as a command it does not support (SOCKS5 reply 7, which
+/// core maps to EOPNOTSUPP; microsocks, for one, answers so): the line says what to do.
+fn associate_refused(mut f: Failure) -> Failure {
+    if f.errno == libc::EOPNOTSUPP {
+        f.msg.push_str(
+            "; UDP needs a SOCKS5 proxy that supports UDP ASSOCIATE \
+             (`proxify check` shows which of yours do)",
+        );
+    }
+    f
 }
 
 /// Is the control connection still open? (Readable, hung up or in error means it ended: the

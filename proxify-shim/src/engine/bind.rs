@@ -246,6 +246,7 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
     e.relay = fdtable::get(fd).and_then(|e| e.relay);
     if !fdtable::set(nfd, e) {
         // The program must not get a proxied connection proxify does not know about.
+        // SAFETY: nfd is the connection accept just returned to us; the program never saw it.
         unsafe { real::close(nfd) };
         return Err(Failure::new(
             libc::EMFILE,

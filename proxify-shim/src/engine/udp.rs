@@ -207,6 +207,7 @@ pub fn assoc_for(
     };
     if !fdtable::set(fd, e) {
         // Untracked, the socket's datagrams would go out bare: drop the association.
+        // SAFETY: ctrl is our own control socket from associate(); nothing else holds it.
         unsafe { real::close(ctrl) };
         return Err(Failure::new(
             libc::EMFILE,

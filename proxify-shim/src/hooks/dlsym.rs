@@ -15,6 +15,7 @@ pub unsafe extern "C" fn proxify_dlsym_log(name: *const c_char, version: *const 
         if version.is_null() {
             log::debug!("dlsym({n}): proxify's hook, not libc's");
         } else {
+            // SAFETY: a non-null NUL-terminated version string from the program's dlvsym call.
             let v = unsafe { CStr::from_ptr(version) }.to_string_lossy();
             log::debug!("dlvsym({n}, {v}): proxify's hook, not libc's");
         }

@@ -46,6 +46,7 @@ fn dup_done(oldfd: c_int, r: c_int) -> c_int {
     match caught(|| duplicated(oldfd, r)) {
         Some(()) => r,
         None => {
+            // SAFETY: r is the copy the dup just made; the program has not been told of it.
             unsafe { real::close(r) };
             set_errno(libc::EIO);
             -1

@@ -287,6 +287,7 @@ pub fn relocate_internal(fd: i32) -> bool {
         },
     );
     if !marked {
+        // SAFETY: nfd is the copy made just above; nobody else knows its number.
         unsafe { crate::sys::real::close(nfd) };
         return false;
     }

@@ -311,7 +311,8 @@ pub struct Settings {
     pub timeout: Option<Duration>,
 
     /// When listen() becomes a SOCKS BIND: auto (default: an ephemeral port after a proxied
-    /// connection), always or never (or PROXIFY_BIND)
+    /// connection, when the program shows it will announce the address, as FTP clients do),
+    /// always or never (or PROXIFY_BIND)
     #[arg(long = "bind", value_name = "POLICY", value_parser = values::bind_policy)]
     pub bind: Option<BindPolicy>,
 

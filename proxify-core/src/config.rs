@@ -213,8 +213,11 @@ pub fn check_remote_dns_subnet(c: &Cidr) -> Result<(), String> {
 /// When `listen()` turns into a SOCKS BIND (see the README, "BIND").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BindPolicy {
-    /// When the process has a proxied connection and the socket is bound to an ephemeral port
-    /// on a non-loopback address (servers on fixed ports stay local).
+    /// When the process has a proxied connection, the socket is bound to an ephemeral port on a
+    /// non-loopback address, and the program shows it will announce the address to the remote
+    /// side (it asked a proxied connection's `getsockname()` before listening, listens with a
+    /// backlog of one, or bound to the proxy-side address proxify reported). Other servers
+    /// stay local.
     #[default]
     Auto,
     /// Every non-loopback listening socket.

@@ -280,6 +280,32 @@ def test_ftp_curl(topo, bind_env, capture, proxify_bin, mode):
     assert_no_leak(capture, f"curl {mode}")
 
 
+def _ftp_client_cmd(client, out):
+    url = f"ftp://{T4}/file.bin"
+    if client == "lftp":
+        # lftp binds its data socket to the control connection's local address.
+        return ["lftp", "-c", f"set ftp:passive-mode off; set net:max-retries 1; "
+                              f"set net:timeout 10; open ftp://{T4}; get file.bin -o {out}"]
+    # tnftp -A: active mode; auto-fetch of a URL logs in as anonymous.
+    return ["tnftp", "-A", "-V", "-o", str(out), url]
+
+
+@pytest.mark.parametrize("client", ["lftp", "tnftp"])
+def test_ftp_active_clients_under_default_bind(topo, bind_env, capture, proxify_bin, client):
+    """Issue 17 item 3: active FTP of lftp and tnftp keeps working under `--bind auto`."""
+    if shutil.which(client) is None:
+        pytest.fail(f"{client} is missing -- {SETUP_HINT}", pytrace=False)
+    out = bind_env.dir / f"{client}-active.bin"
+    out.unlink(missing_ok=True)
+    r = run_proxified(DANTE, _ftp_client_cmd(client, out), opts=["-v"], timeout=40)
+    data = out.read_bytes() if out.exists() else b""
+    assert r.rc == 0 and len(data) == bind_env.size and hashlib.sha256(data).hexdigest() == bind_env.sha256, \
+        f"{client} active FTP: the file did not arrive intact ({len(data)} bytes):\n{r}"
+    assert any("BIND through the proxy" in l for l in r.stderr.splitlines()), \
+        f"{client} active mode must listen through a SOCKS BIND (-v shows it):\n{r}"
+    assert_no_leak(capture, f"{client} active FTP")
+
+
 # ---- readiness and non-blocking accept of a BIND socket -------------------------------------
 
 READINESS_SCRIPT = PRELUDE + """
@@ -287,7 +313,11 @@ res = {}
 ctl = socket.create_connection((TARGET, CALLBACK_PORT), timeout=5)
 l = socket.socket()
 l.bind(("0.0.0.0", 0))
-l.listen(1)
+if SHOWS == "asked":
+    ctl.getsockname()  # what an FTP client reads for PORT, before it listens
+    l.listen(8)
+else:
+    l.listen(1)  # one connection expected: what a BIND carries (Python's ftplib does this)
 bnd = l.getsockname()
 res["bnd"] = list(bnd)
 l.setblocking(False)
@@ -322,8 +352,12 @@ print(json.dumps(res))
 """
 
 
-def test_bind_readiness_and_nonblocking_accept(topo, bind_env, capture, proxify_bin):
-    code = f"TARGET = {T4!r}\nCALLBACK_PORT = {CALLBACK_PORT}\n" + READINESS_SCRIPT
+@pytest.mark.parametrize("shows", ["backlog1", "asked"])
+def test_bind_readiness_and_nonblocking_accept(topo, bind_env, capture, proxify_bin, shows):
+    """Under the default `--bind auto`, a listener on an ephemeral port becomes a BIND when the
+    program shows it will announce the address: a backlog of one, or getsockname() of the
+    proxied connection before listen()."""
+    code = f"TARGET = {T4!r}\nCALLBACK_PORT = {CALLBACK_PORT}\nSHOWS = {shows!r}\n" + READINESS_SCRIPT
     r = run_proxified(DANTE, py(code))
     res = _json(r, "BIND readiness")
     assert res["bnd"][0] == netns.PROXY_T4 and res["bnd"][1] != 0, \
@@ -347,10 +381,13 @@ if PROXIED:
     c.sendall(b"x")
     res["proxied"] = c.recv(1) == b"x"
 fam = socket.AF_INET6 if ":" in HOST else socket.AF_INET
-l = socket.socket(fam)
-l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind((HOST, PORT))
-l.listen(4)
+if HOST == "":
+    l = socket.create_server(("", 0))  # bind, then listen() with Python's default backlog
+else:
+    l = socket.socket(fam)
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind((HOST, PORT))
+    l.listen(4)
 name = l.getsockname()
 res["name"] = [name[0], name[1]]
 res["ss"] = listeners(name[1])
@@ -375,6 +412,11 @@ LOCAL_CASES = {
     "ephemeral-[::]": (False, "::", 0),
     "proxied-then-fixed-0.0.0.0": (True, "0.0.0.0", 20473),
     "proxied-then-ephemeral-127.0.0.1": (True, "127.0.0.1", 0),
+    # Issue 17 item 3: a server on an ephemeral port after a proxied connection (an OAuth
+    # callback, a test server) stays local under the default `--bind auto`.
+    "proxied-then-ephemeral-0.0.0.0": (True, "0.0.0.0", 0),
+    "proxied-then-ephemeral-[::]": (True, "::", 0),
+    "proxied-then-create_server": (True, "", 0),
 }
 
 
@@ -384,7 +426,7 @@ def test_local_listeners_unaffected(topo, bind_env, capture, proxify_bin, case):
     code = f"TARGET = {T4!r}\nPROXIED = {proxied}\nHOST = {host!r}\nPORT = {port}\n" + LOCAL_SCRIPT
     r = run_proxified(DANTE, py(code))
     res = _json(r, f"local listener {case}")
-    assert res["name"][0] == host and (port == 0 or res["name"][1] == port), \
+    assert res["name"][0] == (host or "0.0.0.0") and (port == 0 or res["name"][1] == port), \
         f"getsockname must be the local address, not the proxy's:\n{r}"
     assert res["ss"], f"no local listener on port {res['name'][1]} in `ss -ltn`:\n{r}"
     assert res["exchange"] == ["ping", "pong"], f"the local client was not served:\n{r}"
@@ -393,6 +435,49 @@ def test_local_listeners_unaffected(topo, bind_env, capture, proxify_bin, case):
     assert len(syns) == (1 if proxied else 0), \
         f"expected {1 if proxied else 0} connection(s) to the proxy (no BIND):\n{capture.summary()}"
     assert_no_leak(capture, f"local listener {case}")
+
+
+NODE_LISTEN_AFTER_PROXIED = r"""
+const net = require('net');
+const out = {};
+const c = net.connect(ECHO, TARGET, () => c.write('x'));
+c.setTimeout(10000, () => { console.error('timeout'); process.exit(5); });
+c.on('error', e => { console.error('proxied connect: ' + e.code); process.exit(3); });
+c.once('data', d => {
+  out.proxied = d.toString() === 'x';
+  const srv = net.createServer(s => s.on('data', m => { s.end('pong:' + m); }));
+  srv.on('error', e => { console.error('listen: ' + e.code); process.exit(4); });
+  srv.listen(0, () => {
+    out.name = srv.address();
+    const cli = net.connect(out.name.port, '127.0.0.1', () => cli.write('ping'));
+    cli.on('error', e => { console.error('local connect: ' + e.code); process.exit(6); });
+    cli.on('data', m => {
+      out.reply = m.toString();
+      console.log(JSON.stringify(out));
+      cli.destroy(); c.destroy(); srv.close();
+    });
+  });
+});
+"""
+
+
+def test_node_listen_after_a_proxied_connection_stays_local(topo, bind_env, capture, proxify_bin):
+    """Issue 17 item 3: node's `server.listen(0)` after a proxied connection is a local server
+    (a local client reaches it), not a SOCKS BIND at the proxy."""
+    if shutil.which("node") is None:
+        pytest.fail(f"node is missing -- {SETUP_HINT}", pytrace=False)
+    code = f"const TARGET = {T4!r}, ECHO = {netns.ECHO_PORT};\n" + NODE_LISTEN_AFTER_PROXIED
+    r = run_proxified(DANTE, ["node", "-e", code], opts=["-v"], timeout=30)
+    res = _json(r, "node listen after a proxied connection")
+    assert res["proxied"], f"the proxied connection failed:\n{r}"
+    assert res["name"]["address"] in ("::", "0.0.0.0") and res["name"]["port"] != 0, \
+        f"server.address() must be the local wildcard, not the proxy's:\n{r}"
+    assert res["reply"] == "pong:ping", f"the local client was not served:\n{r}"
+    assert any("local listener" in l for l in r.stderr.splitlines()), \
+        f"-v must show the listen decision:\n{r}"
+    syns = _syns_to_proxy(capture, netns.DANTE_PORT)
+    assert len(syns) == 1, f"expected only the proxied connection at the proxy (no BIND):\n{capture.summary()}"
+    assert_no_leak(capture, "node listen after a proxied connection")
 
 
 # ---- the proxy refusing BIND ------------------------------------------------------------------

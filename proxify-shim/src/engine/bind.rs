@@ -22,6 +22,7 @@ use proxify_core::config::BindPolicy;
 use proxify_core::socks::{Command, TargetAddr};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 struct State {
@@ -88,16 +89,93 @@ pub fn wanted_at_bind(rt: &Runtime) -> Option<TargetAddr> {
     expected_peer()
 }
 
-/// Should `listen` on `fd` become a BIND? Returns the expected peer if so.
-pub fn wanted(rt: &Runtime, fd: c_int) -> Option<TargetAddr> {
-    let cfg = rt.config()?;
-    if cfg.bind == BindPolicy::Never {
-        return None;
+/// Set when the program asks `getsockname()` of a proxied connection, taken by the next
+/// `listen`: a program that reads its own address on a connection before it listens is about
+/// to announce an address to the remote side (an FTP client's `PORT`/`EPRT`).
+static ASKED_LOCAL: AtomicBool = AtomicBool::new(false);
+
+/// The program asked `getsockname()` of a proxied connection (see `ASKED_LOCAL`).
+#[inline]
+pub fn note_local_address_asked() {
+    ASKED_LOCAL.store(true, Ordering::Relaxed);
+}
+
+/// Why `listen` became a BIND, for the decision line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// `--bind always`.
+    Always,
+    /// `auto`: the program asked a proxied connection's own address before listening.
+    AskedLocalAddress,
+    /// `auto`: a backlog of one on an ephemeral port: a listener for exactly the one connection
+    /// a BIND carries, as Python's ftplib opens before it reads the control connection's
+    /// address.
+    SingleConnection,
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Why::Always => "--bind always",
+            Why::AskedLocalAddress => {
+                "bind auto: it asked a proxied connection's address before listening"
+            }
+            Why::SingleConnection => "bind auto: backlog 1 on an ephemeral port",
+        })
     }
-    let local = local_addr(fd)?;
+}
+
+/// Why a listener stays local, for the decision line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Local {
+    /// `--bind never`, or no usable configuration.
+    Never,
+    /// Bound to a loopback address.
+    Loopback,
+    /// Bound to a fixed port: a server of this host.
+    FixedPort,
+    /// No proxied connection yet: nobody remote to announce the address to.
+    NoProxiedConnection,
+    /// `auto`, and nothing shows the address will be announced to the remote side.
+    NotAnnounced,
+    /// The local address is unknown (not an Internet socket, or getsockname failed).
+    Unknown,
+}
+
+impl std::fmt::Display for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Local::Never => "--bind never",
+            Local::Loopback => "loopback",
+            Local::FixedPort => "fixed port",
+            Local::NoProxiedConnection => "no proxied connection yet",
+            Local::NotAnnounced => {
+                "bind auto: it did not ask a proxied connection's address; --bind always makes it a BIND"
+            }
+            Local::Unknown => "not an Internet socket",
+        })
+    }
+}
+
+/// Should `listen(fd, backlog)` become a BIND? The expected peer and why, or why not.
+///
+/// `auto` turns a listener into a BIND only when the program shows it will announce the
+/// address to the remote side: it asked `getsockname()` of a proxied connection since its last
+/// `listen` (FTP clients do, for `PORT`), or it listens with a backlog of one (a listener for
+/// one data connection). A bind to a proxy-side address proxify reported starts its BIND at
+/// `bind()` time (`wanted_at_bind`). An ordinary server on an ephemeral port (node's
+/// `listen(0)`, Python's `create_server(('', 0))`: an OAuth callback, a test server) stays a
+/// local listener, as do loopback listeners and fixed ports.
+pub fn wanted(rt: &Runtime, fd: c_int, backlog: c_int) -> Result<(TargetAddr, Why), Local> {
+    let asked = ASKED_LOCAL.swap(false, Ordering::Relaxed);
+    let cfg = rt.config().ok_or(Local::Never)?;
+    if cfg.bind == BindPolicy::Never {
+        return Err(Local::Never);
+    }
+    let local = local_addr(fd).ok_or(Local::Unknown)?;
     let ip = sockaddr::unmap(local).ip();
     if is_loopback(&ip) {
-        return None;
+        return Err(Local::Loopback);
     }
     let ephemeral = local.port() == 0
         || matches!(
@@ -108,13 +186,23 @@ pub fn wanted(rt: &Runtime, fd: c_int) -> Option<TargetAddr> {
             })
         );
     let last = expected_peer();
-    match cfg.bind {
-        BindPolicy::Auto if ephemeral => last,
-        BindPolicy::Always => Some(last.unwrap_or(TargetAddr::Ip(SocketAddr::new(
+    if cfg.bind == BindPolicy::Always {
+        let peer = last.unwrap_or(TargetAddr::Ip(SocketAddr::new(
             IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             0,
-        )))),
-        _ => None,
+        )));
+        return Ok((peer, Why::Always));
+    }
+    if !ephemeral {
+        return Err(Local::FixedPort);
+    }
+    let peer = last.ok_or(Local::NoProxiedConnection)?;
+    if asked {
+        Ok((peer, Why::AskedLocalAddress))
+    } else if backlog <= 1 {
+        Ok((peer, Why::SingleConnection))
+    } else {
+        Err(Local::NotAnnounced)
     }
 }
 

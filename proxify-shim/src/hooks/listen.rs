@@ -47,7 +47,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
                 let shown = peer.to_string();
                 return match bind::start(rt, fd, family, peer) {
                     Ok(bound) => {
-                        log::debug!("bind fd {fd}: BIND through the proxy for {shown}, proxy listens on {bound}");
+                        log::info!("bind fd {fd}: BIND through the proxy for {shown} (bound to the proxy-side address proxify reported), proxy listens on {bound}");
                         0
                     }
                     Err(f) => {
@@ -85,8 +85,15 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
             return 0;
         }
         let rt = runtime::get();
-        let Some(peer) = bind::wanted(rt, fd) else {
-            return real::listen(fd, backlog);
+        let (peer, why) = match bind::wanted(rt, fd, backlog) {
+            Ok(w) => w,
+            Err(local) => {
+                let r = real::listen(fd, backlog);
+                if r == 0 && local != bind::Local::Unknown {
+                    log::info!("listen fd {fd}: local listener ({local})");
+                }
+                return r;
+            }
         };
         let family = match socket_domain(fd) {
             f @ (libc::AF_INET | libc::AF_INET6) => f,
@@ -95,8 +102,8 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         let shown = peer.to_string();
         match bind::start(rt, fd, family, peer) {
             Ok(bound) => {
-                log::debug!(
-                    "listen fd {fd}: BIND through the proxy for {shown}, proxy listens on {bound}"
+                log::info!(
+                    "listen fd {fd}: BIND through the proxy for {shown} ({why}), proxy listens on {bound}"
                 );
                 0
             }
@@ -183,11 +190,19 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
         return real::getsockname(fd, addr, len);
     }
     guarded(-1, libc::EIO, || {
+        let e = fdtable::get(fd);
+        if let Some(Entry {
+            kind: Kind::ProxiedTcp,
+            ..
+        }) = e
+        {
+            bind::note_local_address_asked();
+        }
         if let Some(Entry {
             kind: Kind::BindListen | Kind::ProxiedTcp,
             relay: Some(b),
             ..
-        }) = fdtable::get(fd)
+        }) = e
         {
             if addr.is_null() || len.is_null() {
                 return fail(libc::EFAULT);

@@ -3,6 +3,7 @@ to an IPv4-mapped address (as Java does); getaddrinfo AF_UNSPEC/AF_INET6 under r
 returns placeholders that connect; ::1 and link-local stay direct."""
 
 import ipaddress
+import json
 import re
 
 import pytest
@@ -100,12 +101,136 @@ def test_ipv4_mapped_destination_java_style(topo, capture, proxify_bin, proxy):
     assert_no_leak(capture, what)
 
 
-def test_v6only_socket_cannot_reach_v4_proxy_fails_closed(topo, capture, proxify_bin):
-    """An IPV6_V6ONLY socket cannot use the IPv4-mapped proxy address: one line, an errno."""
-    r = run_proxified(DANTE, py(CONNECT) + ["6", T6, ECHO, "v6only"])
-    what = "IPV6_V6ONLY socket, IPv4-only proxy"
-    expect_fail_closed(r, what, must_not_contain=("echo=ok",))
-    assert kv(r.stdout).get("error") == "EAFNOSUPPORT", f"{what}: expected EAFNOSUPPORT\n{r}"
+# Issue 17 item 1: a socket whose family cannot reach the proxy (AF_INET with an IPv6-only
+# proxy, IPV6_V6ONLY with an IPv4-only one) is replaced by one of the proxy's family under the
+# same fd number, with its flags and options; the program keeps seeing its own family.
+REPLACED = """
+import errno, fcntl, json, os, select, socket, sys
+fam = {"4": socket.AF_INET, "6": socket.AF_INET6}[sys.argv[1]]
+target, port, how = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+s = socket.socket(fam, socket.SOCK_STREAM)
+fd = s.fileno()
+if fam == socket.AF_INET6:
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, 0x20)
+else:
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x20)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 77)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 9)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+s.set_inheritable(True)
+sndbuf = s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+if how == "bound":
+    s.bind(("198.51.100.2", 0))
+if how == "wildcard-port":
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0" if fam == socket.AF_INET else "::", 0))
+    bound_port = s.getsockname()[1]
+res = {}
+try:
+    if how in ("nonblocking", "epoll-before"):
+        s.setblocking(False)
+        if how == "epoll-before":
+            # Registered before connect(), as some event loops do: the registration must
+            # follow the socket to its replacement.
+            ep = select.epoll()
+            ep.register(fd, select.EPOLLOUT)
+        rc = s.connect_ex((target, port))
+        res["nonblock_kept"] = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)
+        res["connect_ex"] = errno.errorcode.get(rc, str(rc))
+        if how == "epoll-before":
+            res["epoll"] = [e for _, e in ep.poll(10)] == [select.EPOLLOUT]
+        else:
+            p = select.poll()
+            p.register(s, select.POLLOUT)
+            p.poll(10000)
+        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
+        s.setblocking(True)
+    else:
+        s.settimeout(10)  # Python's timeouts: O_NONBLOCK under the hood
+        nb_before = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)
+        s.connect((target, port))
+        res["nonblock_kept"] = nb_before == bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)
+except OSError as e:
+    print(json.dumps({"error": errno.errorcode.get(e.errno, str(e.errno))}))
+    sys.exit(3)
+s.settimeout(10)
+s.sendall(b"replaced\\n")
+data = b""
+while len(data) < 9:
+    chunk = s.recv(9 - len(data))
+    if not chunk:
+        break
+    data += chunk
+name = s.getsockname()
+res.update({
+    "echo": data == b"replaced\\n",
+    "fileno": s.fileno() == fd,
+    "so_domain": s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN),
+    "family": s.family == fam,
+    "sockname_len": len(name),
+    "peer": list(s.getpeername()[:2]),
+    "keepalive": s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+    "keepidle": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+    "keepintvl": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+    "nodelay": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+    "sndbuf": s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == sndbuf,
+    "inheritable": s.get_inheritable(),
+})
+if how == "wildcard-port":
+    res["kept_port"] = name[1] == bound_port
+print(json.dumps(res))
+"""
+
+REPLACED_CASES = {
+    # family, target, proxy, how
+    "v4-socket-v6-proxy": ("4", T4, DANTE6, "blocking"),
+    "v4-socket-v6-proxy-nonblocking": ("4", T4, DANTE6, "nonblocking"),
+    "v4-socket-v6-proxy-epoll-registered-before-connect": ("4", T4, DANTE6, "epoll-before"),
+    "v4-socket-v6-proxy-wildcard-port": ("4", T4, DANTE6, "wildcard-port"),
+    "v6only-socket-v4-proxy": ("6", T6, DANTE, "blocking"),
+}
+
+
+@pytest.mark.parametrize("case", REPLACED_CASES)
+def test_socket_replaced_for_a_proxy_of_the_other_family(topo, capture, proxify_bin, case):
+    fam, target, proxy, how = REPLACED_CASES[case]
+    r = run_proxified(proxy, py(REPLACED) + [fam, target, ECHO, how])
+    what = f"{case}: AF_INET{'6' if fam == '6' else ''} socket to {target} via {proxy}"
+    expect_ok(r, what)
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    want_domain = 10 if fam == "6" else 2
+    assert res["echo"] and res["fileno"], f"{what}: no echo, or a different fd\n{r}"
+    assert res["so_domain"] == want_domain and res["family"], f"{what}: SO_DOMAIN must stay the program's\n{r}"
+    assert res["sockname_len"] == (4 if fam == "6" else 2), f"{what}: getsockname in another family\n{r}"
+    assert res["peer"] == [target, ECHO], f"{what}: getpeername\n{r}"
+    assert (res["keepalive"], res["keepidle"], res["keepintvl"], res["nodelay"]) == (1, 77, 9, 1), \
+        f"{what}: TCP options were not carried over\n{r}"
+    assert res["sndbuf"] and res["inheritable"], f"{what}: SO_SNDBUF or close-on-exec changed\n{r}"
+    assert res["nonblock_kept"], f"{what}: O_NONBLOCK was not carried over\n{r}"
+    if how == "epoll-before":
+        assert res.get("epoll"), f"{what}: the epoll registration made before connect() saw no EPOLLOUT\n{r}"
+    if how in ("nonblocking", "epoll-before"):
+        assert res["connect_ex"] == "EINPROGRESS", f"{what}: a non-blocking connect must say EINPROGRESS\n{r}"
+    if how == "wildcard-port":
+        assert res["kept_port"], f"{what}: the bound port was not kept\n{r}"
+    proxy_host = netns.PROXY6 if proxy == DANTE6 else netns.PROXY4
+    assert capture.sent_to(proxy_host, proto=6, dport=netns.DANTE_PORT), f"{what}: nothing went to the proxy\n{capture.summary()}"
+    assert_no_leak(capture, what)
+
+
+def test_replacement_refused_for_a_socket_bound_to_its_own_address(topo, capture, proxify_bin):
+    """A socket bound to a v4 source address cannot become an IPv6 one: an errno and one line."""
+    r = run_proxified(DANTE6, py(REPLACED) + ["4", T4, ECHO, "bound"])
+    what = "AF_INET socket bound to 198.51.100.2, IPv6-only proxy"
+    expect_fail_closed(r, what, must_not_contain=('"echo": true',))
+    assert json.loads(r.stdout.strip().splitlines()[-1]).get("error") == "EADDRNOTAVAIL", f"{what}\n{r}"
+    assert len(r.proxify_lines()) == 1 and "bound to 198.51.100.2" in r.proxify_lines()[0], \
+        f"{what}: one line naming the bound address\n{r}"
     assert_no_leak(capture, what)
 
 

@@ -369,6 +369,31 @@ pub fn open(fd: c_int, ino: u64) -> Result<u64, c_int> {
     }))
 }
 
+/// Replaces the socket under `fd` by running `replace` (which puts a new socket under the
+/// same number), keeping the program's epoll registrations of `fd`: each set that held the
+/// old socket holds the new one afterwards, with the program's events and data (closing the
+/// old socket would drop them silently).
+pub fn replacing<T>(fd: c_int, replace: impl FnOnce() -> T) -> T {
+    let recs = with(|st| st.recs.get(&fd).cloned().unwrap_or_default());
+    // Only the sets that really hold this socket under this number (a DEL proves it).
+    let held: Vec<Rec> = recs
+        .into_iter()
+        .filter(|r| ctl(r.epfd, libc::EPOLL_CTL_DEL, fd, 0, 0) == 0)
+        .collect();
+    let out = replace();
+    for r in held {
+        // The new socket, or the old one again if the replacement failed.
+        if ctl(r.epfd, libc::EPOLL_CTL_ADD, fd, r.events, r.data) != 0 {
+            log::debug!(
+                "fd {fd}: epoll {} registration not carried to its replacement",
+                r.epfd
+            );
+            with(|st| st.record(r.epfd, libc::EPOLL_CTL_DEL, fd, 0, 0));
+        }
+    }
+    out
+}
+
 /// The readiness fd of handshake `hs` (what poll/select wait on in place of the socket).
 pub fn q_of(hs: u64) -> c_int {
     with(|st| st.hs.get(&hs).map_or(-1, |h| h.q))

@@ -318,20 +318,79 @@ fn try_start(
     let cfg = rt
         .config()
         .ok_or_else(|| Failure::new(libc::EACCES, rt.config_error().to_string()))?;
-    let ino = inode(fd).ok_or_else(|| {
-        let e = errno();
-        Failure::new(e, format!("fstat failed: {}", strerror(e)))
-    })?;
-    // Before the connect: the program's registrations of the socket move to our readiness fd.
-    let ev = super::evreg::open(fd, ino)
-        .map_err(|e| Failure::new(e, format!("cannot wait for the proxy: {}", strerror(e))))?;
-    let r = start_hops(
-        rt, fd, domain, dest, target, shown, via, cfg, chain, ino, ev,
-    );
-    if r.is_err() {
-        super::evreg::abort(ev);
+    let mut domain = domain;
+    let mut replaced = None;
+    loop {
+        let ino = inode(fd).ok_or_else(|| {
+            let e = errno();
+            Failure::new(e, format!("fstat failed: {}", strerror(e)))
+        })?;
+        // Before the connect: the program's registrations of the socket move to our readiness fd.
+        let ev = super::evreg::open(fd, ino)
+            .map_err(|e| Failure::new(e, format!("cannot wait for the proxy: {}", strerror(e))))?;
+        let r = start_hops(
+            rt,
+            fd,
+            domain,
+            dest,
+            target.clone(),
+            shown,
+            via,
+            cfg,
+            chain,
+            ino,
+            ev,
+        );
+        match r {
+            Ok(()) => {
+                if let Some(program) = replaced {
+                    fdtable::set_program_family(fd, program);
+                }
+                return Ok(());
+            }
+            Err(f) => {
+                super::evreg::abort(ev);
+                let other = match replaced {
+                    None if f.errno == libc::EAFNOSUPPORT => other_family(rt, fd, domain, chain),
+                    _ => None,
+                };
+                let Some(family) = other else {
+                    return Err(f);
+                };
+                // The proxy is reachable only in the other family (an IPv6-only proxy for an
+                // AF_INET socket, an IPv4 one for an IPV6_V6ONLY socket): the program's socket
+                // is replaced by one that can reach it, under the same fd number.
+                super::evreg::replacing(fd, || socket::replace_family(fd, family))?;
+                log::debug!(
+                    "connect fd {fd}: socket replaced by an {} one to reach the proxy",
+                    if family == libc::AF_INET6 {
+                        "IPv6"
+                    } else {
+                        "IPv4"
+                    }
+                );
+                replaced = Some(domain);
+                domain = family;
+            }
+        }
     }
-    r
+}
+
+/// The family of a socket that could reach the first hop of `chain` when `fd` (of `domain`)
+/// cannot reach any of its addresses; None when it can (or the hop has no address at all).
+fn other_family(rt: &Runtime, fd: c_int, domain: c_int, chain: &Chain) -> Option<c_int> {
+    let hops = rt.select_hops(chain);
+    let (_, first) = hops.first()?;
+    let addrs = rt.hop_addrs(first).ok()?;
+    if drive::pick_proxy_addr(fd, domain, &addrs).is_ok() {
+        return None;
+    }
+    let family = if addrs.first()?.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    (family != domain).then_some(family)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -7,7 +7,7 @@ use crate::state::runtime;
 use crate::sys::guard::{guarded, set_errno};
 use crate::sys::real;
 use crate::sys::sockaddr as sa;
-use crate::sys::socket::{socket_domain, socket_type};
+use crate::sys::socket::{local_addr, socket_domain, socket_type};
 use libc::{c_int, sockaddr, socklen_t};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -141,6 +141,19 @@ unsafe fn accept_bind(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags
     })
 }
 
+/// `a` in `family`: IPv4-mapped for AF_INET6, unmapped for AF_INET, or the wildcard with the
+/// same port when AF_INET cannot express it.
+fn in_family(a: SocketAddr, family: c_int) -> SocketAddr {
+    sa::for_family(a, family).unwrap_or_else(|| {
+        let any = if family == libc::AF_INET6 {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
+        SocketAddr::new(any, a.port())
+    })
+}
+
 #[inline]
 fn is_bind(fd: c_int) -> bool {
     !fdtable::none_tracked()
@@ -207,7 +220,23 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
             if addr.is_null() || len.is_null() {
                 return fail(libc::EFAULT);
             }
+            let b = match fdtable::program_family(fd) {
+                Some(pf) => in_family(b, pf),
+                None => b,
+            };
             sa::write_out(&b, addr, len);
+            return 0;
+        }
+        if let Some(pf) = fdtable::program_family(fd) {
+            // A socket replaced by one of the proxy's family: the local address as the program's
+            // family can say it.
+            if addr.is_null() || len.is_null() {
+                return fail(libc::EFAULT);
+            }
+            let Some(local) = local_addr(fd) else {
+                return -1;
+            };
+            sa::write_out(&in_family(local, pf), addr, len);
             return 0;
         }
         real::getsockname(fd, addr, len)

@@ -67,6 +67,10 @@ struct Slot {
     ctrl: AtomicI32,
     peer: [AtomicU64; 4],
     relay: [AtomicU64; 4],
+    /// The family the program created the socket in, when proxify replaced the socket by one
+    /// of the proxy's family (0: the kernel's family is the program's). Kept across kind
+    /// changes; cleared with the slot.
+    family: AtomicU8,
 }
 
 type Chunk = [Slot; CHUNK];
@@ -229,6 +233,10 @@ pub fn set(fd: i32, entry: Entry) -> bool {
     for (cell, v) in s.relay.iter().zip(encode(entry.relay.as_ref())) {
         cell.store(v, Ordering::Relaxed);
     }
+    if s.kind.load(Ordering::Acquire) == 0 {
+        // A new entry: whatever family a closed predecessor had is not this socket's.
+        s.family.store(0, Ordering::Release);
+    }
     let old_ctrl = s.ctrl.swap(entry.ctrl.max(-1) + 1, Ordering::Relaxed) - 1;
     let old_kind = s.kind.swap(entry.kind as u8, Ordering::Release);
     if old_kind == 0 {
@@ -352,9 +360,37 @@ pub fn clear(fd: i32) {
     }
 }
 
+/// Records that `fd`'s socket was replaced by one of another family: the program created it
+/// as `family`, and getsockname, getpeername and SO_DOMAIN keep answering in that family.
+/// Only for a tracked fd (set after its entry; a new entry starts with none).
+pub fn set_program_family(fd: i32, family: i32) {
+    if let Some(s) = slot(fd) {
+        s.family
+            .store(u8::try_from(family).unwrap_or(0), Ordering::Release);
+    }
+}
+
+/// The family the program created `fd` in, if proxify replaced its socket by one of another
+/// family (None otherwise: the kernel's answer is the program's).
+#[inline]
+pub fn program_family(fd: i32) -> Option<i32> {
+    if none_tracked() {
+        return None;
+    }
+    let s = slot(fd)?;
+    if s.kind.load(Ordering::Acquire) == 0 {
+        return None;
+    }
+    match s.family.load(Ordering::Acquire) {
+        0 => None,
+        f => Some(f as i32),
+    }
+}
+
 /// Forgets `fd`; returns its control fd (for the caller to close) if it had one.
 fn take(fd: i32) -> Option<i32> {
     let s = slot(fd)?;
+    s.family.store(0, Ordering::Release);
     let old = s.kind.swap(0, Ordering::AcqRel);
     if old == 0 {
         return None;
@@ -570,10 +606,12 @@ pub fn duplicate(oldfd: i32, newfd: i32) -> Option<Kind> {
                 clear(newfd);
                 return None;
             }
-            if e.kind == Kind::HandshakeFailed {
-                if let (Some(a), Some(b)) = (slot(oldfd), slot(newfd)) {
+            if let (Some(a), Some(b)) = (slot(oldfd), slot(newfd)) {
+                if e.kind == Kind::HandshakeFailed {
                     b.relay[0].store(a.relay[0].load(Ordering::Acquire), Ordering::Release);
                 }
+                b.family
+                    .store(a.family.load(Ordering::Acquire), Ordering::Release);
             }
             Some(e.kind)
         }

@@ -139,3 +139,194 @@ impl Drop for Restore {
         }
     }
 }
+
+/// Reads a socket option into `buf`; returns its length, or None if the socket has no such
+/// option (or getsockopt failed).
+fn sockopt_raw(fd: c_int, level: c_int, name: c_int, buf: &mut [u8]) -> Option<usize> {
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: buf is writable for len bytes; the kernel writes at most len and sets len.
+    let rc =
+        unsafe { real::getsockopt(fd, level, name, buf.as_mut_ptr() as *mut c_void, &mut len) };
+    (rc == 0).then_some(len as usize)
+}
+
+fn set_raw(fd: c_int, level: c_int, name: c_int, val: &[u8]) -> bool {
+    // SAFETY: val is readable for its length; setsockopt only reads it.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            val.as_ptr() as *const c_void,
+            val.len() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// A socket option: (level, name).
+type Opt = (c_int, c_int);
+
+/// Options carried over as they are (same level and name in both families), when they differ
+/// from a new socket's: a value the program never set is left to the new socket's default.
+const CARRIED: &[Opt] = &[
+    (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+    (libc::SOL_SOCKET, libc::SO_LINGER),
+    (libc::SOL_SOCKET, libc::SO_RCVTIMEO),
+    (libc::SOL_SOCKET, libc::SO_SNDTIMEO),
+    (libc::SOL_SOCKET, libc::SO_MARK),
+    (libc::SOL_SOCKET, libc::SO_BINDTODEVICE),
+    (libc::SOL_SOCKET, libc::SO_PRIORITY),
+    (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+    (libc::SOL_SOCKET, libc::SO_OOBINLINE),
+    (libc::SOL_SOCKET, libc::SO_RCVLOWAT),
+    (libc::IPPROTO_TCP, libc::TCP_NODELAY),
+    (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
+    (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
+    (libc::IPPROTO_TCP, libc::TCP_KEEPCNT),
+    (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT),
+    (libc::IPPROTO_TCP, libc::TCP_CONGESTION),
+    (libc::IPPROTO_TCP, libc::TCP_FASTOPEN_CONNECT),
+    // The other family's own option is carried too (TRANSLATED); these keep the program's
+    // read-back of its own option true where the kernel accepts them on the new socket.
+    (libc::IPPROTO_IP, libc::IP_TOS),
+    (libc::IPPROTO_IP, libc::IP_TTL),
+    (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT),
+];
+
+/// Options whose name differs between the families: (IPv4, IPv6).
+const TRANSLATED: &[(Opt, Opt)] = &[
+    (
+        (libc::IPPROTO_IP, libc::IP_TOS),
+        (libc::IPPROTO_IPV6, libc::IPV6_TCLASS),
+    ),
+    (
+        (libc::IPPROTO_IP, libc::IP_TTL),
+        (libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS),
+    ),
+];
+
+/// Copies option `from` of `old` to option `to` of `new` if the program changed it (it differs
+/// between `old` and `new`, a socket fresh from `socket()`). Buffer sizes are doubled by the
+/// kernel on the way in, so they are handed over halved.
+fn carry(old: c_int, new: c_int, from: Opt, to: Opt, halve: bool) {
+    let mut a = [0u8; 64];
+    let mut b = [0u8; 64];
+    let Some(la) = sockopt_raw(old, from.0, from.1, &mut a) else {
+        return;
+    };
+    let lb = sockopt_raw(new, to.0, to.1, &mut b).unwrap_or(usize::MAX);
+    if lb == la && a[..la] == b[..lb] {
+        return;
+    }
+    let ok = if halve && la == std::mem::size_of::<c_int>() {
+        let v = c_int::from_ne_bytes([a[0], a[1], a[2], a[3]]) / 2;
+        set_raw(new, to.0, to.1, &v.to_ne_bytes())
+    } else {
+        set_raw(new, to.0, to.1, &a[..la])
+    };
+    if !ok {
+        log::debug!(
+            "replacement socket: option {}/{} not carried over: {}",
+            to.0,
+            to.1,
+            strerror(errno())
+        );
+    }
+}
+
+/// Replaces the unconnected TCP socket `fd` by a new one of `family`, under the same fd
+/// number: its file status flags (`O_NONBLOCK`), close-on-exec and every option the program
+/// set that exists in both families go with it (`IP_TOS` becomes `IPV6_TCLASS`, `IP_TTL`
+/// `IPV6_UNICAST_HOPS`). For a proxy this socket's family cannot reach. A socket the program
+/// bound to an address of its own is refused (`EADDRNOTAVAIL`): that address cannot be kept.
+pub fn replace_family(fd: c_int, family: c_int) -> Result<(), Failure> {
+    // A wildcard bind keeps its port (the other family's wildcard); an address cannot be kept.
+    let keep_port = match local_addr(fd) {
+        Some(local) if !local.ip().is_unspecified() => {
+            return Err(Failure::new(
+                libc::EADDRNOTAVAIL,
+                format!(
+                    "the socket is bound to {local}, and the proxy has no address of that family"
+                ),
+            ))
+        }
+        Some(local) => local.port(),
+        None => 0,
+    };
+    let fl = fcntl(fd, libc::F_GETFL, 0);
+    let fdfl = fcntl(fd, libc::F_GETFD, 0);
+    if fl < 0 || fdfl < 0 {
+        let e = errno();
+        return Err(Failure::new(e, format!("fcntl failed: {}", strerror(e))));
+    }
+    // SAFETY: socket() takes no pointers; the new fd is ours until dup3 puts it in place.
+    let new = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if new < 0 {
+        let e = errno();
+        return Err(Failure::new(
+            e,
+            format!("cannot create a socket for the proxy: {}", strerror(e)),
+        ));
+    }
+    let old_family = socket_domain(fd);
+    for &opt in CARRIED {
+        carry(fd, new, opt, opt, false);
+    }
+    for &(v4, v6) in TRANSLATED {
+        let (from, to) = if old_family == libc::AF_INET {
+            (v4, v6)
+        } else {
+            (v6, v4)
+        };
+        carry(fd, new, from, to, false);
+    }
+    for name in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        carry(
+            fd,
+            new,
+            (libc::SOL_SOCKET, name),
+            (libc::SOL_SOCKET, name),
+            true,
+        );
+    }
+    if keep_port != 0 {
+        let any: std::net::IpAddr = if family == libc::AF_INET6 {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        };
+        let (st, len) = sockaddr::to_storage(&SocketAddr::new(any, keep_port));
+        // SAFETY: st is a valid sockaddr of len bytes; new is our socket.
+        if unsafe { real::bind(new, &st as *const _ as *const libc::sockaddr, len) } != 0 {
+            let e = errno();
+            // SAFETY: new is ours and not yet visible to the program.
+            unsafe { real::close(new) };
+            return Err(Failure::new(
+                e,
+                format!(
+                    "cannot keep the socket's port {keep_port} on a socket of the proxy's family: {}",
+                    strerror(e)
+                ),
+            ));
+        }
+    }
+    fcntl(new, libc::F_SETFL, fl);
+    let cloexec = if fdfl & libc::FD_CLOEXEC != 0 {
+        libc::O_CLOEXEC
+    } else {
+        0
+    };
+    // SAFETY: dup3 over the program's fd: it names the replacement from now on (the old
+    // socket is closed by the kernel, atomically); `new` is our own copy, closed after.
+    let rc = unsafe { real::dup3(new, fd, cloexec) };
+    let e = errno();
+    // SAFETY: `new` is the socket created above; nothing else knows its number.
+    unsafe { real::close(new) };
+    if rc < 0 {
+        return Err(Failure::new(
+            e,
+            format!("cannot replace the socket: {}", strerror(e)),
+        ));
+    }
+    Ok(())
+}

@@ -13,6 +13,7 @@ import os
 import pwd
 import secrets
 import shutil
+import socket
 import sys
 
 import pytest
@@ -338,6 +339,7 @@ res["after"] = [len(ev), len(pl.poll(0)), len(select.select([l], [], [], 0)[0])]
 conn, peer = l.accept()
 res["peer"] = peer[0]
 res["getpeername"] = conn.getpeername()[0]
+res["domains"] = [l.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN), conn.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)]
 res["inheritable"] = conn.get_inheritable()
 conn.settimeout(5)
 got = b""
@@ -352,13 +354,15 @@ print(json.dumps(res))
 """
 
 
-@pytest.mark.parametrize("shows", ["backlog1", "asked"])
+@pytest.mark.parametrize("shows", ["backlog1", "asked", "backlog1-ipv6-proxy"])
 def test_bind_readiness_and_nonblocking_accept(topo, bind_env, capture, proxify_bin, shows):
     """Under the default `--bind auto`, a listener on an ephemeral port becomes a BIND when the
     program shows it will announce the address: a backlog of one, or getsockname() of the
-    proxied connection before listen()."""
+    proxied connection before listen(). Through an IPv6-only proxy address, the AF_INET
+    listener is replaced by an AF_INET6 socket and still answers as AF_INET (issue 17 item 1)."""
+    proxy = f"socks5h://[{netns.PROXY6}]:{netns.DANTE_PORT}" if shows.endswith("ipv6-proxy") else DANTE
     code = f"TARGET = {T4!r}\nCALLBACK_PORT = {CALLBACK_PORT}\nSHOWS = {shows!r}\n" + READINESS_SCRIPT
-    r = run_proxified(DANTE, py(code))
+    r = run_proxified(proxy, py(code))
     res = _json(r, "BIND readiness")
     assert res["bnd"][0] == netns.PROXY_T4 and res["bnd"][1] != 0, \
         f"getsockname of the BIND socket must be the proxy's address:\n{r}"
@@ -366,6 +370,7 @@ def test_bind_readiness_and_nonblocking_accept(topo, bind_env, capture, proxify_
     assert res["accept_before"] == "EAGAIN", f"non-blocking accept with no connection must fail EAGAIN:\n{r}"
     assert res["after"] == [1, 1, 1], f"epoll/poll/select did not report the connection:\n{r}"
     assert res["peer"] == T4 and res["getpeername"] == T4, f"accepted peer must be the target:\n{r}"
+    assert res["domains"] == [socket.AF_INET, socket.AF_INET], f"SO_DOMAIN must stay AF_INET:\n{r}"
     assert res["inheritable"] is False, f"accept4(SOCK_CLOEXEC) not honoured:\n{r}"
     assert res["token"] and res["callback"] == "OK", f"the call-back data did not arrive:\n{r}"
     assert not r.proxify_lines(), f"proxify printed something on a successful run:\n{r}"

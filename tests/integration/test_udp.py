@@ -426,6 +426,44 @@ print(json.dumps({{"echo": data == msg, "src": list(src[:2]), "peer": list(c.get
     _ok_run(r, capture, f"IPv6 via {proxy}")
 
 
+@pytest.mark.parametrize("case", ["v4-socket-v6-proxy", "v6only-socket-v4-proxy"])
+def test_socket_of_the_other_family_is_replaced(topo, udp_env, capture, proxify_bin, case):
+    """Issue 17 item 1, UDP: a socket whose family cannot reach the proxy is replaced by one of
+    the proxy's family under the same fd number; the program keeps seeing its own family."""
+    v4 = case.startswith("v4")
+    proxy, target = (DANTE_V6, T4) if v4 else (DANTE, T6)
+    code = PRELUDE + f"""
+fam = socket.AF_INET if {v4} else socket.AF_INET6
+s = sock(fam)
+if fam == socket.AF_INET6:
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+fd = s.fileno()
+msg = b"swap-" + os.urandom(8).hex().encode()
+s.sendto(msg, ({target!r}, {UDP_ECHO_PORT}))
+data, src = s.recvfrom(2048)
+c = sock(fam)
+c.connect(({target!r}, {UDP_ECHO_PORT}))
+c.send(msg)
+cdata = c.recv(2048)
+print(json.dumps({{"echo": data == msg, "src": list(src[:2]), "fileno": s.fileno() == fd,
+                  "domain": s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN),
+                  "name_len": len(s.getsockname()), "broadcast": s.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST),
+                  "cecho": cdata == msg, "peer": list(c.getpeername()[:2]),
+                  "cdomain": c.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)}}))
+"""
+    r = run_py(proxy, code)
+    what = f"UDP {case} via {proxy}"
+    res = _json(r, what)
+    want = 2 if v4 else 10
+    assert res["echo"] and res["src"] == [target, UDP_ECHO_PORT] and res["fileno"], f"{what}: sendto/recvfrom:\n{r}"
+    assert res["domain"] == want and res["cdomain"] == want, f"{what}: SO_DOMAIN must stay the program's:\n{r}"
+    assert res["name_len"] == (2 if v4 else 4), f"{what}: getsockname in another family:\n{r}"
+    assert res["broadcast"] == 1, f"{what}: SO_BROADCAST was not carried over:\n{r}"
+    assert res["cecho"] and res["peer"] == [target, UDP_ECHO_PORT], f"{what}: connected socket:\n{r}"
+    _ok_run(r, capture, what)
+
+
 def test_by_name_sendto_reports_placeholder(topo, udp_env, capture, proxify_bin):
     """sendto(("target.example", 7)) under remote DNS: the name goes to the proxy in the UDP
     header, and the reply's source is the placeholder address the program used."""

@@ -13,7 +13,7 @@ use crate::state::fdtable::{self, Entry, Kind};
 use crate::state::runtime::Runtime;
 use crate::sys::error::{errno, strerror, Failure};
 use crate::sys::lock::ForkSafeMutex;
-use crate::sys::socket::{disconnect, local_addr, with_nonblocking};
+use crate::sys::socket::{self, disconnect, local_addr, with_nonblocking};
 use crate::sys::{real, sockaddr};
 use libc::c_int;
 use proxify_core::chain::Handshake;
@@ -218,7 +218,28 @@ pub fn start(
     let cfg = rt
         .config()
         .ok_or_else(|| Failure::new(libc::EACCES, "no usable configuration"))?;
-    let paddr = drive::pick_proxy_addr(fd, family, &addrs)?;
+    let mut family = family;
+    let mut replaced = None;
+    let paddr = match drive::pick_proxy_addr(fd, family, &addrs) {
+        Ok(a) => a,
+        Err(f) => {
+            // Only the other family reaches the proxy: the listening socket is replaced by
+            // one of the proxy's family under the same fd number (as for connect).
+            let Some(other) = addrs.first().map(|a| {
+                if a.is_ipv4() {
+                    libc::AF_INET
+                } else {
+                    libc::AF_INET6
+                }
+            }) else {
+                return Err(f);
+            };
+            super::evreg::replacing(fd, || socket::replace_family(fd, other))?;
+            replaced = Some(family);
+            family = other;
+            drive::pick_proxy_addr(fd, family, &addrs)?
+        }
+    };
     let mut client = Handshake::new(std::slice::from_ref(&proxy), Command::Bind, peer)?;
     let reply = with_nonblocking(fd, || {
         drive::connect_proxy(fd, paddr, cfg.connect_timeout)?;
@@ -265,6 +286,9 @@ pub fn start(
             libc::EMFILE,
             "no room in proxify's fd table for the BIND socket",
         ));
+    }
+    if let Some(program) = replaced {
+        fdtable::set_program_family(fd, program);
     }
     Ok(shown)
 }
@@ -332,6 +356,7 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
     unsafe { real::fcntl(nfd, libc::F_SETFL, want as libc::c_ulong) };
     let mut e = Entry::tcp(peer);
     e.relay = fdtable::get(fd).and_then(|e| e.relay);
+    let program = fdtable::program_family(fd);
     if !fdtable::set(nfd, e) {
         // The program must not get a proxied connection proxify does not know about.
         // SAFETY: nfd is the connection accept just returned to us; the program never saw it.
@@ -340,6 +365,9 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
             libc::EMFILE,
             "no room in proxify's fd table for the accepted connection",
         ));
+    }
+    if let Some(pf) = program {
+        fdtable::set_program_family(nfd, pf);
     }
     Ok((nfd, peer))
 }

@@ -13,7 +13,7 @@ use crate::state::fdtable::{self, Entry, Kind};
 use crate::state::runtime::Runtime;
 use crate::sys::error::{errno, strerror, Failure};
 use crate::sys::lock::ForkSafeMutex;
-use crate::sys::socket::local_addr;
+use crate::sys::socket::{self, local_addr, socket_domain, sockopt_int};
 use crate::sys::{real, sockaddr};
 use libc::{c_int, c_void, iovec, msghdr, ssize_t};
 use proxify_core::chain::Handshake;
@@ -36,11 +36,15 @@ fn wildcard(family: c_int) -> SocketAddr {
 
 /// Sets up an association for the UDP socket `fd` of `family`: returns (relay as the socket
 /// can address it, control fd).
+///
+/// `replaced` is set to the socket's original family if it had to be replaced by one of the
+/// proxy's family.
 pub fn associate(
     rt: &Runtime,
     fd: c_int,
     family: c_int,
     target: &TargetAddr,
+    replaced: &mut Option<c_int>,
 ) -> Result<(SocketAddr, c_int), Failure> {
     let (proxy, addrs) = drive::single_hop(rt, target, "UDP")?;
     if proxy.scheme.socks_version() != Some(Version::Socks5) {
@@ -56,22 +60,55 @@ pub fn associate(
         .config()
         .ok_or_else(|| Failure::new(libc::EACCES, "no usable configuration"))?;
     // The relay is normally on the proxy's address: talk to the proxy in a family the UDP
-    // socket can reach.
-    let paddr = addrs
-        .iter()
-        .find(|a| (family == libc::AF_INET) == a.is_ipv4())
-        .or_else(|| {
+    // socket can reach (IPv4-mapped on a dual-stack AF_INET6 socket).
+    let v6only = family == libc::AF_INET6
+        && sockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).unwrap_or(0) != 0;
+    let reachable = |family: c_int| {
+        addrs
+            .iter()
+            .find(|a| (family == libc::AF_INET) == a.is_ipv4())
+            .or_else(|| {
+                addrs
+                    .iter()
+                    .find(|a| family == libc::AF_INET6 && !v6only && a.is_ipv4())
+            })
+            .copied()
+    };
+    let mut family = family;
+    let paddr = match reachable(family) {
+        Some(a) => a,
+        None => {
+            // Only the other family reaches the proxy (an IPv6-only proxy for an AF_INET
+            // socket, an IPv4-only one for an IPV6_V6ONLY socket): the program's socket is
+            // replaced by one of the proxy's family under the same fd number, as for TCP.
+            let other = match addrs.first() {
+                Some(a) if a.is_ipv4() => libc::AF_INET,
+                Some(_) => libc::AF_INET6,
+                None => {
+                    return Err(Failure::new(
+                        libc::EAFNOSUPPORT,
+                        "the proxy has no address this UDP socket can reach",
+                    ))
+                }
+            };
+            if socket_domain(fd) != other {
+                super::evreg::replacing(fd, || socket::replace_family(fd, other))?;
+                log::debug!("UDP fd {fd}: socket replaced by one of the proxy's family");
+                *replaced = Some(family);
+            }
+            family = other;
             addrs
                 .iter()
-                .find(|a| family == libc::AF_INET6 && a.is_ipv4())
-        })
-        .copied()
-        .ok_or_else(|| {
-            Failure::new(
-                libc::EAFNOSUPPORT,
-                "the proxy has no address this UDP socket can reach",
-            )
-        })?;
+                .find(|a| (family == libc::AF_INET) == a.is_ipv4())
+                .copied()
+                .ok_or_else(|| {
+                    Failure::new(
+                        libc::EAFNOSUPPORT,
+                        "the proxy has no address this UDP socket can reach",
+                    )
+                })?
+        }
+    };
     // The socket must have its port before we announce it.
     let mut local = local_addr(fd).ok_or_else(|| {
         let e = errno();
@@ -197,7 +234,8 @@ pub fn assoc_for(
     if fd < 0 || fd as usize >= fdtable::MAX_FD {
         return Err(Failure::new(libc::EMFILE, "fd beyond proxify's table"));
     }
-    let (relay, ctrl) = associate(rt, fd, family, target)?;
+    let mut replaced = None;
+    let (relay, ctrl) = associate(rt, fd, family, target, &mut replaced)?;
     forget_names(fd);
     let e = Entry {
         kind: Kind::UdpAssoc,
@@ -213,6 +251,9 @@ pub fn assoc_for(
             libc::EMFILE,
             "no room in proxify's fd table for the UDP association",
         ));
+    }
+    if let Some(program) = replaced {
+        fdtable::set_program_family(fd, program);
     }
     Ok(e)
 }
@@ -384,7 +425,7 @@ pub unsafe fn recv(
     flags: c_int,
 ) -> Result<Received, ()> {
     let want: usize = iov.iter().map(|v| v.iov_len).sum::<usize>().min(65536);
-    let family = family_of(entry);
+    let family = fdtable::program_family(fd).unwrap_or_else(|| family_of(entry));
 
     SCRATCH.with(|s| {
         let mut buf = s.borrow_mut();

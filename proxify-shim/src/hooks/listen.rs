@@ -125,7 +125,7 @@ unsafe fn accept_bind(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags
             Ok((nfd, peer)) => {
                 log::debug!("accept fd {fd}: {peer} connected through the proxy (fd {nfd})");
                 if !addr.is_null() && !len.is_null() {
-                    let fam = socket_domain(fd);
+                    let fam = fdtable::program_family(fd).unwrap_or_else(|| socket_domain(fd));
                     let p = sa::for_family(peer, fam).unwrap_or(peer);
                     sa::write_out(&p, addr, len);
                 }

@@ -177,6 +177,8 @@ const CARRIED: &[Opt] = &[
     (libc::SOL_SOCKET, libc::SO_BINDTODEVICE),
     (libc::SOL_SOCKET, libc::SO_PRIORITY),
     (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+    (libc::SOL_SOCKET, libc::SO_REUSEPORT),
+    (libc::SOL_SOCKET, libc::SO_BROADCAST),
     (libc::SOL_SOCKET, libc::SO_OOBINLINE),
     (libc::SOL_SOCKET, libc::SO_RCVLOWAT),
     (libc::IPPROTO_TCP, libc::TCP_NODELAY),
@@ -234,8 +236,8 @@ fn carry(old: c_int, new: c_int, from: Opt, to: Opt, halve: bool) {
     }
 }
 
-/// Replaces the unconnected TCP socket `fd` by a new one of `family`, under the same fd
-/// number: its file status flags (`O_NONBLOCK`), close-on-exec and every option the program
+/// Replaces the unconnected TCP or UDP socket `fd` by a new one of `family` (and the same
+/// type), under the same fd number: its file status flags (`O_NONBLOCK`), close-on-exec and every option the program
 /// set that exists in both families go with it (`IP_TOS` becomes `IPV6_TCLASS`, `IP_TTL`
 /// `IPV6_UNICAST_HOPS`). For a proxy this socket's family cannot reach. A socket the program
 /// bound to an address of its own is refused (`EADDRNOTAVAIL`): that address cannot be kept.
@@ -259,8 +261,17 @@ pub fn replace_family(fd: c_int, family: c_int) -> Result<(), Failure> {
         let e = errno();
         return Err(Failure::new(e, format!("fcntl failed: {}", strerror(e))));
     }
+    let ty = match socket_type(fd) {
+        Some((t @ (libc::SOCK_STREAM | libc::SOCK_DGRAM), _)) => t,
+        _ => {
+            return Err(Failure::new(
+                libc::EAFNOSUPPORT,
+                "only a TCP or UDP socket can be replaced for the proxy's family",
+            ))
+        }
+    };
     // SAFETY: socket() takes no pointers; the new fd is ours until dup3 puts it in place.
-    let new = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    let new = unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, 0) };
     if new < 0 {
         let e = errno();
         return Err(Failure::new(
@@ -290,6 +301,16 @@ pub fn replace_family(fd: c_int, family: c_int) -> Result<(), Failure> {
         );
     }
     if keep_port != 0 {
+        if family == libc::AF_INET6 {
+            // The old socket holds the IPv4 wildcard's port until dup3: an IPv6-only wildcard
+            // does not collide with it (and the new socket only ever talks to the proxy).
+            set_raw(
+                new,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_V6ONLY,
+                &1i32.to_ne_bytes(),
+            );
+        }
         let any: std::net::IpAddr = if family == libc::AF_INET6 {
             std::net::Ipv6Addr::UNSPECIFIED.into()
         } else {

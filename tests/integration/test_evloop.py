@@ -4,8 +4,8 @@ Real programs through Dante, each with a packet capture: a tokio/reqwest client 
 crates.io (tests/programs/evloop, built once into target/test-programs and reused), Python's
 epoll (the dup'ed-epoll reproduction of mio's pattern, one-shot, registration before connect,
 two sets, MOD/DEL, dup+close), selectors, asyncio, trio, anyio, Node.js (net, fetch, 100
-parallel fetches), libevent, GLib/GIO, Java NIO, curl's multi interface and `uv pip install`
-from a package index on the target host. The silent-proxy checks (csrc/evloop_wait.c) prove
+parallel fetches), libevent, GLib/GIO, Java NIO, curl's multi interface, `uv pip install`
+from a package index on the target host and `cargo fetch` from a sparse registry there. The silent-proxy checks (csrc/evloop_wait.c) prove
 that a program waiting on a handshake sleeps (CPU time) in epoll, poll and select, and that
 an event of another fd registered with the same epoll data is not swallowed (issue 14 #11).
 """
@@ -33,6 +33,7 @@ CSRC = HERE / "csrc"
 NAME, T4, ECHO = netns.TARGET_NAME, netns.TARGET4, netns.ECHO_PORT
 URL = f"http://{NAME}/"
 INDEX_PORT = 8090  # the package index on the target host (below the ephemeral range)
+CRATES_PORT = 8091  # the cargo registry on the target host (below the ephemeral range)
 
 
 def _cache_dir():
@@ -299,3 +300,72 @@ def test_uv_pip_install(topo, capture, proxify_bin, package_index, tmp_path):
     assert r.rc == 0 and not r.proxify_lines(), f"uv pip install failed\n{r}"
     assert (dest / "pxfdemo.py").exists(), f"uv did not install pxfdemo\n{r}"
     _through_proxy(capture, "uv pip install")
+
+
+# ---- cargo fetch from a sparse registry on the target host ------------------------------------
+def _real_cargo():
+    """The toolchain's cargo itself (not rustup's proxy, which needs its own home)."""
+    require_tools("cargo")
+    r = subprocess.run(["rustup", "which", "cargo"], capture_output=True, text=True) \
+        if shutil.which("rustup") else None
+    path = r.stdout.strip() if r is not None and r.returncode == 0 else shutil.which("cargo")
+    return path
+
+
+@pytest.fixture(scope="module")
+def crate_registry(topo):
+    """A sparse cargo registry (RFC 2789) with one crate, served over HTTP from the target host."""
+    cargo = _real_cargo()
+    root = topo.run_dir / "crate-registry"
+    src = topo.run_dir / "crate-src"
+    (src / "src").mkdir(parents=True, exist_ok=True)
+    (src / "Cargo.toml").write_text('[package]\nname = "pxfcrate"\nversion = "0.1.0"\nedition = "2021"\n'
+                                    'license = "MIT"\ndescription = "proxify test crate"\n\n[workspace]\n')
+    (src / "src" / "lib.rs").write_text("pub const VALUE: &str = \"from-pxfcrate\";\n")
+    env = dict(os.environ, CARGO_TARGET_DIR=str(src / "target"))
+    r = subprocess.run([cargo, "package", "--offline", "--no-verify", "--allow-dirty", "-q",
+                        "--manifest-path", str(src / "Cargo.toml")],
+                       capture_output=True, text=True, timeout=120, env=env)
+    if r.returncode != 0:
+        pytest.fail(f"cargo package failed:\n{r.stderr[-2000:]}", pytrace=False)
+    blob = (src / "target" / "package" / "pxfcrate-0.1.0.crate").read_bytes()
+    (root / "index" / "px" / "fc").mkdir(parents=True, exist_ok=True)
+    (root / "index" / "config.json").write_text(
+        '{"dl": "http://%s:%d/dl/{crate}/{version}/download"}\n' % (NAME, CRATES_PORT))
+    (root / "index" / "px" / "fc" / "pxfcrate").write_text(
+        '{"name":"pxfcrate","vers":"0.1.0","deps":[],"cksum":"%s","features":{},"yanked":false}\n'
+        % hashlib.sha256(blob).hexdigest())
+    (root / "dl" / "pxfcrate" / "0.1.0").mkdir(parents=True, exist_ok=True)
+    (root / "dl" / "pxfcrate" / "0.1.0" / "download").write_bytes(blob)
+    s = start_or_fail(lambda: Server(topo, netns.NS_TARGET,
+                                     [sys.executable, "-m", "http.server", "--bind", "::",
+                                      "--directory", str(root), str(CRATES_PORT)],
+                                     "evloop-crates", tcp=(T4, CRATES_PORT)), "cargo registry on the target")
+    try:
+        yield f"sparse+http://{NAME}:{CRATES_PORT}/index/", hashlib.sha256(blob).hexdigest()
+    finally:
+        s.stop()
+
+
+def test_cargo_fetch(topo, capture, proxify_bin, crate_registry, tmp_path):
+    """cargo (its own libcurl, a thread pool of lookups) fetches a crate by name through the
+    proxy from a sparse registry that only the proxy side can reach."""
+    index, cksum = crate_registry
+    cargo = _real_cargo()
+    home, proj = tmp_path / "cargo-home", tmp_path / "consumer"
+    (proj / "src").mkdir(parents=True)
+    home.mkdir()
+    (proj / "Cargo.toml").write_text('[package]\nname = "consumer"\nversion = "0.1.0"\nedition = "2021"\n\n'
+                                     '[dependencies]\npxfcrate = { version = "0.1", registry = "local" }\n\n[workspace]\n')
+    (proj / "src" / "main.rs").write_text("fn main() { println!(\"{}\", pxfcrate::VALUE); }\n")
+    # In CARGO_HOME: cargo reads configuration from its working directory up, not the manifest's.
+    (home / "config.toml").write_text(f'[registries.local]\nindex = "{index}"\n'
+                                                  '[net]\nretry = 0\n[http]\ntimeout = 20\n')
+    r = run_proxified(DANTE, [cargo, "fetch", "--manifest-path", str(proj / "Cargo.toml")],
+                      env={"CARGO_HOME": str(home), "CARGO_TERM_PROGRESS_WHEN": "never"}, timeout=90)
+    no_crash(r, "cargo fetch")
+    assert r.rc == 0 and not r.proxify_lines(), f"cargo fetch failed\n{r}"
+    got = list(home.glob("registry/cache/*/pxfcrate-0.1.0.crate"))
+    assert got and hashlib.sha256(got[0].read_bytes()).hexdigest() == cksum, \
+        f"cargo fetch did not store the crate intact: {got}\n{r}"
+    _through_proxy(capture, "cargo fetch")

@@ -135,7 +135,7 @@ def test_tokio_100_concurrent_connects_overlap(topo, capture, proxify_bin, evloo
 
 
 # ---- python ----------------------------------------------------------------------------------
-PY_MODES = ["dupep", "oneshot", "prereg", "twosets", "moddel", "dupclose", "selectors", "asyncio",
+PY_MODES = ["dupep", "oneshot", "prereg", "twosets", "exclusive", "moddel", "dupclose", "selectors", "asyncio",
             "trio", "anyio"]
 
 

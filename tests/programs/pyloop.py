@@ -142,6 +142,31 @@ def mode_twosets():
     echo(s, a)
 
 
+def mode_exclusive():
+    # EPOLLEXCLUSIVE in two sets (the thundering-herd guard of prefork servers): EPOLLOUT comes
+    # through when the handshake is done, and MOD of an exclusive registration is EINVAL, as the
+    # kernel answers, during the handshake as after it.
+    s = start()
+    a, b = E.epoll(), E.epoll()
+    a.register(s, E.EPOLLOUT | E.EPOLLEXCLUSIVE)
+    b.register(s, E.EPOLLOUT | E.EPOLLEXCLUSIVE)
+    try:
+        a.modify(s, E.EPOLLIN)
+        fail("MOD of an EPOLLEXCLUSIVE registration succeeded")
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            fail(f"MOD of an EPOLLEXCLUSIVE registration: {e}")
+    ev, _ = wait_for(a, E.EPOLLOUT | E.EPOLLERR)
+    if ev & E.EPOLLERR or not ev & E.EPOLLOUT:
+        fail(f"first report is {ev:#x}, not EPOLLOUT")
+    connected(s)
+    a.unregister(s)
+    b.unregister(s)
+    c = E.epoll()
+    c.register(s, E.EPOLLOUT)
+    echo(s, c)
+
+
 def mode_moddel():
     # MOD and DEL while the handshake runs, then a fresh ADD.
     s = start()

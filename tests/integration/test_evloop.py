@@ -2,8 +2,9 @@
 
 Real programs through Dante, each with a packet capture: a tokio/reqwest client built from
 crates.io (tests/programs/evloop, built once into target/test-programs and reused), Python's
-epoll (the dup'ed-epoll reproduction of mio's pattern, one-shot, registration before connect,
-two sets, MOD/DEL, dup+close), selectors, asyncio, trio, anyio, Node.js (net, fetch, 100
+epoll (the dup'ed-epoll reproduction of mio's pattern, dup2/F_DUPFD copies, an epoll fd
+inherited across fork, a closed instance's number reused, one-shot, EPOLLEXCLUSIVE,
+registration before connect, two sets, MOD/DEL, dup+close), selectors, asyncio, trio, anyio, Node.js (net, fetch, 100
 parallel fetches), libevent, GLib/GIO, Java NIO, curl's multi interface, `uv pip install`
 from a package index on the target host and `cargo fetch` from a sparse registry there. The silent-proxy checks (csrc/evloop_wait.c) prove
 that a program waiting on a handshake sleeps (CPU time) in epoll, poll and select, and that
@@ -135,7 +136,7 @@ def test_tokio_100_concurrent_connects_overlap(topo, capture, proxify_bin, evloo
 
 
 # ---- python ----------------------------------------------------------------------------------
-PY_MODES = ["dupep", "oneshot", "prereg", "twosets", "exclusive", "moddel", "dupclose", "selectors", "asyncio",
+PY_MODES = ["dupep", "dup2ep", "forkep", "reusedep", "oneshot", "prereg", "twosets", "exclusive", "moddel", "dupclose", "selectors", "asyncio",
             "trio", "anyio"]
 
 

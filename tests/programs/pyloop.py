@@ -167,6 +167,72 @@ def mode_exclusive():
     echo(s, c)
 
 
+def mode_dup2ep():
+    # Registered through a dup2 and an F_DUPFD_CLOEXEC copy of the epoll fd, waited on through
+    # the original: the instance counts, not the number.
+    import fcntl
+    s = start()
+    ep = E.epoll()
+    hi = os.dup2(ep.fileno(), 200)
+    other = fcntl.fcntl(ep.fileno(), fcntl.F_DUPFD_CLOEXEC, 300)
+    via_hi, via_other = E.epoll.fromfd(hi), E.epoll.fromfd(other)  # they own (and close) the fds
+    via_hi.register(s, E.EPOLLOUT)
+    ev, _ = wait_for(ep, E.EPOLLOUT | E.EPOLLERR)
+    if ev & E.EPOLLERR:
+        fail(f"EPOLLERR ({ev:#x})")
+    connected(s)
+    via_other.modify(s, E.EPOLLIN)
+    via_hi.close()
+    via_other.close()
+    echo(s, ep)
+
+
+def mode_forkep():
+    # The epoll fd (and the handshaking socket) inherited across fork: the child waits on it
+    # and finishes the connection; the parent only reaps the child.
+    s = start()
+    ep = E.epoll()
+    ep.register(s, E.EPOLLOUT)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ev, _ = wait_for(ep, E.EPOLLOUT | E.EPOLLERR)
+            if ev & E.EPOLLERR:
+                fail(f"EPOLLERR in the child ({ev:#x})")
+            connected(s)
+            echo(s, ep)
+        finally:
+            sys.stdout.flush()
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        fail(f"the child failed (status {status:#x})")
+
+
+def mode_reusedep():
+    # A registration made in an epoll instance that was closed before connect(); a new
+    # instance gets the same fd number. The new one must not inherit the old registration.
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    ep1 = E.epoll()
+    n = ep1.fileno()
+    ep1.register(s, E.EPOLLIN | E.EPOLLOUT)
+    ep1.close()
+    ep2 = E.epoll()
+    if ep2.fileno() != n:
+        fail(f"the new epoll fd is {ep2.fileno()}, not the closed one's {n}")
+    rc = s.connect_ex((HOST, PORT))
+    if rc not in (0, errno.EINPROGRESS):
+        fail(f"connect: {os.strerror(rc)}")
+    ep3 = E.epoll()
+    ep3.register(s, E.EPOLLOUT)
+    wait_for(ep3, E.EPOLLOUT)
+    connected(s)
+    if ep2.poll(0.3):
+        fail("the closed instance's registration showed up in the new one under its number")
+    echo(s, ep3)
+
+
 def mode_moddel():
     # MOD and DEL while the handshake runs, then a fresh ADD.
     s = start()

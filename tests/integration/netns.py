@@ -39,13 +39,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-RUN_DIR = REPO / "tests" / ".run"
 
-# PROXIFY_NS_TAG (a short word, default empty) renames the namespaces, the test user and the lock,
-# so that several checkouts on one machine can each run the suite at the same time.
+# PROXIFY_NS_TAG (a short word, default empty) renames the namespaces, the test user, the lock
+# and the run directory, so that several runs on one machine (one checkout or several) can
+# each run the suite at the same time: each serves its own pages and tokens from its own files.
 TAG = os.environ.get("PROXIFY_NS_TAG", "")
 if not TAG.isalnum() and TAG != "" or len(TAG) > 6:
     raise SystemExit("PROXIFY_NS_TAG must be at most 6 letters or digits")
+RUN_DIR = REPO / "tests" / (f".run-{TAG}" if TAG else ".run")
 NS_CLIENT, NS_PROXY, NS_TARGET = f"pxf{TAG}-c", f"pxf{TAG}-p", f"pxf{TAG}-t"
 NAMESPACES = (NS_CLIENT, NS_PROXY, NS_TARGET)
 

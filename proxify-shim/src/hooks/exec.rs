@@ -11,7 +11,10 @@
 //!   after its chdir/fchdir file actions, with `POSIX_SPAWN_RESETIDS`'s ids.
 //! - **Keep the shim in the child's environment**: when the environment passed on lacks our
 //!   `LD_PRELOAD` entry (`env -i`, a program building its own `envp`) or a `PROXIFY_*` variable
-//!   we started with, the child gets a copy with them added back.
+//!   we started with, the child gets a copy with them added back. An environment that gives a
+//!   `PROXIFY_*` setting another value (or adds one) is refused with EPERM and one line: every
+//!   program of the tree keeps the settings `proxify run` started with (only the variables of
+//!   `may_change`, about what proxify says, may differ).
 //!
 //! glibc's `execv`, `execvp`, `execl*`, `fexecve` and `posix_spawnp` reach `execve` through
 //! internal calls that an LD_PRELOAD library cannot see, so each is hooked itself. The variadic
@@ -148,9 +151,10 @@ impl State {
             .any(|e| Some(e) == self.shim.as_deref() || Some(e) == self.shim_loaded.as_deref())
     }
 
-    /// `None`: `envp` is fine as it is. `Err`: the shim cannot be put back (its own path is
-    /// unknown), so the child would run unproxied.
-    unsafe fn repair(&self, envp: *const *const c_char) -> Result<Option<NewEnv>, ()> {
+    /// `None`: `envp` is fine as it is. `Err`: the child cannot be given the settings this
+    /// program started with: the shim's own path is unknown (it would run unproxied), or the
+    /// environment changes one of the settings.
+    unsafe fn repair<'e>(&self, envp: *const *const c_char) -> Result<Option<NewEnv>, Unfit<'e>> {
         let mut preload_ok = true;
         let mut preloads = 0;
         let mut present: u64 = 0;
@@ -160,10 +164,19 @@ impl State {
                 preload_ok &= self.preload_has_us(v);
             } else if e.starts_with(b"PROXIFY_") {
                 let name = var_name(e);
+                let mut known = false;
                 for (i, v) in self.vars.iter().enumerate() {
                     if var_name(v) == name {
+                        known = true;
                         present |= 1 << i;
+                        // `v` ends with the NUL the child's copy needs; `e` has none.
+                        if v[..v.len() - 1] != *e && !may_change(name) {
+                            return Err(Unfit::Changed(name));
+                        }
                     }
+                }
+                if !known && !may_change(name) {
+                    return Err(Unfit::Changed(name));
                 }
             }
         }
@@ -182,7 +195,7 @@ impl State {
             owned.clear();
         } else {
             let Some(shim) = &self.shim else {
-                return Err(());
+                return Err(Unfit::NoShimPath);
             };
             owned.extend_from_slice(shim);
             for e in entries(envp) {
@@ -221,6 +234,39 @@ impl State {
             ptrs,
             _owned: owned,
         }))
+    }
+}
+
+/// Why a child's environment cannot be made to carry this program's settings.
+enum Unfit<'e> {
+    /// The shim's own path is unknown, so it cannot be put back into LD_PRELOAD.
+    NoShimPath,
+    /// The environment gives this `PROXIFY_*` variable another value than the one this program
+    /// started with (or adds it).
+    Changed(&'e [u8]),
+}
+
+/// `PROXIFY_*` variables a child may set differently: what proxify says, not where connections
+/// go or what is refused (verbosity, the log file, the prompt marker of `proxify shell`).
+fn may_change(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b"PROXIFY_LOG" | b"PROXIFY_QUIET" | b"PROXIFY_LOG_FILE" | b"PROXIFY_SHELL"
+    )
+}
+
+/// The line for a child whose environment changes a setting.
+struct ChangedSetting<'a>(&'a [u8]);
+
+impl std::fmt::Display for ChangedSetting<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "its environment changes {}, one of the settings proxify run started this program \
+             with; every program it starts keeps them (to use other settings, start a new \
+             proxify run outside this one)",
+            String::from_utf8_lossy(self.0)
+        )
     }
 }
 
@@ -369,10 +415,11 @@ unsafe fn env_for(
             Ok((Some(new), p))
         }
         Ok(None) => Ok((None, envp)),
-        Err(()) => Err(refuse(
+        Err(Unfit::NoShimPath) => Err(refuse(
             target,
             &Could("the shim's own path is unknown, so it cannot be put back into its environment"),
         )),
+        Err(Unfit::Changed(name)) => Err(refuse(target, &ChangedSetting(name))),
     }
 }
 
@@ -599,7 +646,7 @@ pub unsafe extern "C" fn posix_spawnp(
 /// `system` and `popen` run `/bin/sh` with our environment through glibc's internal spawn:
 /// if the program removed LD_PRELOAD or a `PROXIFY_*` variable from it, they are set again
 /// first, or the shell and everything it runs would be unproxied.
-unsafe fn restore_own_env() -> Result<(), ()> {
+unsafe fn restore_own_env() -> Result<(), Unfit<'static>> {
     let st = state();
     let Some(new) = st.repair(environ)? else {
         return Ok(());
@@ -617,26 +664,37 @@ unsafe fn restore_own_env() -> Result<(), ()> {
                 std::ffi::CString::new(name),
                 std::ffi::CString::new(&e[(name.len() + 1).min(e.len())..]),
             ) else {
-                return Err(());
+                return Err(Unfit::NoShimPath);
             };
             if libc::setenv(k.as_ptr(), v.as_ptr(), 1) != 0 {
-                return Err(());
+                return Err(Unfit::NoShimPath);
             }
         }
     }
     Ok(())
 }
 
+/// The one line for `system`/`popen` when our environment cannot be passed on to `/bin/sh`.
+fn refuse_env(u: Unfit) {
+    let sh = Path::new("/bin/sh");
+    match u {
+        Unfit::NoShimPath => refuse(
+            sh,
+            &Could("the shim cannot be put back into its environment"),
+        ),
+        Unfit::Changed(name) => refuse(sh, &ChangedSetting(name)),
+    };
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
     guarded(-1, libc::EPERM, || {
         // system(NULL) only asks whether a shell exists.
-        if !command.is_null() && restore_own_env().is_err() {
-            refuse(
-                Path::new("/bin/sh"),
-                &Could("the shim cannot be put back into its environment"),
-            );
-            return fail(libc::EPERM);
+        if !command.is_null() {
+            if let Err(u) = restore_own_env() {
+                refuse_env(u);
+                return fail(libc::EPERM);
+            }
         }
         real::system(command)
     })
@@ -645,11 +703,8 @@ pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *mut FILE {
     guarded(std::ptr::null_mut(), libc::EPERM, || {
-        if restore_own_env().is_err() {
-            refuse(
-                Path::new("/bin/sh"),
-                &Could("the shim cannot be put back into its environment"),
-            );
+        if let Err(u) = restore_own_env() {
+            refuse_env(u);
             set_errno(libc::EPERM);
             return std::ptr::null_mut();
         }

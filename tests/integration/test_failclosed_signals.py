@@ -40,11 +40,9 @@ def test_fork_while_logging_never_hangs(topo, capture, proxify_bin, fc_bin, verb
     assert_no_leak(capture, f"forklog {verbosity}")
 
 
-# Issue 14 item 2 is not fixed yet: the hooks a handler reaches still allocate and take the
-# spin locks, so these storms crash (abort, SIGSEGV) or hang (a handler spinning on a lock its
-# own thread holds). Marked as an expected failure (not strict: some combinations survive some
-# runs) so the suite stays green and the test is ready for the fix; remove the mark with it.
-@pytest.mark.xfail(reason="issue 14 item 2 (signal-safe hooks) not done yet", strict=False)
+# Issue 14 item 2: a hook called from a signal handler that interrupted proxify on the same
+# thread takes the reentered path of sys::guard::hook (no lock, no allocation, no log): the
+# real call where that is safe, an errno where it is not.
 @pytest.mark.parametrize("verbosity", VERBOSITY)
 @pytest.mark.parametrize("kind", ["connect", "gai", "poll", "epoll", "soerror", "close"])
 def test_signal_storm_never_crashes(topo, capture, proxify_bin, fc_bin, kind, verbosity):

@@ -550,6 +550,23 @@ pub unsafe fn epoll_ctl(
     0
 }
 
+/// Drops our events from the `n` the kernel wrote, without the lock or any stepping (for a
+/// wait from a signal handler that interrupted proxify): returns how many are left.
+///
+/// # Safety
+/// `events` holds `n` events written by the kernel.
+pub unsafe fn drop_ours(events: *mut epoll_event, n: usize) -> usize {
+    let mut kept = 0;
+    for i in 0..n {
+        let ev = std::ptr::read_unaligned(events.add(i));
+        if ev.u64 & MAGIC_MASK != MAGIC {
+            std::ptr::write_unaligned(events.add(kept), ev);
+            kept += 1;
+        }
+    }
+    kept
+}
+
 /// After `epoll_wait` on `epfd` returned `n` events: drops ours (stepping the handshakes they
 /// stand for, or putting the program's registration back for those that are over). Returns how
 /// many events are left for the program, and the fds whose handshake should be stepped.

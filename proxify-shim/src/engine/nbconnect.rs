@@ -32,7 +32,7 @@ use super::drive;
 use crate::state::fdtable::{self, Entry, Kind};
 use crate::state::runtime::{self, Fault, Runtime};
 use crate::sys::error::{errno, strerror, Failure};
-use crate::sys::guard::{guarded, set_errno};
+use crate::sys::guard::{hook, set_errno};
 use crate::sys::lock::ForkSafeMutex;
 use crate::sys::socket::{self, so_error};
 use crate::sys::{real, sockaddr as sa};
@@ -740,7 +740,23 @@ pub fn gate(fd: c_int) -> bool {
 #[cold]
 #[inline(never)]
 fn gate_slow(fd: c_int) -> bool {
-    guarded(false, libc::EIO, || match fdtable::kind(fd) {
+    let reentered = || match fdtable::kind(fd) {
+        // A signal handler that interrupted proxify on this thread (sys::guard::hook): the
+        // handshake cannot be stepped (its state is behind a lock): not ready yet.
+        Some(Kind::Handshaking) => {
+            set_errno(libc::EAGAIN);
+            false
+        }
+        Some(Kind::HandshakeFailed) => match fdtable::take_failure(fd) {
+            Some(e) => {
+                set_errno(e);
+                false
+            }
+            None => true,
+        },
+        _ => true,
+    };
+    hook(reentered, false, libc::EIO, || match fdtable::kind(fd) {
         Some(Kind::Handshaking) => match finish(fd) {
             Ok(()) => true,
             Err(e) => {

@@ -5,7 +5,7 @@ use crate::policy::decide::{self, Proxied, Route};
 use crate::state::fdtable::{self, Entry, Kind};
 use crate::state::runtime;
 use crate::sys::error::{errno, strerror};
-use crate::sys::guard::{guarded, set_errno};
+use crate::sys::guard::{hook, set_errno};
 use crate::sys::real;
 use crate::sys::sockaddr as sa;
 use crate::sys::socket::{socket_domain, sockopt_int};
@@ -23,12 +23,43 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             return real::connect(fd, addr, len);
         }
         Some(libc::AF_UNSPEC) if !fdtable::none_tracked() => {
-            crate::engine::dnsresp::forget(fd);
-            return guarded(-1, libc::EIO, || dissolve(fd, addr, len));
+            return hook(
+                || reentered_dissolve(fd, addr, len),
+                -1,
+                libc::EIO,
+                || {
+                    crate::engine::dnsresp::forget(fd);
+                    dissolve(fd, addr, len)
+                },
+            );
         }
         _ => return real::connect(fd, addr, len),
     }
-    guarded(-1, libc::EIO, || connect_inet(fd, addr, len))
+    hook(
+        || reentered_connect(fd, addr, len),
+        -1,
+        libc::EIO,
+        || connect_inet(fd, addr, len),
+    )
+}
+
+/// `connect` from a signal handler that interrupted proxify on this thread (see
+/// `sys::guard::hook`): no lock, no allocation, no log. A loopback destination is connected
+/// as usual; anything that would need the policy or a handshake fails with EAGAIN.
+unsafe fn reentered_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    match sa::read(addr, len) {
+        Some(dest) if decide::trivially_direct(&dest) => real::connect(fd, addr, len),
+        _ => fail(libc::EAGAIN),
+    }
+}
+
+/// `connect(AF_UNSPEC)` from such a handler: only an fd proxify keeps no state for.
+unsafe fn reentered_dissolve(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    if fdtable::kind(fd).is_none() && crate::engine::dnsresp::idle() {
+        real::connect(fd, addr, len)
+    } else {
+        fail(libc::EAGAIN)
+    }
 }
 
 /// `connect(AF_UNSPEC)`: dissolves the socket's association with its peer, as the kernel does.
@@ -247,9 +278,12 @@ fn connect_udp(
 #[no_mangle]
 pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     if !crate::engine::dnsresp::idle() {
-        if let Some(p) = guarded(None, libc::EIO, || {
-            crate::engine::dnsresp::connected_peer(fd)
-        }) {
+        if let Some(p) = hook(
+            || None,
+            None,
+            libc::EIO,
+            || crate::engine::dnsresp::connected_peer(fd),
+        ) {
             if addr.is_null() || len.is_null() {
                 return fail(libc::EFAULT);
             }
@@ -278,7 +312,7 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
             let cap = if len.is_null() { 0 } else { *len };
             let r = real::getpeername(fd, addr, len);
             if r == 0 && !addr.is_null() && !len.is_null() {
-                guarded((), 0, || adopt_if_copy(fd, addr, len, cap));
+                hook(|| (), (), 0, || adopt_if_copy(fd, addr, len, cap));
             }
             r
         }

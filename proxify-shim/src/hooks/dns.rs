@@ -12,7 +12,7 @@
 use crate::policy::names::{answer, reverse};
 use crate::state::fakedns::Miss;
 use crate::state::runtime;
-use crate::sys::guard::guarded;
+use crate::sys::guard::hook;
 use crate::sys::{real, sockaddr};
 use libc::{addrinfo, c_char, c_int, c_void, hostent, size_t, socklen_t};
 use std::ffi::{CStr, CString};
@@ -93,7 +93,12 @@ pub unsafe extern "C" fn getaddrinfo(
     if node.is_null() || res.is_null() {
         return real::getaddrinfo(node, service, hints, res);
     }
-    guarded(libc::EAI_FAIL, libc::EIO, || gai(node, service, hints, res))
+    hook(
+        || libc::EAI_AGAIN,
+        libc::EAI_FAIL,
+        libc::EIO,
+        || gai(node, service, hints, res),
+    )
 }
 
 unsafe fn gai(
@@ -312,9 +317,12 @@ pub unsafe extern "C" fn gethostbyname2_r(
     result: *mut *mut hostent,
     h_errnop: *mut c_int,
 ) -> c_int {
-    let r = guarded(Some(libc::EIO), libc::EIO, || {
-        ghbn_r(name, af, ret, buf, buflen, result, h_errnop)
-    });
+    let r = hook(
+        || Some(libc::EAGAIN),
+        Some(libc::EIO),
+        libc::EIO,
+        || ghbn_r(name, af, ret, buf, buflen, result, h_errnop),
+    );
     match r {
         Some(rc) => rc,
         None => real::gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop),
@@ -330,9 +338,12 @@ pub unsafe extern "C" fn gethostbyname_r(
     result: *mut *mut hostent,
     h_errnop: *mut c_int,
 ) -> c_int {
-    let r = guarded(Some(libc::EIO), libc::EIO, || {
-        ghbn_r(name, libc::AF_INET, ret, buf, buflen, result, h_errnop)
-    });
+    let r = hook(
+        || Some(libc::EAGAIN),
+        Some(libc::EIO),
+        libc::EIO,
+        || ghbn_r(name, libc::AF_INET, ret, buf, buflen, result, h_errnop),
+    );
     match r {
         Some(rc) => rc,
         None => real::gethostbyname_r(name, ret, buf, buflen, result, h_errnop),
@@ -388,9 +399,12 @@ unsafe fn ghbn_static(name: *const c_char, af: c_int) -> Option<*mut hostent> {
 
 #[no_mangle]
 pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
-    match guarded(Some(std::ptr::null_mut()), libc::EIO, || {
-        ghbn_static(name, libc::AF_INET)
-    }) {
+    match hook(
+        || Some(std::ptr::null_mut()),
+        Some(std::ptr::null_mut()),
+        libc::EIO,
+        || ghbn_static(name, libc::AF_INET),
+    ) {
         Some(p) => p,
         None => real::gethostbyname(name),
     }
@@ -398,9 +412,12 @@ pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
 
 #[no_mangle]
 pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut hostent {
-    match guarded(Some(std::ptr::null_mut()), libc::EIO, || {
-        ghbn_static(name, af)
-    }) {
+    match hook(
+        || Some(std::ptr::null_mut()),
+        Some(std::ptr::null_mut()),
+        libc::EIO,
+        || ghbn_static(name, af),
+    ) {
         Some(p) => p,
         None => real::gethostbyname2(name, af),
     }
@@ -420,39 +437,44 @@ pub unsafe extern "C" fn getnameinfo(
     if host.is_null() || hostlen == 0 || flags & libc::NI_NUMERICHOST != 0 {
         return pass();
     }
-    guarded(libc::EAI_FAIL, libc::EIO, || {
-        if !runtime::get().remote_dns() {
-            return pass();
-        }
-        let Some(addr) = sockaddr::read(sa, salen) else {
-            return pass();
-        };
-        let numeric = flags | libc::NI_NUMERICHOST;
-        match reverse(&addr.ip()) {
-            Some(name) => {
-                let rc = real::getnameinfo(
-                    sa,
-                    salen,
-                    host,
-                    hostlen,
-                    serv,
-                    servlen,
-                    numeric & !libc::NI_NAMEREQD,
-                );
-                if rc != 0 {
-                    return rc;
-                }
-                if name.len() + 1 > hostlen as usize {
-                    return libc::EAI_OVERFLOW;
-                }
-                std::ptr::copy_nonoverlapping(name.as_ptr(), host as *mut u8, name.len());
-                *host.add(name.len()) = 0;
-                0
+    hook(
+        || libc::EAI_AGAIN,
+        libc::EAI_FAIL,
+        libc::EIO,
+        || {
+            if !runtime::get().remote_dns() {
+                return pass();
             }
-            None if flags & libc::NI_NAMEREQD != 0 => libc::EAI_NONAME,
-            None => real::getnameinfo(sa, salen, host, hostlen, serv, servlen, numeric),
-        }
-    })
+            let Some(addr) = sockaddr::read(sa, salen) else {
+                return pass();
+            };
+            let numeric = flags | libc::NI_NUMERICHOST;
+            match reverse(&addr.ip()) {
+                Some(name) => {
+                    let rc = real::getnameinfo(
+                        sa,
+                        salen,
+                        host,
+                        hostlen,
+                        serv,
+                        servlen,
+                        numeric & !libc::NI_NAMEREQD,
+                    );
+                    if rc != 0 {
+                        return rc;
+                    }
+                    if name.len() + 1 > hostlen as usize {
+                        return libc::EAI_OVERFLOW;
+                    }
+                    std::ptr::copy_nonoverlapping(name.as_ptr(), host as *mut u8, name.len());
+                    *host.add(name.len()) = 0;
+                    0
+                }
+                None if flags & libc::NI_NAMEREQD != 0 => libc::EAI_NONAME,
+                None => real::getnameinfo(sa, salen, host, hostlen, serv, servlen, numeric),
+            }
+        },
+    )
 }
 
 /// gethostbyaddr_r under remote DNS; None when libc should answer.
@@ -530,9 +552,12 @@ pub unsafe extern "C" fn gethostbyaddr_r(
     result: *mut *mut hostent,
     h_errnop: *mut c_int,
 ) -> c_int {
-    match guarded(Some(libc::EIO), libc::EIO, || {
-        ghba_r(addr, len, ty, ret, buf, buflen, result, h_errnop)
-    }) {
+    match hook(
+        || Some(libc::EAGAIN),
+        Some(libc::EIO),
+        libc::EIO,
+        || ghba_r(addr, len, ty, ret, buf, buflen, result, h_errnop),
+    ) {
         Some(rc) => rc,
         None => real::gethostbyaddr_r(addr, len, ty, ret, buf, buflen, result, h_errnop),
     }
@@ -544,11 +569,16 @@ pub unsafe extern "C" fn gethostbyaddr(
     len: socklen_t,
     ty: c_int,
 ) -> *mut hostent {
-    let r = guarded(Some(std::ptr::null_mut()), libc::EIO, || {
-        into_static(|ret, buf, buflen, result, herr| {
-            ghba_r(addr, len, ty, ret, buf, buflen, result, herr)
-        })
-    });
+    let r = hook(
+        || Some(std::ptr::null_mut()),
+        Some(std::ptr::null_mut()),
+        libc::EIO,
+        || {
+            into_static(|ret, buf, buflen, result, herr| {
+                ghba_r(addr, len, ty, ret, buf, buflen, result, herr)
+            })
+        },
+    );
     match r {
         Some(p) => p,
         None => real::gethostbyaddr(addr, len, ty),
@@ -560,7 +590,13 @@ pub unsafe extern "C" fn gethostbyaddr(
 /// responder instead (`dnsresp`), exactly as a query to the system resolver would be.
 /// A name the rules send direct goes to libc.
 fn remote_res() -> bool {
-    guarded(None, libc::EIO, || Some(runtime::get().remote_dns())).unwrap_or(true)
+    hook(
+        || None,
+        None,
+        libc::EIO,
+        || Some(runtime::get().remote_dns()),
+    )
+    .unwrap_or(true)
 }
 
 /// A standard query for `name`/`class`/`ty` (RD set), or None when `name` cannot be one.
@@ -642,25 +678,30 @@ unsafe fn res_query_like(
     if !remote_res() {
         return None;
     }
-    guarded(Some(-1), libc::EIO, || {
-        if name.is_null() {
-            set_h_errno(NO_RECOVERY);
-            return Some(-1);
-        }
-        let mut n = CStr::from_ptr(name).to_string_lossy().into_owned();
-        if !domain.is_null() {
-            let d = CStr::from_ptr(domain).to_string_lossy();
-            n = format!("{}.{}", n.trim_end_matches('.'), d);
-        }
-        let Some(q) = make_query(&n, class, ty) else {
-            set_h_errno(NO_RECOVERY);
-            return Some(-1);
-        };
-        match res_answer(&format!("{what}()"), &q, answer, anslen) {
-            Ok(r) => Some(query_result(r)),
-            Err(()) => None,
-        }
-    })
+    hook(
+        || Some(-1),
+        Some(-1),
+        libc::EIO,
+        || {
+            if name.is_null() {
+                set_h_errno(NO_RECOVERY);
+                return Some(-1);
+            }
+            let mut n = CStr::from_ptr(name).to_string_lossy().into_owned();
+            if !domain.is_null() {
+                let d = CStr::from_ptr(domain).to_string_lossy();
+                n = format!("{}.{}", n.trim_end_matches('.'), d);
+            }
+            let Some(q) = make_query(&n, class, ty) else {
+                set_h_errno(NO_RECOVERY);
+                return Some(-1);
+            };
+            match res_answer(&format!("{what}()"), &q, answer, anslen) {
+                Ok(r) => Some(query_result(r)),
+                Err(()) => None,
+            }
+        },
+    )
 }
 
 unsafe fn res_send_like(
@@ -673,16 +714,21 @@ unsafe fn res_send_like(
     if !remote_res() {
         return None;
     }
-    guarded(Some(-1), libc::EIO, || {
-        if msg.is_null() || msglen <= 0 {
-            return Some(-1);
-        }
-        let m = std::slice::from_raw_parts(msg, msglen as usize);
-        match res_answer(&format!("{what}()"), m, answer, anslen) {
-            Ok((len, _, _)) => Some(len),
-            Err(()) => None,
-        }
-    })
+    hook(
+        || Some(-1),
+        Some(-1),
+        libc::EIO,
+        || {
+            if msg.is_null() || msglen <= 0 {
+                return Some(-1);
+            }
+            let m = std::slice::from_raw_parts(msg, msglen as usize);
+            match res_answer(&format!("{what}()"), m, answer, anslen) {
+                Ok((len, _, _)) => Some(len),
+                Err(()) => None,
+            }
+        },
+    )
 }
 
 macro_rules! res_hooks {

@@ -28,7 +28,7 @@
 //! (program headers, notes, section headers and their names), and a `close`.
 
 use crate::state::runtime;
-use crate::sys::guard::{guarded, set_errno};
+use crate::sys::guard::{hook, set_errno};
 use crate::sys::real;
 use libc::{c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t, FILE};
 use proxify_core::progcheck::{self, spawn, Creds, Exec, Judge, Verdict, ENV_ALLOW_UNPROXIED};
@@ -270,6 +270,53 @@ impl std::fmt::Display for ChangedSetting<'_> {
     }
 }
 
+/// The real exec calls, made as the hook body's last step: this thread is no longer inside
+/// proxify once the new program runs. (A `vfork` child shares its parent's memory, the hook
+/// depth of `sys::guard::hook` with it; a successful exec never returns to put it back.)
+mod leaving {
+    use crate::sys::guard::leave_for_exec;
+    use crate::sys::real;
+    use libc::{c_char, c_int};
+
+    pub unsafe fn execve(
+        path: *const c_char,
+        argv: *const *const c_char,
+        envp: *const *const c_char,
+    ) -> c_int {
+        leave_for_exec();
+        real::execve(path, argv, envp)
+    }
+
+    pub unsafe fn execvpe(
+        file: *const c_char,
+        argv: *const *const c_char,
+        envp: *const *const c_char,
+    ) -> c_int {
+        leave_for_exec();
+        real::execvpe(file, argv, envp)
+    }
+
+    pub unsafe fn fexecve(
+        fd: c_int,
+        argv: *const *const c_char,
+        envp: *const *const c_char,
+    ) -> c_int {
+        leave_for_exec();
+        real::fexecve(fd, argv, envp)
+    }
+
+    pub unsafe fn execveat(
+        dirfd: c_int,
+        path: *const c_char,
+        argv: *const *const c_char,
+        envp: *const *const c_char,
+        flags: c_int,
+    ) -> c_int {
+        leave_for_exec();
+        real::execveat(dirfd, path, argv, envp, flags)
+    }
+}
+
 fn fail(errno: c_int) -> c_int {
     set_errno(errno);
     -1
@@ -429,14 +476,14 @@ unsafe fn do_execve(
     envp: *const *const c_char,
 ) -> c_int {
     if path.is_null() {
-        return real::execve(path, argv, envp);
+        return leaving::execve(path, argv, envp);
     }
     let target = path_of(path);
     if let Some(e) = check(Target::new(target, argv, env_path(envp))) {
         return fail(e);
     }
     match env_for(target, envp) {
-        Ok((_keep, env)) => real::execve(path, argv, env),
+        Ok((_keep, env)) => leaving::execve(path, argv, env),
         Err(e) => fail(e),
     }
 }
@@ -457,7 +504,7 @@ unsafe fn do_execvpe(
     envp: *const *const c_char,
 ) -> c_int {
     if file.is_null() {
-        return real::execvpe(file, argv, envp);
+        return leaving::execvpe(file, argv, envp);
     }
     let found = search(file, None);
     if let Some(target) = &found {
@@ -467,7 +514,7 @@ unsafe fn do_execvpe(
     }
     let shown = found.unwrap_or_else(|| path_of(file).to_path_buf());
     match env_for(&shown, envp) {
-        Ok((_keep, env)) => real::execvpe(file, argv, env),
+        Ok((_keep, env)) => leaving::execvpe(file, argv, env),
         Err(e) => fail(e),
     }
 }
@@ -478,17 +525,32 @@ pub unsafe extern "C" fn execve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    guarded(-1, libc::EPERM, || do_execve(path, argv, envp))
+    hook(
+        || fail(libc::EAGAIN),
+        -1,
+        libc::EPERM,
+        || do_execve(path, argv, envp),
+    )
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) -> c_int {
-    guarded(-1, libc::EPERM, || do_execve(path, argv, environ))
+    hook(
+        || fail(libc::EAGAIN),
+        -1,
+        libc::EPERM,
+        || do_execve(path, argv, environ),
+    )
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
-    guarded(-1, libc::EPERM, || do_execvpe(file, argv, environ))
+    hook(
+        || fail(libc::EAGAIN),
+        -1,
+        libc::EPERM,
+        || do_execvpe(file, argv, environ),
+    )
 }
 
 #[no_mangle]
@@ -497,7 +559,12 @@ pub unsafe extern "C" fn execvpe(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    guarded(-1, libc::EPERM, || do_execvpe(file, argv, envp))
+    hook(
+        || fail(libc::EAGAIN),
+        -1,
+        libc::EPERM,
+        || do_execvpe(file, argv, envp),
+    )
 }
 
 /// `/proc/self/fd/N` for an open descriptor, or `None` when `fd` is not open.
@@ -515,20 +582,25 @@ pub unsafe extern "C" fn fexecve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    guarded(-1, libc::EPERM, || {
-        let Some(target) = fd_path(fd) else {
-            return real::fexecve(fd, argv, envp);
-        };
-        let mut t = Target::new(&target, argv, env_path(envp));
-        t.by_fd = true;
-        if let Some(e) = check(t) {
-            return fail(e);
-        }
-        match env_for(&target, envp) {
-            Ok((_keep, env)) => real::fexecve(fd, argv, env),
-            Err(e) => fail(e),
-        }
-    })
+    hook(
+        || fail(libc::EAGAIN),
+        -1,
+        libc::EPERM,
+        || {
+            let Some(target) = fd_path(fd) else {
+                return leaving::fexecve(fd, argv, envp);
+            };
+            let mut t = Target::new(&target, argv, env_path(envp));
+            t.by_fd = true;
+            if let Some(e) = check(t) {
+                return fail(e);
+            }
+            match env_for(&target, envp) {
+                Ok((_keep, env)) => leaving::fexecve(fd, argv, env),
+                Err(e) => fail(e),
+            }
+        },
+    )
 }
 
 #[no_mangle]
@@ -539,39 +611,44 @@ pub unsafe extern "C" fn execveat(
     envp: *const *const c_char,
     flags: c_int,
 ) -> c_int {
-    guarded(-1, libc::EPERM, || {
-        if path.is_null() {
-            return real::execveat(dirfd, path, argv, envp, flags);
-        }
-        let name = CStr::from_ptr(path).to_bytes();
-        let (target, by_fd) = if name.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
-            match fd_path(dirfd) {
-                Some(t) => (t, true),
-                None => return real::execveat(dirfd, path, argv, envp, flags),
+    hook(
+        || fail(libc::EAGAIN),
+        -1,
+        libc::EPERM,
+        || {
+            if path.is_null() {
+                return leaving::execveat(dirfd, path, argv, envp, flags);
             }
-        } else if name.starts_with(b"/") || dirfd == libc::AT_FDCWD {
-            (path_of(path).to_path_buf(), false)
-        } else {
-            let mut st: libc::stat = std::mem::zeroed();
-            let nofollow = flags & libc::AT_SYMLINK_NOFOLLOW;
-            if libc::fstatat(dirfd, path, &mut st, nofollow) != 0 {
-                // The real call fails the same way.
-                return real::execveat(dirfd, path, argv, envp, flags);
+            let name = CStr::from_ptr(path).to_bytes();
+            let (target, by_fd) = if name.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
+                match fd_path(dirfd) {
+                    Some(t) => (t, true),
+                    None => return leaving::execveat(dirfd, path, argv, envp, flags),
+                }
+            } else if name.starts_with(b"/") || dirfd == libc::AT_FDCWD {
+                (path_of(path).to_path_buf(), false)
+            } else {
+                let mut st: libc::stat = std::mem::zeroed();
+                let nofollow = flags & libc::AT_SYMLINK_NOFOLLOW;
+                if libc::fstatat(dirfd, path, &mut st, nofollow) != 0 {
+                    // The real call fails the same way.
+                    return leaving::execveat(dirfd, path, argv, envp, flags);
+                }
+                let mut t = format!("/proc/self/fd/{dirfd}/").into_bytes();
+                t.extend_from_slice(name);
+                (PathBuf::from(std::ffi::OsString::from_vec(t)), true)
+            };
+            let mut t = Target::new(&target, argv, env_path(envp));
+            t.by_fd = by_fd;
+            if let Some(e) = check(t) {
+                return fail(e);
             }
-            let mut t = format!("/proc/self/fd/{dirfd}/").into_bytes();
-            t.extend_from_slice(name);
-            (PathBuf::from(std::ffi::OsString::from_vec(t)), true)
-        };
-        let mut t = Target::new(&target, argv, env_path(envp));
-        t.by_fd = by_fd;
-        if let Some(e) = check(t) {
-            return fail(e);
-        }
-        match env_for(&target, envp) {
-            Ok((_keep, env)) => real::execveat(dirfd, path, argv, env, flags),
-            Err(e) => fail(e),
-        }
-    })
+            match env_for(&target, envp) {
+                Ok((_keep, env)) => leaving::execveat(dirfd, path, argv, env, flags),
+                Err(e) => fail(e),
+            }
+        },
+    )
 }
 
 #[no_mangle]
@@ -583,28 +660,33 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    guarded(libc::EPERM, libc::EPERM, || {
-        let envp = envp as *const *const c_char;
-        if path.is_null() {
-            return real::posix_spawn(pid, path, actions, attr, argv, envp.cast());
-        }
-        let target = path_of(path);
-        let plan = match spawn_plan(actions, attr) {
-            Ok(p) => p,
-            Err(why) if target.is_relative() => return refuse(target, &Could(why)),
-            Err(_) => SpawnPlan::default(),
-        };
-        let mut t = Target::new(target, argv.cast(), env_path(envp));
-        t.cwd = plan.cwd.as_deref();
-        t.creds = plan.creds;
-        if let Some(e) = check(t) {
-            return e;
-        }
-        match env_for(target, envp) {
-            Ok((_keep, env)) => real::posix_spawn(pid, path, actions, attr, argv, env.cast()),
-            Err(e) => e,
-        }
-    })
+    hook(
+        || libc::EAGAIN,
+        libc::EPERM,
+        libc::EPERM,
+        || {
+            let envp = envp as *const *const c_char;
+            if path.is_null() {
+                return real::posix_spawn(pid, path, actions, attr, argv, envp.cast());
+            }
+            let target = path_of(path);
+            let plan = match spawn_plan(actions, attr) {
+                Ok(p) => p,
+                Err(why) if target.is_relative() => return refuse(target, &Could(why)),
+                Err(_) => SpawnPlan::default(),
+            };
+            let mut t = Target::new(target, argv.cast(), env_path(envp));
+            t.cwd = plan.cwd.as_deref();
+            t.creds = plan.creds;
+            if let Some(e) = check(t) {
+                return e;
+            }
+            match env_for(target, envp) {
+                Ok((_keep, env)) => real::posix_spawn(pid, path, actions, attr, argv, env.cast()),
+                Err(e) => e,
+            }
+        },
+    )
 }
 
 #[no_mangle]
@@ -616,31 +698,36 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    guarded(libc::EPERM, libc::EPERM, || {
-        let envp = envp as *const *const c_char;
-        if file.is_null() {
-            return real::posix_spawnp(pid, file, actions, attr, argv, envp.cast());
-        }
-        let plan = match spawn_plan(actions, attr) {
-            Ok(p) => p,
-            Err(why) if looks_here(file) => return refuse(path_of(file), &Could(why)),
-            Err(_) => SpawnPlan::default(),
-        };
-        let found = search(file, plan.cwd.as_deref());
-        if let Some(target) = &found {
-            let mut t = Target::new(target, argv.cast(), env_path(envp));
-            t.cwd = plan.cwd.as_deref();
-            t.creds = plan.creds;
-            if let Some(e) = check(t) {
-                return e;
+    hook(
+        || libc::EAGAIN,
+        libc::EPERM,
+        libc::EPERM,
+        || {
+            let envp = envp as *const *const c_char;
+            if file.is_null() {
+                return real::posix_spawnp(pid, file, actions, attr, argv, envp.cast());
             }
-        }
-        let shown = found.unwrap_or_else(|| path_of(file).to_path_buf());
-        match env_for(&shown, envp) {
-            Ok((_keep, env)) => real::posix_spawnp(pid, file, actions, attr, argv, env.cast()),
-            Err(e) => e,
-        }
-    })
+            let plan = match spawn_plan(actions, attr) {
+                Ok(p) => p,
+                Err(why) if looks_here(file) => return refuse(path_of(file), &Could(why)),
+                Err(_) => SpawnPlan::default(),
+            };
+            let found = search(file, plan.cwd.as_deref());
+            if let Some(target) = &found {
+                let mut t = Target::new(target, argv.cast(), env_path(envp));
+                t.cwd = plan.cwd.as_deref();
+                t.creds = plan.creds;
+                if let Some(e) = check(t) {
+                    return e;
+                }
+            }
+            let shown = found.unwrap_or_else(|| path_of(file).to_path_buf());
+            match env_for(&shown, envp) {
+                Ok((_keep, env)) => real::posix_spawnp(pid, file, actions, attr, argv, env.cast()),
+                Err(e) => e,
+            }
+        },
+    )
 }
 
 /// `system` and `popen` run `/bin/sh` with our environment through glibc's internal spawn:
@@ -688,28 +775,41 @@ fn refuse_env(u: Unfit) {
 
 #[no_mangle]
 pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
-    guarded(-1, libc::EPERM, || {
-        // system(NULL) only asks whether a shell exists.
-        if !command.is_null() {
-            if let Err(u) = restore_own_env() {
-                refuse_env(u);
-                return fail(libc::EPERM);
+    hook(
+        || fail(libc::EAGAIN),
+        -1,
+        libc::EPERM,
+        || {
+            // system(NULL) only asks whether a shell exists.
+            if !command.is_null() {
+                if let Err(u) = restore_own_env() {
+                    refuse_env(u);
+                    return fail(libc::EPERM);
+                }
             }
-        }
-        real::system(command)
-    })
+            real::system(command)
+        },
+    )
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *mut FILE {
-    guarded(std::ptr::null_mut(), libc::EPERM, || {
-        if let Err(u) = restore_own_env() {
-            refuse_env(u);
-            set_errno(libc::EPERM);
-            return std::ptr::null_mut();
-        }
-        real::popen(command, mode)
-    })
+    hook(
+        || {
+            set_errno(libc::EAGAIN);
+            std::ptr::null_mut()
+        },
+        std::ptr::null_mut(),
+        libc::EPERM,
+        || {
+            if let Err(u) = restore_own_env() {
+                refuse_env(u);
+                set_errno(libc::EPERM);
+                return std::ptr::null_mut();
+            }
+            real::popen(command, mode)
+        },
+    )
 }
 
 // execl, execle and execlp are variadic: defined in csrc/variadic.c, which collects the
@@ -722,7 +822,12 @@ pub unsafe extern "C" fn proxify_execve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    guarded(-1, libc::EPERM, || do_execve(path, argv, envp))
+    hook(
+        || fail(libc::EAGAIN),
+        -1,
+        libc::EPERM,
+        || do_execve(path, argv, envp),
+    )
 }
 
 /// `execvpe` for the C-defined `execlp`.
@@ -732,7 +837,12 @@ pub unsafe extern "C" fn proxify_execvpe(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    guarded(-1, libc::EPERM, || do_execvpe(file, argv, envp))
+    hook(
+        || fail(libc::EAGAIN),
+        -1,
+        libc::EPERM,
+        || do_execvpe(file, argv, envp),
+    )
 }
 
 /// Where and as whom a `posix_spawn` child execs.

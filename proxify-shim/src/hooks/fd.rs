@@ -7,7 +7,7 @@
 use crate::engine::dnsresp;
 use crate::engine::nbconnect;
 use crate::state::fdtable::{self, Kind};
-use crate::sys::guard::{caught, guarded, set_errno};
+use crate::sys::guard::{caught, guarded, hook, set_errno};
 use crate::sys::real;
 use libc::{c_int, c_uint, c_ulong};
 
@@ -16,17 +16,31 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     if fdtable::none_tracked() && dnsresp::idle() {
         return real::close(fd);
     }
-    guarded(-1, libc::EIO, || {
-        dnsresp::forget(fd);
-        if !fdtable::none_tracked() {
+    hook(
+        // From a signal handler that interrupted proxify (sys::guard::hook): the table is
+        // lock-free; the DNS responder's own table is not, and a stale entry of it is only
+        // ever compared with the fd's peer.
+        || {
             if fdtable::is_internal(fd) {
-                // One of ours (a daemon closing every fd): it stays open, the program moves on.
                 return 0;
             }
             fdtable::clear(fd);
-        }
-        real::close(fd)
-    })
+            real::close(fd)
+        },
+        -1,
+        libc::EIO,
+        || {
+            dnsresp::forget(fd);
+            if !fdtable::none_tracked() {
+                if fdtable::is_internal(fd) {
+                    // One of ours (a daemon closing every fd): it stays open, the program moves on.
+                    return 0;
+                }
+                fdtable::clear(fd);
+            }
+            real::close(fd)
+        },
+    )
 }
 
 /// `newfd` is a copy of `oldfd`: the table copies the state, and a running non-blocking
@@ -43,12 +57,30 @@ fn dup_done(oldfd: c_int, r: c_int) -> c_int {
     if r < 0 || fdtable::none_tracked() {
         return r;
     }
-    match caught(|| duplicated(oldfd, r)) {
-        Some(()) => r,
-        None => {
+    let recorded = hook(
+        // From a signal handler that interrupted proxify: a handshaking socket's copy must be
+        // told to its handshake, under a lock: refused (EBUSY); any other copy is lock-free.
+        || {
+            if fdtable::kind(oldfd) == Some(Kind::Handshaking) {
+                Err(libc::EBUSY)
+            } else {
+                fdtable::duplicate(oldfd, r);
+                Ok(())
+            }
+        },
+        Err(libc::EIO),
+        libc::EIO,
+        || {
+            duplicated(oldfd, r);
+            Ok(())
+        },
+    );
+    match recorded {
+        Ok(()) => r,
+        Err(e) => {
             // SAFETY: r is the copy the dup just made; the program has not been told of it.
             unsafe { real::close(r) };
-            set_errno(libc::EIO);
+            set_errno(e);
             -1
         }
     }

@@ -4,7 +4,7 @@
 use crate::engine::bind;
 use crate::state::fdtable::{self, Entry, Kind};
 use crate::state::runtime;
-use crate::sys::guard::{guarded, set_errno};
+use crate::sys::guard::{guarded, hook, set_errno};
 use crate::sys::real;
 use crate::sys::sockaddr as sa;
 use crate::sys::socket::{local_addr, socket_domain, socket_type};
@@ -21,65 +21,81 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
     let Some(a) = sa::read(addr, len) else {
         return real::bind(fd, addr, len);
     };
-    guarded(-1, libc::EIO, || {
-        // Binding to a proxy-side address we reported (as curl's active FTP does with the
-        // control connection's getsockname) means "the address the proxy will use": bind
-        // locally to the wildcard and ask the proxy to BIND now, since such programs read
-        // the port with getsockname before they call listen().
-        let proxy_side = bind::is_reported(&a.ip());
-        let r = if proxy_side {
-            let any = if a.is_ipv4() {
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-            } else {
-                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-            };
-            let (st, l) = sa::to_storage(&SocketAddr::new(any, a.port()));
-            log::debug!("bind fd {fd} to proxy-side {a}: bound to {any} locally");
-            real::bind(fd, &st as *const _ as *const sockaddr, l)
-        } else {
-            real::bind(fd, addr, len)
-        };
-        let stream = matches!(socket_type(fd), Some((libc::SOCK_STREAM, _)));
-        if r == 0 && proxy_side && stream {
-            let rt = runtime::get();
-            if let Some(peer) = bind::wanted_at_bind(rt) {
-                let family = socket_domain(fd);
-                let shown = peer.to_string();
-                return match bind::start(rt, fd, family, peer) {
-                    Ok(bound) => {
-                        log::info!("bind fd {fd}: BIND through the proxy for {shown} (bound to the proxy-side address proxify reported), proxy listens on {bound}");
-                        0
-                    }
-                    Err(f) => {
-                        log::warn!(
-                            "cannot listen through the proxy (BIND for {shown}): {}",
-                            f.msg
-                        );
-                        fail(f.errno)
-                    }
+    // From a signal handler that interrupted proxify: the proxy-side addresses are behind a
+    // lock; the bind is the kernel's.
+    hook(
+        || real::bind(fd, addr, len),
+        -1,
+        libc::EIO,
+        || {
+            // Binding to a proxy-side address we reported (as curl's active FTP does with the
+            // control connection's getsockname) means "the address the proxy will use": bind
+            // locally to the wildcard and ask the proxy to BIND now, since such programs read
+            // the port with getsockname before they call listen().
+            let proxy_side = bind::is_reported(&a.ip());
+            let r = if proxy_side {
+                let any = if a.is_ipv4() {
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                } else {
+                    IpAddr::V6(Ipv6Addr::UNSPECIFIED)
                 };
+                let (st, l) = sa::to_storage(&SocketAddr::new(any, a.port()));
+                log::debug!("bind fd {fd} to proxy-side {a}: bound to {any} locally");
+                real::bind(fd, &st as *const _ as *const sockaddr, l)
+            } else {
+                real::bind(fd, addr, len)
+            };
+            let stream = matches!(socket_type(fd), Some((libc::SOCK_STREAM, _)));
+            if r == 0 && proxy_side && stream {
+                let rt = runtime::get();
+                if let Some(peer) = bind::wanted_at_bind(rt) {
+                    let family = socket_domain(fd);
+                    let shown = peer.to_string();
+                    return match bind::start(rt, fd, family, peer) {
+                        Ok(bound) => {
+                            log::info!("bind fd {fd}: BIND through the proxy for {shown} (bound to the proxy-side address proxify reported), proxy listens on {bound}");
+                            0
+                        }
+                        Err(f) => {
+                            log::warn!(
+                                "cannot listen through the proxy (BIND for {shown}): {}",
+                                f.msg
+                            );
+                            fail(f.errno)
+                        }
+                    };
+                }
             }
-        }
-        if r == 0 && a.port() == 0 && stream {
-            // Only a hint for `auto` (listen also treats a port-0 local address as ephemeral):
-            // an untracked fd just listens directly, as a non-ephemeral bind would.
-            let _ = fdtable::set(
-                fd,
-                Entry {
-                    kind: Kind::BoundEphemeral,
-                    peer: None,
-                    relay: None,
-                    ctrl: -1,
-                },
-            );
-        }
-        r
-    })
+            if r == 0 && a.port() == 0 && stream {
+                // Only a hint for `auto` (listen also treats a port-0 local address as ephemeral):
+                // an untracked fd just listens directly, as a non-ephemeral bind would.
+                let _ = fdtable::set(
+                    fd,
+                    Entry {
+                        kind: Kind::BoundEphemeral,
+                        peer: None,
+                        relay: None,
+                        ctrl: -1,
+                    },
+                );
+            }
+            r
+        },
+    )
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
-    guarded(-1, libc::EIO, || {
+    let reentered = || {
+        // From a signal handler that interrupted proxify: the BIND decision needs locks; the
+        // listener stays local (never a path around the proxy).
+        if is_bind(fd) {
+            0
+        } else {
+            real::listen(fd, backlog)
+        }
+    };
+    hook(reentered, -1, libc::EIO, || {
         if is_bind(fd) {
             // The BIND already started at bind() time.
             return 0;
@@ -171,12 +187,22 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut sockle
     if fdtable::none_tracked() {
         return real::accept(fd, addr, len);
     }
-    guarded(-1, libc::EIO, || {
-        if is_bind(fd) {
-            return accept_bind(fd, addr, len, 0);
-        }
-        real::accept(fd, addr, len)
-    })
+    hook(
+        || {
+            if is_bind(fd) {
+                return fail(libc::EAGAIN);
+            }
+            real::accept(fd, addr, len)
+        },
+        -1,
+        libc::EIO,
+        || {
+            if is_bind(fd) {
+                return accept_bind(fd, addr, len, 0);
+            }
+            real::accept(fd, addr, len)
+        },
+    )
 }
 
 #[no_mangle]
@@ -189,12 +215,24 @@ pub unsafe extern "C" fn accept4(
     if fdtable::none_tracked() {
         return real::accept4(fd, addr, len, flags);
     }
-    guarded(-1, libc::EIO, || {
-        if is_bind(fd) {
-            return accept_bind(fd, addr, len, flags);
-        }
-        real::accept4(fd, addr, len, flags)
-    })
+    hook(
+        // From a signal handler that interrupted proxify (sys::guard::hook): a BIND's second
+        // reply cannot be read there (its handshake is behind a lock): no connection yet.
+        || {
+            if is_bind(fd) {
+                return fail(libc::EAGAIN);
+            }
+            real::accept4(fd, addr, len, flags)
+        },
+        -1,
+        libc::EIO,
+        || {
+            if is_bind(fd) {
+                return accept_bind(fd, addr, len, flags);
+            }
+            real::accept4(fd, addr, len, flags)
+        },
+    )
 }
 
 #[no_mangle]

@@ -13,7 +13,7 @@
 use crate::engine::evreg;
 use crate::engine::nbconnect::{self, Progress};
 use crate::state::fdtable;
-use crate::sys::guard::{guarded, set_errno};
+use crate::sys::guard::{hook, set_errno};
 use crate::sys::real;
 use libc::{c_int, c_short, c_ulong, epoll_event, fd_set, nfds_t, pollfd, sigset_t, size_t};
 use libc::{timespec, timeval};
@@ -185,9 +185,17 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_
     if fdtable::none_handshaking() || fds.is_null() || !any_ours(fds, n) {
         return real::poll(fds, n, timeout);
     }
-    guarded(-1, libc::EIO, || {
+    hook(interrupted, -1, libc::EIO, || {
         poll_slow(fds, n, ms_dur(timeout), std::ptr::null())
     })
+}
+
+/// A wait from a signal handler that interrupted proxify on this thread (sys::guard::hook):
+/// handshakes cannot be stepped there (their state is behind locks): EINTR, which every wait
+/// may return and every caller retries.
+fn interrupted() -> c_int {
+    set_errno(libc::EINTR);
+    -1
 }
 
 #[no_mangle]
@@ -203,7 +211,9 @@ pub unsafe extern "C" fn ppoll(
     let Ok(timeout) = ts_dur(tmo) else {
         return real::ppoll(fds, n, tmo, sigmask);
     };
-    guarded(-1, libc::EIO, || poll_slow(fds, n, timeout, sigmask))
+    hook(interrupted, -1, libc::EIO, || {
+        poll_slow(fds, n, timeout, sigmask)
+    })
 }
 
 /// `poll` built with `_FORTIFY_SOURCE`.
@@ -370,9 +380,12 @@ pub unsafe extern "C" fn select(
         Some(Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000))
     };
     let start = Instant::now();
-    match guarded(Some(-1), libc::EIO, || {
-        select_slow(nfds, r, w, e, timeout, std::ptr::null())
-    }) {
+    match hook(
+        || Some(interrupted()),
+        Some(-1),
+        libc::EIO,
+        || select_slow(nfds, r, w, e, timeout, std::ptr::null()),
+    ) {
         None => real::select(nfds, r, w, e, tmo),
         Some(rc) => {
             // Linux reports the time left.
@@ -401,9 +414,12 @@ pub unsafe extern "C" fn pselect(
     let Ok(timeout) = ts_dur(tmo) else {
         return real::pselect(nfds, r, w, e, tmo, sigmask);
     };
-    match guarded(Some(-1), libc::EIO, || {
-        select_slow(nfds, r, w, e, timeout, sigmask)
-    }) {
+    match hook(
+        || Some(interrupted()),
+        Some(-1),
+        libc::EIO,
+        || select_slow(nfds, r, w, e, timeout, sigmask),
+    ) {
         None => real::pselect(nfds, r, w, e, tmo, sigmask),
         Some(rc) => rc,
     }
@@ -418,14 +434,51 @@ pub unsafe extern "C" fn epoll_ctl(
     fd: c_int,
     ev: *mut epoll_event,
 ) -> c_int {
-    guarded(-1, libc::EIO, || {
-        let hs = if fdtable::none_handshaking() {
-            None
-        } else {
-            nbconnect::hs_of(fd)
-        };
-        evreg::epoll_ctl(epfd, op, fd, ev, hs)
-    })
+    hook(
+        // From a signal handler that interrupted proxify: the registration records are behind
+        // a lock. A handshaking socket's registration cannot be changed there (EBUSY); any
+        // other goes to the kernel unrecorded (it only matters for a socket whose connect has
+        // not started yet).
+        || {
+            if fdtable::kind(fd) == Some(fdtable::Kind::Handshaking) {
+                set_errno(libc::EBUSY);
+                -1
+            } else {
+                real::epoll_ctl(epfd, op, fd, ev)
+            }
+        },
+        -1,
+        libc::EIO,
+        || {
+            let hs = if fdtable::none_handshaking() {
+                None
+            } else {
+                nbconnect::hs_of(fd)
+            };
+            evreg::epoll_ctl(epfd, op, fd, ev, hs)
+        },
+    )
+}
+
+/// An epoll wait from a signal handler that interrupted proxify: the kernel's events without
+/// ours (our readiness fds are level-triggered: they fire again for the next wait), or EINTR
+/// when only ours came.
+unsafe fn epoll_reentered(
+    events: *mut epoll_event,
+    first: Option<c_int>,
+    wait: &mut dyn FnMut() -> c_int,
+) -> c_int {
+    let r = match first {
+        Some(r) => r,
+        None => wait(),
+    };
+    if r <= 0 {
+        return r;
+    }
+    match evreg::drop_ours(events, r as usize) {
+        0 => interrupted(),
+        kept => kept as c_int,
+    }
 }
 
 /// The epoll loop while handshakes have registrations swapped: `wait` is the real call with a
@@ -490,11 +543,20 @@ pub unsafe extern "C" fn epoll_wait(
         }
         first = Some(r);
     }
-    guarded(-1, libc::EIO, || {
-        epoll_slow(epfd, events, max, ms_dur(timeout), first, &mut |t| {
-            real::epoll_wait(epfd, events, max, to_ms(t))
-        })
-    })
+    hook(
+        || {
+            epoll_reentered(events, first, &mut || {
+                real::epoll_wait(epfd, events, max, timeout)
+            })
+        },
+        -1,
+        libc::EIO,
+        || {
+            epoll_slow(epfd, events, max, ms_dur(timeout), first, &mut |t| {
+                real::epoll_wait(epfd, events, max, to_ms(t))
+            })
+        },
+    )
 }
 
 #[no_mangle]
@@ -513,11 +575,20 @@ pub unsafe extern "C" fn epoll_pwait(
         }
         first = Some(r);
     }
-    guarded(-1, libc::EIO, || {
-        epoll_slow(epfd, events, max, ms_dur(timeout), first, &mut |t| {
-            real::epoll_pwait(epfd, events, max, to_ms(t), sigmask)
-        })
-    })
+    hook(
+        || {
+            epoll_reentered(events, first, &mut || {
+                real::epoll_pwait(epfd, events, max, timeout, sigmask)
+            })
+        },
+        -1,
+        libc::EIO,
+        || {
+            epoll_slow(epfd, events, max, ms_dur(timeout), first, &mut |t| {
+                real::epoll_pwait(epfd, events, max, to_ms(t), sigmask)
+            })
+        },
+    )
 }
 
 #[no_mangle]
@@ -539,17 +610,26 @@ pub unsafe extern "C" fn epoll_pwait2(
     let Ok(timeout) = ts_dur(tmo) else {
         return real::epoll_pwait2(epfd, events, max, tmo, sigmask);
     };
-    guarded(-1, libc::EIO, || {
-        epoll_slow(epfd, events, max, timeout, first, &mut |t| {
-            let ts = t.map(to_ts);
-            real::epoll_pwait2(
-                epfd,
-                events,
-                max,
-                ts.as_ref()
-                    .map_or(std::ptr::null(), |t| t as *const timespec),
-                sigmask,
-            )
-        })
-    })
+    hook(
+        || {
+            epoll_reentered(events, first, &mut || {
+                real::epoll_pwait2(epfd, events, max, tmo, sigmask)
+            })
+        },
+        -1,
+        libc::EIO,
+        || {
+            epoll_slow(epfd, events, max, timeout, first, &mut |t| {
+                let ts = t.map(to_ts);
+                real::epoll_pwait2(
+                    epfd,
+                    events,
+                    max,
+                    ts.as_ref()
+                        .map_or(std::ptr::null(), |t| t as *const timespec),
+                    sigmask,
+                )
+            })
+        },
+    )
 }

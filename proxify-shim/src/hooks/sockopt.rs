@@ -5,7 +5,7 @@
 
 use crate::engine::nbconnect;
 use crate::state::fdtable;
-use crate::sys::guard::guarded;
+use crate::sys::guard::{guarded, hook};
 use crate::sys::real;
 use libc::{c_int, c_void, socklen_t};
 
@@ -28,17 +28,25 @@ pub unsafe extern "C" fn getsockopt(
     {
         return real::getsockopt(fd, level, name, val, len);
     }
-    guarded(-1, libc::EIO, || {
-        let Some(err) = nbconnect::pending_error(fd) else {
-            return real::getsockopt(fd, level, name, val, len);
-        };
-        // The real call checks the arguments (and clears any error of the kernel's own).
-        let r = real::getsockopt(fd, level, name, val, len);
-        if r == 0 && *len as usize >= std::mem::size_of::<c_int>() {
-            *(val as *mut c_int) = err;
-        }
-        r
-    })
+    hook(
+        // From a signal handler that interrupted proxify (sys::guard::hook): the handshake's
+        // state is behind a lock; the kernel's answer (no error yet) is what a connect still
+        // in progress gives.
+        || real::getsockopt(fd, level, name, val, len),
+        -1,
+        libc::EIO,
+        || {
+            let Some(err) = nbconnect::pending_error(fd) else {
+                return real::getsockopt(fd, level, name, val, len);
+            };
+            // The real call checks the arguments (and clears any error of the kernel's own).
+            let r = real::getsockopt(fd, level, name, val, len);
+            if r == 0 && *len as usize >= std::mem::size_of::<c_int>() {
+                *(val as *mut c_int) = err;
+            }
+            r
+        },
+    )
 }
 
 /// `SO_DOMAIN`: the program's family if proxify replaced the socket (`fdtable::program_family`).

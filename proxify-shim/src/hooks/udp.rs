@@ -15,7 +15,7 @@ use crate::engine::udp::{self, assoc};
 use crate::policy::decide::{self, Route};
 use crate::state::fdtable::{self, Entry};
 use crate::state::runtime;
-use crate::sys::guard::{guarded, set_errno};
+use crate::sys::guard::{hook, set_errno};
 use crate::sys::socket::socket_type;
 use crate::sys::{error, real, sockaddr};
 use libc::{c_int, c_uint, c_void, iovec, msghdr, size_t, socklen_t, ssize_t};
@@ -49,7 +49,9 @@ unsafe fn classify(
         return Verdict::Real;
     };
     if dest.port() == 53
-        && guarded(false, libc::EIO, || {
+        // From a signal handler that interrupted proxify (sys::guard::hook) the resolver list
+        // is behind a lock: any port-53 destination counts as a resolver then (fail closed).
+        && hook(|| true, false, libc::EIO, || {
             crate::engine::dnsresp::is_resolver(&dest)
         })
     {
@@ -58,69 +60,84 @@ unsafe fn classify(
     if decide::trivially_direct(&dest) {
         return Verdict::Real;
     }
-    guarded(Verdict::Fail, libc::EIO, || {
-        let target = match decide::route(dest) {
-            Route::Direct(decide::Direct::Rule(_, Some(to))) => {
-                // Expressed as the program expressed the original (v4, or v6/v4-mapped).
-                let fam = if dest.is_ipv4() {
-                    libc::AF_INET
-                } else {
-                    libc::AF_INET6
-                };
-                return match sockaddr::for_family(to, fam) {
-                    Some(a) => Verdict::RealTo(a),
-                    None => {
-                        set_errno(libc::EAFNOSUPPORT);
-                        Verdict::Fail
-                    }
-                };
-            }
-            Route::Direct(why) => {
-                if let decide::Direct::Rule(d, _) = &why {
-                    if d.by_no_proxy() {
-                        // Only with --no-proxy-env: each direct path it opens is said at -v.
-                        log::info!("datagram to {dest}: direct {why} (--no-proxy-env)");
-                    }
+    hook(
+        || {
+            set_errno(libc::EAGAIN);
+            Verdict::Fail
+        },
+        Verdict::Fail,
+        libc::EIO,
+        || {
+            let target = match decide::route(dest) {
+                Route::Direct(decide::Direct::Rule(_, Some(to))) => {
+                    // Expressed as the program expressed the original (v4, or v6/v4-mapped).
+                    let fam = if dest.is_ipv4() {
+                        libc::AF_INET
+                    } else {
+                        libc::AF_INET6
+                    };
+                    return match sockaddr::for_family(to, fam) {
+                        Some(a) => Verdict::RealTo(a),
+                        None => {
+                            set_errno(libc::EAFNOSUPPORT);
+                            Verdict::Fail
+                        }
+                    };
                 }
-                return Verdict::Real;
-            }
-            Route::Deny(e, why) => {
-                log::warn!("refusing datagram to {dest}: {why}");
-                set_errno(e);
-                return Verdict::Fail;
-            }
-            Route::Proxy(p) => p.target,
-        };
-        match socket_type(fd) {
-            // A connected TCP socket ignores the address; an unconnected one with
-            // MSG_FASTOPEN would connect directly: it connects through the proxy instead.
-            Some((libc::SOCK_STREAM, _)) if flags & libc::MSG_FASTOPEN == 0 => Verdict::Real,
-            Some((libc::SOCK_STREAM, _)) => {
-                log::debug!("TCP Fast Open to {target}: a proxied connect, then the send");
-                Verdict::FastOpen
-            }
-            Some((libc::SOCK_DGRAM, _)) => Verdict::Udp(
-                target,
-                if dest.is_ipv4() {
-                    libc::AF_INET
-                } else {
-                    libc::AF_INET6
-                },
-            ),
-            Some((ty, proto)) => {
-                log::warn!(
+                Route::Direct(why) => {
+                    if let decide::Direct::Rule(d, _) = &why {
+                        if d.by_no_proxy() {
+                            // Only with --no-proxy-env: each direct path it opens is said at -v.
+                            log::info!("datagram to {dest}: direct {why} (--no-proxy-env)");
+                        }
+                    }
+                    return Verdict::Real;
+                }
+                Route::Deny(e, why) => {
+                    log::warn!("refusing datagram to {dest}: {why}");
+                    set_errno(e);
+                    return Verdict::Fail;
+                }
+                Route::Proxy(p) => p.target,
+            };
+            match socket_type(fd) {
+                // A connected TCP socket ignores the address; an unconnected one with
+                // MSG_FASTOPEN would connect directly: it connects through the proxy instead.
+                Some((libc::SOCK_STREAM, _)) if flags & libc::MSG_FASTOPEN == 0 => Verdict::Real,
+                Some((libc::SOCK_STREAM, _)) => {
+                    log::debug!("TCP Fast Open to {target}: a proxied connect, then the send");
+                    Verdict::FastOpen
+                }
+                Some((libc::SOCK_DGRAM, _)) => Verdict::Udp(
+                    target,
+                    if dest.is_ipv4() {
+                        libc::AF_INET
+                    } else {
+                        libc::AF_INET6
+                    },
+                ),
+                Some((ty, proto)) => {
+                    log::warn!(
                     "refusing to send to {}: socket type {ty}/protocol {proto} cannot go through a SOCKS proxy",
                     target
                 );
-                set_errno(libc::EACCES);
-                Verdict::Fail
+                    set_errno(libc::EACCES);
+                    Verdict::Fail
+                }
+                None => {
+                    set_errno(error::errno());
+                    Verdict::Fail
+                }
             }
-            None => {
-                set_errno(error::errno());
-                Verdict::Fail
-            }
-        }
-    })
+        },
+    )
+}
+
+/// From a signal handler that interrupted proxify: a datagram that needs the association, the
+/// policy or the DNS responder (all behind locks) is not sent: EAGAIN, as a full socket says.
+fn would_block<T>(v: T) -> T {
+    set_errno(libc::EAGAIN);
+    v
 }
 
 /// Sends through the association of `fd` (set up now if needed).
@@ -132,22 +149,27 @@ unsafe fn send_udp(
     control: (*mut c_void, usize),
     flags: c_int,
 ) -> ssize_t {
-    guarded(-1, libc::EIO, || {
-        let rt = runtime::get();
-        let mut entry = match udp::assoc_for(rt, fd, family, &target) {
-            Ok(e) => e,
-            Err(f) => {
-                log::warn!("refusing datagram to {}: {}", target, f.msg);
-                set_errno(f.errno);
-                return -1;
-            }
-        };
-        // An explicit destination on a socket connected through the relay: the kernel would
-        // refuse a name on a connected UDP socket only for TCP; for UDP it sends to the name
-        // given, so address the relay explicitly.
-        entry.peer = None;
-        udp::send(&entry, fd, &target, iov, control, flags)
-    })
+    hook(
+        || would_block(-1),
+        -1,
+        libc::EIO,
+        || {
+            let rt = runtime::get();
+            let mut entry = match udp::assoc_for(rt, fd, family, &target) {
+                Ok(e) => e,
+                Err(f) => {
+                    log::warn!("refusing datagram to {}: {}", target, f.msg);
+                    set_errno(f.errno);
+                    return -1;
+                }
+            };
+            // An explicit destination on a socket connected through the relay: the kernel would
+            // refuse a name on a connected UDP socket only for TCP; for UDP it sends to the name
+            // given, so address the relay explicitly.
+            entry.peer = None;
+            udp::send(&entry, fd, &target, iov, control, flags)
+        },
+    )
 }
 
 /// A send without a destination on an associated, connected socket.
@@ -158,19 +180,24 @@ unsafe fn send_connected(
     control: (*mut c_void, usize),
     flags: c_int,
 ) -> ssize_t {
-    guarded(-1, libc::EIO, || {
-        let Some(peer) = entry.peer else {
-            set_errno(libc::EDESTADDRREQ);
-            return -1;
-        };
-        match udp::target_of(peer) {
-            Ok(t) => udp::send(entry, fd, &t, iov, control, flags),
-            Err(f) => {
-                set_errno(f.errno);
-                -1
+    hook(
+        || would_block(-1),
+        -1,
+        libc::EIO,
+        || {
+            let Some(peer) = entry.peer else {
+                set_errno(libc::EDESTADDRREQ);
+                return -1;
+            };
+            match udp::target_of(peer) {
+                Ok(t) => udp::send(entry, fd, &t, iov, control, flags),
+                Err(f) => {
+                    set_errno(f.errno);
+                    -1
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 /// A send without an address on a socket connected to a system resolver: answered here.
@@ -179,16 +206,22 @@ pub fn dns_connected(fd: c_int, iov: &[iovec], flags: c_int) -> Option<ssize_t> 
     if crate::engine::dnsresp::idle() {
         return None;
     }
-    guarded(Some(-1), libc::EIO, || {
-        crate::engine::dnsresp::send(fd, None, iov, flags)
-    })
+    hook(
+        || would_block(Some(-1)),
+        Some(-1),
+        libc::EIO,
+        || crate::engine::dnsresp::send(fd, None, iov, flags),
+    )
 }
 
 /// A datagram to a system resolver; None: send it as it is.
 fn dns_to(fd: c_int, dest: SocketAddr, iov: &[iovec], flags: c_int) -> Option<ssize_t> {
-    guarded(Some(-1), libc::EIO, || {
-        crate::engine::dnsresp::send(fd, Some(dest), iov, flags)
-    })
+    hook(
+        || would_block(Some(-1)),
+        Some(-1),
+        libc::EIO,
+        || crate::engine::dnsresp::send(fd, Some(dest), iov, flags),
+    )
 }
 
 /// TCP Fast Open to a proxied destination: the connect goes through the proxy (the connect
@@ -387,37 +420,42 @@ pub unsafe extern "C" fn sendmmsg(
 
 /// recvmsg on an associated socket, filling the caller's msghdr.
 unsafe fn recv_assoc(e: &Entry, fd: c_int, m: &mut msghdr, flags: c_int) -> ssize_t {
-    guarded(-1, libc::EIO, || {
-        let mut clen = m.msg_controllen;
-        let control = if m.msg_control.is_null() {
-            (std::ptr::null_mut(), std::ptr::null_mut())
-        } else {
-            (m.msg_control, &mut clen as *mut usize)
-        };
-        match udp::recv(e, fd, iovs(m), control, flags) {
-            Ok(r) => {
-                if !m.msg_control.is_null() {
-                    m.msg_controllen = clen as _;
+    hook(
+        || would_block(-1),
+        -1,
+        libc::EIO,
+        || {
+            let mut clen = m.msg_controllen;
+            let control = if m.msg_control.is_null() {
+                (std::ptr::null_mut(), std::ptr::null_mut())
+            } else {
+                (m.msg_control, &mut clen as *mut usize)
+            };
+            match udp::recv(e, fd, iovs(m), control, flags) {
+                Ok(r) => {
+                    if !m.msg_control.is_null() {
+                        m.msg_controllen = clen as _;
+                    }
+                    m.msg_flags = if r.full > r.copied {
+                        libc::MSG_TRUNC
+                    } else {
+                        0
+                    };
+                    if !m.msg_name.is_null() {
+                        let mut l = m.msg_namelen;
+                        sockaddr::write_out(&r.from, m.msg_name as *mut libc::sockaddr, &mut l);
+                        m.msg_namelen = l;
+                    }
+                    (if flags & libc::MSG_TRUNC != 0 {
+                        r.full
+                    } else {
+                        r.copied
+                    }) as ssize_t
                 }
-                m.msg_flags = if r.full > r.copied {
-                    libc::MSG_TRUNC
-                } else {
-                    0
-                };
-                if !m.msg_name.is_null() {
-                    let mut l = m.msg_namelen;
-                    sockaddr::write_out(&r.from, m.msg_name as *mut libc::sockaddr, &mut l);
-                    m.msg_namelen = l;
-                }
-                (if flags & libc::MSG_TRUNC != 0 {
-                    r.full
-                } else {
-                    r.copied
-                }) as ssize_t
+                Err(()) => -1,
             }
-            Err(()) => -1,
-        }
-    })
+        },
+    )
 }
 
 #[no_mangle]
@@ -433,11 +471,7 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
     let r = real::recvmsg(fd, msg, flags);
     if r >= 0 && !msg.is_null() && !crate::engine::dnsresp::idle() {
         let m = &mut *msg;
-        crate::engine::dnsresp::fix_source(
-            fd,
-            m.msg_name as *mut libc::sockaddr,
-            &mut m.msg_namelen,
-        );
+        fix_source(fd, m.msg_name as *mut libc::sockaddr, &mut m.msg_namelen);
     }
     r
 }
@@ -474,7 +508,7 @@ pub unsafe extern "C" fn recvfrom(
     }
     let r = real::recvfrom(fd, buf, len, flags, addr, alen);
     if r >= 0 && !crate::engine::dnsresp::idle() {
-        crate::engine::dnsresp::fix_source(fd, addr, alen);
+        fix_source(fd, addr, alen);
     }
     r
 }
@@ -513,11 +547,7 @@ pub unsafe extern "C" fn recvmmsg(
         if r > 0 && !crate::engine::dnsresp::idle() {
             for i in 0..r as usize {
                 let m = &mut (*msgs.add(i)).msg_hdr;
-                crate::engine::dnsresp::fix_source(
-                    fd,
-                    m.msg_name as *mut libc::sockaddr,
-                    &mut m.msg_namelen,
-                );
+                fix_source(fd, m.msg_name as *mut libc::sockaddr, &mut m.msg_namelen);
             }
         }
         return r;
@@ -548,4 +578,15 @@ pub unsafe extern "C" fn recvmmsg(
     } else {
         got as c_int
     }
+}
+
+/// The DNS responder's source fix-up of a received datagram (its table is behind a lock: left
+/// as it is from a signal handler that interrupted proxify).
+unsafe fn fix_source(fd: c_int, addr: *mut libc::sockaddr, alen: *mut socklen_t) {
+    hook(
+        || (),
+        (),
+        0,
+        || crate::engine::dnsresp::fix_source(fd, addr, alen),
+    )
 }

@@ -24,6 +24,7 @@ use proxify_core::config::{
     parse_chains_var, parse_dnat_var, parse_rules_var, BindPolicy, Chain, ChainMode, Config,
     ENV_BIND, ENV_CHAINS, ENV_CONNECT_TIMEOUT, ENV_DIRECT, ENV_DNAT, ENV_HANDSHAKE_TIMEOUT,
     ENV_LOG, ENV_LOG_FILE, ENV_PROXY, ENV_PROXY_DNS, ENV_QUIET, ENV_REMOTE_DNS_SUBNET, ENV_RULES,
+    ENV_TRACE,
 };
 use proxify_core::rules::{no_proxy_rules, Dnat, HostMatch, Rule, DEFAULT_CHAIN};
 use std::path::PathBuf;
@@ -45,6 +46,7 @@ pub struct Sources {
     pub handshake_timeout: String,
     pub log: String,
     pub log_file: String,
+    pub trace: String,
     pub quiet: String,
     pub bind: String,
     pub proxy_dns: String,
@@ -95,6 +97,7 @@ pub struct Layer {
     /// The log filter (`None` inside: no log, as `-q` says).
     pub log: Option<Src<Option<String>>>,
     pub log_file: Option<Src<Option<String>>>,
+    pub trace: Option<Src<Option<String>>>,
     pub quiet: Option<Src<bool>>,
     pub proxy_dns: Option<Src<bool>>,
     /// A proxychains.conf without `proxy_dns`: off, but only for the file's own proxies.
@@ -139,6 +142,11 @@ pub fn flags(s: &Settings) -> Layer {
     l.handshake_timeout = s.timeout.map(|t| src(t, "--timeout"));
     l.bind = s.bind.map(|b| src(b, "--bind"));
     l.no_proxy_env = s.no_proxy_env.then(|| src(true, "--no-proxy-env"));
+    // Made absolute: the program (and the programs it runs) may change directory.
+    l.trace = s.trace.as_ref().map(|p| {
+        let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        src(Some(p.to_string_lossy().into_owned()), "--trace")
+    });
     // -q and -v both decide the log settings; clap rejects them together.
     if s.quiet {
         l.quiet = Some(src(true, "-q"));
@@ -166,18 +174,20 @@ fn overridden(flags: &Layer, key: &str) -> bool {
         ENV_HANDSHAKE_TIMEOUT => flags.handshake_timeout.is_some(),
         ENV_BIND => flags.bind.is_some(),
         ENV_LOG | ENV_QUIET => flags.log.is_some() || flags.quiet.is_some(),
+        ENV_TRACE => flags.trace.is_some(),
         _ => false,
     }
 }
 
 /// The `PROXIFY_*` variables `environment` reads.
-const ENV_KEYS: [&str; 13] = [
+const ENV_KEYS: [&str; 14] = [
     ENV_PROXY,
     ENV_DIRECT,
     ENV_CONNECT_TIMEOUT,
     ENV_HANDSHAKE_TIMEOUT,
     ENV_LOG,
     ENV_LOG_FILE,
+    ENV_TRACE,
     ENV_QUIET,
     ENV_BIND,
     ENV_PROXY_DNS,
@@ -270,6 +280,7 @@ pub fn environment(
     l.bind = from(ENV_BIND).map(|f| src(one.bind, &f));
     l.log = from(ENV_LOG).map(|f| src(one.log.clone(), &f));
     l.log_file = from(ENV_LOG_FILE).map(|f| src(one.log_file.clone(), &f));
+    l.trace = from(ENV_TRACE).map(|f| src(one.trace.clone(), &f));
     l.quiet = from(ENV_QUIET).map(|f| src(one.quiet, &f));
     l.proxy_dns = from(ENV_PROXY_DNS).and_then(|f| one.proxy_dns.map(|v| src(v, &f)));
     l.remote_dns_subnet =
@@ -317,6 +328,10 @@ pub fn file_layer(f: &FileSettings) -> Layer {
             .log_file
             .as_ref()
             .map(|v| src(Some(v.value.clone()), &v.from)),
+        trace: f
+            .trace
+            .as_ref()
+            .map(|v| src(Some(v.value.clone()), &v.from)),
         quiet: f.quiet.clone(),
         proxy_dns: f.proxy_dns.clone(),
         proxy_dns_implicit: f.proxy_dns_implicit,
@@ -350,6 +365,7 @@ pub fn merge(
         handshake_timeout: DEFAULT.into(),
         log: DEFAULT.into(),
         log_file: DEFAULT.into(),
+        trace: DEFAULT.into(),
         quiet: DEFAULT.into(),
         bind: DEFAULT.into(),
         proxy_dns: DEFAULT.into(),
@@ -460,6 +476,7 @@ pub fn merge(
     pick!(handshake_timeout);
     pick!(bind);
     pick!(log_file);
+    pick!(trace);
     pick!(quiet);
     pick!(log);
     // A proxychains.conf without proxy_dns only speaks for its own proxies.

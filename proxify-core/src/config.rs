@@ -46,6 +46,10 @@ pub const ENV_HANDSHAKE_TIMEOUT: &str = "PROXIFY_TIMEOUT";
 pub const ENV_LOG: &str = "PROXIFY_LOG";
 /// Log to this file instead of stderr.
 pub const ENV_LOG_FILE: &str = "PROXIFY_LOG_FILE";
+/// Write the trace (one JSON line per decision and outcome) to this file.
+pub const ENV_TRACE: &str = "PROXIFY_TRACE";
+/// The trace's size cap in bytes (default 16 MiB); read by the shim only.
+pub const ENV_TRACE_MAX: &str = "PROXIFY_TRACE_MAX";
 /// `1`: no output at all from the shim, not even the one-line failure notices.
 pub const ENV_QUIET: &str = "PROXIFY_QUIET";
 
@@ -267,6 +271,8 @@ pub struct Config {
     pub handshake_timeout: Duration,
     pub log: Option<String>,
     pub log_file: Option<String>,
+    /// The trace file (`--trace`).
+    pub trace: Option<String>,
     pub quiet: bool,
     pub bind: BindPolicy,
     /// Every chain, the default one (named `default`, hops = `proxies`) first when there is
@@ -289,6 +295,7 @@ impl Default for Config {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             log: None,
             log_file: None,
+            trace: None,
             quiet: false,
             bind: BindPolicy::Auto,
             chains: Vec::new(),
@@ -683,6 +690,7 @@ impl Config {
         }
         c.log = var(&get, ENV_LOG);
         c.log_file = var(&get, ENV_LOG_FILE);
+        c.trace = var(&get, ENV_TRACE);
         if let Some(v) = get(ENV_QUIET) {
             c.quiet = match v.trim().to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" => true,
@@ -804,6 +812,7 @@ impl Config {
                 ENV_LOG_FILE,
                 self.log_file.clone().filter(|s| !s.is_empty()),
             ),
+            (ENV_TRACE, self.trace.clone().filter(|s| !s.is_empty())),
             (
                 ENV_QUIET,
                 Some(if self.quiet { "1" } else { "0" }.to_string()),
@@ -996,6 +1005,7 @@ mod tests {
             handshake_timeout: Duration::new(3, 1),
             log: Some("proxify=debug,warn".to_string()),
             log_file: Some("/tmp/proxify test.log".to_string()),
+            trace: Some("/tmp/proxify trace.jsonl".to_string()),
             quiet: true,
             bind: BindPolicy::Always,
             chains: Vec::new(),
@@ -1016,6 +1026,7 @@ mod tests {
             ENV_HANDSHAKE_TIMEOUT,
             ENV_LOG,
             ENV_LOG_FILE,
+            ENV_TRACE,
             ENV_QUIET,
             ENV_BIND,
         ] {

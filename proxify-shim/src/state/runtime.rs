@@ -2,7 +2,7 @@
 //! the logger, and the test-only fault injection.
 
 use crate::sys::lock::ForkSafeMutex;
-use proxify_core::config::{Chain, ChainMode, Config, ENV_LOG, ENV_LOG_FILE};
+use proxify_core::config::{Chain, ChainMode, Config, ENV_LOG, ENV_LOG_FILE, ENV_TRACE_MAX};
 use proxify_core::url::{Host, ProxyUrl};
 use std::collections::HashMap;
 use std::io::Write;
@@ -64,6 +64,12 @@ fn build() -> Runtime {
     let config = Config::from_env_with(env).map_err(|e| e.to_string());
     let quiet = config.as_ref().map(|c| c.quiet).unwrap_or(false);
     init_logger(quiet);
+    if let Ok(Config {
+        trace: Some(path), ..
+    }) = &config
+    {
+        init_trace(path);
+    }
     let config = config.and_then(|c| {
         if c.chains.iter().all(|ch| ch.hops.is_empty()) {
             Err("no proxy configured (set PROXIFY_PROXY or use `proxify run -x URL`)".to_string())
@@ -228,6 +234,16 @@ impl Runtime {
         {
             d.store(now_ms() + DEAD_FOR_MS, Ordering::Relaxed);
         }
+    }
+}
+
+/// The trace file (`--trace`), capped at `PROXIFY_TRACE_MAX` bytes.
+fn init_trace(path: &str) {
+    let cap = env(ENV_TRACE_MAX)
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(crate::sys::trace::DEFAULT_CAP);
+    if let Err(e) = crate::sys::trace::init(path, cap) {
+        log::warn!("cannot open the trace file {path}: {e}; no trace is written");
     }
 }
 

@@ -310,6 +310,7 @@ fn run(args: RunArgs) -> (i32, String) {
             eprintln!("proxify: {w}");
         }
     }
+    let cred_from = proxify_core::config::format_cred_from(&settings::cred_sources(&eff));
     let cfg = eff.config;
     if let Some(path) = &cfg.trace {
         // Each run starts its trace afresh (the shim appends, and caps by the file's size).
@@ -388,6 +389,11 @@ fn run(args: RunArgs) -> (i32, String) {
         };
     }
     cmd.env("LD_PRELOAD", preload);
+    if cred_from.is_empty() {
+        cmd.env_remove(proxify_core::config::ENV_CRED_FROM);
+    } else {
+        cmd.env(proxify_core::config::ENV_CRED_FROM, cred_from);
+    }
     if allow {
         // The shim reads it too: the command may then run such programs itself.
         cmd.env(ENV_ALLOW_UNPROXIED, "1");

@@ -505,6 +505,46 @@ pub fn merge(
     Ok((cfg, from, warnings))
 }
 
+/// Where the credentials of each hop that has some came from, as `(chain, hop, phrase)` for
+/// `PROXIFY_CRED_FROM`: the shim's line for a rejected username/password names it.
+pub fn cred_sources(eff: &Effective) -> Vec<(String, usize, String)> {
+    let kind = eff.file.as_ref().map(|(_, k)| *k);
+    let describe = |from: &str, chain: &str| -> String {
+        if from == "-x" {
+            return "the proxy URL given with -x".to_string();
+        }
+        if let Some(var) = from.strip_prefix("env ") {
+            return format!("the environment variable {var}");
+        }
+        match (kind, chain == DEFAULT_CHAIN) {
+            (Some(FileKind::Proxychains), _) => format!("the proxychains.conf {from}, [ProxyList]"),
+            (_, true) => format!("the config file {from}, key proxy"),
+            (_, false) => format!("the config file {from}, [[chain]] {chain}, key hops"),
+        }
+    };
+    let mut out = Vec::new();
+    for c in &eff.config.chains {
+        for (i, h) in c.hops.iter().enumerate() {
+            if h.user.is_none() {
+                continue;
+            }
+            let from = if c.name == DEFAULT_CHAIN {
+                eff.from.hops.get(i).cloned()
+            } else {
+                eff.from
+                    .chains
+                    .iter()
+                    .find(|(n, _)| *n == c.name)
+                    .map(|(_, f)| f.clone())
+            };
+            if let Some(f) = from {
+                out.push((c.name.clone(), i, describe(&f, &c.name)));
+            }
+        }
+    }
+    out
+}
+
 /// The default TOML locations, in order.
 pub fn default_paths() -> Vec<PathBuf> {
     let mut v = Vec::new();
@@ -813,6 +853,76 @@ mod tests {
         let (cfg, from, _) = merge(&flags(&s), &e, None).unwrap();
         assert!(cfg.quiet && cfg.log.is_none());
         assert_eq!(from.log, "-q");
+    }
+
+    fn eff(flags: &Layer, env: &Layer, file: Option<(&Layer, FileKind)>) -> Effective {
+        let (config, from, warnings) = merge(flags, env, file.map(|f| f.0)).unwrap();
+        Effective {
+            config,
+            file: file.map(|f| ("c".to_string(), f.1)),
+            searched: vec![],
+            from,
+            warnings,
+            no_proxy_env: false,
+        }
+    }
+
+    #[test]
+    fn credential_sources_name_flag_variable_and_file_line() {
+        let f = flags(&settings(&["socks5://192.0.2.9", "socks5://u:p@192.0.2.1"]));
+        let e = eff(&f, &Layer::default(), None);
+        assert_eq!(
+            cred_sources(&e),
+            [("default".into(), 1, "the proxy URL given with -x".into())]
+        );
+        let env = environment(
+            env_of(&[(ENV_PROXY, "socks5://u:p@192.0.2.2")]),
+            &Layer::default(),
+            None,
+        )
+        .unwrap();
+        let e = eff(&Layer::default(), &env, None);
+        assert_eq!(
+            cred_sources(&e)[0].2,
+            "the environment variable PROXIFY_PROXY"
+        );
+        let file = toml(
+            "proxy = \"socks5://u:p@192.0.2.3\"\n[[chain]]\nname = \"corp\"\n\
+             hops = [\"socks5://192.0.2.4\", \"http://v:w@192.0.2.5\"]\n",
+        );
+        let e = eff(
+            &Layer::default(),
+            &Layer::default(),
+            Some((&file, FileKind::Toml)),
+        );
+        let got = cred_sources(&e);
+        assert_eq!(
+            got,
+            [
+                (
+                    "default".into(),
+                    0,
+                    "the config file c.toml:1, key proxy".into()
+                ),
+                (
+                    "corp".into(),
+                    1,
+                    "the config file c.toml:3, [[chain]] corp, key hops".into()
+                ),
+            ]
+        );
+        let pc = file_layer(
+            &file::from_proxychains("p.conf", "[ProxyList]\nsocks5 192.0.2.1 1080 u p\n").unwrap(),
+        );
+        let e = eff(
+            &Layer::default(),
+            &Layer::default(),
+            Some((&pc, FileKind::Proxychains)),
+        );
+        assert_eq!(
+            cred_sources(&e)[0].2,
+            "the proxychains.conf p.conf:2, [ProxyList]"
+        );
     }
 
     #[test]

@@ -81,6 +81,43 @@ pub const ENV_PROXY_DNS: &str = "PROXIFY_PROXY_DNS";
 /// The IPv4 block remote-DNS placeholder addresses come from.
 pub const ENV_REMOTE_DNS_SUBNET: &str = "PROXIFY_REMOTE_DNS_SUBNET";
 
+/// Where each hop's credentials came from, for the one line of a rejected username/password:
+/// one line per hop with credentials, `CHAIN<TAB>HOP<TAB>WHERE` (HOP counted from 0 in the
+/// chain's hops; WHERE a phrase such as "the proxy URL given with -x"). Set by `proxify run`.
+pub const ENV_CRED_FROM: &str = "PROXIFY_CRED_FROM";
+
+/// The value of [`ENV_CRED_FROM`] for these `(chain, hop, where)` entries.
+pub fn format_cred_from(entries: &[(String, usize, String)]) -> String {
+    let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+    entries
+        .iter()
+        .map(|(c, h, w)| format!("{}\t{h}\t{}", clean(c), clean(w)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Where the credentials of hop `hop` of chain `chain` came from, as [`ENV_CRED_FROM`]'s
+/// value `var` says; without the variable (the shim preloaded by hand), the variable the shim
+/// read the chain from.
+pub fn cred_from(var: Option<&str>, chain: &str, hop: usize) -> String {
+    if let Some(v) = var {
+        for line in v.lines() {
+            let mut f = line.splitn(3, '\t');
+            if let (Some(c), Some(h), Some(w)) = (f.next(), f.next(), f.next()) {
+                if c == chain && h.parse() == Ok(hop) {
+                    return w.to_string();
+                }
+            }
+        }
+    }
+    let var = if chain == DEFAULT_CHAIN {
+        ENV_PROXY
+    } else {
+        ENV_CHAINS
+    };
+    format!("the environment variable {var}")
+}
+
 /// Where remote-DNS placeholder addresses come from unless configured: 240.0.0.0/4
 /// (reserved, never routed).
 pub const DEFAULT_REMOTE_DNS_SUBNET: Cidr = Cidr {
@@ -842,6 +879,27 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cred_from_round_trips_and_falls_back() {
+        let v = format_cred_from(&[
+            ("default".into(), 0, "the proxy URL given with -x".into()),
+            ("corp".into(), 1, "c.toml:7\t(key hops)".into()),
+        ]);
+        assert_eq!(
+            cred_from(Some(&v), "default", 0),
+            "the proxy URL given with -x"
+        );
+        assert_eq!(cred_from(Some(&v), "corp", 1), "c.toml:7 (key hops)");
+        assert_eq!(
+            cred_from(Some(&v), "corp", 0),
+            "the environment variable PROXIFY_CHAINS"
+        );
+        assert_eq!(
+            cred_from(None, "default", 0),
+            "the environment variable PROXIFY_PROXY"
+        );
+    }
+
     use super::*;
     use crate::rules::{Action, HostMatch, Pattern};
     use std::collections::HashMap;

@@ -145,3 +145,47 @@ def test_untraced_run_writes_nothing(topo, capture, proxify_bin, tmp_path):
     assert topo.token in r.stdout and not r.proxify_lines(), r
     assert list(tmp_path.iterdir()) == []
     assert_no_leak(capture)
+# ---- a wrong password names where the credentials came from ---------------------------------
+def wrong(topo):
+    return f"socks5h://{netns.TEST_USER}:wrong-{topo.password}@{P4}:{netns.DANTE_AUTH_PORT}"
+
+
+def one_line(r):
+    assert r.rc != 0 and "panicked" not in r.stderr, r
+    lines = r.proxify_lines()
+    assert len(lines) == 1, f"one proxify: line expected\n{r}"
+    return lines[0]
+
+
+def test_wrong_password_from_the_flag(topo, capture, proxify_bin):
+    r = run_proxified(wrong(topo), curl(f"http://{T4}/"))
+    line = one_line(r)
+    assert "username/password" in line and "the proxy URL given with -x" in line, r
+    assert topo.password not in line
+    assert_no_leak(capture)
+
+
+def test_wrong_password_from_the_environment(topo, capture, proxify_bin):
+    r = run_proxified(None, curl(f"http://{T4}/"), env={"PROXIFY_PROXY": wrong(topo)})
+    line = one_line(r)
+    assert "username/password" in line and "PROXIFY_PROXY" in line, r
+    assert_no_leak(capture)
+
+
+def test_wrong_password_from_a_file(topo, capture, proxify_bin, tmp_path):
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'timeout = 2\nproxy = "{wrong(topo)}"\n')
+    r = run_proxified(None, curl(f"http://{T4}/"), opts=["-f", str(conf)])
+    line = one_line(r)
+    assert "username/password" in line and f"{conf}:2" in line and "proxy" in line, r
+    assert_no_leak(capture)
+
+
+def test_wrong_password_from_a_proxychains_conf(topo, capture, proxify_bin, tmp_path):
+    conf = tmp_path / "proxychains.conf"
+    conf.write_text(f"strict_chain\nproxy_dns\n[ProxyList]\nsocks5 {P4} {netns.DANTE_AUTH_PORT} "
+                    f"{netns.TEST_USER} wrong-{topo.password}\n")
+    r = run_proxified(None, curl(f"http://{T4}/"), opts=["-f", str(conf)])
+    line = one_line(r)
+    assert "username/password" in line and f"{conf}:4" in line, r
+    assert_no_leak(capture)

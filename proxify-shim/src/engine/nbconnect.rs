@@ -632,10 +632,17 @@ fn complete_failed(
     fd: c_int,
     ino: u64,
     p: Option<Pending>,
-    f: Failure,
+    mut f: Failure,
     internal: bool,
 ) -> (Progress, Option<Outcome>) {
     disconnect(fd);
+    // A rejected username/password: say where it came from (the fix is there).
+    if let (Some(p), Some(i)) = (&p, f.auth_hop) {
+        if let Some((idx, _)) = p.hops.get(i) {
+            let from = runtime::get().cred_from(p.chain, *idx);
+            f.msg = format!("{}; the credentials come from {from}", f.msg);
+        }
+    }
     let (fds, o) = match p {
         Some(p) => {
             let fds = live_fds(&p, ino, fd);

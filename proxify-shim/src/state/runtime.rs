@@ -31,6 +31,8 @@ pub struct Runtime {
     dead_until: Vec<Vec<AtomicU64>>,
     /// Round-robin chains: where the next connection starts.
     rr_next: Vec<AtomicUsize>,
+    /// `PROXIFY_CRED_FROM`: where each hop's credentials came from.
+    cred_from: Option<String>,
 }
 
 static RT: OnceLock<Runtime> = OnceLock::new();
@@ -103,6 +105,7 @@ fn build() -> Runtime {
         config,
         fault,
         hop_addrs: ForkSafeMutex::new(None),
+        cred_from: env(proxify_core::config::ENV_CRED_FROM),
     }
 }
 
@@ -128,6 +131,12 @@ fn random() -> u64 {
 }
 
 impl Runtime {
+    /// Where the credentials of hop `hop` (in the chain's hops) of `chain` came from, for the
+    /// line of a rejected username/password.
+    pub fn cred_from(&self, chain: &Chain, hop: usize) -> String {
+        proxify_core::config::cred_from(self.cred_from.as_deref(), &chain.name, hop)
+    }
+
     pub fn config(&self) -> Option<&Config> {
         self.config.as_ref().ok()
     }

@@ -87,7 +87,10 @@ then ignores LD_PRELOAD), and programs of another architecture; a script counts 
 #! interpreter, and the dynamic loader run as a program (ld.so PROGRAM, ldd) as the
 program it runs. proxify refuses to run them, and the shim makes the command's own
 attempts to run one fail with \"Operation not permitted\", unless --allow-unproxied is
-given; then each one started says so in one line (none with -q).
+given; then each one started says so in one line (none with -q), and its connections
+and name look-ups go directly, not through the proxy. Static and Go programs can be
+proxified instead: --mode auto (the default) supervises such a COMMAND, and --mode
+supervise the whole command, with the programs it runs.
 
 The exit status is COMMAND's; 127 if it cannot be run; 2 for proxify's own errors and
 for a COMMAND refused because the shim cannot reach it.";
@@ -438,8 +441,8 @@ pub struct RunArgs {
     pub settings: Settings,
 
     /// Also run programs the shim cannot reach (static, Go, setuid...): their connections
-    /// bypass the proxy; one line says so for each one started, unless -q (or
-    /// PROXIFY_ALLOW_UNPROXIED=1)
+    /// and name look-ups go directly, not through the proxy; one line says so for each one
+    /// started, unless -q (or PROXIFY_ALLOW_UNPROXIED=1)
     #[arg(long = "allow-unproxied")]
     pub allow_unproxied: bool,
 

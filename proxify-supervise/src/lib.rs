@@ -132,7 +132,8 @@ pub fn run(mut cmd: Command, cfg: &Config, opts: Options) -> (i32, String) {
                 EXIT_USAGE,
                 format!(
                     "cannot supervise {program}: {why} \u{2014} its connections would bypass \
-                     the proxy (use --allow-unproxied to run it anyway)"
+                     the proxy ({})",
+                    proxify_core::progcheck::ALLOW_FIX
                 ),
             );
         }

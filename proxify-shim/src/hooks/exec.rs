@@ -329,9 +329,9 @@ impl std::fmt::Display for Could {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} \u{2014} its connections could bypass the proxy (use proxify run \
-             --allow-unproxied to run it anyway)",
-            self.0
+            "{} \u{2014} its connections could bypass the proxy ({})",
+            self.0,
+            progcheck::ALLOW_FIX
         )
     }
 }

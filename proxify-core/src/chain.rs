@@ -296,6 +296,13 @@ impl Handshake {
                 http::State::Failed(e @ http::HttpError::AuthRejected) => {
                     Some(Err((auth(e.errno(), e.to_string()), false)))
                 }
+                // tinyproxy answers a wrong Basic password with 401, not 407: the same fix
+                // (errno and text as for any status; still the proxy's refusal).
+                http::State::Failed(e @ http::HttpError::Status(401, _))
+                    if self.hops[self.idx].user.is_some() =>
+                {
+                    Some(Err((auth(e.errno(), e.to_string()), true)))
+                }
                 http::State::Failed(e) => Some(Err((
                     Failure::new(e.errno(), e.to_string()),
                     matches!(e, http::HttpError::Status(..)),
@@ -458,6 +465,16 @@ mod tests {
         hs.feed_peeked(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n");
         assert!(
             matches!(hs.state(), State::Failed(f) if f.auth_hop == Some(0) && f.errno == libc::EACCES),
+            "{:?}",
+            hs.state()
+        );
+        // tinyproxy's 401 after credentials: the same, as a refusal (errno as for a status).
+        let mut hs = Handshake::new(&http, Command::Connect, TARGET).unwrap();
+        let out = hs.pending_output().len();
+        hs.consume_output(out);
+        hs.feed_peeked(b"HTTP/1.0 401 Unauthorized\r\n\r\n");
+        assert!(
+            matches!(hs.state(), State::Failed(f) if f.auth_hop == Some(0) && f.errno == libc::ECONNREFUSED),
             "{:?}",
             hs.state()
         );

@@ -9,6 +9,7 @@ import re
 import netns
 from conftest import PROXIFY_BIN, curl, py, run_in_client, run_proxified
 from leakcheck import assert_no_leak
+from test_chains import tiny  # noqa: F401 (the fixture: tinyproxy with Basic auth)
 
 P4, T4 = netns.PROXY4, netns.TARGET4
 DANTE = f"socks5h://{P4}:{netns.DANTE_PORT}"
@@ -140,6 +141,27 @@ def test_forked_child_lines_carry_its_pid(topo, capture, proxify_bin, tmp_path):
     assert_no_leak(capture)
 
 
+UDP_SEND = f"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(b"ping", ({T4!r}, {netns.ECHO_PORT}))
+print("sent")
+"""
+
+
+def test_udp_association_is_traced(topo, capture, proxify_bin, tmp_path):
+    trace = tmp_path / "t.jsonl"
+    r = run_proxified(DANTE, py(UDP_SEND), opts=["--trace", str(trace)])
+    assert r.rc == 0 and r.stdout.strip() == "sent", r
+    dest = f"{T4}:{netns.ECHO_PORT}"
+    ev = [e for e in read_trace(trace) if e["call"] == "udp-associate"]
+    assert [e["ev"] for e in ev] == ["decision", "outcome"], ev
+    assert all(e["dest"] == dest and e["route"] == "chain" for e in ev), ev
+    assert ev[0]["rule"] == "no rule matched" and ev[0]["proxies"] == [DANTE], ev
+    assert ev[1]["result"] == "ok" and ev[1]["ms"] >= 0, ev
+    assert_no_leak(capture)
+
+
 def test_untraced_run_writes_nothing(topo, capture, proxify_bin, tmp_path):
     r = run_proxified(DANTE, curl(f"http://{NAME}/"), env={"PROXIFY_TRACE_MAX": "10"})
     assert topo.token in r.stdout and not r.proxify_lines(), r
@@ -188,4 +210,15 @@ def test_wrong_password_from_a_proxychains_conf(topo, capture, proxify_bin, tmp_
     r = run_proxified(None, curl(f"http://{T4}/"), opts=["-f", str(conf)])
     line = one_line(r)
     assert "username/password" in line and f"{conf}:4" in line, r
+    assert_no_leak(capture)
+
+
+def test_wrong_http_password_from_the_flag(topo, tiny, capture, proxify_bin):  # noqa: F811
+    """A wrong Basic password (tinyproxy answers 401; others 407): the line names where it
+    came from."""
+    r = run_proxified(tiny.auth_url("not-" + tiny.password), curl(f"http://{T4}/"))
+    line = one_line(r)
+    # tinyproxy answers 401 (not 407): the proxy's refusal, with the credentials named.
+    assert "HTTP proxy" in line and ("401" in line or "407" in line or "rejected" in line), r
+    assert "the proxy URL given with -x" in line and tiny.password not in line, r
     assert_no_leak(capture)

@@ -162,6 +162,34 @@ def test_udp_association_is_traced(topo, capture, proxify_bin, tmp_path):
     assert_no_leak(capture)
 
 
+FDS = f"""
+import fcntl, os, resource, socket
+soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+mine = [int(f) for f in os.listdir("/proc/self/fd")
+        if os.path.realpath(f"/proc/self/fd/{{f}}").endswith("t.jsonl")]
+cloexec = [bool(fcntl.fcntl(f, fcntl.F_GETFD) & fcntl.FD_CLOEXEC) for f in mine]
+# The program closes its low fds and opens files: none lands on the trace.
+os.closerange(3, 64)
+keep = [open("/dev/null") for _ in range(20)]
+socket.create_connection(({NAME!r}, 80), timeout=5).close()
+print(soft, mine, cloexec)
+"""
+
+
+def test_trace_fd_is_high_and_close_on_exec(topo, capture, proxify_bin, tmp_path):
+    trace = tmp_path / "t.jsonl"
+    r = run_proxified(DANTE, py(FDS), opts=["--trace", str(trace)])
+    assert r.rc == 0, r
+    soft, rest = r.stdout.split(" ", 1)
+    fds, cloexec = rest.strip().rsplit("] ", 1)
+    fds = [int(x) for x in fds.strip("[").split(",") if x.strip()]
+    assert len(fds) == 1 and fds[0] >= min(int(soft), 1024) - 64, r
+    assert cloexec == "[True]", r
+    # Lines written after the program closed its low fds still reach the file.
+    assert [e for e in read_trace(trace) if e["ev"] == "outcome" and e["dest"] == f"{NAME}:80"], trace.read_text()
+    assert_no_leak(capture)
+
+
 def test_untraced_run_writes_nothing(topo, capture, proxify_bin, tmp_path):
     r = run_proxified(DANTE, curl(f"http://{NAME}/"), env={"PROXIFY_TRACE_MAX": "10"})
     assert topo.token in r.stdout and not r.proxify_lines(), r

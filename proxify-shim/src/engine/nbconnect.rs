@@ -70,8 +70,8 @@ struct Pending {
     via: String,
     /// The fds known to refer to this socket (the first, dups, ones seen by a step).
     fds: Vec<c_int>,
-    /// When the connect began (the trace's handshake time).
-    started: Instant,
+    /// When the connect began (the trace's handshake time; only when tracing).
+    started: Option<Instant>,
     /// Its readiness fds (`evreg`), and the one poll/select wait on.
     ev: u64,
     q: c_int,
@@ -114,7 +114,7 @@ enum Outcome {
     Connected {
         fd: c_int,
         chain: &'static Chain,
-        started: Instant,
+        started: Option<Instant>,
         shown: String,
         target: TargetAddr,
         bound: Option<SocketAddr>,
@@ -160,7 +160,7 @@ impl Outcome {
                 bound,
                 reply_bound,
             } => {
-                trace_outcome(&shown, Some(chain), 0, Some(started));
+                trace_outcome(&shown, Some(chain), 0, started);
                 crate::engine::bind::note_connection(&target, bound);
                 log::debug!(
                     "connect fd {fd} to {shown}: connected (proxy bound {})",
@@ -445,7 +445,7 @@ fn start_hops(
     ino: u64,
     ev: u64,
 ) -> Result<(), Failure> {
-    let started = Instant::now();
+    let started = crate::sys::trace::on().then(Instant::now);
     let mut tries = chain.hops.len().max(1);
     let (hops, hs, proxy) = loop {
         let hops = rt.select_hops(chain);
@@ -649,7 +649,7 @@ fn complete_failed(
             super::evreg::done(p.ev, true);
             let o = Outcome::Failed {
                 chain: Some(p.chain),
-                started: Some(p.started),
+                started: p.started,
                 errno: f.errno,
                 shown: p.shown,
                 via: p.via,

@@ -363,6 +363,7 @@ fn run(args: RunArgs) -> (i32, String) {
             &cfg,
             proxify_supervise::Options {
                 allow_unproxied: allow,
+                cred_from: (!cred_from.is_empty()).then(|| cred_from.clone()),
             },
         );
     }

@@ -868,6 +868,34 @@ mod tests {
     }
 
     #[test]
+    fn trace_from_flag_environment_or_file() {
+        let s = Settings {
+            trace: Some(PathBuf::from("t.jsonl")),
+            ..settings(&["socks5://192.0.2.1"])
+        };
+        let f = flags(&s);
+        // The flag's path is made absolute (the program may change directory).
+        let file = toml("trace = \"/tmp/file.jsonl\"\n");
+        let e = environment(env_of(&[("PROXIFY_TRACE", "/tmp/env.jsonl")]), &f, None).unwrap();
+        let (cfg, from, _) = merge(&f, &e, Some(&file)).unwrap();
+        let want = std::env::current_dir().unwrap().join("t.jsonl");
+        assert_eq!(cfg.trace.as_deref(), want.to_str());
+        assert_eq!(from.trace, "--trace");
+        let f = flags(&settings(&["socks5://192.0.2.1"]));
+        let e = environment(env_of(&[("PROXIFY_TRACE", "/tmp/env.jsonl")]), &f, None).unwrap();
+        let (cfg, from, _) = merge(&f, &e, Some(&file)).unwrap();
+        assert_eq!(
+            (cfg.trace.as_deref(), from.trace.as_str()),
+            (Some("/tmp/env.jsonl"), "env PROXIFY_TRACE")
+        );
+        let (cfg, from, _) = merge(&f, &Layer::default(), Some(&file)).unwrap();
+        assert_eq!(
+            (cfg.trace.as_deref(), from.trace.as_str()),
+            (Some("/tmp/file.jsonl"), "c.toml:1")
+        );
+    }
+
+    #[test]
     fn credential_sources_name_flag_variable_and_file_line() {
         let f = flags(&settings(&["socks5://192.0.2.9", "socks5://u:p@192.0.2.1"]));
         let e = eff(&f, &Layer::default(), None);

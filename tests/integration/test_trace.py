@@ -190,6 +190,17 @@ def test_trace_fd_is_high_and_close_on_exec(topo, capture, proxify_bin, tmp_path
     assert_no_leak(capture)
 
 
+def test_a_child_may_trace_elsewhere(topo, capture, proxify_bin, tmp_path):
+    """PROXIFY_TRACE says where lines go, not where connections go: a child of the traced
+    command may change it (an exec that changes a setting is refused otherwise)."""
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    cmd = ["sh", "-c", f"PROXIFY_TRACE={second} PROXIFY_TRACE_MAX=100000 {' '.join(curl(f'http://{NAME}/'))}"]
+    r = run_proxified(DANTE, cmd, opts=["--trace", str(first)])
+    assert topo.token in r.stdout and not r.proxify_lines(), r
+    assert [e for e in read_trace(second) if e["ev"] == "outcome" and e["result"] == "ok"], second.read_text()
+    assert_no_leak(capture)
+
+
 def test_untraced_run_writes_nothing(topo, capture, proxify_bin, tmp_path):
     r = run_proxified(DANTE, curl(f"http://{NAME}/"), env={"PROXIFY_TRACE_MAX": "10"})
     assert topo.token in r.stdout and not r.proxify_lines(), r

@@ -358,8 +358,8 @@ pub struct Settings {
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     pub verbose: u8,
 
-    /// Write one JSON line per decision and outcome (connects, UDP associations, name
-    /// look-ups) to FILE, emptied first by 'proxify run'; read it with 'proxify trace FILE'
+    /// Write one JSON line per decision and outcome (connects, UDP associations, listeners,
+    /// name look-ups) to FILE, emptied first by 'proxify run'; read it with 'proxify trace FILE'
     /// (or PROXIFY_TRACE; PROXIFY_TRACE_MAX caps it, default 16 MiB)
     #[arg(long = "trace", value_name = "FILE")]
     pub trace: Option<PathBuf>,

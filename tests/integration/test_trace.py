@@ -201,6 +201,36 @@ def test_a_child_may_trace_elsewhere(topo, capture, proxify_bin, tmp_path):
     assert_no_leak(capture)
 
 
+LISTEN = f"""
+import socket
+c = socket.create_connection(({NAME!r}, 80), timeout=5)
+l = socket.socket()
+l.bind(("0.0.0.0", 0))
+l.listen(1)  # one connection expected after a proxied one: a SOCKS BIND
+lo = socket.socket()
+lo.bind(("127.0.0.1", 0))
+lo.listen(5)  # a loopback listener stays local
+print(lo.getsockname()[1])
+"""
+
+
+def test_listeners_are_traced(topo, capture, proxify_bin, tmp_path):
+    trace = tmp_path / "t.jsonl"
+    r = run_proxified(DANTE, py(LISTEN), opts=["--trace", str(trace)])
+    assert r.rc == 0, r
+    ev = [e for e in read_trace(trace) if e["call"] == "listen"]
+    bind = [e for e in ev if e["route"] == "chain"]
+    assert [e["ev"] for e in bind] == ["decision", "outcome"], ev
+    # The peer the BIND expects: the proxied connection's host, any port.
+    assert bind[0]["dest"] == f"{NAME}:0" and "BIND through the proxy" in bind[0]["rule"], ev
+    assert bind[1]["result"] == "ok" and bind[1]["ms"] >= 0, ev
+    local = [e for e in ev if e["route"] == "direct"]
+    port = int(r.stdout.strip())
+    assert len(local) == 1 and local[0]["dest"] == f"127.0.0.1:{port}" and local[0]["result"] == "ok", ev
+    assert "local listener" in local[0]["rule"], ev
+    assert_no_leak(capture)
+
+
 def test_untraced_run_writes_nothing(topo, capture, proxify_bin, tmp_path):
     r = run_proxified(DANTE, curl(f"http://{NAME}/"), env={"PROXIFY_TRACE_MAX": "10"})
     assert topo.token in r.stdout and not r.proxify_lines(), r

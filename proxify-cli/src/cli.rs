@@ -57,6 +57,8 @@ Each setting comes from the flags, else from the environment, else from the file
   PROXIFY_TIMEOUT          like --timeout
   PROXIFY_LOG              log filter (env_logger syntax: error, warn, info, debug, trace)
   PROXIFY_LOG_FILE         log to this file instead of stderr
+  PROXIFY_TRACE            like --trace FILE
+  PROXIFY_TRACE_MAX        the trace's size cap in bytes (default 16777216)
   PROXIFY_QUIET=1          like -q
   PROXIFY_BIND             auto, always or never: when listen() becomes a SOCKS BIND
   PROXIFY_ALLOW_UNPROXIED=1  like --allow-unproxied
@@ -85,7 +87,10 @@ then ignores LD_PRELOAD), and programs of another architecture; a script counts 
 #! interpreter, and the dynamic loader run as a program (ld.so PROGRAM, ldd) as the
 program it runs. proxify refuses to run them, and the shim makes the command's own
 attempts to run one fail with \"Operation not permitted\", unless --allow-unproxied is
-given; then each one started says so in one line (none with -q).
+given; then each one started says so in one line (none with -q), and its connections
+and name look-ups go directly, not through the proxy. Static and Go programs can be
+proxified instead: --mode auto (the default) supervises such a COMMAND, and --mode
+supervise the whole command, with the programs it runs.
 
 The exit status is COMMAND's; 127 if it cannot be run; 2 for proxify's own errors and
 for a COMMAND refused because the shim cannot reach it.";
@@ -216,6 +221,35 @@ pub enum Sub {
     /// Print the lines that proxify the current shell: eval "$(proxify env -x URL)"
     #[command(long_about = ENV_LONG_ABOUT, after_help = ENV_AFTER_HELP)]
     Env(EnvArgs),
+    /// Print a trace written by 'proxify run --trace FILE' as a table by destination
+    #[command(long_about = TRACE_LONG_ABOUT, after_help = TRACE_AFTER_HELP)]
+    Trace(TraceArgs),
+}
+
+const TRACE_LONG_ABOUT: &str = "\
+Print the trace that 'proxify run --trace FILE' wrote (one JSON line per decision and per
+outcome: time, pid, call, destination as the program asked, route and the rule that chose
+it, result or errno, handshake time) as a table grouped by destination: the calls, how many
+decisions, the route (the proxies, direct or deny), how many failed, and the median
+handshake time in ms. --summary prints the totals (connects, proxied, direct, denied,
+failed, UDP associations, look-ups) and the ten most used destinations. Lines that are not
+trace lines are skipped, and their count said on standard error.";
+
+const TRACE_AFTER_HELP: &str = "\
+Examples:
+  proxify run --trace /tmp/t.jsonl -x socks5h://proxy.example:1080 curl https://example.com/
+  proxify trace /tmp/t.jsonl
+  proxify trace --summary /tmp/t.jsonl";
+
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    /// Print the totals and the top 10 destinations only
+    #[arg(long = "summary")]
+    pub summary: bool,
+
+    /// The trace file
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 const SHELL_LONG_ABOUT: &str = "Open your $SHELL (else /bin/sh) with every command in it proxied, \
@@ -323,6 +357,12 @@ pub struct Settings {
     /// Log decisions to stderr: -v info, -vv debug, -vvv trace
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     pub verbose: u8,
+
+    /// Write one JSON line per decision and outcome (connects, UDP associations, listeners,
+    /// name look-ups) to FILE, emptied first by 'proxify run'; read it with 'proxify trace FILE'
+    /// (or PROXIFY_TRACE; PROXIFY_TRACE_MAX caps it, default 16 MiB)
+    #[arg(long = "trace", value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -401,8 +441,8 @@ pub struct RunArgs {
     pub settings: Settings,
 
     /// Also run programs the shim cannot reach (static, Go, setuid...): their connections
-    /// bypass the proxy; one line says so for each one started, unless -q (or
-    /// PROXIFY_ALLOW_UNPROXIED=1)
+    /// and name look-ups go directly, not through the proxy; one line says so for each one
+    /// started, unless -q (or PROXIFY_ALLOW_UNPROXIED=1)
     #[arg(long = "allow-unproxied")]
     pub allow_unproxied: bool,
 

@@ -203,10 +203,11 @@ mod tests {
             "MAN",
             "SHELL",
             "ENV",
+            "TRACE",
         ] {
             assert!(p.contains(&format!(".SH \"PROXIFY {sub}\"")), "{sub}");
         }
-        assert_eq!(p.matches(".SS EXAMPLES").count(), 7);
+        assert_eq!(p.matches(".SS EXAMPLES").count(), 8);
         assert!(p.contains(".SH EXAMPLES"));
         assert!(!p.contains(".SH EXTRA") && !p.contains(".SS EXTRA"));
         // Balanced no-fill blocks.
@@ -225,6 +226,7 @@ mod tests {
                 "man",
                 "shell",
                 "env",
+                "trace",
             ] {
                 assert!(text.contains(sub), "{shell:?} {sub}");
             }

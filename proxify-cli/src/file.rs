@@ -10,6 +10,7 @@
 //! timeout = 5                                         # seconds for the proxy handshake
 //! log = "info"                                        # PROXIFY_LOG filter
 //! log_file = "/tmp/proxify.log"
+//! trace = "/tmp/proxify-trace.jsonl"                  # one JSON line per decision and outcome
 //! quiet = false
 //! no_proxy_env = false                                # true: NO_PROXY/no_proxy become direct rules
 //! bind = "auto"                                       # auto, always or never
@@ -91,6 +92,7 @@ pub struct FileSettings {
     pub handshake_timeout: Option<Src<Duration>>,
     pub log: Option<Src<String>>,
     pub log_file: Option<Src<String>>,
+    pub trace: Option<Src<String>>,
     pub quiet: Option<Src<bool>>,
     /// `no_proxy_env`: read NO_PROXY/no_proxy as direct rules.
     pub no_proxy_env: Option<Src<bool>>,
@@ -117,6 +119,7 @@ impl FileSettings {
             handshake_timeout: None,
             log: None,
             log_file: None,
+            trace: None,
             quiet: None,
             no_proxy_env: None,
             bind: None,
@@ -136,6 +139,7 @@ struct Raw {
     timeout: Option<Spanned<Seconds>>,
     log: Option<Spanned<String>>,
     log_file: Option<Spanned<String>>,
+    trace: Option<Spanned<String>>,
     quiet: Option<Spanned<bool>>,
     no_proxy_env: Option<Spanned<bool>>,
     bind: Option<Spanned<String>>,
@@ -503,6 +507,7 @@ pub fn parse(name: &str, text: &str) -> Result<FileSettings, String> {
     };
     out.log = raw.log.map(plain);
     out.log_file = raw.log_file.map(plain);
+    out.trace = raw.trace.map(plain);
     out.quiet = raw.quiet.map(|v| Src {
         from: src(v.span()),
         value: v.into_inner(),

@@ -14,6 +14,7 @@ mod file;
 mod settings;
 mod shellenv;
 mod show;
+mod trace;
 mod values;
 
 use clap::error::ErrorKind;
@@ -125,7 +126,38 @@ fn real_main() {
             fail(code, &msg)
         }
         Sub::Env(args) => env_lines(args),
+        Sub::Trace(args) => show_trace(args),
     }
+}
+
+/// `proxify trace [--summary] FILE`.
+fn show_trace(args: cli::TraceArgs) -> ! {
+    let data = match std::fs::read(&args.file) {
+        Ok(d) => d,
+        Err(e) => fail(
+            EXIT_USAGE,
+            &format!(
+                "cannot read the trace {}: {}",
+                args.file.display(),
+                io_error_text(&e)
+            ),
+        ),
+    };
+    let t = trace::Trace::parse(&String::from_utf8_lossy(&data));
+    write_stdout(&if args.summary {
+        t.summary()
+    } else {
+        t.render()
+    });
+    if t.bad > 0 {
+        eprintln!(
+            "proxify: {} of {} lines of {} are not trace lines: skipped",
+            t.bad,
+            t.lines,
+            args.file.display()
+        );
+    }
+    exit(0)
 }
 
 /// `proxify shell`: `proxify run -- $SHELL`, with the prompt marker (see `shellenv`).
@@ -278,7 +310,17 @@ fn run(args: RunArgs) -> (i32, String) {
             eprintln!("proxify: {w}");
         }
     }
+    let cred_from = proxify_core::config::format_cred_from(&settings::cred_sources(&eff));
     let cfg = eff.config;
+    if let Some(path) = &cfg.trace {
+        // Each run starts its trace afresh (the shim appends, and caps by the file's size).
+        if let Err(e) = std::fs::File::create(path) {
+            return (
+                EXIT_USAGE,
+                format!("cannot write the trace file {path}: {}", io_error_text(&e)),
+            );
+        }
+    }
     let shim = match find_shim() {
         Ok(p) => p,
         Err(msg) => return (EXIT_USAGE, msg),
@@ -321,6 +363,7 @@ fn run(args: RunArgs) -> (i32, String) {
             &cfg,
             proxify_supervise::Options {
                 allow_unproxied: allow,
+                cred_from: (!cred_from.is_empty()).then(|| cred_from.clone()),
             },
         );
     }
@@ -347,6 +390,11 @@ fn run(args: RunArgs) -> (i32, String) {
         };
     }
     cmd.env("LD_PRELOAD", preload);
+    if cred_from.is_empty() {
+        cmd.env_remove(proxify_core::config::ENV_CRED_FROM);
+    } else {
+        cmd.env(proxify_core::config::ENV_CRED_FROM, cred_from);
+    }
     if allow {
         // The shim reads it too: the command may then run such programs itself.
         cmd.env(ENV_ALLOW_UNPROXIED, "1");

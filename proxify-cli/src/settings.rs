@@ -24,6 +24,7 @@ use proxify_core::config::{
     parse_chains_var, parse_dnat_var, parse_rules_var, BindPolicy, Chain, ChainMode, Config,
     ENV_BIND, ENV_CHAINS, ENV_CONNECT_TIMEOUT, ENV_DIRECT, ENV_DNAT, ENV_HANDSHAKE_TIMEOUT,
     ENV_LOG, ENV_LOG_FILE, ENV_PROXY, ENV_PROXY_DNS, ENV_QUIET, ENV_REMOTE_DNS_SUBNET, ENV_RULES,
+    ENV_TRACE,
 };
 use proxify_core::rules::{no_proxy_rules, Dnat, HostMatch, Rule, DEFAULT_CHAIN};
 use std::path::PathBuf;
@@ -45,6 +46,7 @@ pub struct Sources {
     pub handshake_timeout: String,
     pub log: String,
     pub log_file: String,
+    pub trace: String,
     pub quiet: String,
     pub bind: String,
     pub proxy_dns: String,
@@ -95,6 +97,7 @@ pub struct Layer {
     /// The log filter (`None` inside: no log, as `-q` says).
     pub log: Option<Src<Option<String>>>,
     pub log_file: Option<Src<Option<String>>>,
+    pub trace: Option<Src<Option<String>>>,
     pub quiet: Option<Src<bool>>,
     pub proxy_dns: Option<Src<bool>>,
     /// A proxychains.conf without `proxy_dns`: off, but only for the file's own proxies.
@@ -139,6 +142,11 @@ pub fn flags(s: &Settings) -> Layer {
     l.handshake_timeout = s.timeout.map(|t| src(t, "--timeout"));
     l.bind = s.bind.map(|b| src(b, "--bind"));
     l.no_proxy_env = s.no_proxy_env.then(|| src(true, "--no-proxy-env"));
+    // Made absolute: the program (and the programs it runs) may change directory.
+    l.trace = s.trace.as_ref().map(|p| {
+        let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        src(Some(p.to_string_lossy().into_owned()), "--trace")
+    });
     // -q and -v both decide the log settings; clap rejects them together.
     if s.quiet {
         l.quiet = Some(src(true, "-q"));
@@ -166,18 +174,20 @@ fn overridden(flags: &Layer, key: &str) -> bool {
         ENV_HANDSHAKE_TIMEOUT => flags.handshake_timeout.is_some(),
         ENV_BIND => flags.bind.is_some(),
         ENV_LOG | ENV_QUIET => flags.log.is_some() || flags.quiet.is_some(),
+        ENV_TRACE => flags.trace.is_some(),
         _ => false,
     }
 }
 
 /// The `PROXIFY_*` variables `environment` reads.
-const ENV_KEYS: [&str; 13] = [
+const ENV_KEYS: [&str; 14] = [
     ENV_PROXY,
     ENV_DIRECT,
     ENV_CONNECT_TIMEOUT,
     ENV_HANDSHAKE_TIMEOUT,
     ENV_LOG,
     ENV_LOG_FILE,
+    ENV_TRACE,
     ENV_QUIET,
     ENV_BIND,
     ENV_PROXY_DNS,
@@ -270,6 +280,7 @@ pub fn environment(
     l.bind = from(ENV_BIND).map(|f| src(one.bind, &f));
     l.log = from(ENV_LOG).map(|f| src(one.log.clone(), &f));
     l.log_file = from(ENV_LOG_FILE).map(|f| src(one.log_file.clone(), &f));
+    l.trace = from(ENV_TRACE).map(|f| src(one.trace.clone(), &f));
     l.quiet = from(ENV_QUIET).map(|f| src(one.quiet, &f));
     l.proxy_dns = from(ENV_PROXY_DNS).and_then(|f| one.proxy_dns.map(|v| src(v, &f)));
     l.remote_dns_subnet =
@@ -317,6 +328,10 @@ pub fn file_layer(f: &FileSettings) -> Layer {
             .log_file
             .as_ref()
             .map(|v| src(Some(v.value.clone()), &v.from)),
+        trace: f
+            .trace
+            .as_ref()
+            .map(|v| src(Some(v.value.clone()), &v.from)),
         quiet: f.quiet.clone(),
         proxy_dns: f.proxy_dns.clone(),
         proxy_dns_implicit: f.proxy_dns_implicit,
@@ -350,6 +365,7 @@ pub fn merge(
         handshake_timeout: DEFAULT.into(),
         log: DEFAULT.into(),
         log_file: DEFAULT.into(),
+        trace: DEFAULT.into(),
         quiet: DEFAULT.into(),
         bind: DEFAULT.into(),
         proxy_dns: DEFAULT.into(),
@@ -460,6 +476,7 @@ pub fn merge(
     pick!(handshake_timeout);
     pick!(bind);
     pick!(log_file);
+    pick!(trace);
     pick!(quiet);
     pick!(log);
     // A proxychains.conf without proxy_dns only speaks for its own proxies.
@@ -486,6 +503,46 @@ pub fn merge(
     // Names unique, rules naming defined chains...
     cfg.check()?;
     Ok((cfg, from, warnings))
+}
+
+/// Where the credentials of each hop that has some came from, as `(chain, hop, phrase)` for
+/// `PROXIFY_CRED_FROM`: the shim's line for a rejected username/password names it.
+pub fn cred_sources(eff: &Effective) -> Vec<(String, usize, String)> {
+    let kind = eff.file.as_ref().map(|(_, k)| *k);
+    let describe = |from: &str, chain: &str| -> String {
+        if from == "-x" {
+            return "the proxy URL given with -x".to_string();
+        }
+        if let Some(var) = from.strip_prefix("env ") {
+            return format!("the environment variable {var}");
+        }
+        match (kind, chain == DEFAULT_CHAIN) {
+            (Some(FileKind::Proxychains), _) => format!("the proxychains.conf {from}, [ProxyList]"),
+            (_, true) => format!("the config file {from}, key proxy"),
+            (_, false) => format!("the config file {from}, [[chain]] {chain}, key hops"),
+        }
+    };
+    let mut out = Vec::new();
+    for c in &eff.config.chains {
+        for (i, h) in c.hops.iter().enumerate() {
+            if h.user.is_none() {
+                continue;
+            }
+            let from = if c.name == DEFAULT_CHAIN {
+                eff.from.hops.get(i).cloned()
+            } else {
+                eff.from
+                    .chains
+                    .iter()
+                    .find(|(n, _)| *n == c.name)
+                    .map(|(_, f)| f.clone())
+            };
+            if let Some(f) = from {
+                out.push((c.name.clone(), i, describe(&f, &c.name)));
+            }
+        }
+    }
+    out
 }
 
 /// The default TOML locations, in order.
@@ -796,6 +853,104 @@ mod tests {
         let (cfg, from, _) = merge(&flags(&s), &e, None).unwrap();
         assert!(cfg.quiet && cfg.log.is_none());
         assert_eq!(from.log, "-q");
+    }
+
+    fn eff(flags: &Layer, env: &Layer, file: Option<(&Layer, FileKind)>) -> Effective {
+        let (config, from, warnings) = merge(flags, env, file.map(|f| f.0)).unwrap();
+        Effective {
+            config,
+            file: file.map(|f| ("c".to_string(), f.1)),
+            searched: vec![],
+            from,
+            warnings,
+            no_proxy_env: false,
+        }
+    }
+
+    #[test]
+    fn trace_from_flag_environment_or_file() {
+        let s = Settings {
+            trace: Some(PathBuf::from("t.jsonl")),
+            ..settings(&["socks5://192.0.2.1"])
+        };
+        let f = flags(&s);
+        // The flag's path is made absolute (the program may change directory).
+        let file = toml("trace = \"/tmp/file.jsonl\"\n");
+        let e = environment(env_of(&[("PROXIFY_TRACE", "/tmp/env.jsonl")]), &f, None).unwrap();
+        let (cfg, from, _) = merge(&f, &e, Some(&file)).unwrap();
+        let want = std::env::current_dir().unwrap().join("t.jsonl");
+        assert_eq!(cfg.trace.as_deref(), want.to_str());
+        assert_eq!(from.trace, "--trace");
+        let f = flags(&settings(&["socks5://192.0.2.1"]));
+        let e = environment(env_of(&[("PROXIFY_TRACE", "/tmp/env.jsonl")]), &f, None).unwrap();
+        let (cfg, from, _) = merge(&f, &e, Some(&file)).unwrap();
+        assert_eq!(
+            (cfg.trace.as_deref(), from.trace.as_str()),
+            (Some("/tmp/env.jsonl"), "env PROXIFY_TRACE")
+        );
+        let (cfg, from, _) = merge(&f, &Layer::default(), Some(&file)).unwrap();
+        assert_eq!(
+            (cfg.trace.as_deref(), from.trace.as_str()),
+            (Some("/tmp/file.jsonl"), "c.toml:1")
+        );
+    }
+
+    #[test]
+    fn credential_sources_name_flag_variable_and_file_line() {
+        let f = flags(&settings(&["socks5://192.0.2.9", "socks5://u:p@192.0.2.1"]));
+        let e = eff(&f, &Layer::default(), None);
+        assert_eq!(
+            cred_sources(&e),
+            [("default".into(), 1, "the proxy URL given with -x".into())]
+        );
+        let env = environment(
+            env_of(&[(ENV_PROXY, "socks5://u:p@192.0.2.2")]),
+            &Layer::default(),
+            None,
+        )
+        .unwrap();
+        let e = eff(&Layer::default(), &env, None);
+        assert_eq!(
+            cred_sources(&e)[0].2,
+            "the environment variable PROXIFY_PROXY"
+        );
+        let file = toml(
+            "proxy = \"socks5://u:p@192.0.2.3\"\n[[chain]]\nname = \"corp\"\n\
+             hops = [\"socks5://192.0.2.4\", \"http://v:w@192.0.2.5\"]\n",
+        );
+        let e = eff(
+            &Layer::default(),
+            &Layer::default(),
+            Some((&file, FileKind::Toml)),
+        );
+        let got = cred_sources(&e);
+        assert_eq!(
+            got,
+            [
+                (
+                    "default".into(),
+                    0,
+                    "the config file c.toml:1, key proxy".into()
+                ),
+                (
+                    "corp".into(),
+                    1,
+                    "the config file c.toml:3, [[chain]] corp, key hops".into()
+                ),
+            ]
+        );
+        let pc = file_layer(
+            &file::from_proxychains("p.conf", "[ProxyList]\nsocks5 192.0.2.1 1080 u p\n").unwrap(),
+        );
+        let e = eff(
+            &Layer::default(),
+            &Layer::default(),
+            Some((&pc, FileKind::Proxychains)),
+        );
+        assert_eq!(
+            cred_sources(&e)[0].2,
+            "the proxychains.conf p.conf:2, [ProxyList]"
+        );
     }
 
     #[test]

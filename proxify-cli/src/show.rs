@@ -145,6 +145,12 @@ pub fn human(e: &Effective) -> String {
     );
     line(
         &mut o,
+        "trace:",
+        cfg.trace.as_deref().unwrap_or("none"),
+        &e.from.trace,
+    );
+    line(
+        &mut o,
         "quiet:",
         if cfg.quiet { "yes" } else { "no" },
         &e.from.quiet,
@@ -250,6 +256,7 @@ pub fn json(e: &Effective) -> String {
         "timeout": sourced(seconds(cfg.handshake_timeout), &e.from.handshake_timeout),
         "log": sourced(json!(cfg.log), &e.from.log),
         "log_file": sourced(json!(cfg.log_file), &e.from.log_file),
+        "trace": sourced(json!(cfg.trace), &e.from.trace),
         "quiet": sourced(json!(cfg.quiet), &e.from.quiet),
         "bind": sourced(json!(cfg.bind.as_str()), &e.from.bind),
         "no_proxy_env": sourced(json!(e.no_proxy_env), &e.from.no_proxy_env),

@@ -730,6 +730,8 @@ fn the_command_gets_the_shim_and_the_settings() {
         [
             "PROXIFY_BIND=auto".to_string(),
             "PROXIFY_CONNECT_TIMEOUT=2.5".to_string(),
+            // Where the hop's credentials came from, for a rejected password's line.
+            "PROXIFY_CRED_FROM=default\t0\tthe proxy URL given with -x".to_string(),
             "PROXIFY_DIRECT=10.0.0.0/8,2001:db8::/32".to_string(),
             "PROXIFY_LOG=debug".to_string(),
             "PROXIFY_LOG_FILE=/tmp/proxify-test.log".to_string(),

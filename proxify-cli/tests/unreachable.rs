@@ -264,7 +264,10 @@ fn assert_refused(o: &Output, name: &str, why: &str) {
     assert!(err.contains(why), "{err:?} lacks {why:?}");
     assert!(
         err.contains(" \u{2014} its connections would bypass the proxy (")
-            && err.ends_with("use proxify run --allow-unproxied to run it anyway)\n"),
+            && err.ends_with(
+                "use proxify run --allow-unproxied to run it anyway: its connections and name \
+                 look-ups then go directly, not through the proxy)\n"
+            ),
         "{err:?}"
     );
     assert!(o.stdout.is_empty(), "the command ran: {}", stdout(o));
@@ -683,8 +686,10 @@ fn a_proxied_shell_cannot_run_a_static_program() {
     );
     let warn = format!(
         "proxify: refusing to run {st_s}: it is statically linked (no dynamic loader loads the \
-         shim) \u{2014} its connections would bypass the proxy (use proxify run \
-         --allow-unproxied to run it anyway)\n"
+         shim) \u{2014} its connections would bypass the proxy (run the whole command with \
+         proxify run --mode supervise to proxify it through the seccomp supervisor, or use \
+         proxify run --allow-unproxied to run it anyway: its connections and name look-ups then \
+         go directly, not through the proxy)\n"
     );
     assert!(err.contains(&warn), "{err}");
     assert_eq!(err.matches("proxify: ").count(), 1, "{err}");

@@ -25,6 +25,10 @@ pub struct Failure {
     /// The hop (index in the hops used) that proved dead, when the failure says so: a
     /// dynamic chain skips it and tries again.
     pub dead_hop: Option<usize>,
+    /// The hop (index in the hops used) that rejected the username/password it was given
+    /// (SOCKS5 RFC 1929 failure, HTTP 407 after credentials): the caller's line then says
+    /// where those credentials came from.
+    pub auth_hop: Option<usize>,
 }
 
 impl Failure {
@@ -33,6 +37,7 @@ impl Failure {
             errno,
             msg: msg.into(),
             dead_hop: None,
+            auth_hop: None,
         }
     }
 }
@@ -261,10 +266,17 @@ impl Handshake {
             return;
         }
         // A failure, and whether it was the proxy's refusal (a reply code).
+        let auth = |errno: i32, e: String| Failure {
+            auth_hop: Some(self.idx),
+            ..Failure::new(errno, e)
+        };
         let outcome: Option<Result<Reply, (Failure, bool)>> = match &self.current {
             Hop::Socks(c) => match c.state() {
                 socks::State::Running => None,
                 socks::State::Done(r) => Some(Ok(r.clone())),
+                socks::State::Failed(e @ socks::SocksError::AuthRejected) => {
+                    Some(Err((auth(e.errno(), e.to_string()), false)))
+                }
                 socks::State::Failed(e) => Some(Err((
                     Failure::new(e.errno(), e.to_string()),
                     matches!(
@@ -281,6 +293,16 @@ impl Handshake {
                         0,
                     )),
                 })),
+                http::State::Failed(e @ http::HttpError::AuthRejected) => {
+                    Some(Err((auth(e.errno(), e.to_string()), false)))
+                }
+                // tinyproxy answers a wrong Basic password with 401, not 407: the same fix
+                // (errno and text as for any status; still the proxy's refusal).
+                http::State::Failed(e @ http::HttpError::Status(401, _))
+                    if self.hops[self.idx].user.is_some() =>
+                {
+                    Some(Err((auth(e.errno(), e.to_string()), true)))
+                }
                 http::State::Failed(e) => Some(Err((
                     Failure::new(e.errno(), e.to_string()),
                     matches!(e, http::HttpError::Status(..)),
@@ -413,6 +435,54 @@ mod tests {
             }
             s => panic!("{s:?}"),
         }
+    }
+
+    #[test]
+    fn a_rejected_password_names_its_hop() {
+        let hops = [
+            url("socks5://198.51.100.1:1080"),
+            url("socks5://u:p@192.0.2.130:1080"),
+        ];
+        let mut hs = Handshake::new(&hops, Command::Connect, TARGET).unwrap();
+        let ok = [5, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        drive(&mut hs, &[&[5, 0], &ok[..4], &ok[4..], &[5, 2], &[1, 1]]);
+        match hs.state() {
+            State::Failed(f) => {
+                assert_eq!((f.auth_hop, f.errno), (Some(1), libc::EACCES));
+                assert!(
+                    f.msg.contains("rejected the username/password"),
+                    "{}",
+                    f.msg
+                );
+            }
+            s => panic!("{s:?}"),
+        }
+        // HTTP: a 407 although credentials were sent.
+        let http = [url("http://u:p@198.51.100.1:3128")];
+        let mut hs = Handshake::new(&http, Command::Connect, TARGET).unwrap();
+        let out = hs.pending_output().len();
+        hs.consume_output(out);
+        hs.feed_peeked(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n");
+        assert!(
+            matches!(hs.state(), State::Failed(f) if f.auth_hop == Some(0) && f.errno == libc::EACCES),
+            "{:?}",
+            hs.state()
+        );
+        // tinyproxy's 401 after credentials: the same, as a refusal (errno as for a status).
+        let mut hs = Handshake::new(&http, Command::Connect, TARGET).unwrap();
+        let out = hs.pending_output().len();
+        hs.consume_output(out);
+        hs.feed_peeked(b"HTTP/1.0 401 Unauthorized\r\n\r\n");
+        assert!(
+            matches!(hs.state(), State::Failed(f) if f.auth_hop == Some(0) && f.errno == libc::ECONNREFUSED),
+            "{:?}",
+            hs.state()
+        );
+        // A refusal of the request is no credential problem.
+        let mut hs = Handshake::new(&hops[1..], Command::Connect, TARGET).unwrap();
+        let refused = [5, 2, 0, 1, 0, 0, 0, 0, 0, 0];
+        drive(&mut hs, &[&[5, 2], &[1, 0], &refused[..4], &refused[4..]]);
+        assert!(matches!(hs.state(), State::Failed(f) if f.auth_hop.is_none()));
     }
 
     #[test]

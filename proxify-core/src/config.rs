@@ -46,6 +46,10 @@ pub const ENV_HANDSHAKE_TIMEOUT: &str = "PROXIFY_TIMEOUT";
 pub const ENV_LOG: &str = "PROXIFY_LOG";
 /// Log to this file instead of stderr.
 pub const ENV_LOG_FILE: &str = "PROXIFY_LOG_FILE";
+/// Write the trace (one JSON line per decision and outcome) to this file.
+pub const ENV_TRACE: &str = "PROXIFY_TRACE";
+/// The trace's size cap in bytes (default 16 MiB); read by the shim only.
+pub const ENV_TRACE_MAX: &str = "PROXIFY_TRACE_MAX";
 /// `1`: no output at all from the shim, not even the one-line failure notices.
 pub const ENV_QUIET: &str = "PROXIFY_QUIET";
 
@@ -76,6 +80,43 @@ pub const ENV_DNAT: &str = "PROXIFY_DNAT";
 pub const ENV_PROXY_DNS: &str = "PROXIFY_PROXY_DNS";
 /// The IPv4 block remote-DNS placeholder addresses come from.
 pub const ENV_REMOTE_DNS_SUBNET: &str = "PROXIFY_REMOTE_DNS_SUBNET";
+
+/// Where each hop's credentials came from, for the one line of a rejected username/password:
+/// one line per hop with credentials, `CHAIN<TAB>HOP<TAB>WHERE` (HOP counted from 0 in the
+/// chain's hops; WHERE a phrase such as "the proxy URL given with -x"). Set by `proxify run`.
+pub const ENV_CRED_FROM: &str = "PROXIFY_CRED_FROM";
+
+/// The value of [`ENV_CRED_FROM`] for these `(chain, hop, where)` entries.
+pub fn format_cred_from(entries: &[(String, usize, String)]) -> String {
+    let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+    entries
+        .iter()
+        .map(|(c, h, w)| format!("{}\t{h}\t{}", clean(c), clean(w)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Where the credentials of hop `hop` of chain `chain` came from, as [`ENV_CRED_FROM`]'s
+/// value `var` says; without the variable (the shim preloaded by hand), the variable the shim
+/// read the chain from.
+pub fn cred_from(var: Option<&str>, chain: &str, hop: usize) -> String {
+    if let Some(v) = var {
+        for line in v.lines() {
+            let mut f = line.splitn(3, '\t');
+            if let (Some(c), Some(h), Some(w)) = (f.next(), f.next(), f.next()) {
+                if c == chain && h.parse() == Ok(hop) {
+                    return w.to_string();
+                }
+            }
+        }
+    }
+    let var = if chain == DEFAULT_CHAIN {
+        ENV_PROXY
+    } else {
+        ENV_CHAINS
+    };
+    format!("the environment variable {var}")
+}
 
 /// Where remote-DNS placeholder addresses come from unless configured: 240.0.0.0/4
 /// (reserved, never routed).
@@ -267,6 +308,8 @@ pub struct Config {
     pub handshake_timeout: Duration,
     pub log: Option<String>,
     pub log_file: Option<String>,
+    /// The trace file (`--trace`).
+    pub trace: Option<String>,
     pub quiet: bool,
     pub bind: BindPolicy,
     /// Every chain, the default one (named `default`, hops = `proxies`) first when there is
@@ -289,6 +332,7 @@ impl Default for Config {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             log: None,
             log_file: None,
+            trace: None,
             quiet: false,
             bind: BindPolicy::Auto,
             chains: Vec::new(),
@@ -683,6 +727,7 @@ impl Config {
         }
         c.log = var(&get, ENV_LOG);
         c.log_file = var(&get, ENV_LOG_FILE);
+        c.trace = var(&get, ENV_TRACE);
         if let Some(v) = get(ENV_QUIET) {
             c.quiet = match v.trim().to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" => true,
@@ -804,6 +849,7 @@ impl Config {
                 ENV_LOG_FILE,
                 self.log_file.clone().filter(|s| !s.is_empty()),
             ),
+            (ENV_TRACE, self.trace.clone().filter(|s| !s.is_empty())),
             (
                 ENV_QUIET,
                 Some(if self.quiet { "1" } else { "0" }.to_string()),
@@ -833,6 +879,27 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cred_from_round_trips_and_falls_back() {
+        let v = format_cred_from(&[
+            ("default".into(), 0, "the proxy URL given with -x".into()),
+            ("corp".into(), 1, "c.toml:7\t(key hops)".into()),
+        ]);
+        assert_eq!(
+            cred_from(Some(&v), "default", 0),
+            "the proxy URL given with -x"
+        );
+        assert_eq!(cred_from(Some(&v), "corp", 1), "c.toml:7 (key hops)");
+        assert_eq!(
+            cred_from(Some(&v), "corp", 0),
+            "the environment variable PROXIFY_CHAINS"
+        );
+        assert_eq!(
+            cred_from(None, "default", 0),
+            "the environment variable PROXIFY_PROXY"
+        );
+    }
+
     use super::*;
     use crate::rules::{Action, HostMatch, Pattern};
     use std::collections::HashMap;
@@ -996,6 +1063,7 @@ mod tests {
             handshake_timeout: Duration::new(3, 1),
             log: Some("proxify=debug,warn".to_string()),
             log_file: Some("/tmp/proxify test.log".to_string()),
+            trace: Some("/tmp/proxify trace.jsonl".to_string()),
             quiet: true,
             bind: BindPolicy::Always,
             chains: Vec::new(),
@@ -1016,6 +1084,7 @@ mod tests {
             ENV_HANDSHAKE_TIMEOUT,
             ENV_LOG,
             ENV_LOG_FILE,
+            ENV_TRACE,
             ENV_QUIET,
             ENV_BIND,
         ] {

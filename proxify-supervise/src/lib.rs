@@ -27,6 +27,9 @@ const EXIT_CANNOT_RUN: i32 = 127;
 
 pub struct Options {
     pub allow_unproxied: bool,
+    /// Where each hop's credentials came from (`PROXIFY_CRED_FROM`'s value), for the line of
+    /// a rejected username/password.
+    pub cred_from: Option<String>,
 }
 
 /// Whether this kernel can supervise programs: None, or what is missing.
@@ -132,7 +135,8 @@ pub fn run(mut cmd: Command, cfg: &Config, opts: Options) -> (i32, String) {
                 EXIT_USAGE,
                 format!(
                     "cannot supervise {program}: {why} \u{2014} its connections would bypass \
-                     the proxy (use --allow-unproxied to run it anyway)"
+                     the proxy ({})",
+                    proxify_core::progcheck::ALLOW_FIX
                 ),
             );
         }
@@ -165,7 +169,10 @@ pub fn run(mut cmd: Command, cfg: &Config, opts: Options) -> (i32, String) {
         }
     };
     let mut sup = match Supervisor::new(listener, sfd, cfg, log) {
-        Ok(s) => s,
+        Ok(mut s) => {
+            s.cred_from = opts.cred_from;
+            s
+        }
         Err(e) => {
             // SAFETY: kills the child we started (the listener dies with us anyway).
             unsafe { libc::kill(pid, libc::SIGKILL) };

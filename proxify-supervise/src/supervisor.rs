@@ -80,6 +80,8 @@ struct Peer {
 }
 
 pub struct Supervisor {
+    /// Where each hop's credentials came from (`PROXIFY_CRED_FROM`).
+    pub cred_from: Option<String>,
     listener: c_int,
     epfd: c_int,
     cfg: Config,
@@ -229,6 +231,7 @@ impl Supervisor {
         // SAFETY: fills `seed`.
         unsafe { libc::getrandom(seed.as_mut_ptr() as *mut c_void, 8, 0) };
         Ok(Supervisor {
+            cred_from: None,
             listener,
             epfd,
             cfg,
@@ -816,8 +819,14 @@ impl Supervisor {
 
     /// A proxied connect failed: a dynamic chain tries again without the dead hop; otherwise
     /// one line and the errno.
-    fn fail(&mut self, mut op: Op, f: Failure) {
+    fn fail(&mut self, mut op: Op, mut f: Failure) {
         let chain = &self.cfg.chains[op.chain];
+        // A rejected username/password: say where it came from (the fix is there).
+        if let Some((idx, _)) = f.auth_hop.and_then(|i| op.hops.get(i)) {
+            let from =
+                proxify_core::config::cred_from(self.cred_from.as_deref(), &chain.name, *idx);
+            f.msg = format!("{}; the credentials come from {from}", f.msg);
+        }
         if chain.mode == ChainMode::Dynamic && op.tries > 1 && op.hops.len() > 1 {
             if let Some((idx, url)) = f.dead_hop.and_then(|i| op.hops.get(i)).cloned() {
                 self.log.debug(&format!(

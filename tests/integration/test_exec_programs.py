@@ -194,3 +194,24 @@ def test_allow_unproxied_says_so_in_one_line(topo, capture, proxify_bin, bins):
     h = subprocess.run([str(PROXIFY_BIN), "run", "--help"], capture_output=True, text=True)
     assert "one line" in h.stdout and "-q" in h.stdout, h.stdout
     _no_direct(capture, "--allow-unproxied")
+
+
+def test_a_refused_static_program_is_told_the_way_and_the_cost(topo, capture, proxify_bin, bins):
+    """Issue 16: the refusal names the way to proxify it (the supervisor), the flag that runs
+    it anyway and what that costs; the way it names works."""
+    st = str(bins["static"])
+    cmd = ["sh", "-c", f"{shlex.join([st, T4, str(ECHO)])}; echo rc=$?"]
+    r = run_proxified(DANTE, cmd)
+    no_crash(r, "sh -c static")
+    assert r.stdout.strip() == "rc=126", f"the shell's exec should fail with EPERM\n{r}"
+    lines = r.proxify_lines()
+    assert len(lines) == 1 and lines[0].startswith(f"proxify: refusing to run {st}: it is statically linked"), str(r)
+    assert "run the whole command with proxify run --mode supervise to proxify it" in lines[0], str(r)
+    assert ("--allow-unproxied to run it anyway: its connections and name look-ups then go directly, "
+            "not through the proxy") in lines[0], str(r)
+    # The way it names: the whole command supervised, the static program's connect proxied.
+    r = run_proxified(DANTE, cmd, opts=["--mode", "supervise"])
+    no_crash(r, "--mode supervise sh -c static")
+    assert r.stdout.split() == ["connected", "rc=0"], f"the static program should connect through the proxy\n{r}"
+    assert proxy_syns(capture), f"nothing went to the proxy:\n{capture.summary()}"
+    _no_direct(capture, "sh -c static, refused then supervised")

@@ -94,6 +94,8 @@ def test_wrong_password_fails_closed(topo, capture, proxify_bin, client):
     proxy = f"socks5h://{netns.TEST_USER}:wrong-{topo.password}@{P4}:{netns.MICROSOCKS_PORT}"
     r = run_proxified(proxy, [client, T4, ECHO, MSG], opts=SUP)
     expect_errno(r, "wrong password", "EACCES", 10)
+    # The line says where the credentials came from (issue 16).
+    assert any("the credentials come from the proxy URL given with -x" in ln for ln in r.proxify_lines()), str(r)
     assert_no_leak(capture, "wrong password")
 
 

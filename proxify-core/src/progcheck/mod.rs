@@ -33,6 +33,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+/// The flag that runs a refused program anyway, and what it costs (the end of every refusal).
+pub const ALLOW_FIX: &str = "use proxify run --allow-unproxied to run it anyway: its \
+     connections and name look-ups then go directly, not through the proxy";
+
 /// `1`/`true`/`yes`: run programs the shim cannot reach anyway (`--allow-unproxied`).
 pub const ENV_ALLOW_UNPROXIED: &str = "PROXIFY_ALLOW_UNPROXIED";
 /// Levels of `#!` interpreters, `env NAME` and loaders followed (the kernel allows 4 nested
@@ -124,12 +128,17 @@ impl Verdict {
         }
     }
 
-    /// What the user can do about it.
+    /// What the user can do about it: the way to proxify it when there is one (static and
+    /// Go programs: the supervisor; setuid ones: the user they switch to), then the flag that
+    /// runs it anyway and what that costs.
     pub fn fix(&self) -> String {
-        const ALLOW: &str = "use proxify run --allow-unproxied to run it anyway";
         match self.innermost() {
-            Verdict::PrivilegeChange(p) => format!("{}, or {ALLOW}", p.fix()),
-            _ => ALLOW.to_string(),
+            Verdict::PrivilegeChange(p) => format!("{}, or {ALLOW_FIX}", p.fix()),
+            Verdict::Static | Verdict::Go => format!(
+                "run the whole command with proxify run --mode supervise to proxify it \
+                 through the seccomp supervisor, or {ALLOW_FIX}"
+            ),
+            _ => ALLOW_FIX.to_string(),
         }
     }
 

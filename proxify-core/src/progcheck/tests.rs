@@ -150,7 +150,10 @@ fn static_programs() {
         assert_eq!(
             v.to_string(),
             "it is statically linked (no dynamic loader loads the shim) \u{2014} its connections \
-             would bypass the proxy (use proxify run --allow-unproxied to run it anyway)"
+             would bypass the proxy (run the whole command with proxify run --mode supervise to \
+             proxify it through the seccomp supervisor, or use proxify run --allow-unproxied to \
+             run it anyway: its connections and name look-ups then go directly, not through the \
+             proxy)"
         );
     }
     // The crafted form: no PT_INTERP.
@@ -196,6 +199,25 @@ fn go_programs() {
     c.interp = false;
     assert_eq!(judge_file_bytes(&c.build()), Verdict::Go);
     assert!(Verdict::Go.to_string().starts_with("it is a Go program"));
+    // The way to proxify it (the supervisor), then the flag and its cost.
+    let fix = Verdict::Go.fix();
+    assert!(fix.starts_with("run the whole command with proxify run --mode supervise"));
+    assert!(fix.ends_with(ALLOW_FIX), "{fix}");
+    // No supervisor for a program of another architecture or one that cannot be checked.
+    for v in [
+        Verdict::Unjudged("x".into()),
+        Verdict::OtherArch {
+            found: elf::Arch {
+                bits: 32,
+                big_endian: false,
+                machine: 3,
+            },
+            host: elf::Arch::host().unwrap(),
+        },
+    ] {
+        assert_eq!(v.fix(), ALLOW_FIX);
+    }
+    assert!(ALLOW_FIX.contains("not through the proxy"));
     // Every class and byte order.
     for (wide, big) in [(false, false), (false, true), (true, false), (true, true)] {
         let c = Crafted {
@@ -428,7 +450,8 @@ fn privilege_verdicts_agree_with_the_kernel() {
     );
     assert!(
         text.ends_with(
-            "(run proxify as uid 0, or use proxify run --allow-unproxied to run it anyway)"
+            "(run proxify as uid 0, or use proxify run --allow-unproxied to run it anyway: its \
+             connections and name look-ups then go directly, not through the proxy)"
         ),
         "{text}"
     );

@@ -85,6 +85,7 @@ pub fn connect(
 ) -> c_int {
     let give_up = sndtimeo(fd).map(|d| Instant::now() + d);
     if let Err(f) = nbconnect::start_quiet(rt, fd, domain, dest, target, chain, &shown, &via) {
+        nbconnect::trace_outcome(&shown, Some(chain), f.errno, None);
         crate::sys::error::warn_once(format_args!(
             "cannot connect to {shown} through {via}: {}",
             f.msg

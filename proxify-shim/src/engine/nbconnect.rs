@@ -70,6 +70,8 @@ struct Pending {
     via: String,
     /// The fds known to refer to this socket (the first, dups, ones seen by a step).
     fds: Vec<c_int>,
+    /// When the connect began (the trace's handshake time; only when tracing).
+    started: Option<Instant>,
     /// Its readiness fds (`evreg`), and the one poll/select wait on.
     ev: u64,
     q: c_int,
@@ -111,12 +113,17 @@ enum Step {
 enum Outcome {
     Connected {
         fd: c_int,
+        chain: &'static Chain,
+        started: Option<Instant>,
         shown: String,
         target: TargetAddr,
         bound: Option<SocketAddr>,
         reply_bound: TargetAddr,
     },
     Failed {
+        chain: Option<&'static Chain>,
+        started: Option<Instant>,
+        errno: c_int,
         shown: String,
         via: String,
         msg: String,
@@ -124,29 +131,59 @@ enum Outcome {
     },
 }
 
+/// The trace's outcome line of a proxied connect (`errno` 0: connected).
+pub fn trace_outcome(shown: &str, chain: Option<&Chain>, errno: c_int, started: Option<Instant>) {
+    use crate::sys::trace;
+    if !trace::on() {
+        return;
+    }
+    trace::write(&trace::Event {
+        ev: trace::Ev::Outcome,
+        call: "connect",
+        dest: &shown,
+        via: chain.map_or(trace::Via::Proxy, trace::Via::Chain),
+        rule: None,
+        result: Some(errno),
+        ms: started.map(|t| t.elapsed().as_secs_f64() * 1000.0),
+    });
+}
+
 impl Outcome {
     fn report(self) {
         match self {
             Outcome::Connected {
                 fd,
+                chain,
+                started,
                 shown,
                 target,
                 bound,
                 reply_bound,
             } => {
+                trace_outcome(&shown, Some(chain), 0, started);
                 crate::engine::bind::note_connection(&target, bound);
                 log::debug!(
                     "connect fd {fd} to {shown}: connected (proxy bound {})",
                     reply_bound
                 );
             }
-            // A panic already logged its one line.
-            Outcome::Failed { internal: true, .. } => {}
             Outcome::Failed {
-                shown, via, msg, ..
-            } => crate::sys::error::warn_once(format_args!(
-                "cannot connect to {shown} through {via}: {msg}"
-            )),
+                chain,
+                started,
+                errno,
+                shown,
+                via,
+                msg,
+                internal,
+            } => {
+                trace_outcome(&shown, chain, errno, started);
+                // A panic already logged its one line.
+                if !internal {
+                    crate::sys::error::warn_once(format_args!(
+                        "cannot connect to {shown} through {via}: {msg}"
+                    ))
+                }
+            }
         }
     }
 }
@@ -265,6 +302,7 @@ pub fn start(
             set_errno(libc::EINPROGRESS);
         }
         Err(f) => {
+            trace_outcome(&shown, Some(chain), f.errno, None);
             crate::sys::error::warn_once(format_args!(
                 "cannot connect to {shown} through {via}: {}",
                 f.msg
@@ -407,6 +445,7 @@ fn start_hops(
     ino: u64,
     ev: u64,
 ) -> Result<(), Failure> {
+    let started = crate::sys::trace::on().then(Instant::now);
     let mut tries = chain.hops.len().max(1);
     let (hops, hs, proxy) = loop {
         let hops = rt.select_hops(chain);
@@ -436,6 +475,7 @@ fn start_hops(
         shown: shown.to_string(),
         via: via.to_string(),
         fds: vec![fd],
+        started,
         ev,
         q: super::evreg::q_of(ev),
     };
@@ -578,6 +618,8 @@ fn complete_ok(fd: c_int, ino: u64, p: Pending, reply: Reply) -> (Progress, Opti
     }
     let o = Outcome::Connected {
         fd,
+        chain: p.chain,
+        started: p.started,
         shown: p.shown,
         target: p.target,
         bound,
@@ -590,15 +632,25 @@ fn complete_failed(
     fd: c_int,
     ino: u64,
     p: Option<Pending>,
-    f: Failure,
+    mut f: Failure,
     internal: bool,
 ) -> (Progress, Option<Outcome>) {
     disconnect(fd);
+    // A rejected username/password: say where it came from (the fix is there).
+    if let (Some(p), Some(i)) = (&p, f.auth_hop) {
+        if let Some((idx, _)) = p.hops.get(i) {
+            let from = runtime::get().cred_from(p.chain, *idx);
+            f.msg = format!("{}; the credentials come from {from}", f.msg);
+        }
+    }
     let (fds, o) = match p {
         Some(p) => {
             let fds = live_fds(&p, ino, fd);
             super::evreg::done(p.ev, true);
             let o = Outcome::Failed {
+                chain: Some(p.chain),
+                started: p.started,
+                errno: f.errno,
                 shown: p.shown,
                 via: p.via,
                 msg: f.msg,
@@ -609,6 +661,9 @@ fn complete_failed(
         None => (
             vec![fd],
             Outcome::Failed {
+                chain: None,
+                started: None,
+                errno: f.errno,
                 shown: match fdtable::get(fd).and_then(|e| e.peer) {
                     Some(a) => a.to_string(),
                     None => format!("fd {fd}'s destination"),

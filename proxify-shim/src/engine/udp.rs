@@ -235,7 +235,11 @@ pub fn assoc_for(
         return Err(Failure::new(libc::EMFILE, "fd beyond proxify's table"));
     }
     let mut replaced = None;
-    let (relay, ctrl) = associate(rt, fd, family, target, &mut replaced)?;
+    let (relay, ctrl) = if crate::sys::trace::on() {
+        traced_associate(rt, fd, family, target, &mut replaced)?
+    } else {
+        associate(rt, fd, family, target, &mut replaced)?
+    };
     forget_names(fd);
     let e = Entry {
         kind: Kind::UdpAssoc,
@@ -256,6 +260,53 @@ pub fn assoc_for(
         fdtable::set_program_family(fd, program);
     }
     Ok(e)
+}
+
+/// [`associate`] with its decision and outcome lines in the trace.
+fn traced_associate(
+    rt: &Runtime,
+    fd: c_int,
+    family: c_int,
+    target: &TargetAddr,
+    replaced: &mut Option<c_int>,
+) -> Result<(SocketAddr, c_int), Failure> {
+    use crate::sys::trace::{self, Ev, Event, Via};
+    let d = rt.config().map(|cfg| {
+        let d = match target {
+            TargetAddr::Ip(a) => cfg.decide(Some(a.ip()), None, a.port()),
+            TargetAddr::Domain(n, p) => cfg.decide(None, Some(n), *p),
+        };
+        let chain = match d.verdict {
+            proxify_core::rules::Verdict::Proxy(n) => cfg.chain(n),
+            _ => None,
+        };
+        (d, chain)
+    });
+    let via = match &d {
+        Some((_, Some(c))) => Via::Chain(c),
+        _ => Via::Proxy,
+    };
+    trace::write(&Event {
+        ev: Ev::Decision,
+        call: "udp-associate",
+        dest: target,
+        via,
+        rule: d.as_ref().map(|(d, _)| d as &dyn std::fmt::Display),
+        result: None,
+        ms: None,
+    });
+    let t0 = Instant::now();
+    let r = associate(rt, fd, family, target, replaced);
+    trace::write(&Event {
+        ev: Ev::Outcome,
+        call: "udp-associate",
+        dest: target,
+        via,
+        rule: None,
+        result: Some(r.as_ref().map_or_else(|f| f.errno, |_| 0)),
+        ms: Some(t0.elapsed().as_secs_f64() * 1000.0),
+    });
+    r
 }
 
 /// The association of `fd` if it is an associated UDP socket.

@@ -9,6 +9,7 @@ use crate::sys::guard::{hook, set_errno};
 use crate::sys::real;
 use crate::sys::sockaddr as sa;
 use crate::sys::socket::{socket_domain, sockopt_int};
+use crate::sys::trace;
 use libc::{c_int, sockaddr, socklen_t};
 use proxify_core::config::Chain;
 use proxify_core::socks::TargetAddr;
@@ -152,6 +153,9 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
             // A UDP socket with an association now talks to a direct peer: drop it.
             fdtable::clear(fd);
         }
+        if trace::on() {
+            return traced_direct(dest, &"loopback", || real::connect(fd, addr, len));
+        }
         return real::connect(fd, addr, len);
     }
     let rt = runtime::get();
@@ -161,21 +165,87 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
             if tracked.is_some() {
                 fdtable::clear(fd);
             }
-            if let decide::Direct::Rule(_, Some(to)) = why {
-                // dnat: the rewritten address, in the socket's family.
-                let fam = socket_domain(fd);
-                let to = sa::for_family(to, fam).unwrap_or(to);
-                let (st, l) = sa::to_storage(&to);
-                return real::connect(fd, &st as *const _ as *const sockaddr, l);
+            let go = || {
+                if let decide::Direct::Rule(_, Some(to)) = why {
+                    // dnat: the rewritten address, in the socket's family.
+                    let fam = socket_domain(fd);
+                    let to = sa::for_family(to, fam).unwrap_or(to);
+                    let (st, l) = sa::to_storage(&to);
+                    return real::connect(fd, &st as *const _ as *const sockaddr, l);
+                }
+                real::connect(fd, addr, len)
+            };
+            if trace::on() {
+                return traced_direct(dest, &why, go);
             }
-            real::connect(fd, addr, len)
+            go()
         }
         Route::Deny(e, why) => {
             log::warn!("refusing connection to {dest}: {why}");
+            if trace::on() {
+                trace::write(&trace::Event {
+                    ev: trace::Ev::Decision,
+                    call: "connect",
+                    dest: &Asked(dest),
+                    via: trace::Via::Deny,
+                    rule: Some(&why),
+                    result: Some(e),
+                    ms: None,
+                });
+            }
             fail(e)
         }
         Route::Proxy(p) => connect_proxied(rt, fd, dest, p),
     }
+}
+
+/// The destination as the program gave it: a placeholder's name (`name:port`), else the
+/// address. (For the trace only: the placeholder's name is looked up again.)
+struct Asked(SocketAddr);
+
+impl std::fmt::Display for Asked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ip = sa::unmap(self.0).ip();
+        match crate::state::fakedns::is_placeholder(&ip)
+            .then(|| crate::state::fakedns::name_of(&ip))
+            .flatten()
+        {
+            Some(n) => write!(f, "{n}:{}", self.0.port()),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+/// A direct connect while tracing: its decision line, the connect, its outcome line (the
+/// trace's writes keep errno as the connect left it).
+fn traced_direct(
+    dest: SocketAddr,
+    why: &dyn std::fmt::Display,
+    go: impl FnOnce() -> c_int,
+) -> c_int {
+    let asked = Asked(dest);
+    trace::write(&trace::Event {
+        ev: trace::Ev::Decision,
+        call: "connect",
+        dest: &asked,
+        via: trace::Via::Direct,
+        rule: Some(why),
+        result: None,
+        ms: None,
+    });
+    let t0 = std::time::Instant::now();
+    let r = go();
+    let e = if r == 0 { 0 } else { errno() };
+    trace::write(&trace::Event {
+        ev: trace::Ev::Outcome,
+        call: "connect",
+        dest: &asked,
+        via: trace::Via::Direct,
+        rule: None,
+        result: Some(e),
+        ms: Some(t0.elapsed().as_secs_f64() * 1000.0),
+    });
+    r
 }
 
 fn connect_proxied(rt: &runtime::Runtime, fd: c_int, dest: SocketAddr, p: Proxied) -> c_int {
@@ -216,6 +286,17 @@ fn connect_proxied(rt: &runtime::Runtime, fd: c_int, dest: SocketAddr, p: Proxie
         "connect fd {fd} to {target}: through {} ({by})",
         via_of(chain)
     );
+    if trace::on() {
+        trace::write(&trace::Event {
+            ev: trace::Ev::Decision,
+            call: "connect",
+            dest: &target,
+            via: trace::Via::Chain(chain),
+            rule: Some(&by),
+            result: None,
+            ms: None,
+        });
+    }
     let (shown, via) = (target.to_string(), via_of(chain));
     if crate::sys::socket::is_nonblocking(fd) {
         // EINPROGRESS at once; the handshake runs from the program's poll/select/epoll calls.

@@ -133,7 +133,9 @@ unsafe fn gai(
     if !crate::policy::decide::name_goes_remote(name) {
         // Going direct (a rule) or through a chain with local DNS: the system resolver.
         log::debug!("getaddrinfo({name}): resolved locally (its route does not use remote DNS)");
-        return real::getaddrinfo(node, service, hints, res);
+        let rc = real::getaddrinfo(node, service, hints, res);
+        trace_lookup("getaddrinfo", name, false, rc);
+        return rc;
     }
     if rt.fault == runtime::Fault::PanicResolve {
         panic!("injected fault (PROXIFY_TEST_FAULT=panic-resolve)");
@@ -142,12 +144,17 @@ unsafe fn gai(
         Ok(a) => a,
         // The placeholder block is full: the name may well exist, the look-up cannot be
         // served (the one warning line was written by the first).
-        Err(Miss::Full) => return libc::EAI_AGAIN,
+        Err(Miss::Full) => {
+            trace_lookup("getaddrinfo", name, true, libc::EAI_AGAIN);
+            return libc::EAI_AGAIN;
+        }
         Err(Miss::NoName) => {
             log::debug!("getaddrinfo({name}): no address of the requested family");
+            trace_lookup("getaddrinfo", name, true, libc::EAI_NONAME);
             return libc::EAI_NONAME;
         }
     };
+    trace_lookup("getaddrinfo", name, true, 0);
     if flags & libc::AI_ADDRCONFIG != 0 && h.ai_family == libc::AF_UNSPEC {
         // Only the families this host has a (non-loopback) address of, as glibc does.
         let (has4, has6) = host_families();
@@ -278,10 +285,14 @@ unsafe fn ghbn_r(
         return Some(libc::ENOENT);
     };
     if !crate::policy::decide::name_goes_remote(n) {
+        trace_lookup("gethostbyname", n, false, 0);
         return None;
     }
     let ans = match answer(n, af, true) {
-        Ok(a) => a,
+        Ok(a) => {
+            trace_lookup("gethostbyname", n, true, 0);
+            a
+        }
         Err(Miss::Full) => {
             set_herr(TRY_AGAIN);
             return Some(libc::EAGAIN);
@@ -766,4 +777,33 @@ res_hooks! {
         => res_query_like("res_nquerydomain", name, domain, class, ty, answer, anslen);
     res_nsend __res_nsend(statp: *mut c_void, msg: *const u8, msglen: c_int, answer: *mut u8, anslen: c_int)
         => res_send_like("res_nsend", msg, msglen, answer, anslen);
+}
+
+/// The trace's line for a name look-up: `remote`, the name goes to the proxy (a placeholder
+/// answers); else it is resolved locally. `rc`: 0, or the `EAI_*` code (negative).
+fn trace_lookup(call: &str, name: &str, remote: bool, rc: c_int) {
+    use crate::sys::trace;
+    if !trace::on() {
+        return;
+    }
+    let (via, rule) = if remote {
+        (
+            trace::Via::Proxy,
+            "remote DNS: a placeholder address, the name goes to the proxy",
+        )
+    } else {
+        (
+            trace::Via::Direct,
+            "resolved locally (its route does not use remote DNS)",
+        )
+    };
+    trace::write(&trace::Event {
+        ev: trace::Ev::Decision,
+        call,
+        dest: &name,
+        via,
+        rule: Some(&rule),
+        result: (remote || rc != 0).then_some(rc),
+        ms: None,
+    });
 }

@@ -247,11 +247,18 @@ enum Unfit<'e> {
 }
 
 /// `PROXIFY_*` variables a child may set differently: what proxify says, not where connections
-/// go or what is refused (verbosity, the log file, the prompt marker of `proxify shell`).
+/// go or what is refused (verbosity, the log file, the prompt marker of `proxify shell`, the
+/// trace file and its cap, where credentials came from).
 fn may_change(name: &[u8]) -> bool {
     matches!(
         name,
-        b"PROXIFY_LOG" | b"PROXIFY_QUIET" | b"PROXIFY_LOG_FILE" | b"PROXIFY_SHELL"
+        b"PROXIFY_LOG"
+            | b"PROXIFY_QUIET"
+            | b"PROXIFY_LOG_FILE"
+            | b"PROXIFY_SHELL"
+            | b"PROXIFY_TRACE"
+            | b"PROXIFY_TRACE_MAX"
+            | b"PROXIFY_CRED_FROM"
     )
 }
 
@@ -376,9 +383,9 @@ impl std::fmt::Display for Could {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} \u{2014} its connections could bypass the proxy (use proxify run \
-             --allow-unproxied to run it anyway)",
-            self.0
+            "{} \u{2014} its connections could bypass the proxy ({})",
+            self.0,
+            progcheck::ALLOW_FIX
         )
     }
 }

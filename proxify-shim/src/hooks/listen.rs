@@ -16,6 +16,45 @@ fn fail(e: c_int) -> c_int {
     -1
 }
 
+/// The trace's lines for a listener: local (`bind` is None: its decision, with the result),
+/// or a SOCKS BIND for the expected peer `dest` (decision, then outcome with its time).
+fn trace_listen(
+    dest: &dyn std::fmt::Display,
+    why: &dyn std::fmt::Display,
+    bind: Option<std::time::Instant>,
+    result: c_int,
+) {
+    use crate::sys::trace::{self, Ev, Event, Via};
+    if !trace::on() {
+        return;
+    }
+    let via = if bind.is_some() {
+        Via::Proxy
+    } else {
+        Via::Direct
+    };
+    trace::write(&Event {
+        ev: Ev::Decision,
+        call: "listen",
+        dest,
+        via,
+        rule: Some(why),
+        result: bind.is_none().then_some(result),
+        ms: None,
+    });
+    if let Some(t0) = bind {
+        trace::write(&Event {
+            ev: Ev::Outcome,
+            call: "listen",
+            dest,
+            via,
+            rule: None,
+            result: Some(result),
+            ms: Some(t0.elapsed().as_secs_f64() * 1000.0),
+        });
+    }
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     let Some(a) = sa::read(addr, len) else {
@@ -107,6 +146,11 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
                 let r = real::listen(fd, backlog);
                 if r == 0 && local != bind::Local::Unknown {
                     log::info!("listen fd {fd}: local listener ({local})");
+                    if crate::sys::trace::on() {
+                        let at = local_addr(fd).map_or("?".to_string(), |a| a.to_string());
+                        let why = format!("local listener ({local})");
+                        trace_listen(&at, &why, None, 0);
+                    }
                 }
                 return r;
             }
@@ -116,7 +160,18 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
             _ => return real::listen(fd, backlog),
         };
         let shown = peer.to_string();
-        match bind::start(rt, fd, family, peer) {
+        let t0 = crate::sys::trace::on().then(std::time::Instant::now);
+        let r = bind::start(rt, fd, family, peer);
+        if let Some(t0) = t0 {
+            let why = format!("BIND through the proxy ({why})");
+            trace_listen(
+                &shown,
+                &why,
+                Some(t0),
+                r.as_ref().map_or_else(|f| f.errno, |_| 0),
+            );
+        }
+        match r {
             Ok(bound) => {
                 log::info!(
                     "listen fd {fd}: BIND through the proxy for {shown} ({why}), proxy listens on {bound}"

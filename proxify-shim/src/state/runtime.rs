@@ -2,7 +2,7 @@
 //! the logger, and the test-only fault injection.
 
 use crate::sys::lock::ForkSafeMutex;
-use proxify_core::config::{Chain, ChainMode, Config, ENV_LOG, ENV_LOG_FILE};
+use proxify_core::config::{Chain, ChainMode, Config, ENV_LOG, ENV_LOG_FILE, ENV_TRACE_MAX};
 use proxify_core::url::{Host, ProxyUrl};
 use std::collections::HashMap;
 use std::io::Write;
@@ -31,6 +31,8 @@ pub struct Runtime {
     dead_until: Vec<Vec<AtomicU64>>,
     /// Round-robin chains: where the next connection starts.
     rr_next: Vec<AtomicUsize>,
+    /// `PROXIFY_CRED_FROM`: where each hop's credentials came from.
+    cred_from: Option<String>,
 }
 
 static RT: OnceLock<Runtime> = OnceLock::new();
@@ -64,6 +66,12 @@ fn build() -> Runtime {
     let config = Config::from_env_with(env).map_err(|e| e.to_string());
     let quiet = config.as_ref().map(|c| c.quiet).unwrap_or(false);
     init_logger(quiet);
+    if let Ok(Config {
+        trace: Some(path), ..
+    }) = &config
+    {
+        init_trace(path);
+    }
     let config = config.and_then(|c| {
         if c.chains.iter().all(|ch| ch.hops.is_empty()) {
             Err("no proxy configured (set PROXIFY_PROXY or use `proxify run -x URL`)".to_string())
@@ -97,6 +105,7 @@ fn build() -> Runtime {
         config,
         fault,
         hop_addrs: ForkSafeMutex::new(None),
+        cred_from: env(proxify_core::config::ENV_CRED_FROM),
     }
 }
 
@@ -122,6 +131,12 @@ fn random() -> u64 {
 }
 
 impl Runtime {
+    /// Where the credentials of hop `hop` (in the chain's hops) of `chain` came from, for the
+    /// line of a rejected username/password.
+    pub fn cred_from(&self, chain: &Chain, hop: usize) -> String {
+        proxify_core::config::cred_from(self.cred_from.as_deref(), &chain.name, hop)
+    }
+
     pub fn config(&self) -> Option<&Config> {
         self.config.as_ref().ok()
     }
@@ -228,6 +243,16 @@ impl Runtime {
         {
             d.store(now_ms() + DEAD_FOR_MS, Ordering::Relaxed);
         }
+    }
+}
+
+/// The trace file (`--trace`), capped at `PROXIFY_TRACE_MAX` bytes.
+fn init_trace(path: &str) {
+    let cap = env(ENV_TRACE_MAX)
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(crate::sys::trace::DEFAULT_CAP);
+    if let Err(e) = crate::sys::trace::init(path, cap) {
+        log::warn!("cannot open the trace file {path}: {e}; no trace is written");
     }
 }
 

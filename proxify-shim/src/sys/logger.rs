@@ -51,7 +51,7 @@ fn level_name(l: log::Level) -> &'static str {
 
 /// Writes all of `b` to `fd` with raw system calls (retrying EINTR and short writes, a bounded
 /// number of times).
-fn write_all(fd: i32, mut b: &[u8]) {
+pub(crate) fn write_all(fd: i32, mut b: &[u8]) {
     for _ in 0..64 {
         if b.is_empty() {
             return;

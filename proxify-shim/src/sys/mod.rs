@@ -11,3 +11,4 @@ pub mod real;
 pub mod resolve;
 pub mod sockaddr;
 pub mod socket;
+pub mod trace;

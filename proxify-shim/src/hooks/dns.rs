@@ -12,7 +12,7 @@
 use crate::policy::names::{answer, reverse};
 use crate::state::fakedns::Miss;
 use crate::state::runtime;
-use crate::sys::guard::hook;
+use crate::sys::guard::{hook, outside};
 use crate::sys::{real, sockaddr};
 use libc::{addrinfo, c_char, c_int, c_void, hostent, size_t, socklen_t};
 use std::ffi::{CStr, CString};
@@ -109,7 +109,9 @@ unsafe fn gai(
 ) -> c_int {
     let rt = runtime::get();
     if !rt.remote_dns() {
-        return real::getaddrinfo(node, service, hints, res);
+        // The system resolver: its NSS modules' own connect/sendto/poll calls are served as
+        // the program's (sys::guard::outside), not as a signal handler's re-entry.
+        return outside(|| real::getaddrinfo(node, service, hints, res));
     }
     let mut h: addrinfo = if hints.is_null() {
         let mut d: addrinfo = std::mem::zeroed();
@@ -133,7 +135,7 @@ unsafe fn gai(
     if !crate::policy::decide::name_goes_remote(name) {
         // Going direct (a rule) or through a chain with local DNS: the system resolver.
         log::debug!("getaddrinfo({name}): resolved locally (its route does not use remote DNS)");
-        let rc = real::getaddrinfo(node, service, hints, res);
+        let rc = outside(|| real::getaddrinfo(node, service, hints, res));
         trace_lookup("getaddrinfo", name, false, rc);
         return rc;
     }
@@ -454,7 +456,8 @@ pub unsafe extern "C" fn getnameinfo(
         libc::EIO,
         || {
             if !runtime::get().remote_dns() {
-                return pass();
+                // A PTR query through the system resolver (see `gai`).
+                return outside(pass);
             }
             let Some(addr) = sockaddr::read(sa, salen) else {
                 return pass();

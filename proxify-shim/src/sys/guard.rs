@@ -10,13 +10,14 @@ use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 thread_local! {
-    /// How many hook bodies this thread is inside (0 or 1, unless a signal handler that runs on
-    /// this thread called a hook while the thread was inside one). A const-initialised `Cell`
-    /// with no destructor: reading it is a plain TLS access, safe in a signal handler.
-    static DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// The stack address of this thread's outermost hook body in progress (0: none). A
+    /// const-initialised `Cell` with no destructor: reading it is a plain TLS access, safe in a
+    /// signal handler.
+    static FRAME: Cell<usize> = const { Cell::new(0) };
 }
 
 pub fn set_errno(e: libc::c_int) {
+    // SAFETY: errno is this thread's own int, always valid to write.
     unsafe { *libc::__errno_location() = e };
 }
 
@@ -38,33 +39,46 @@ pub fn guarded<R>(failed: R, errno: libc::c_int, f: impl FnOnce() -> R) -> R {
 /// Then the interrupted code may hold a spin lock or be inside `malloc`, so `reentered` runs
 /// instead: it must not allocate, lock, log or panic — it calls the real function where that
 /// is safe and fails with an errno where it is not (never a direct connection).
-#[inline]
+///
+/// "Inside" is told by the stack: a handler runs deeper on the interrupted stack than the hook
+/// frame it interrupted. A frame recorded above the current one is stale — the program left it
+/// with `siglongjmp` from a handler — and is forgotten, so such a program is not locked out.
+#[inline(never)]
 pub fn hook<R>(
     reentered: impl FnOnce() -> R,
     failed: R,
     errno: libc::c_int,
     f: impl FnOnce() -> R,
 ) -> R {
-    let depth = DEPTH.with(|d| {
-        let v = d.get();
-        d.set(v + 1);
-        v
-    });
-    let r = if depth > 0 {
-        reentered()
-    } else {
-        guarded(failed, errno, f)
-    };
-    DEPTH.with(|d| d.set(depth));
+    let marker = 0u8;
+    let here = std::hint::black_box(&marker) as *const u8 as usize;
+    let outer = FRAME.with(|c| c.get());
+    if outer != 0 && here < outer {
+        return reentered();
+    }
+    FRAME.with(|c| c.set(here));
+    let r = guarded(failed, errno, f);
+    FRAME.with(|c| c.set(0));
+    r
+}
+
+/// Runs `f` (a real libc function that may call our hooks itself, such as the resolver
+/// through its NSS modules) outside the hook region: the hooks it reaches run as the
+/// program's own calls, not as a signal handler's re-entry.
+#[inline]
+pub fn outside<R>(f: impl FnOnce() -> R) -> R {
+    let saved = FRAME.with(|c| c.replace(0));
+    let r = f();
+    FRAME.with(|c| c.set(saved));
     r
 }
 
 /// Called right before a real exec inside a hook body: the new program starts outside any
-/// hook. (A `vfork` child shares the parent's memory, so the depth it leaves behind is the
-/// parent's; `hook` puts the saved depth back anyway if the exec fails and returns.)
+/// hook. (A `vfork` child shares the parent's memory, so the frame it would leave recorded is
+/// the parent's; `hook` clears it anyway if the exec fails and returns.)
 #[inline]
 pub fn leave_for_exec() {
-    DEPTH.with(|d| d.set(0));
+    FRAME.with(|c| c.set(0));
 }
 
 /// Runs `f`; None if it panicked (the panic hook has logged it). For callers that must undo

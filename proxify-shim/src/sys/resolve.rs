@@ -12,7 +12,12 @@ pub fn resolve_locally(name: &str, port: u16) -> Result<Vec<SocketAddr>, String>
     let mut hints: addrinfo = unsafe { std::mem::zeroed() };
     hints.ai_socktype = libc::SOCK_STREAM;
     let mut res: *mut addrinfo = std::ptr::null_mut();
-    let rc = unsafe { real::getaddrinfo(c.as_ptr(), std::ptr::null(), &hints, &mut res) };
+    // The resolver's NSS modules call connect/sendto/poll through the PLT, that is ours: they
+    // are served as the program's own calls, not as a signal handler's re-entry.
+    // SAFETY: a NUL-terminated name, valid hints and an out-pointer for the result.
+    let rc = super::guard::outside(|| unsafe {
+        real::getaddrinfo(c.as_ptr(), std::ptr::null(), &hints, &mut res)
+    });
     if rc != 0 {
         let msg = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) };
         return Err(msg.to_string_lossy().into_owned());

@@ -56,3 +56,24 @@ def test_signal_storm_never_crashes(topo, capture, proxify_bin, fc_bin, kind, ve
             assert bad not in r.stderr, f"storm {kind} {verbosity} run {run}: {bad!r}\n{r}"
     assert not capture.sent_to(T4), f"storm {kind}: packets to the target directly\n{capture.summary()}"
     assert_no_leak(capture, f"storm {kind} {verbosity}")
+
+
+SILENT_DEST = "192.0.2.98"  # routed to the silent proxy by the test's config file
+
+
+def test_siglongjmp_out_of_a_connect_does_not_lock_the_thread_out(topo, capture, proxify_bin, fc_bin):
+    """The alarm + siglongjmp timeout idiom around a blocking connect: the handler leaves the
+    hook without returning. The thread must not stay marked as inside proxify: its next
+    proxied connect works."""
+    conf = topo.run_dir / "longjmp.toml"
+    silent = f"socks5h://{netns.PROXY4}:{netns.HOSTILE_PORTS['silent']}"
+    conf.write_text(f'proxy = "{DANTE}"\ntimeout = 20\n\n[[chain]]\nname = "silent"\nhops = ["{silent}"]\n\n'
+                    f'[[rule]]\nmatch = "{SILENT_DEST}/32"\naction = "proxy silent"\n')
+    r = run_proxified(None, [fc_bin, "longjmp", T4, netns.ECHO_PORT, SILENT_DEST, 7],
+                      opts=["-f", str(conf)], timeout=30)
+    no_crash(r, "longjmp")
+    v = kv(r.stdout)
+    assert v.get("jumped") == "1" and v.get("echo") == "ok", f"the connect after siglongjmp failed\n{r}"
+    assert not capture.sent_to(T4) and not capture.sent_to(SILENT_DEST), \
+        f"packets went direct\n{capture.summary()}"
+    assert_no_leak(capture, "longjmp")

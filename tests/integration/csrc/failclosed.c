@@ -14,6 +14,10 @@
  *                                           proxy: EINPROGRESS after about MS, disconnected
  *   failclosed unspec HOST PORT [UHOST UPORT]  connect, AF_UNSPEC, getpeername, connect again
  *                                           (then, with UHOST, the same on UDP with an echo)
+ *   failclosed longjmp HOST PORT SHOST SPORT  a blocking connect to SHOST:SPORT (routed to a
+ *                                           silent proxy) left by siglongjmp from an alarm
+ *                                           handler; then HOST:PORT (proxied): echo, prints
+ *                                           jumped=1 echo=ok
  *   failclosed fdreuse HOST PORT            thread A: blocking connect through a silent proxy;
  *                                           thread B closes the fd, a nonblocking socketpair
  *                                           takes the number; prints nonblock=0|1 afterwards
@@ -25,6 +29,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <setjmp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -357,6 +362,42 @@ static int fdreuse(void) {
     return 0;
 }
 
+/* ---- longjmp --------------------------------------------------------------------------- */
+static sigjmp_buf jump_env;
+static void on_alarm_jump(int sig) { (void)sig; siglongjmp(jump_env, 1); }
+
+static int longjmp_out(const char *shost, int sport) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm_jump;
+    sigaction(SIGALRM, &sa, NULL);
+    int jumped = 0;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (sigsetjmp(jump_env, 1) == 0) {
+        struct itimerval it = {{0, 0}, {0, 300000}};
+        setitimer(ITIMER_REAL, &it, NULL);
+        connect_to(s, shost, sport); /* the silent proxy never answers: the alarm jumps out */
+        printf("error=the connect returned before the alarm\n");
+        return 1;
+    }
+    jumped = 1;
+    close(s);
+    /* The old-style timeout idiom done: the next connect must work as usual. */
+    int t = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect_to(t, host, port) != 0) {
+        printf("jumped=%d error=%s\n", jumped, strerrorname_np(errno));
+        return 1;
+    }
+    const char msg[] = "jmp\n";
+    char buf[8] = {0};
+    if (write(t, msg, 4) != 4 || read(t, buf, 4) != 4 || memcmp(buf, msg, 4) != 0) {
+        printf("jumped=%d error=echo\n", jumped);
+        return 1;
+    }
+    printf("jumped=%d echo=ok\n", jumped);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 4) { fprintf(stderr, "usage: failclosed MODE ... HOST PORT\n"); return 2; }
@@ -374,6 +415,7 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "sndtimeo") == 0 && argc >= 5) return sndtimeo(atoi(argv[4]));
     if (strcmp(mode, "unspec") == 0) return unspec(argc >= 6 ? argv[4] : NULL, argc >= 6 ? atoi(argv[5]) : 0);
     if (strcmp(mode, "fdreuse") == 0) return fdreuse();
+    if (strcmp(mode, "longjmp") == 0 && argc >= 6) return longjmp_out(argv[4], atoi(argv[5]));
     fprintf(stderr, "failclosed: unknown mode %s\n", mode);
     return 2;
 }

@@ -156,3 +156,51 @@ def test_udp_through_a_proxy_without_udp_says_what_to_do(topo, capture, proxify_
     assert len(lines) == 1 and "supports UDP ASSOCIATE" in lines[0] and "proxify check" in lines[0], \
         f"one line naming the fix expected\n{r}"
     assert_no_leak(capture)
+
+
+# Issue 14 item 12: an fd proxify cannot track (beyond its table, or a chunk that cannot be
+# allocated) must fail closed, never go out untracked. The `fdtable-full` test fault makes every
+# new entry fail the way such an fd does.
+FDTABLE_FULL = {
+    "tcp-blocking": """
+import socket
+s = socket.socket()
+s.settimeout(5)
+try:
+    s.connect((T4, 7)); print("result=connected")
+except OSError as e:
+    print("result=" + (errno.errorcode.get(e.errno) or str(e)))
+""",
+    "tcp-nonblocking": """
+import select, socket
+s = socket.socket()
+s.setblocking(False)
+rc = s.connect_ex((T4, 7))
+if rc == errno.EINPROGRESS:
+    select.select([], [s], [], 5)
+    rc = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+print("result=" + (errno.errorcode.get(rc) if rc else "connected"))
+""",
+    "udp": """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.sendto(b"x", (T4, 7)); print("result=sent")
+except OSError as e:
+    print("result=" + (errno.errorcode.get(e.errno) or str(e)))
+""",
+}
+
+
+@pytest.mark.parametrize("case", FDTABLE_FULL)
+def test_untrackable_socket_fails_closed(topo, capture, proxify_bin, case):
+    code = f"import errno\nT4 = {netns.TARGET4!r}\n" + FDTABLE_FULL[case]
+    r = run_proxified(f"socks5h://{P4}:{netns.DANTE_PORT}", py(code),
+                      env={"PROXIFY_TEST_FAULT": "fdtable-full"})
+    assert not r.signalled and "panicked" not in r.stderr, f"{case}: crashed\n{r}"
+    result = dict(ln.split("=", 1) for ln in r.stdout.split() if "=" in ln).get("result")
+    assert result == "EMFILE", f"{case}: expected EMFILE, got {result}\n{r}"
+    lines = r.proxify_lines()
+    assert len(lines) == 1 and "table" in lines[0], f"{case}: expected one line about the fd table\n{r}"
+    assert not capture.sent_to(netns.TARGET4), f"{case}: packets went to the target directly\n{capture.summary()}"
+    assert_no_leak(capture, f"fdtable-full {case}")

@@ -7,7 +7,9 @@
 //! and allocates nothing; only [`set`] may allocate a chunk, on the proxied path.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 
 const CHUNK: usize = 1024;
 const MAX_CHUNKS: usize = 1024;
@@ -220,6 +222,15 @@ fn kind_from(k: u8) -> Option<Kind> {
     }
 }
 
+/// Set by the `fdtable-full` test fault: every new entry fails as an fd beyond the table does.
+static REFUSE_NEW: AtomicBool = AtomicBool::new(false);
+
+/// The `fdtable-full` test fault (`PROXIFY_TEST_FAULT`): from now on no new fd can be tracked,
+/// so the paths that must fail closed when an fd lies beyond the table can be tested.
+pub fn refuse_new_entries() {
+    REFUSE_NEW.store(true, Ordering::Relaxed);
+}
+
 /// Records `entry` for `fd`. Returns false if the fd is beyond the table or its chunk cannot
 /// be allocated: a caller that would leave a proxied socket untracked must then fail closed.
 #[must_use]
@@ -227,6 +238,9 @@ pub fn set(fd: i32, entry: Entry) -> bool {
     let Some(s) = slot_alloc(fd) else {
         return false;
     };
+    if REFUSE_NEW.load(Ordering::Relaxed) && s.kind.load(Ordering::Acquire) == 0 {
+        return false;
+    }
     for (cell, v) in s.peer.iter().zip(encode(entry.peer.as_ref())) {
         cell.store(v, Ordering::Relaxed);
     }

@@ -17,6 +17,9 @@ pub enum Fault {
     None,
     PanicConnect,
     PanicResolve,
+    /// Every new entry of the fd table fails, as when an fd lies beyond it or its chunk
+    /// cannot be allocated (issue 14 item 12): proxied sockets must then fail closed.
+    FdTableFull,
 }
 
 pub struct Runtime {
@@ -89,6 +92,10 @@ fn build() -> Runtime {
     let fault = match env("PROXIFY_TEST_FAULT").as_deref() {
         Some("panic-connect") => Fault::PanicConnect,
         Some("panic-resolve") => Fault::PanicResolve,
+        Some("fdtable-full") => {
+            crate::state::fdtable::refuse_new_entries();
+            Fault::FdTableFull
+        }
         _ => Fault::None,
     };
     let chains = config.as_ref().map(|c| &c.chains[..]).unwrap_or(&[]);

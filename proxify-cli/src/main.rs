@@ -1,4 +1,6 @@
 #![cfg_attr(not(test), no_main)]
+// Under `cargo test` the harness supplies `main`: the entry path below is not reached there.
+#![cfg_attr(test, allow(dead_code))]
 //! `proxify run [-x URL] ... COMMAND`: merges the settings (flags > PROXIFY_* environment >
 //! config file), finds the shim, puts it first in LD_PRELOAD, exports the settings for it and
 //! execs the command in place (no fork, so the exit status is the command's).

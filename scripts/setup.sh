@@ -15,6 +15,7 @@ PKGS=(dante-server microsocks proxychains4 tcpdump iproute2 curl openssh-server 
 PKGS+=(ruby nmap python3-aiohttp python3-aiodns)  # issue 12: programs with their own DNS client
 PKGS+=(hostname)  # issue 17 item 11: hostname -i in test_own_hostname
 PKGS+=(lftp tnftp)  # issue 17 item 3: active FTP clients under the default --bind auto
+PKGS+=(chromium)  # issue 12: a browser with its own resolver, headless, in test_dns_responder
 PKGS+=(golang-go)  # issue 13: a CGO_ENABLED=0 Go client under the supervisor
 PKGS+=(libevent-dev libglib2.0-dev pkg-config default-jdk-headless)  # issue 11: event-loop clients (libevent, GIO, Java NIO)
 

@@ -1,5 +1,5 @@
 """Issue 12: remote DNS holds for every resolver. Programs with their own DNS client (dig,
-host, nslookup, node's c-ares, Python sockets, ...) send queries to the nameservers of
+host, nslookup, node's c-ares, Python sockets, Chromium headless, ...) send queries to the nameservers of
 /etc/resolv.conf; under remote DNS proxify answers them in-process (placeholders for A/AAAA,
 REFUSED for the rest), so nothing reaches the resolver.
 
@@ -277,3 +277,21 @@ def test_nmap_connect_scan_by_name(resolver, capture, proxify_bin):
     # Its reverse look-up of the placeholder is answered in-process: no resolver time-out.
     assert r.elapsed < 4, f"nmap took {r.elapsed:.1f}s:\n{r}"
     resolver.check(capture, "nmap -sT")
+
+
+CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-default-apps", "--disable-extensions", "--metrics-recording-only",
+                  "--no-default-browser-check", "--virtual-time-budget=5000"]
+
+
+def test_chromium_headless(resolver, topo, capture, proxify_bin, tmp_path):
+    """Chromium, with its own resolver: the page of a name only the proxy can resolve."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail(f"chromium is missing -- {SETUP_HINT}", pytrace=False)
+    profile = tmp_path / "profile"
+    r = run_proxified(DANTE, [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom",
+                              f"http://{NAME}/"], timeout=90)
+    assert r.rc == 0 and topo.token in r.stdout, f"chromium did not show the page:\n{r}"
+    resolver.check(capture, "chromium")

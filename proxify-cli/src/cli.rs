@@ -59,6 +59,7 @@ Each setting comes from the flags, else from the environment, else from the file
   PROXIFY_LOG_FILE         log to this file instead of stderr
   PROXIFY_TRACE            like --trace FILE
   PROXIFY_TRACE_MAX        the trace's size cap in bytes (default 16777216)
+  PROXIFY_DNS_SERVER       like --dns-server ADDR
   PROXIFY_QUIET=1          like -q
   PROXIFY_BIND             auto, always or never: when listen() becomes a SOCKS BIND
   PROXIFY_ALLOW_UNPROXIED=1  like --allow-unproxied
@@ -363,6 +364,13 @@ pub struct Settings {
     /// (or PROXIFY_TRACE; PROXIFY_TRACE_MAX caps it, default 16 MiB)
     #[arg(long = "trace", value_name = "FILE")]
     pub trace: Option<PathBuf>,
+
+    /// Under remote DNS, send the DNS queries proxify cannot answer itself (MX, TXT, SRV, ...)
+    /// over TCP through the proxy to this server: ADDR, ADDR:PORT, [V6ADDR]:PORT or NAME[:PORT]
+    /// (a name is resolved by the proxy); without it they are refused at once (or
+    /// PROXIFY_DNS_SERVER)
+    #[arg(long = "dns-server", value_name = "ADDR", value_parser = values::dns_server)]
+    pub dns_server: Option<String>,
 }
 
 #[derive(Args, Debug)]

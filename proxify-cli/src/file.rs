@@ -11,6 +11,7 @@
 //! log = "info"                                        # PROXIFY_LOG filter
 //! log_file = "/tmp/proxify.log"
 //! trace = "/tmp/proxify-trace.jsonl"                  # one JSON line per decision and outcome
+//! dns_server = "203.0.113.53"                         # queries proxify cannot answer, through the proxy
 //! quiet = false
 //! no_proxy_env = false                                # true: NO_PROXY/no_proxy become direct rules
 //! bind = "auto"                                       # auto, always or never
@@ -93,6 +94,7 @@ pub struct FileSettings {
     pub log: Option<Src<String>>,
     pub log_file: Option<Src<String>>,
     pub trace: Option<Src<String>>,
+    pub dns_server: Option<Src<String>>,
     pub quiet: Option<Src<bool>>,
     /// `no_proxy_env`: read NO_PROXY/no_proxy as direct rules.
     pub no_proxy_env: Option<Src<bool>>,
@@ -120,6 +122,7 @@ impl FileSettings {
             log: None,
             log_file: None,
             trace: None,
+            dns_server: None,
             quiet: None,
             no_proxy_env: None,
             bind: None,
@@ -140,6 +143,7 @@ struct Raw {
     log: Option<Spanned<String>>,
     log_file: Option<Spanned<String>>,
     trace: Option<Spanned<String>>,
+    dns_server: Option<Spanned<String>>,
     quiet: Option<Spanned<bool>>,
     no_proxy_env: Option<Spanned<bool>>,
     bind: Option<Spanned<String>>,
@@ -508,6 +512,11 @@ pub fn parse(name: &str, text: &str) -> Result<FileSettings, String> {
     out.log = raw.log.map(plain);
     out.log_file = raw.log_file.map(plain);
     out.trace = raw.trace.map(plain);
+    if let Some(d) = raw.dns_server {
+        proxify_core::config::parse_dns_server(d.get_ref())
+            .map_err(|e| format!("{}: dns_server: {e}", src(d.span())))?;
+        out.dns_server = Some(plain(d));
+    }
     out.quiet = raw.quiet.map(|v| Src {
         from: src(v.span()),
         value: v.into_inner(),
@@ -719,6 +728,7 @@ mod tests {
             ("connect_timeout = -1\n", "c.toml:1: connect_timeout: "),
             ("proxy = []\n", "c.toml:1: proxy: the list is empty"),
             ("bind = \"sometimes\"\n", "c.toml:1: bind: "),
+            ("dns_server = \"ns..example\"\n", "c.toml:1: dns_server: "),
             ("remote_dns_subnet = 256\n", "c.toml:1: remote_dns_subnet: "),
             ("remote_dns_subnet = \"2001:db8::/64\"\n", "c.toml:1: remote_dns_subnet: "),
             ("remote_dns_subnet = \"10.0.0.0/30\"\n", "c.toml:1: remote_dns_subnet: "),

@@ -22,9 +22,9 @@ use crate::file::{self, FileKind, FileSettings, Src};
 use proxify_core::cidr::Cidr;
 use proxify_core::config::{
     parse_chains_var, parse_dnat_var, parse_rules_var, BindPolicy, Chain, ChainMode, Config,
-    ENV_BIND, ENV_CHAINS, ENV_CONNECT_TIMEOUT, ENV_DIRECT, ENV_DNAT, ENV_HANDSHAKE_TIMEOUT,
-    ENV_LOG, ENV_LOG_FILE, ENV_PROXY, ENV_PROXY_DNS, ENV_QUIET, ENV_REMOTE_DNS_SUBNET, ENV_RULES,
-    ENV_TRACE,
+    ENV_BIND, ENV_CHAINS, ENV_CONNECT_TIMEOUT, ENV_DIRECT, ENV_DNAT, ENV_DNS_SERVER,
+    ENV_HANDSHAKE_TIMEOUT, ENV_LOG, ENV_LOG_FILE, ENV_PROXY, ENV_PROXY_DNS, ENV_QUIET,
+    ENV_REMOTE_DNS_SUBNET, ENV_RULES, ENV_TRACE,
 };
 use proxify_core::rules::{no_proxy_rules, Dnat, HostMatch, Rule, DEFAULT_CHAIN};
 use std::path::PathBuf;
@@ -47,6 +47,7 @@ pub struct Sources {
     pub log: String,
     pub log_file: String,
     pub trace: String,
+    pub dns_server: String,
     pub quiet: String,
     pub bind: String,
     pub proxy_dns: String,
@@ -98,6 +99,7 @@ pub struct Layer {
     pub log: Option<Src<Option<String>>>,
     pub log_file: Option<Src<Option<String>>>,
     pub trace: Option<Src<Option<String>>>,
+    pub dns_server: Option<Src<Option<String>>>,
     pub quiet: Option<Src<bool>>,
     pub proxy_dns: Option<Src<bool>>,
     /// A proxychains.conf without `proxy_dns`: off, but only for the file's own proxies.
@@ -141,6 +143,10 @@ pub fn flags(s: &Settings) -> Layer {
     l.connect_timeout = s.connect_timeout.map(|t| src(t, "--connect-timeout"));
     l.handshake_timeout = s.timeout.map(|t| src(t, "--timeout"));
     l.bind = s.bind.map(|b| src(b, "--bind"));
+    l.dns_server = s
+        .dns_server
+        .as_ref()
+        .map(|d| src(Some(d.clone()), "--dns-server"));
     l.no_proxy_env = s.no_proxy_env.then(|| src(true, "--no-proxy-env"));
     // Made absolute: the program (and the programs it runs) may change directory.
     l.trace = s.trace.as_ref().map(|p| {
@@ -175,13 +181,15 @@ fn overridden(flags: &Layer, key: &str) -> bool {
         ENV_BIND => flags.bind.is_some(),
         ENV_LOG | ENV_QUIET => flags.log.is_some() || flags.quiet.is_some(),
         ENV_TRACE => flags.trace.is_some(),
+        ENV_DNS_SERVER => flags.dns_server.is_some(),
         _ => false,
     }
 }
 
 /// The `PROXIFY_*` variables `environment` reads.
-const ENV_KEYS: [&str; 14] = [
+const ENV_KEYS: [&str; 15] = [
     ENV_PROXY,
+    ENV_DNS_SERVER,
     ENV_DIRECT,
     ENV_CONNECT_TIMEOUT,
     ENV_HANDSHAKE_TIMEOUT,
@@ -281,6 +289,7 @@ pub fn environment(
     l.log = from(ENV_LOG).map(|f| src(one.log.clone(), &f));
     l.log_file = from(ENV_LOG_FILE).map(|f| src(one.log_file.clone(), &f));
     l.trace = from(ENV_TRACE).map(|f| src(one.trace.clone(), &f));
+    l.dns_server = from(ENV_DNS_SERVER).map(|f| src(one.dns_server.clone(), &f));
     l.quiet = from(ENV_QUIET).map(|f| src(one.quiet, &f));
     l.proxy_dns = from(ENV_PROXY_DNS).and_then(|f| one.proxy_dns.map(|v| src(v, &f)));
     l.remote_dns_subnet =
@@ -332,6 +341,10 @@ pub fn file_layer(f: &FileSettings) -> Layer {
             .trace
             .as_ref()
             .map(|v| src(Some(v.value.clone()), &v.from)),
+        dns_server: f
+            .dns_server
+            .as_ref()
+            .map(|v| src(Some(v.value.clone()), &v.from)),
         quiet: f.quiet.clone(),
         proxy_dns: f.proxy_dns.clone(),
         proxy_dns_implicit: f.proxy_dns_implicit,
@@ -366,6 +379,7 @@ pub fn merge(
         log: DEFAULT.into(),
         log_file: DEFAULT.into(),
         trace: DEFAULT.into(),
+        dns_server: DEFAULT.into(),
         quiet: DEFAULT.into(),
         bind: DEFAULT.into(),
         proxy_dns: DEFAULT.into(),
@@ -477,6 +491,7 @@ pub fn merge(
     pick!(bind);
     pick!(log_file);
     pick!(trace);
+    pick!(dns_server);
     pick!(quiet);
     pick!(log);
     // A proxychains.conf without proxy_dns only speaks for its own proxies.

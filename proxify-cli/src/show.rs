@@ -151,6 +151,14 @@ pub fn human(e: &Effective) -> String {
     );
     line(
         &mut o,
+        "dns_server:",
+        cfg.dns_server
+            .as_deref()
+            .unwrap_or("none (queries proxify cannot answer are refused)"),
+        &e.from.dns_server,
+    );
+    line(
+        &mut o,
         "quiet:",
         if cfg.quiet { "yes" } else { "no" },
         &e.from.quiet,
@@ -257,6 +265,7 @@ pub fn json(e: &Effective) -> String {
         "log": sourced(json!(cfg.log), &e.from.log),
         "log_file": sourced(json!(cfg.log_file), &e.from.log_file),
         "trace": sourced(json!(cfg.trace), &e.from.trace),
+        "dns_server": sourced(json!(cfg.dns_server), &e.from.dns_server),
         "quiet": sourced(json!(cfg.quiet), &e.from.quiet),
         "bind": sourced(json!(cfg.bind.as_str()), &e.from.bind),
         "no_proxy_env": sourced(json!(e.no_proxy_env), &e.from.no_proxy_env),

@@ -119,6 +119,11 @@ pub fn parse_host_port(s: &str) -> Result<HostPort, String> {
     Ok(HostPort { host, port })
 }
 
+/// `--dns-server ADDR`: kept as given, once it parses.
+pub fn dns_server(s: &str) -> Result<String, String> {
+    proxify_core::config::parse_dns_server(s).map(|_| s.trim().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

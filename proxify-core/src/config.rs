@@ -50,6 +50,9 @@ pub const ENV_LOG_FILE: &str = "PROXIFY_LOG_FILE";
 pub const ENV_TRACE: &str = "PROXIFY_TRACE";
 /// The trace's size cap in bytes (default 16 MiB); read by the shim only.
 pub const ENV_TRACE_MAX: &str = "PROXIFY_TRACE_MAX";
+/// Under remote DNS, queries the in-process responder cannot answer itself (MX, TXT, SRV, …)
+/// go over TCP through the proxy to this DNS server (`--dns-server`).
+pub const ENV_DNS_SERVER: &str = "PROXIFY_DNS_SERVER";
 /// `1`: no output at all from the shim, not even the one-line failure notices.
 pub const ENV_QUIET: &str = "PROXIFY_QUIET";
 
@@ -295,6 +298,43 @@ impl std::str::FromStr for BindPolicy {
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A DNS server as `--dns-server` names it: `ADDR`, `ADDR:PORT`, `[V6ADDR]:PORT`, `NAME` or
+/// `NAME:PORT` (port 53 when none; a name is resolved by the proxy). Returns the address and
+/// port to ask the proxy for.
+pub fn parse_dns_server(s: &str) -> Result<(String, u16), String> {
+    let s = s.trim();
+    let bad = || {
+        format!(
+            "\"{}\" is not ADDR, ADDR:PORT, [V6ADDR]:PORT or NAME[:PORT]",
+            s.escape_debug()
+        )
+    };
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok((ip.to_string(), 53));
+    }
+    if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
+        return Ok((sa.ip().to_string(), sa.port()));
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
+        None => (s, 53),
+    };
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !name_ok || port == 0 {
+        return Err(bad());
+    }
+    Ok((host.to_ascii_lowercase(), port))
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// The default chain's hops, first hop first (the same as
@@ -310,6 +350,9 @@ pub struct Config {
     pub log_file: Option<String>,
     /// The trace file (`--trace`).
     pub trace: Option<String>,
+    /// The DNS server that queries the responder cannot answer go to, through the proxy
+    /// (`--dns-server`, checked by [`parse_dns_server`]).
+    pub dns_server: Option<String>,
     pub quiet: bool,
     pub bind: BindPolicy,
     /// Every chain, the default one (named `default`, hops = `proxies`) first when there is
@@ -333,6 +376,7 @@ impl Default for Config {
             log: None,
             log_file: None,
             trace: None,
+            dns_server: None,
             quiet: false,
             bind: BindPolicy::Auto,
             chains: Vec::new(),
@@ -728,6 +772,10 @@ impl Config {
         c.log = var(&get, ENV_LOG);
         c.log_file = var(&get, ENV_LOG_FILE);
         c.trace = var(&get, ENV_TRACE);
+        if let Some(v) = var(&get, ENV_DNS_SERVER) {
+            parse_dns_server(&v).map_err(|e| ConfigError(format!("{ENV_DNS_SERVER}: {e}")))?;
+            c.dns_server = Some(v);
+        }
         if let Some(v) = get(ENV_QUIET) {
             c.quiet = match v.trim().to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" => true,
@@ -851,6 +899,10 @@ impl Config {
             ),
             (ENV_TRACE, self.trace.clone().filter(|s| !s.is_empty())),
             (
+                ENV_DNS_SERVER,
+                self.dns_server.clone().filter(|s| !s.is_empty()),
+            ),
+            (
                 ENV_QUIET,
                 Some(if self.quiet { "1" } else { "0" }.to_string()),
             ),
@@ -879,6 +931,40 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dns_server_forms() {
+        assert_eq!(
+            parse_dns_server("203.0.113.53"),
+            Ok(("203.0.113.53".into(), 53))
+        );
+        assert_eq!(
+            parse_dns_server("203.0.113.53:5353"),
+            Ok(("203.0.113.53".into(), 5353))
+        );
+        assert_eq!(
+            parse_dns_server("[2001:db8::53]:53"),
+            Ok(("2001:db8::53".into(), 53))
+        );
+        assert_eq!(
+            parse_dns_server("2001:db8::53"),
+            Ok(("2001:db8::53".into(), 53))
+        );
+        assert_eq!(
+            parse_dns_server("NS.example:54"),
+            Ok(("ns.example".into(), 54))
+        );
+        for bad in [
+            "",
+            "ns..example",
+            "ns.example:0",
+            "ns.example:x",
+            "a b",
+            "host:99999",
+        ] {
+            assert!(parse_dns_server(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
     #[test]
     fn cred_from_round_trips_and_falls_back() {
         let v = format_cred_from(&[
@@ -1064,6 +1150,7 @@ mod tests {
             log: Some("proxify=debug,warn".to_string()),
             log_file: Some("/tmp/proxify test.log".to_string()),
             trace: Some("/tmp/proxify trace.jsonl".to_string()),
+            dns_server: Some("[2001:db8::53]:5353".to_string()),
             quiet: true,
             bind: BindPolicy::Always,
             chains: Vec::new(),

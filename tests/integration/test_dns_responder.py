@@ -295,3 +295,55 @@ def test_chromium_headless(resolver, topo, capture, proxify_bin, tmp_path):
                               f"http://{NAME}/"], timeout=90)
     assert r.rc == 0 and topo.token in r.stdout, f"chromium did not show the page:\n{r}"
     resolver.check(capture, "chromium")
+
+
+# ---- --dns-server: queries proxify cannot answer, forwarded over TCP through the proxy ------
+UPSTREAM_PORT = 5353  # a dnsmasq on the target host, reachable only through the proxy
+MX_NAME, MX_HOST = "mail.example", "mx1.mail.example"
+TXT_NAME, TXT_TEXT = "txt.example", "hello-proxify"
+
+
+@pytest.fixture(scope="module")
+def upstream_dns(topo):
+    """dnsmasq on the target host (TCP and UDP, port 5353) with an MX and a TXT record."""
+    _require("dnsmasq", "dig")
+    d = topo.run_dir / "dnsresp-upstream"
+    d.mkdir(exist_ok=True)
+    p = netns.Proc("target-dnsmasq", netns.in_ns(netns.NS_TARGET,
+        "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces",
+        f"--listen-address={netns._doc_addr(netns.TARGET4)}", f"--port={UPSTREAM_PORT}",
+        f"--mx-host={MX_NAME},{MX_HOST},10", f"--txt-record={TXT_NAME},{TXT_TEXT}",
+        "--log-queries", f"--log-facility={d / 'queries.log'}", f"--pid-file={d / 'dnsmasq.pid'}",
+        "--user=root"), d / "dnsmasq.out")
+    try:
+        topo.wait_tcp(netns.NS_TARGET, netns.TARGET4, UPSTREAM_PORT, p)
+    except BaseException as e:
+        p.stop()
+        pytest.fail(f"could not start the target's dnsmasq: {e}", pytrace=False)
+    try:
+        yield f"{netns.TARGET4}:{UPSTREAM_PORT}", d / "queries.log"
+    finally:
+        p.stop()
+
+
+@pytest.mark.parametrize("rtype,name,want", [("MX", MX_NAME, MX_HOST), ("TXT", TXT_NAME, TXT_TEXT)])
+def test_dns_server_forwards_what_proxify_cannot_answer(resolver, upstream_dns, capture, proxify_bin,
+                                                        rtype, name, want):
+    server, log = upstream_dns
+    r = sh(f"dig +short +tries=1 +time=5 {rtype} {name}", opts=["--dns-server", server, "-v"])
+    assert r.rc == 0 and want in r.stdout, f"dig {rtype} {name} was not answered by the upstream:\n{r}"
+    assert any("forwarded through the proxy" in ln for ln in r.stderr.splitlines()), \
+        f"-v must say the query was forwarded:\n{r}"
+    assert name in log.read_text(), f"the upstream dnsmasq never saw the query:\n{r}"
+    assert capture.sent_to(P4, proto=6, dport=netns.DANTE_PORT), "nothing went to the proxy"
+    resolver.check(capture, f"dig {rtype} with --dns-server", name=name)
+
+
+def test_dns_server_unreachable_is_servfail_at_once(resolver, capture, proxify_bin):
+    """A DNS server the proxy cannot reach: SERVFAIL, within the handshake bound, no local query."""
+    t0 = time.monotonic()
+    r = sh(f"dig +tries=1 +time=8 MX {MX_NAME}", opts=["--dns-server", "192.0.2.250:53"])
+    took = time.monotonic() - t0
+    assert "status: SERVFAIL" in r.stdout, f"expected SERVFAIL:\n{r}"
+    assert took < 8, f"dig waited for its own timeout ({took:.1f} s):\n{r}"
+    resolver.check(capture, "dig MX with an unreachable --dns-server", name=MX_NAME)

@@ -2,7 +2,10 @@
 //! system resolvers (the `nameserver` lines of /etc/resolv.conf, port 53; 127.0.0.53 and
 //! 127.0.0.1 included when listed) is answered here, by `proxify_core::dns`, and never leaves
 //! the process: A/AAAA get the placeholders `getaddrinfo` hands out, PTR of a placeholder its
-//! name, everything else an immediate REFUSED. A name the rules send direct passes unchanged.
+//! name, everything else an immediate REFUSED — or, with `--dns-server`, the query goes over
+//! TCP through the proxy to that server (one exchange on a socket of ours, bounded by the
+//! handshake timeout; any failure is an immediate SERVFAIL). A name the rules send direct
+//! passes unchanged.
 //!
 //! UDP, unconnected (`sendto`/`sendmsg`/`sendmmsg` with the resolver's address): the reply is
 //! put on the program's own socket by a throw-away loopback socket of ours; `recvfrom`,
@@ -31,6 +34,7 @@ use crate::sys::socket::socket_type;
 use crate::sys::{error, real, sockaddr};
 use libc::{c_int, iovec, ssize_t};
 use proxify_core::dns::{self, Lookup, Name, Verdict};
+use proxify_core::socks::TargetAddr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -360,7 +364,14 @@ fn hex(b: &[u8]) -> String {
 /// Answers one query message; the reply bytes in `out`, or the verdict when there is none.
 /// Also used by the `res_*` hooks (`tcp`: no UDP size limit).
 pub fn answer_msg(msg: &[u8], tcp: bool, out: &mut [u8; dns::MAX_REPLY], via: &str) -> Verdict {
-    let (v, q) = dns::respond(msg, &mut Shim, false, tcp, out);
+    let server = runtime::get()
+        .config()
+        .and_then(|c| c.dns_server.as_deref())
+        .and_then(|s| proxify_core::config::parse_dns_server(s).ok());
+    let (mut v, q) = dns::respond(msg, &mut Shim, server.is_some(), tcp, out);
+    if let (Verdict::Forward, Some(q), Some((host, port))) = (v, &q, &server) {
+        v = forward(msg, q, tcp, host, *port, out);
+    }
     let what = match &q {
         Some(q) => format!("{} {}", dns::rtype::name(q.qtype), q.name_str()),
         None => "a malformed query".to_string(),
@@ -390,6 +401,142 @@ pub fn answer_msg(msg: &[u8], tcp: bool, out: &mut [u8; dns::MAX_REPLY], via: &s
         Verdict::Forward => {}
     }
     v
+}
+
+/// A DNS server as `--dns-server` named it, as the proxy is asked for it.
+fn server_target(host: &str, port: u16) -> TargetAddr {
+    match host.parse::<IpAddr>() {
+        Ok(ip) => TargetAddr::Ip(SocketAddr::new(ip, port)),
+        Err(_) => TargetAddr::Domain(host.to_string(), port),
+    }
+}
+
+/// Sends `msg` over TCP through the proxy to the `--dns-server` and puts its reply, fitted to
+/// what the client takes, in `out`. Any failure (no route, the proxy refuses, a timeout, a
+/// reply that does not answer the query) is an immediate SERVFAIL: never a local query.
+fn forward(
+    msg: &[u8],
+    q: &dns::Query,
+    tcp: bool,
+    host: &str,
+    port: u16,
+    out: &mut [u8; dns::MAX_REPLY],
+) -> Verdict {
+    let target = server_target(host, port);
+    let what = format!("{} {}", dns::rtype::name(q.qtype), q.name_str());
+    let started = std::time::Instant::now();
+    match exchange(msg, &target) {
+        Ok(reply) if dns::check_forwarded(q, &reply) => {
+            let limit = if tcp {
+                out.len()
+            } else {
+                usize::from(q.udp_size)
+            };
+            let len = dns::fit_reply(q, &reply, limit, out);
+            if len > 0 {
+                let info = dns::reply_info(&out[..len]);
+                log::info!(
+                    "dns: {what}: forwarded through the proxy to {target} ({} ms)",
+                    started.elapsed().as_millis()
+                );
+                return Verdict::Reply {
+                    len,
+                    rcode: info.map_or(0, |i| i.rcode),
+                    answers: info.map_or(0, |i| i.ancount),
+                };
+            }
+            log::warn!("dns: {what}: the reply of {target} does not fit: SERVFAIL");
+        }
+        Ok(_) => log::warn!("dns: {what}: {target} answered another query: SERVFAIL"),
+        Err(f) => log::warn!(
+            "dns: {what}: cannot forward through the proxy to {target}: {}; answered SERVFAIL",
+            f.msg
+        ),
+    }
+    let len = dns::error_reply(q, dns::rcode::SERVFAIL, out);
+    Verdict::Reply {
+        len,
+        rcode: dns::rcode::SERVFAIL,
+        answers: 0,
+    }
+}
+
+/// One DNS-over-TCP exchange with `target` through its chain, on a socket of ours.
+fn exchange(msg: &[u8], target: &TargetAddr) -> Result<Vec<u8>, error::Failure> {
+    use error::Failure;
+    let rt = runtime::get();
+    let cfg = rt
+        .config()
+        .ok_or_else(|| Failure::new(libc::EACCES, rt.config_error().to_string()))?;
+    let chain = decide::chain_for(target).ok_or_else(|| {
+        Failure::new(libc::EACCES, "the DNS server is not routed through a proxy")
+    })?;
+    let urls: Vec<proxify_core::url::ProxyUrl> =
+        rt.select_hops(chain).into_iter().map(|(_, u)| u).collect();
+    let first = urls
+        .first()
+        .ok_or_else(|| Failure::new(libc::EACCES, "the chain has no proxy"))?;
+    let addrs = rt
+        .hop_addrs(first)
+        .map_err(|e| Failure::new(libc::EHOSTUNREACH, e))?;
+    let proxy = *addrs
+        .first()
+        .ok_or_else(|| Failure::new(libc::EHOSTUNREACH, "the proxy has no address"))?;
+    let family = if proxy.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: socket() takes no pointers; the fd is ours and closed by `Sock`'s drop.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if fd < 0 {
+        let e = error::errno();
+        return Err(Failure::new(e, error::strerror(e)));
+    }
+    struct Sock(c_int);
+    impl Drop for Sock {
+        fn drop(&mut self) {
+            // SAFETY: our own socket, closed once.
+            unsafe { real::close(self.0) };
+        }
+    }
+    let sock = Sock(fd);
+    let deadline = std::time::Instant::now() + cfg.handshake_timeout;
+    crate::engine::drive::connect_proxy(sock.0, proxy, cfg.connect_timeout)?;
+    let mut hs = proxify_core::chain::Handshake::new(
+        &urls,
+        proxify_core::socks::Command::Connect,
+        target.clone(),
+    )?;
+    crate::engine::drive::drive(sock.0, &mut hs, deadline)?;
+    let mut frame = vec![0u8; msg.len() + 2];
+    let n = dns::write_frame(msg, &mut frame)
+        .ok_or_else(|| Failure::new(libc::EMSGSIZE, "query too long"))?;
+    crate::engine::drive::send_all(sock.0, &frame[..n], deadline)?;
+    let mut buf = Vec::new();
+    loop {
+        match dns::take_frame(&buf) {
+            dns::Frame::Message(m, _) => return Ok(m.to_vec()),
+            dns::Frame::Need(n) => {
+                let mut chunk = [0u8; 4096];
+                let want = (n - buf.len()).min(chunk.len());
+                let got = crate::engine::drive::recv_some(sock.0, &mut chunk[..want], deadline)?;
+                if got == 0 {
+                    return Err(Failure::new(
+                        libc::ECONNRESET,
+                        "the DNS server closed the connection",
+                    ));
+                }
+                buf.extend_from_slice(&chunk[..got]);
+            }
+        }
+    }
 }
 
 fn gather(iov: &[iovec], buf: &mut Vec<u8>) {

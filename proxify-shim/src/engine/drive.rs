@@ -286,3 +286,53 @@ pub fn single_hop(
         .map_err(|e| Failure::new(libc::EHOSTUNREACH, e))?;
     Ok((url, addrs))
 }
+
+/// Sends all of `buf` on the non-blocking socket `fd` before `deadline` (data after a
+/// handshake of ours, such as a DNS query forwarded through the proxy).
+pub fn send_all(fd: c_int, buf: &[u8], deadline: Instant) -> Result<(), Failure> {
+    let mut at = 0;
+    while at < buf.len() {
+        // SAFETY: buf[at..] is readable for its length.
+        let n = unsafe {
+            real::send(
+                fd,
+                buf[at..].as_ptr() as *const c_void,
+                buf.len() - at,
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            at += n as usize;
+            continue;
+        }
+        let e = errno();
+        match e {
+            libc::EINTR => {}
+            libc::EAGAIN => {
+                wait(fd, libc::POLLOUT, deadline, || "sending".to_string())?;
+            }
+            _ => return Err(Failure::new(e, format!("send failed: {}", strerror(e)))),
+        }
+    }
+    Ok(())
+}
+
+/// Receives what the non-blocking socket `fd` has (0 at the end of the stream), waiting until
+/// `deadline` for it.
+pub fn recv_some(fd: c_int, buf: &mut [u8], deadline: Instant) -> Result<usize, Failure> {
+    loop {
+        // SAFETY: buf is writable for its length.
+        let n = unsafe { real::recv(fd, buf.as_mut_ptr() as *mut c_void, buf.len(), 0) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = errno();
+        match e {
+            libc::EINTR => {}
+            libc::EAGAIN => {
+                wait(fd, libc::POLLIN, deadline, || "receiving".to_string())?;
+            }
+            _ => return Err(Failure::new(e, format!("recv failed: {}", strerror(e)))),
+        }
+    }
+}

@@ -61,6 +61,7 @@ pub fn init(path: &str, cap: u64) -> Result<(), String> {
         return Err(std::io::Error::last_os_error().to_string());
     }
     let fd = move_high(fd);
+    // SAFETY: libc::stat is plain data; all-zero is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat of our own fd into a zeroed stat.
     if unsafe { libc::fstat(fd, &mut st) } == 0 {
@@ -158,6 +159,7 @@ fn emit(fd: i32, b: &[u8]) {
     let mut after = before + n;
     if before / RESYNC != after / RESYNC {
         // Other processes may share the file: take its real size.
+        // SAFETY: libc::stat is plain data; all-zero is a valid value.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: fstat of the trace fd into a zeroed stat.
         if unsafe { libc::fstat(fd, &mut st) } == 0 {
@@ -190,6 +192,7 @@ fn emit(fd: i32, b: &[u8]) {
 
 /// Does the file's last line say it was truncated?
 fn ends_truncated(fd: i32) -> bool {
+    // SAFETY: libc::stat is plain data; all-zero is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat of the trace fd into a zeroed stat.
     if unsafe { libc::fstat(fd, &mut st) } != 0 {

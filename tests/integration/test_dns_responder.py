@@ -340,10 +340,8 @@ def test_dns_server_forwards_what_proxify_cannot_answer(resolver, upstream_dns, 
 
 
 def test_dns_server_unreachable_is_servfail_at_once(resolver, capture, proxify_bin):
-    """A DNS server the proxy cannot reach: SERVFAIL, within the handshake bound, no local query."""
-    t0 = time.monotonic()
+    """A DNS server the proxy cannot reach: an answer (SERVFAIL), not silence, and no local
+    query. (dig prints a status line only for a reply it got; a timeout prints none.)"""
     r = sh(f"dig +tries=1 +time=8 MX {MX_NAME}", opts=["--dns-server", "192.0.2.250:53"])
-    took = time.monotonic() - t0
     assert "status: SERVFAIL" in r.stdout, f"expected SERVFAIL:\n{r}"
-    assert took < 8, f"dig waited for its own timeout ({took:.1f} s):\n{r}"
     resolver.check(capture, "dig MX with an unreachable --dns-server", name=MX_NAME)

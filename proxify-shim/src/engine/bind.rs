@@ -225,13 +225,7 @@ pub fn start(
         Err(f) => {
             // Only the other family reaches the proxy: the listening socket is replaced by
             // one of the proxy's family under the same fd number (as for connect).
-            let Some(other) = addrs.first().map(|a| {
-                if a.is_ipv4() {
-                    libc::AF_INET
-                } else {
-                    libc::AF_INET6
-                }
-            }) else {
+            let Some(other) = addrs.first().map(sockaddr::af) else {
                 return Err(f);
             };
             super::evreg::replacing(fd, || socket::replace_family(fd, other))?;

@@ -482,11 +482,7 @@ fn exchange(msg: &[u8], target: &TargetAddr) -> Result<Vec<u8>, error::Failure> 
     let proxy = *addrs
         .first()
         .ok_or_else(|| Failure::new(libc::EHOSTUNREACH, "the proxy has no address"))?;
-    let family = if proxy.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
+    let family = sockaddr::af(&proxy);
     // SAFETY: socket() takes no pointers; the fd is ours and closed by `Sock`'s drop.
     let fd = unsafe {
         libc::socket(

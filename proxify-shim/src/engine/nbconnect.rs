@@ -423,11 +423,7 @@ fn other_family(rt: &Runtime, fd: c_int, domain: c_int, chain: &Chain) -> Option
     if drive::pick_proxy_addr(fd, domain, &addrs).is_ok() {
         return None;
     }
-    let family = if addrs.first()?.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
+    let family = sa::af(addrs.first()?);
     (family != domain).then_some(family)
 }
 
@@ -795,23 +791,24 @@ pub fn gate(fd: c_int) -> bool {
 #[cold]
 #[inline(never)]
 fn gate_slow(fd: c_int) -> bool {
-    let reentered = || match fdtable::kind(fd) {
-        // A signal handler that interrupted proxify on this thread (sys::guard::hook): the
-        // handshake cannot be stepped (its state is behind a lock): not ready yet.
-        Some(Kind::Handshaking) => {
+    // From a signal handler that interrupted proxify on this thread (sys::guard::hook) the
+    // handshake cannot be stepped (its state is behind a lock): not ready yet.
+    hook(
+        || gate_kind(fd, false),
+        false,
+        libc::EIO,
+        || gate_kind(fd, true),
+    )
+}
+
+/// The gate for `fd`'s kind: a running handshake is finished first (`step`) or reported not
+/// ready (EAGAIN); a failed one reports its errno once.
+fn gate_kind(fd: c_int, step: bool) -> bool {
+    match fdtable::kind(fd) {
+        Some(Kind::Handshaking) if !step => {
             set_errno(libc::EAGAIN);
             false
         }
-        Some(Kind::HandshakeFailed) => match fdtable::take_failure(fd) {
-            Some(e) => {
-                set_errno(e);
-                false
-            }
-            None => true,
-        },
-        _ => true,
-    };
-    hook(reentered, false, libc::EIO, || match fdtable::kind(fd) {
         Some(Kind::Handshaking) => match finish(fd) {
             Ok(()) => true,
             Err(e) => {
@@ -827,7 +824,7 @@ fn gate_slow(fd: c_int) -> bool {
             None => true,
         },
         _ => true,
-    })
+    }
 }
 
 /// `SO_ERROR` of a handshaking or failed fd (finishing a running handshake first), reported

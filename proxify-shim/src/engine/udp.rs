@@ -82,8 +82,7 @@ pub fn associate(
             // socket, an IPv4-only one for an IPV6_V6ONLY socket): the program's socket is
             // replaced by one of the proxy's family under the same fd number, as for TCP.
             let other = match addrs.first() {
-                Some(a) if a.is_ipv4() => libc::AF_INET,
-                Some(_) => libc::AF_INET6,
+                Some(a) => sockaddr::af(a),
                 None => {
                     return Err(Failure::new(
                         libc::EAFNOSUPPORT,

@@ -114,3 +114,12 @@ pub fn unmap(addr: SocketAddr) -> SocketAddr {
         v4 => v4,
     }
 }
+
+/// The address family of `a` (AF_INET or AF_INET6).
+pub fn af(a: &SocketAddr) -> c_int {
+    if a.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    }
+}

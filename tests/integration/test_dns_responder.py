@@ -139,10 +139,28 @@ def test_dig_ptr_of_placeholder(resolver, capture, proxify_bin):
     resolver.check(capture, "dig -x")
 
 
-def test_dig_tcp_refused_without_leak(resolver, capture, proxify_bin):
-    r = sh(f"dig +tcp +tries=1 +time=3 {NAME}")
-    assert r.rc != 0 and "240." not in r.stdout, f"dig +tcp answered?\n{r}"
+def test_dig_tcp_then_curl(resolver, capture, proxify_bin):
+    """DNS over TCP to the system resolver (dig +tcp, host -T): answered in-process on a
+    loopback stream of proxify's, the same placeholders as over UDP."""
+    r = sh(f"a=$(dig +tcp +short +tries=1 +time=3 {NAME}) && echo addr=$a && "
+           f"curl -sS --max-time 5 -o /dev/null -w '%{{http_code}}' http://$a:{netns.HTTP_PORT}/ && "
+           f"echo && host -T -W 3 -t AAAA {NAME}", opts=["-v"])
+    assert r.rc == 0, f"dig +tcp + curl failed:\n{r}"
+    addr = r.stdout.split("addr=")[1].split()[0]
+    assert addr.startswith("240."), f"dig +tcp did not print a placeholder:\n{r}"
+    assert "200" in r.stdout and "has IPv6 address 100::" in r.stdout, f"curl or host -T:\n{r}"
+    assert any("TCP connection to the resolver" in ln for ln in r.stderr.splitlines()), \
+        f"-v must say the TCP connection was answered in-process:\n{r}"
     resolver.check(capture, "dig +tcp")
+
+
+def test_dig_tcp_mx_refused_fast(resolver, capture, proxify_bin):
+    t0 = time.monotonic()
+    r = sh(f"dig +tcp +tries=1 +time=3 MX {NAME}")
+    took = time.monotonic() - t0
+    assert "status: REFUSED" in r.stdout or "status: SERVFAIL" in r.stdout, f"not refused:\n{r}"
+    assert took < 2.5, f"dig +tcp MX took {took:.2f}s (a timeout, not an immediate answer):\n{r}"
+    resolver.check(capture, "dig +tcp MX")
 
 
 def test_host_and_nslookup(resolver, capture, proxify_bin):
@@ -194,6 +212,102 @@ data, src = v6.recvfrom(2048)
 out["v6sock"] = [socket.inet_ntop(socket.AF_INET6, data[-16:]), src[0], src[1]]
 print(json.dumps(out))
 """
+
+
+TCP_CLIENT = r"""
+import json, select, socket, struct, sys
+ns = [l.split()[1] for l in open("/etc/resolv.conf") if l.startswith("nameserver")][0]
+def query(name, qtype=1, qid=0x1234):
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for l in name.split("."):
+        q += bytes([len(l)]) + l.encode()
+    q += b"\0" + struct.pack(">HH", qtype, 1)
+    return struct.pack(">H", len(q)) + q
+def read_msg(s):
+    buf = b""
+    while len(buf) < 2 or len(buf) < 2 + struct.unpack(">H", buf[:2])[0]:
+        d = s.recv(4096)
+        if not d:
+            raise SystemExit("EOF before a whole reply: %r" % buf)
+        buf += d
+    n = struct.unpack(">H", buf[:2])[0]
+    return buf[2:2 + n], buf[2 + n:]
+out = {}
+# Blocking; two queries pipelined in one write, the length prefix of a third written alone.
+s = socket.create_connection((ns, 53), timeout=3)
+out["peer"] = list(s.getpeername())
+s.sendall(query(sys.argv[1], 1, 0x1111) + query(sys.argv[1], 28, 0x2222))
+a, rest = read_msg(s)
+s2 = socket.socket(); s2.close()
+b = rest if rest else b""
+if not b:
+    b, rest = read_msg(s)
+else:
+    class Buf:
+        def __init__(self, d, s): self.d, self.s = d, s
+        def recv(self, n):
+            if self.d:
+                d, self.d = self.d, b""
+                return d
+            return self.s.recv(n)
+    b, rest = read_msg(Buf(rest, s))
+out["a"] = [a[:2].hex(), ".".join(map(str, a[-4:]))]
+out["aaaa"] = [b[:2].hex(), socket.inet_ntop(socket.AF_INET6, b[-16:])]
+q = query(sys.argv[1], 15, 0x3333)
+s.sendall(q[:2]); s.sendall(q[2:])
+mx, _ = read_msg(s)
+out["mx"] = [mx[:2].hex(), mx[3] & 15]
+s.shutdown(socket.SHUT_WR)
+out["eof"] = s.recv(100) == b""
+s.close()
+# Non-blocking, woken by poll like an event loop.
+n = socket.socket(socket.AF_INET6 if ":" in ns else socket.AF_INET, socket.SOCK_STREAM)
+n.setblocking(False)
+rc = n.connect_ex((ns, 53))
+p = select.poll(); p.register(n, select.POLLOUT)
+assert p.poll(3000), "never writable"
+out["nb_connect"] = [rc in (0, 115), n.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)]
+n.send(query(sys.argv[1], 1, 0x4444))
+p = select.poll(); p.register(n, select.POLLIN)
+assert p.poll(3000), "the reply never made the socket readable"
+n.setblocking(True); n.settimeout(3)
+r, _ = read_msg(n)
+out["nb"] = [r[:2].hex(), ".".join(map(str, r[-4:]))]
+print(json.dumps(out))
+"""
+
+
+def test_python_tcp_client(resolver, capture, proxify_bin):
+    """A program's own DNS-over-TCP client: pipelined queries, a query split across writes,
+    the end of the stream after shutdown, a non-blocking socket woken by poll."""
+    r = run_proxified(DANTE, py(TCP_CLIENT) + [NAME])
+    assert r.rc == 0, f"the TCP client failed:\n{r}"
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    ns = RESOLV.read_text().split()[1]
+    assert out["peer"] == [ns, 53], out
+    assert out["a"][0] == "1111" and out["a"][1].startswith("240."), out
+    assert out["aaaa"][0] == "2222" and out["aaaa"][1].startswith("100::"), out
+    assert out["mx"] == ["3333", 5], out
+    assert out["eof"] is True, out
+    assert out["nb_connect"] == [True, 0], out
+    assert out["nb"][0] == "4444" and out["nb"][1] == out["a"][1], out
+    resolver.check(capture, "python TCP client")
+
+
+def test_direct_name_is_asked_of_the_resolver(loopback_dnsmasq, topo, capture, proxify_bin):
+    """A name the rules send direct: its queries pass to the system resolver, over UDP and
+    over TCP (on a connection of proxify's), and get the resolver's own answer."""
+    old = RESOLV.read_text()
+    RESOLV.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+    try:
+        res = Resolver("loopback", loopback_dnsmasq)
+        r = sh(f"dig +short +tries=1 +time=3 {NAME} && dig +tcp +short +tries=1 +time=3 {NAME}",
+               opts=["--rule", f"{NAME} direct"])
+        assert r.rc == 0 and r.stdout.split() == [CANARY, CANARY], f"direct name:\n{r}"
+        assert len(res.queries_for(NAME)) == 2, "the resolver must have been asked twice"
+        assert_no_leak(capture, "direct name")
+    finally:
+        RESOLV.write_text(old)
 
 
 def test_python_udp_client(resolver, capture, proxify_bin):
@@ -337,6 +451,16 @@ def test_dns_server_forwards_what_proxify_cannot_answer(resolver, upstream_dns, 
     assert name in log.read_text(), f"the upstream dnsmasq never saw the query:\n{r}"
     assert capture.sent_to(P4, proto=6, dport=netns.DANTE_PORT), "nothing went to the proxy"
     resolver.check(capture, f"dig {rtype} with --dns-server", name=name)
+
+
+def test_dns_server_forwards_over_tcp_from_the_program(resolver, upstream_dns, capture, proxify_bin):
+    """dig +tcp MX: the program's TCP query, answered by the upstream through the proxy."""
+    server, log = upstream_dns
+    r = sh(f"dig +tcp +short +tries=1 +time=5 MX {MX_NAME}", opts=["--dns-server", server, "-v"])
+    assert r.rc == 0 and MX_HOST in r.stdout, f"dig +tcp MX was not answered by the upstream:\n{r}"
+    assert any("forwarded through the proxy" in ln for ln in r.stderr.splitlines()), \
+        f"-v must say the query was forwarded:\n{r}"
+    resolver.check(capture, "dig +tcp MX with --dns-server", name=MX_NAME)
 
 
 def test_dns_server_unreachable_is_servfail_at_once(resolver, capture, proxify_bin):

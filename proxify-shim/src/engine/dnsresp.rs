@@ -18,7 +18,16 @@
 //! resolver, sends without an address are answered here. A send by a path we do not see
 //! (an inline system call) fails with EDESTADDRREQ: nothing leaves.
 //!
-//! TCP to a resolver's port 53: refused (ECONNREFUSED) under remote DNS, never connected.
+//! TCP (`connect` to a resolver's port 53, or a Fast Open `sendto`): the program's socket is
+//! connected to a loopback listener of ours, made for that one connection and closed once it
+//! has accepted; proxify keeps the accepted end. What the program writes through the hooks
+//! (`write`, `writev`, `send`, `sendto`, `sendmsg`) goes into the stream for real; right after
+//! the write, each whole length-prefixed query on our end is answered on it, so the reply
+//! arrives on the program's socket like any data and poll/select/epoll see it. `getpeername`
+//! reports the resolver. When the program ends its side (`shutdown`, `close`), ours ends
+//! too once every query is answered. A write by a path we do not see (an inline system call)
+//! stays unanswered: nothing leaves. A name the rules send direct is asked of the resolver
+//! over a TCP connection of ours.
 //!
 //! Bookkeeping: a small table keyed by fd and checked against the socket's inode (an fd
 //! number the program reused for another socket is not ours), behind one atomic count so that
@@ -96,6 +105,14 @@ struct Slot {
     /// Loopback source ports our replies came from (a ring).
     ports: [u16; PORTS],
     next: usize,
+    /// A TCP stream: `srv` is our end of it (checked against `srv_ino` before each use: the
+    /// program may have closed the number by a path we do not see), -1 once gone.
+    tcp: bool,
+    srv: c_int,
+    srv_ino: (u64, u64),
+    /// Bytes the program sent on the stream through the hooks that we have not taken yet
+    /// (they may still be on their way: Nagle, a full window).
+    pending: usize,
 }
 
 const FREE: Slot = Slot {
@@ -105,6 +122,10 @@ const FREE: Slot = Slot {
     connected: false,
     ports: [0; PORTS],
     next: 0,
+    tcp: false,
+    srv: -1,
+    srv_ino: (0, 0),
+    pending: 0,
 };
 
 static TABLE: ForkSafeMutex<[Slot; SLOTS]> = ForkSafeMutex::new([FREE; SLOTS]);
@@ -146,11 +167,23 @@ fn with_slot<R>(fd: c_int, f: impl FnOnce(&mut Slot) -> R) -> Option<R> {
     let mut t = TABLE.lock();
     let s = t.iter_mut().find(|s| s.fd == fd)?;
     if s.ino != ino {
+        let stale = (s.srv, s.srv_ino);
         *s = FREE;
         COUNT.fetch_sub(1, Ordering::Relaxed);
+        drop(t);
+        close_srv(stale);
         return None;
     }
     Some(f(s))
+}
+
+/// Closes our end of a TCP stream, if the number is still that socket (never an fd of the
+/// program's that reused it).
+fn close_srv((srv, ino): (c_int, (u64, u64))) {
+    if srv >= 0 && inode(srv) == Some(ino) {
+        // SAFETY: our own fd, checked to be the socket we made.
+        unsafe { real::close(srv) };
+    }
 }
 
 /// The slot for `fd`, made if needed (None: the table is full).
@@ -159,9 +192,11 @@ fn upsert(fd: c_int, resolver: SocketAddr, f: impl FnOnce(&mut Slot)) -> bool {
         return false;
     };
     let mut t = TABLE.lock();
+    let mut stale = (-1, (0, 0));
     let i = match t.iter().position(|s| s.fd == fd) {
         Some(i) => {
             if t[i].ino != ino {
+                stale = (t[i].srv, t[i].srv_ino);
                 t[i] = FREE;
                 t[i].fd = fd;
             }
@@ -180,18 +215,36 @@ fn upsert(fd: c_int, resolver: SocketAddr, f: impl FnOnce(&mut Slot)) -> bool {
     s.ino = ino;
     s.resolver = resolver;
     f(s);
+    drop(t);
+    close_srv(stale);
     true
 }
 
-/// Forgets `fd` (closed).
+/// Forgets `fd` (closed, or about to be reused). If it was the number of our end of a TCP
+/// stream (the program closing every fd), that stream is dead from now on.
 pub fn forget(fd: c_int) {
     if idle() {
         return;
     }
-    let mut t = TABLE.lock();
-    for s in t.iter_mut().filter(|s| s.fd == fd) {
-        *s = FREE;
-        COUNT.fetch_sub(1, Ordering::Relaxed);
+    let mut ours = [(-1, (0, 0)); 2];
+    let mut n = 0;
+    {
+        let mut t = TABLE.lock();
+        for s in t.iter_mut() {
+            if s.fd == fd {
+                if n < ours.len() {
+                    ours[n] = (s.srv, s.srv_ino);
+                    n += 1;
+                }
+                *s = FREE;
+                COUNT.fetch_sub(1, Ordering::Relaxed);
+            } else if s.tcp && s.srv == fd {
+                s.srv = -1;
+            }
+        }
+    }
+    for o in &ours[..n] {
+        close_srv(*o);
     }
 }
 
@@ -204,11 +257,7 @@ pub fn connected_peer(fd: c_int) -> Option<SocketAddr> {
 pub fn connect(fd: c_int, dest: SocketAddr) -> Option<c_int> {
     match socket_type(fd).map(|t| t.0) {
         Some(libc::SOCK_DGRAM) => {}
-        Some(libc::SOCK_STREAM) => {
-            log::info!("dns: refusing TCP connection to the resolver {dest} (remote DNS: nothing is resolved locally)");
-            set_errno(libc::ECONNREFUSED);
-            return Some(-1);
-        }
+        Some(libc::SOCK_STREAM) => return Some(tcp_connect(fd, dest)),
         _ => return None,
     }
     if let Err(e) = ensure_bound(fd) {
@@ -222,6 +271,333 @@ pub fn connect(fd: c_int, dest: SocketAddr) -> Option<c_int> {
     }
     log::debug!("dns: fd {fd} connected to the resolver {dest} (answered in-process)");
     Some(0)
+}
+
+/// Is `fd` the program's end of one of our TCP streams?
+fn is_tcp(fd: c_int) -> bool {
+    with_slot(fd, |s| s.tcp).unwrap_or(false)
+}
+
+/// `connect` of a TCP socket to the resolver `dest`: the socket is connected to a loopback
+/// listener of ours, whose accepted end we keep; 0, or -1 with errno.
+fn tcp_connect(fd: c_int, dest: SocketAddr) -> c_int {
+    if is_tcp(fd) {
+        set_errno(libc::EISCONN);
+        return -1;
+    }
+    let (srv, srv_ino) = match open_stream(fd) {
+        Ok(s) => s,
+        Err(f) => {
+            log::warn!(
+                "dns: fd {fd}: cannot answer the TCP connection to the resolver {dest} \
+                 in-process: {}",
+                f.msg
+            );
+            set_errno(f.errno);
+            return -1;
+        }
+    };
+    let kept = upsert(fd, dest, |s| {
+        s.connected = true;
+        s.tcp = true;
+        s.srv = srv;
+        s.srv_ino = srv_ino;
+    });
+    if !kept {
+        close_srv((srv, srv_ino));
+        crate::sys::socket::disconnect(fd);
+        log::warn!("dns: too many sockets talking to the resolver; refusing fd {fd}");
+        set_errno(libc::ENOBUFS);
+        return -1;
+    }
+    log::info!("dns: fd {fd}: TCP connection to the resolver {dest} (answered in-process)");
+    0
+}
+
+/// Our own fd, closed when dropped unless kept.
+struct Own(c_int);
+
+impl Own {
+    fn keep(self) -> c_int {
+        let fd = self.0;
+        std::mem::forget(self);
+        fd
+    }
+}
+
+impl Drop for Own {
+    fn drop(&mut self) {
+        // SAFETY: an fd we made and nobody else knows.
+        unsafe { real::close(self.0) };
+    }
+}
+
+fn sys_err(what: &str) -> error::Failure {
+    let e = error::errno();
+    error::Failure::new(e, format!("{what}: {}", error::strerror(e)))
+}
+
+/// A listening socket of ours on loopback for a program socket of `family`, and the address
+/// that socket connects to.
+fn loopback_listener(family: c_int) -> Result<(Own, SocketAddr), error::Failure> {
+    let plans: &[(c_int, IpAddr)] = if family == libc::AF_INET6 {
+        // [::1]; on a host without IPv6 loopback, 127.0.0.1 reached v4-mapped.
+        &[
+            (libc::AF_INET6, IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            (libc::AF_INET, IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        ]
+    } else {
+        &[(libc::AF_INET, IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    };
+    let mut last = error::Failure::new(libc::EAFNOSUPPORT, "no loopback address");
+    for &(fam, ip) in plans {
+        // SAFETY: socket() takes no pointers; the fd is owned by `Own`.
+        let l = unsafe {
+            libc::socket(
+                fam,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            )
+        };
+        if l < 0 {
+            last = sys_err("socket");
+            continue;
+        }
+        let l = Own(l);
+        let (st, len) = sockaddr::to_storage(&SocketAddr::new(ip, 0));
+        // SAFETY: a valid sockaddr of `len` bytes; our own socket.
+        let bound = unsafe { real::bind(l.0, &st as *const _ as *const libc::sockaddr, len) };
+        // SAFETY: our own socket.
+        if bound != 0 || unsafe { real::listen(l.0, 1) } != 0 {
+            last = sys_err("loopback listener");
+            continue;
+        }
+        let Some(at) = local_addr(l.0) else {
+            last = sys_err("loopback listener");
+            continue;
+        };
+        let to = match at.ip() {
+            IpAddr::V4(a) if family == libc::AF_INET6 => {
+                SocketAddr::new(IpAddr::V6(a.to_ipv6_mapped()), at.port())
+            }
+            _ => at,
+        };
+        return Ok((l, to));
+    }
+    Err(last)
+}
+
+/// Connects the program's TCP socket `fd` to a loopback listener of ours and returns our end
+/// of the connection (checked to be `fd`'s peer) with its inode.
+fn open_stream(fd: c_int) -> Result<(c_int, (u64, u64)), error::Failure> {
+    let (listener, to) = loopback_listener(crate::sys::socket::socket_domain(fd))?;
+    crate::sys::socket::with_nonblocking(fd, || {
+        crate::engine::drive::connect_proxy(fd, to, std::time::Duration::from_secs(2))
+    })?;
+    let mine = local_addr(fd).map(sockaddr::unmap);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
+        // SAFETY: accept4 writes at most `len` bytes into our storage.
+        let a = unsafe {
+            real::accept4(
+                listener.0,
+                &mut st as *mut _ as *mut libc::sockaddr,
+                &mut len,
+                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            )
+        };
+        if a >= 0 {
+            let a = Own(a);
+            // SAFETY: the kernel filled `len` bytes.
+            let peer = unsafe { sockaddr::read(&st as *const _ as *const libc::sockaddr, len) };
+            // Another local process may have connected to the port meanwhile: not ours.
+            if peer.map(sockaddr::unmap) != mine || mine.is_none() {
+                continue;
+            }
+            let ino = inode(a.0).ok_or_else(|| sys_err("fstat"))?;
+            return Ok((a.keep(), ino));
+        }
+        let e = error::errno();
+        if e != libc::EAGAIN && e != libc::EINTR {
+            crate::sys::socket::disconnect(fd);
+            return Err(error::Failure::new(
+                e,
+                format!("accept: {}", error::strerror(e)),
+            ));
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            crate::sys::socket::disconnect(fd);
+            return Err(error::Failure::new(
+                libc::ETIMEDOUT,
+                "the loopback connection was not accepted",
+            ));
+        }
+        let mut p = libc::pollfd {
+            fd: listener.0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd we own.
+        unsafe { real::poll(&mut p, 1, left.as_millis().max(1) as c_int) };
+    }
+}
+
+/// A send on the program's end of one of our TCP streams: sent for real, then every whole
+/// query on our end answered. None: `fd` is not such a socket.
+fn tcp_send(fd: c_int, iov: &[iovec], flags: c_int) -> Option<ssize_t> {
+    if !is_tcp(fd) {
+        return None;
+    }
+    // SAFETY: a msghdr over the caller's iovecs, no address.
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = iov.as_ptr() as *mut iovec;
+    m.msg_iovlen = iov.len();
+    // SAFETY: `m` describes the caller's buffers.
+    let n = unsafe { real::sendmsg(fd, &m, flags & !libc::MSG_FASTOPEN) };
+    if n > 0 {
+        let e = error::errno();
+        let _ = with_slot(fd, |s| s.pending = s.pending.saturating_add(n as usize));
+        serve(fd);
+        set_errno(e);
+    }
+    Some(n)
+}
+
+/// Answers every whole length-prefixed query waiting on our end of `fd`'s stream; shuts our
+/// end once the program has shut its own and everything is answered.
+fn serve(fd: c_int) {
+    let Some(Some((srv, ino, resolver, pending))) = with_slot(fd, |s| {
+        (s.tcp && s.srv >= 0).then_some((s.srv, s.srv_ino, s.resolver, s.pending))
+    }) else {
+        return;
+    };
+    if inode(srv) != Some(ino) {
+        // The program closed our number by a path we do not see: the stream is dead.
+        let _ = with_slot(fd, |s| s.srv = -1);
+        log::warn!(
+            "dns: fd {fd}: proxify's end of the DNS stream was closed; queries go unanswered"
+        );
+        return;
+    }
+    arrived(srv, pending);
+    let peek = |buf: &mut [u8], flags: c_int| -> ssize_t {
+        // SAFETY: buf is writable for its length; srv is our socket.
+        unsafe { real::recv(srv, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), flags) }
+    };
+    // Bounded: a client cannot keep us here; the rest waits for its next send.
+    for _ in 0..64 {
+        let mut hdr = [0u8; 2];
+        let n = peek(&mut hdr, libc::MSG_PEEK | libc::MSG_DONTWAIT);
+        if n == 0 {
+            // SAFETY: our socket; the program sees the end after the last reply.
+            unsafe { real::shutdown(srv, libc::SHUT_WR) };
+            return;
+        }
+        if n < 2 {
+            return;
+        }
+        let mut frame = vec![0u8; 2 + usize::from(u16::from_be_bytes(hdr))];
+        if peek(&mut frame, libc::MSG_PEEK | libc::MSG_DONTWAIT) < frame.len() as ssize_t {
+            return;
+        }
+        if peek(&mut frame, libc::MSG_DONTWAIT) < frame.len() as ssize_t {
+            return;
+        }
+        let _ = with_slot(fd, |s| s.pending = s.pending.saturating_sub(frame.len()));
+        let msg = &frame[2..];
+        let mut out = [0u8; dns::MAX_REPLY];
+        let reply = match answer_msg(msg, true, &mut out, &format!("TCP to {resolver}")) {
+            Verdict::Reply { len, .. } => Ok(out[..len].to_vec()),
+            Verdict::Pass => direct_exchange(msg, resolver),
+            Verdict::Drop | Verdict::Forward => continue,
+        };
+        let sent = reply.and_then(|r| {
+            let mut f = vec![0u8; r.len() + 2];
+            let n = dns::write_frame(&r, &mut f)
+                .ok_or_else(|| error::Failure::new(libc::EMSGSIZE, "reply too long"))?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            crate::engine::drive::send_all(srv, &f[..n], deadline)
+        });
+        if let Err(f) = sent {
+            // No answer at all is better said at once than by a timeout: end the stream.
+            log::warn!("dns: fd {fd}: no reply over TCP to {resolver}: {}", f.msg);
+            // SAFETY: our socket.
+            unsafe { real::shutdown(srv, libc::SHUT_RDWR) };
+            return;
+        }
+    }
+}
+
+/// After the program's successful `shutdown(fd, how)`: once it has ended its sending side,
+/// what is left is answered and our end ends too.
+pub fn shut(fd: c_int, how: c_int) {
+    if how != libc::SHUT_RD && is_tcp(fd) {
+        serve(fd);
+    }
+}
+
+/// Waits (briefly) until the `pending` bytes the program sent are on our end: a small write
+/// after another may wait in the program's send queue for an acknowledgement (Nagle).
+fn arrived(srv: c_int, pending: usize) {
+    if pending == 0 {
+        return;
+    }
+    let want = pending.min(1 << 16) as c_int;
+    let mut queued: c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(srv, libc::FIONREAD, &mut queued) } == 0 && queued >= want {
+        return;
+    }
+    // The receive low-water mark makes poll wait for all of them, not for the first byte.
+    let set = |v: c_int| {
+        // SAFETY: one int option on our socket.
+        unsafe {
+            libc::setsockopt(
+                srv,
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                &v as *const c_int as *const libc::c_void,
+                std::mem::size_of::<c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    if set(want) != 0 {
+        return;
+    }
+    let mut p = libc::pollfd {
+        fd: srv,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd we own.
+    unsafe { real::poll(&mut p, 1, 500) };
+    set(1);
+}
+
+/// A query for a name the rules send direct, over TCP: asked of the resolver itself on a
+/// connection of ours.
+fn direct_exchange(msg: &[u8], resolver: SocketAddr) -> Result<Vec<u8>, error::Failure> {
+    let cfg_timeout = runtime::get()
+        .config()
+        .map(|c| c.connect_timeout)
+        .unwrap_or(std::time::Duration::from_secs(5));
+    // SAFETY: socket() takes no pointers; the fd is owned by `Own`.
+    let s = unsafe {
+        libc::socket(
+            sockaddr::af(&resolver),
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if s < 0 {
+        return Err(sys_err("socket"));
+    }
+    let s = Own(s);
+    crate::engine::drive::connect_proxy(s.0, resolver, cfg_timeout)?;
+    frame_exchange(s.0, msg, std::time::Instant::now() + cfg_timeout)
 }
 
 fn local_addr(fd: c_int) -> Option<SocketAddr> {
@@ -511,10 +887,21 @@ fn exchange(msg: &[u8], target: &TargetAddr) -> Result<Vec<u8>, error::Failure> 
         target.clone(),
     )?;
     crate::engine::drive::drive(sock.0, &mut hs, deadline)?;
+    frame_exchange(sock.0, msg, deadline)
+}
+
+/// Sends `msg` length-prefixed on the connected non-blocking stream `fd` and returns the one
+/// message that answers it, before `deadline`.
+fn frame_exchange(
+    fd: c_int,
+    msg: &[u8],
+    deadline: std::time::Instant,
+) -> Result<Vec<u8>, error::Failure> {
+    use error::Failure;
     let mut frame = vec![0u8; msg.len() + 2];
     let n = dns::write_frame(msg, &mut frame)
         .ok_or_else(|| Failure::new(libc::EMSGSIZE, "query too long"))?;
-    crate::engine::drive::send_all(sock.0, &frame[..n], deadline)?;
+    crate::engine::drive::send_all(fd, &frame[..n], deadline)?;
     let mut buf = Vec::new();
     loop {
         match dns::take_frame(&buf) {
@@ -522,7 +909,7 @@ fn exchange(msg: &[u8], target: &TargetAddr) -> Result<Vec<u8>, error::Failure> 
             dns::Frame::Need(n) => {
                 let mut chunk = [0u8; 4096];
                 let want = (n - buf.len()).min(chunk.len());
-                let got = crate::engine::drive::recv_some(sock.0, &mut chunk[..want], deadline)?;
+                let got = crate::engine::drive::recv_some(fd, &mut chunk[..want], deadline)?;
                 if got == 0 {
                     return Err(Failure::new(
                         libc::ECONNRESET,
@@ -557,16 +944,25 @@ pub fn send(fd: c_int, dest: Option<SocketAddr>, iov: &[iovec], flags: c_int) ->
         Some(d) => {
             match socket_type(fd).map(|t| t.0) {
                 Some(libc::SOCK_DGRAM) => {}
-                // TCP Fast Open to the resolver would connect: refused like connect().
-                Some(libc::SOCK_STREAM) if flags & libc::MSG_FASTOPEN != 0 => {
-                    set_errno(libc::ECONNREFUSED);
-                    return Some(-1);
+                // TCP Fast Open to the resolver: our stream, then the data on it.
+                Some(libc::SOCK_STREAM) if flags & libc::MSG_FASTOPEN != 0 && !is_tcp(fd) => {
+                    if tcp_connect(fd, d) != 0 {
+                        return Some(-1);
+                    }
+                    return tcp_send(fd, iov, flags);
                 }
+                // A connected stream ignores the address.
+                Some(libc::SOCK_STREAM) => return tcp_send(fd, iov, flags),
                 _ => return None,
             }
             d
         }
-        None => connected_peer(fd)?,
+        None => {
+            if let Some(r) = tcp_send(fd, iov, flags) {
+                return Some(r);
+            }
+            connected_peer(fd)?
+        }
     };
     let mut msg = Vec::new();
     gather(iov, &mut msg);

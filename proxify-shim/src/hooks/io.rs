@@ -1,4 +1,4 @@
-//! `read`, `write`, `readv`, `writev`: a UDP socket connected through a SOCKS5 association
+//! `read`, `write`, `readv`, `writev`, `shutdown`: a UDP socket connected through a SOCKS5 association
 //! needs the RFC 1928 header added and removed; a socket whose non-blocking proxied connect is
 //! still handshaking is finished first (`nbconnect::gate`); every other fd goes straight to
 //! libc after two relaxed atomic loads (or a table look-up when some fd is tracked).
@@ -71,4 +71,22 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
         }
         _ => real::writev(fd, iov, cnt),
     }
+}
+
+/// `shutdown`: a DNS-over-TCP stream to the system resolver (`dnsresp`) answers what is left
+/// and ends its side too; every other fd goes straight to libc after one relaxed load.
+#[no_mangle]
+pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
+    let r = real::shutdown(fd, how);
+    if r == 0 && !crate::engine::dnsresp::idle() {
+        let e = crate::sys::error::errno();
+        crate::sys::guard::hook(
+            || (),
+            (),
+            libc::EIO,
+            || crate::engine::dnsresp::shut(fd, how),
+        );
+        crate::sys::guard::set_errno(e);
+    }
+    r
 }

@@ -123,6 +123,7 @@ real_fns! {
     fn epoll_wait = "epoll_wait"(epfd: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: c_int) -> c_int;
     fn epoll_pwait = "epoll_pwait"(epfd: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: c_int, sigmask: *const libc::sigset_t) -> c_int;
     fn epoll_pwait2 = "epoll_pwait2"(epfd: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: *const libc::timespec, sigmask: *const libc::sigset_t) -> c_int;
+    fn shutdown = "shutdown"(fd: c_int, how: c_int) -> c_int;
     fn getsockopt = "getsockopt"(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int;
 }
 

@@ -6,6 +6,8 @@ resolver in resolv.conf (192.0.2.53) answers nothing: a query that left shows as
 - getaddrinfo_a (GAI_WAIT; GAI_NOWAIT with SIGEV_SIGNAL and SIGEV_THREAD): the placeholder,
   then a proxied connect;
 - res_query: answered by the in-process responder (A: the placeholder; MX: refused at once);
+- rcmd, rexec, ruserok, getnetbyname(_r), getnetbyaddr, which look up (and connect) inside
+  libc where no hook sees it: refused or "not found" at once, nothing sent;
 - connect() taken with dlsym(dlopen("libc.so.6")), dlvsym(..., "GLIBC_2.2.5"), dlsym(RTLD_NEXT),
   Python's ctypes.CDLL("libc.so.6").connect; getaddrinfo taken with dlsym: all proxied;
 - AF_UNSPEC gives both placeholders: curl -4 and curl -6 by name both work; with AI_ADDRCONFIG
@@ -75,6 +77,32 @@ def test_res_query_answered_in_process(topo, capture, proxify_bin, dns_paths):
     assert "MX -1 h_errno=3" in r.stdout, f"res_query MX (REFUSED: NO_RECOVERY):\n{r}"
     assert r.elapsed < 3, f"{r}"
     assert_no_leak(capture, "res_query")
+
+
+def test_lookups_inside_libc_are_refused(topo, capture, proxify_bin, dns_paths):
+    """rcmd/rexec resolve and connect inside libc; ruserok resolves; getnetby* ask the
+    `networks:` sources (here made `files dns` for the client namespace)."""
+    from pathlib import Path
+    ns_file = Path(f"/etc/netns/{netns.NS_CLIENT}/nsswitch.conf")
+    had = ns_file.exists()
+    text = Path("/etc/nsswitch.conf").read_text()
+    lines = [ln for ln in text.splitlines() if not ln.startswith("networks:")]
+    ns_file.write_text("\n".join(lines + ["networks: files dns", ""]))
+    try:
+        r = run_proxified(DANTE, [dns_paths, "legacy", NAME], timeout=30)
+    finally:
+        if not had:
+            ns_file.unlink()
+    assert r.rc == 0, f"{r}"
+    out = dict(ln.split(" ", 1) for ln in r.stdout.splitlines())
+    assert out["rcmd"].startswith("-1 Permission denied"), r
+    assert out["rexec"].startswith("-1 Permission denied"), r
+    assert out["ruserok"] == "-1", r
+    assert out["getnetbyname"] == "null" and out["getnetbyname_r"].startswith("2 null"), r
+    assert out["getnetbyaddr"] == "null", r
+    assert "refusing rcmd() to " + NAME in r.stderr, f"one line must say why:\n{r}"
+    assert r.elapsed < 5, f"took {r.elapsed:.1f}s: a query timed out?\n{r}"
+    assert_no_leak(capture, "rcmd/rexec/ruserok/getnetby*")
 
 
 @pytest.mark.parametrize("mode", ["dlsym", "dlvsym", "rtld_next"])

@@ -8,6 +8,7 @@ pub mod exec;
 pub mod fd;
 pub mod gai_a;
 pub mod io;
+pub mod legacy;
 pub mod listen;
 pub mod poll;
 pub mod sockopt;

@@ -124,6 +124,18 @@ real_fns! {
     fn epoll_pwait = "epoll_pwait"(epfd: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: c_int, sigmask: *const libc::sigset_t) -> c_int;
     fn epoll_pwait2 = "epoll_pwait2"(epfd: c_int, ev: *mut libc::epoll_event, max: c_int, timeout: *const libc::timespec, sigmask: *const libc::sigset_t) -> c_int;
     fn shutdown = "shutdown"(fd: c_int, how: c_int) -> c_int;
+    fn rcmd = "rcmd"(ahost: *mut *mut c_char, port: libc::c_ushort, locuser: *const c_char, remuser: *const c_char, cmd: *const c_char, fd2p: *mut c_int) -> c_int;
+    fn rcmd_af = "rcmd_af"(ahost: *mut *mut c_char, port: libc::c_ushort, locuser: *const c_char, remuser: *const c_char, cmd: *const c_char, fd2p: *mut c_int, af: libc::sa_family_t) -> c_int;
+    fn rexec = "rexec"(ahost: *mut *mut c_char, port: c_int, user: *const c_char, passwd: *const c_char, cmd: *const c_char, fd2p: *mut c_int) -> c_int;
+    fn rexec_af = "rexec_af"(ahost: *mut *mut c_char, port: c_int, user: *const c_char, passwd: *const c_char, cmd: *const c_char, fd2p: *mut c_int, af: libc::sa_family_t) -> c_int;
+    fn ruserok = "ruserok"(rhost: *const c_char, superuser: c_int, ruser: *const c_char, luser: *const c_char) -> c_int;
+    fn ruserok_af = "ruserok_af"(rhost: *const c_char, superuser: c_int, ruser: *const c_char, luser: *const c_char, af: libc::sa_family_t) -> c_int;
+    fn iruserok = "iruserok"(raddr: u32, superuser: c_int, ruser: *const c_char, luser: *const c_char) -> c_int;
+    fn iruserok_af = "iruserok_af"(raddr: *const c_void, superuser: c_int, ruser: *const c_char, luser: *const c_char, af: libc::sa_family_t) -> c_int;
+    fn getnetbyname = "getnetbyname"(name: *const c_char) -> *mut c_void;
+    fn getnetbyaddr = "getnetbyaddr"(net: u32, ty: c_int) -> *mut c_void;
+    fn getnetbyname_r = "getnetbyname_r"(name: *const c_char, ret: *mut c_void, buf: *mut c_char, buflen: size_t, result: *mut *mut c_void, h_errnop: *mut c_int) -> c_int;
+    fn getnetbyaddr_r = "getnetbyaddr_r"(net: u32, ty: c_int, ret: *mut c_void, buf: *mut c_char, buflen: size_t, result: *mut *mut c_void, h_errnop: *mut c_int) -> c_int;
     fn getsockopt = "getsockopt"(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int;
 }
 

@@ -10,6 +10,9 @@
  *   dns_paths dlsym_gai NAME PORT   getaddrinfo() taken with dlsym(dlopen("libc.so.6"), ...)
  *   dns_paths rtld_next IP PORT     connect() taken with dlsym(RTLD_NEXT, ...) from the program
  *   dns_paths res_query NAME        res_query A and MX: prints the answer / h_errno
+ *   dns_paths legacy NAME           rcmd, rexec, ruserok, getnetbyname(_r), getnetbyaddr:
+ *                                   calls that look up and connect inside libc; prints each
+ *                                   result
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -150,6 +153,33 @@ static int res(const char *name)
     return 0;
 }
 
+static int legacy(const char *name)
+{
+    char host[256];
+    char *h = host;
+    int fd2 = -1;
+    snprintf(host, sizeof host, "%s", name);
+    errno = 0;
+    int r = rcmd(&h, htons(514), "root", "root", "true", NULL);
+    printf("rcmd %d %s\n", r, strerror(errno));
+    snprintf(host, sizeof host, "%s", name);
+    h = host;
+    errno = 0;
+    r = rexec(&h, htons(512), "u", "p", "true", &fd2);
+    printf("rexec %d %s\n", r, strerror(errno));
+    printf("ruserok %d\n", ruserok(name, 0, "root", "root"));
+    struct netent *n = getnetbyname(name);
+    printf("getnetbyname %s\n", n ? "found" : "null");
+    struct netent ne, *res = NULL;
+    char buf[1024];
+    int herr = 0;
+    r = getnetbyname_r(name, &ne, buf, sizeof buf, &res, &herr);
+    printf("getnetbyname_r %d %s\n", r, res ? "found" : "null");
+    n = getnetbyaddr(inet_network("198.51.100.0"), AF_INET);
+    printf("getnetbyaddr %s\n", n ? "found" : "null");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
@@ -175,6 +205,8 @@ int main(int argc, char **argv)
         return gai_a(argv[2], argv[3]);
     if (strcmp(mode, "res_query") == 0 && argc == 3)
         return res(argv[2]);
+    if (strcmp(mode, "legacy") == 0 && argc == 3)
+        return legacy(argv[2]);
     if (argc != 4)
         return 2;
     void *libc = dlopen("libc.so.6", RTLD_NOW);

@@ -9,6 +9,7 @@
 //! exposed: if the proxy refuses, `listen` fails.
 
 use super::drive;
+use crate::policy::decide::Proxied;
 use crate::state::fdtable::{self, Entry, Kind};
 use crate::state::runtime::Runtime;
 use crate::sys::error::{errno, strerror, Failure};
@@ -206,15 +207,11 @@ pub fn wanted(rt: &Runtime, fd: c_int, backlog: c_int) -> Result<(TargetAddr, Wh
     }
 }
 
-/// Turns `listen` on `fd` (of `family`) into a BIND towards `peer`; returns BND of the first
-/// reply as the socket can express it.
-pub fn start(
-    rt: &Runtime,
-    fd: c_int,
-    family: c_int,
-    peer: TargetAddr,
-) -> Result<SocketAddr, Failure> {
-    let (proxy, addrs) = drive::single_hop(rt, &peer, "BIND")?;
+/// Turns `listen` on `fd` (of `family`) into a BIND towards the decision `p`'s target (the
+/// peer); returns BND of the first reply as the socket can express it.
+pub fn start(rt: &Runtime, fd: c_int, family: c_int, p: Proxied) -> Result<SocketAddr, Failure> {
+    let (proxy, addrs) = drive::single_hop(rt, p.chain, "BIND")?;
+    let peer = p.target;
     let cfg = rt
         .config()
         .ok_or_else(|| Failure::new(libc::EACCES, "no usable configuration"))?;

@@ -844,9 +844,9 @@ fn exchange(msg: &[u8], target: &TargetAddr) -> Result<Vec<u8>, error::Failure> 
     let cfg = rt
         .config()
         .ok_or_else(|| Failure::new(libc::EACCES, rt.config_error().to_string()))?;
-    let chain = decide::chain_for(target).ok_or_else(|| {
-        Failure::new(libc::EACCES, "the DNS server is not routed through a proxy")
-    })?;
+    let chain = decide::proxied_target(target, "the DNS server")
+        .map_err(|(e, why)| Failure::new(e, why))?
+        .chain;
     let urls: Vec<proxify_core::url::ProxyUrl> =
         rt.select_hops(chain).into_iter().map(|(_, u)| u).collect();
     let first = urls

@@ -2,14 +2,14 @@
 //! chain handshake from proxify-core driven over a socket, every send and receive
 //! non-blocking ([`advance`]) with the waits in `poll` ([`drive`]).
 
-use crate::policy::decide;
 use crate::state::runtime::Runtime;
 use crate::sys::error::{errno, strerror, Failure};
 use crate::sys::socket::sockopt_int;
 use crate::sys::{real, sockaddr};
 use libc::{c_int, c_void};
 use proxify_core::chain::{Handshake, ReadMode, State as HsState};
-use proxify_core::socks::{Reply, TargetAddr};
+use proxify_core::config::Chain;
+use proxify_core::socks::Reply;
 use proxify_core::url::ProxyUrl;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -257,18 +257,13 @@ pub fn drive(fd: c_int, hs: &mut Handshake, deadline: Instant) -> Result<Reply, 
     }
 }
 
-/// The single proxy a BIND or UDP ASSOCIATE for `target` goes through, and its addresses:
-/// a chain cannot carry them, so a chain of more than one hop is refused.
+/// The single proxy of `chain` a BIND or UDP ASSOCIATE goes through, and its addresses: a
+/// chain cannot carry them, so a chain of more than one hop is refused.
 pub fn single_hop(
     rt: &Runtime,
-    target: &TargetAddr,
+    chain: &Chain,
     what: &str,
 ) -> Result<(ProxyUrl, Vec<SocketAddr>), Failure> {
-    if rt.config().is_none() {
-        return Err(Failure::new(libc::EACCES, rt.config_error().to_string()));
-    }
-    let chain = decide::chain_for(target)
-        .ok_or_else(|| Failure::new(libc::EACCES, "no chain for this destination"))?;
     let hops = rt.select_hops(chain);
     if hops.len() != 1 {
         return Err(Failure::new(

@@ -7,7 +7,7 @@
 //! it. If the proxy drops it, later sends fail with ECONNRESET: nothing is ever sent direct.
 
 use super::drive;
-use crate::policy::decide::{self, Route};
+use crate::policy::decide::{self, Proxied, Route};
 use crate::state::fakedns;
 use crate::state::fdtable::{self, Entry, Kind};
 use crate::state::runtime::Runtime;
@@ -17,6 +17,7 @@ use crate::sys::socket::{self, local_addr, socket_domain, sockopt_int};
 use crate::sys::{real, sockaddr};
 use libc::{c_int, c_void, iovec, msghdr, ssize_t};
 use proxify_core::chain::Handshake;
+use proxify_core::config::Chain;
 use proxify_core::socks::{self, Command, TargetAddr, Version};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -43,10 +44,10 @@ pub fn associate(
     rt: &Runtime,
     fd: c_int,
     family: c_int,
-    target: &TargetAddr,
+    chain: &Chain,
     replaced: &mut Option<c_int>,
 ) -> Result<(SocketAddr, c_int), Failure> {
-    let (proxy, addrs) = drive::single_hop(rt, target, "UDP")?;
+    let (proxy, addrs) = drive::single_hop(rt, chain, "UDP")?;
     if proxy.scheme.socks_version() != Some(Version::Socks5) {
         return Err(Failure::new(
             libc::EOPNOTSUPP,
@@ -213,14 +214,10 @@ pub fn ctrl_alive(ctrl: c_int) -> bool {
     rc == 0
 }
 
-/// The association of `fd`, set up now (through the proxy that `target` routes to) if it has
-/// none. One association per socket: later datagrams use it whatever their destination.
-pub fn assoc_for(
-    rt: &Runtime,
-    fd: c_int,
-    family: c_int,
-    target: &TargetAddr,
-) -> Result<Entry, Failure> {
+/// The association of `fd`, set up now (through the chain the decision `p` for the first
+/// datagram's destination chose) if it has none. One association per socket: later datagrams
+/// use it whatever their destination.
+pub fn assoc_for(rt: &Runtime, fd: c_int, family: c_int, p: &Proxied) -> Result<Entry, Failure> {
     if let Some(
         e @ Entry {
             kind: Kind::UdpAssoc,
@@ -235,9 +232,9 @@ pub fn assoc_for(
     }
     let mut replaced = None;
     let (relay, ctrl) = if crate::sys::trace::on() {
-        traced_associate(rt, fd, family, target, &mut replaced)?
+        traced_associate(rt, fd, family, p, &mut replaced)?
     } else {
-        associate(rt, fd, family, target, &mut replaced)?
+        associate(rt, fd, family, p.chain, &mut replaced)?
     };
     forget_names(fd);
     let e = Entry {
@@ -266,41 +263,27 @@ fn traced_associate(
     rt: &Runtime,
     fd: c_int,
     family: c_int,
-    target: &TargetAddr,
+    p: &Proxied,
     replaced: &mut Option<c_int>,
 ) -> Result<(SocketAddr, c_int), Failure> {
     use crate::sys::trace::{self, Ev, Event, Via};
-    let d = rt.config().map(|cfg| {
-        let d = match target {
-            TargetAddr::Ip(a) => cfg.decide(Some(a.ip()), None, a.port()),
-            TargetAddr::Domain(n, p) => cfg.decide(None, Some(n), *p),
-        };
-        let chain = match d.verdict {
-            proxify_core::rules::Verdict::Proxy(n) => cfg.chain(n),
-            _ => None,
-        };
-        (d, chain)
-    });
-    let via = match &d {
-        Some((_, Some(c))) => Via::Chain(c),
-        _ => Via::Proxy,
-    };
+    let target = &p.target;
     trace::write(&Event {
         ev: Ev::Decision,
         call: "udp-associate",
         dest: target,
-        via,
-        rule: d.as_ref().map(|(d, _)| d as &dyn std::fmt::Display),
+        via: Via::Chain(p.chain),
+        rule: Some(&p.by),
         result: None,
         ms: None,
     });
     let t0 = Instant::now();
-    let r = associate(rt, fd, family, target, replaced);
+    let r = associate(rt, fd, family, p.chain, replaced);
     trace::write(&Event {
         ev: Ev::Outcome,
         call: "udp-associate",
         dest: target,
-        via,
+        via: Via::Chain(p.chain),
         rule: None,
         result: Some(r.as_ref().map_or_else(|f| f.errno, |_| 0)),
         ms: Some(t0.elapsed().as_secs_f64() * 1000.0),

@@ -12,7 +12,6 @@ use crate::sys::socket::{socket_domain, sockopt_int};
 use crate::sys::trace;
 use libc::{c_int, sockaddr, socklen_t};
 use proxify_core::config::Chain;
-use proxify_core::socks::TargetAddr;
 use std::net::SocketAddr;
 
 #[no_mangle]
@@ -249,7 +248,6 @@ fn traced_direct(
 }
 
 fn connect_proxied(rt: &runtime::Runtime, fd: c_int, dest: SocketAddr, p: Proxied) -> c_int {
-    let Proxied { target, chain, by } = p;
     let Some(ty) = sockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) else {
         return fail(errno());
     };
@@ -258,16 +256,17 @@ fn connect_proxied(rt: &runtime::Runtime, fd: c_int, dest: SocketAddr, p: Proxie
         libc::SOCK_STREAM => {}
         libc::SOCK_DGRAM => {
             // A UDP socket of either family may be given an IPv4 address: ask the kernel.
-            return connect_udp(rt, fd, socket_domain(fd), dest, &target);
+            return connect_udp(rt, fd, socket_domain(fd), dest, &p);
         }
         _ => {
             log::warn!(
                 "refusing connection to {}: socket type {ty} cannot go through a SOCKS proxy",
-                target
+                p.target
             );
             return fail(libc::EACCES);
         }
     }
+    let Proxied { target, chain, by } = p;
     // A TCP socket's family is its address's (the kernel refuses any other).
     let domain = if dest.is_ipv4() {
         libc::AF_INET
@@ -328,9 +327,10 @@ fn connect_udp(
     fd: c_int,
     domain: c_int,
     dest: SocketAddr,
-    target: &TargetAddr,
+    p: &Proxied,
 ) -> c_int {
-    let entry = match crate::engine::udp::assoc_for(rt, fd, domain, target) {
+    let target = &p.target;
+    let entry = match crate::engine::udp::assoc_for(rt, fd, domain, p) {
         Ok(e) => e,
         Err(f) => {
             log::warn!("refusing UDP to {}: {}", target, f.msg);

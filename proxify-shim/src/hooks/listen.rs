@@ -90,7 +90,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
                 if let Some(peer) = bind::wanted_at_bind(rt) {
                     let family = socket_domain(fd);
                     let shown = peer.to_string();
-                    return match bind::start(rt, fd, family, peer) {
+                    return match bind_through(rt, fd, family, peer) {
                         Ok(bound) => {
                             log::info!("bind fd {fd}: BIND through the proxy for {shown} (bound to the proxy-side address proxify reported), proxy listens on {bound}");
                             0
@@ -161,7 +161,7 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         };
         let shown = peer.to_string();
         let t0 = crate::sys::trace::on().then(std::time::Instant::now);
-        let r = bind::start(rt, fd, family, peer);
+        let r = bind_through(rt, fd, family, peer);
         if let Some(t0) = t0 {
             let why = format!("BIND through the proxy ({why})");
             trace_listen(
@@ -334,4 +334,16 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
         }
         real::getsockname(fd, addr, len)
     })
+}
+
+/// A BIND towards `peer`: the one decision for it (which chain), then the engine.
+fn bind_through(
+    rt: &runtime::Runtime,
+    fd: c_int,
+    family: c_int,
+    peer: proxify_core::socks::TargetAddr,
+) -> Result<std::net::SocketAddr, crate::sys::error::Failure> {
+    let p = crate::policy::decide::proxied_target(&peer, "BIND")
+        .map_err(|(e, why)| crate::sys::error::Failure::new(e, why))?;
+    bind::start(rt, fd, family, p)
 }

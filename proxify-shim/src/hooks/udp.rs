@@ -12,6 +12,7 @@
 //! loopback one, the call goes straight to libc without a system call of ours.
 
 use crate::engine::udp::{self, assoc};
+use crate::policy::decide::Proxied;
 use crate::policy::decide::{self, Route};
 use crate::state::fdtable::{self, Entry};
 use crate::state::runtime;
@@ -19,7 +20,6 @@ use crate::sys::guard::{hook, set_errno};
 use crate::sys::socket::socket_type;
 use crate::sys::{error, real, sockaddr};
 use libc::{c_int, c_uint, c_void, iovec, msghdr, size_t, socklen_t, ssize_t};
-use proxify_core::socks::TargetAddr;
 use std::net::SocketAddr;
 
 /// What to do with a send that names a destination.
@@ -30,8 +30,8 @@ enum Verdict {
     RealTo(SocketAddr),
     /// Refused; errno is set.
     Fail,
-    /// Through the association, to this target.
-    Udp(TargetAddr, c_int),
+    /// Through the association, as decided (the chain for a new association, the target).
+    Udp(Proxied, c_int),
     /// To a system resolver under remote DNS: answered in-process (`dnsresp`).
     Dns(SocketAddr),
     /// TCP Fast Open to a proxied destination: connect (proxied), then send.
@@ -98,14 +98,17 @@ unsafe fn classify(
                     set_errno(e);
                     return Verdict::Fail;
                 }
-                Route::Proxy(p) => p.target,
+                Route::Proxy(p) => p,
             };
             match socket_type(fd) {
                 // A connected TCP socket ignores the address; an unconnected one with
                 // MSG_FASTOPEN would connect directly: it connects through the proxy instead.
                 Some((libc::SOCK_STREAM, _)) if flags & libc::MSG_FASTOPEN == 0 => Verdict::Real,
                 Some((libc::SOCK_STREAM, _)) => {
-                    log::debug!("TCP Fast Open to {target}: a proxied connect, then the send");
+                    log::debug!(
+                        "TCP Fast Open to {}: a proxied connect, then the send",
+                        target.target
+                    );
                     Verdict::FastOpen
                 }
                 Some((libc::SOCK_DGRAM, _)) => Verdict::Udp(
@@ -119,7 +122,7 @@ unsafe fn classify(
                 Some((ty, proto)) => {
                     log::warn!(
                     "refusing to send to {}: socket type {ty}/protocol {proto} cannot go through a SOCKS proxy",
-                    target
+                    target.target
                 );
                     set_errno(libc::EACCES);
                     Verdict::Fail
@@ -140,10 +143,10 @@ fn would_block<T>(v: T) -> T {
     v
 }
 
-/// Sends through the association of `fd` (set up now if needed).
+/// Sends through the association of `fd` (set up now, through `p`'s chain, if needed).
 unsafe fn send_udp(
     fd: c_int,
-    target: TargetAddr,
+    p: Proxied,
     family: c_int,
     iov: &[iovec],
     control: (*mut c_void, usize),
@@ -155,10 +158,10 @@ unsafe fn send_udp(
         libc::EIO,
         || {
             let rt = runtime::get();
-            let mut entry = match udp::assoc_for(rt, fd, family, &target) {
+            let mut entry = match udp::assoc_for(rt, fd, family, &p) {
                 Ok(e) => e,
                 Err(f) => {
-                    log::warn!("refusing datagram to {}: {}", target, f.msg);
+                    log::warn!("refusing datagram to {}: {}", p.target, f.msg);
                     set_errno(f.errno);
                     return -1;
                 }
@@ -167,7 +170,7 @@ unsafe fn send_udp(
             // refuse a name on a connected UDP socket only for TCP; for UDP it sends to the name
             // given, so address the relay explicitly.
             entry.peer = None;
-            udp::send(&entry, fd, &target, iov, control, flags)
+            udp::send(&entry, fd, &p.target, iov, control, flags)
         },
     )
 }

@@ -126,17 +126,35 @@ fn proxied(
     }
 }
 
-/// The chain a proxied target goes through, for the BIND and UDP paths that start from a
-/// target rather than from a [`route`] decision (a connect uses [`Proxied::chain`]).
-pub fn chain_for(target: &TargetAddr) -> Option<&'static Chain> {
-    let cfg = runtime::get().config()?;
+/// The decision for a destination that reaches proxify as a proxy target rather than as an
+/// address the program connects to: the peer a `listen` makes a BIND towards (the target of
+/// the proxied connection it came from) and the `--dns-server`. The same rules as [`route`];
+/// such a target cannot go direct, so its caller refuses a `Direct`.
+pub fn route_target(target: &TargetAddr) -> Route {
+    let rt = runtime::get();
+    let Some(cfg) = rt.config() else {
+        return Route::Deny(libc::EACCES, rt.config_error().to_string());
+    };
     let d = match target {
         TargetAddr::Ip(a) => cfg.decide(Some(a.ip()), None, a.port()),
         TargetAddr::Domain(n, p) => cfg.decide(None, Some(n), *p),
     };
     match d.verdict {
-        Verdict::Proxy(name) => cfg.chain(name),
-        _ => None,
+        Verdict::Proxy(chain) => proxied(cfg, chain, target.clone(), d),
+        Verdict::Deny => Route::Deny(libc::EACCES, format!("denied by {d}")),
+        Verdict::Direct => Route::Direct(Direct::Rule(d, None)),
+    }
+}
+
+/// A [`route_target`] answer as the one chain to use, or why there is none.
+pub fn proxied_target(target: &TargetAddr, what: &str) -> Result<Proxied, (i32, String)> {
+    match route_target(target) {
+        Route::Proxy(p) => Ok(p),
+        Route::Deny(e, why) => Err((e, why)),
+        Route::Direct(why) => Err((
+            libc::EACCES,
+            format!("{what} to {target} would go direct {why}, and it can only go through a proxy"),
+        )),
     }
 }
 

@@ -81,7 +81,7 @@ pub enum HttpError {
     Truncated,
     /// The request cannot be written: a name with characters a request line cannot carry,
     /// a user name containing `:`.
-    Unsupported(&'static str),
+    Unsupported(Unsupported),
     /// Driver misuse: fed while output was pending, fed after the end.
     Internal(&'static str),
 }
@@ -139,9 +139,25 @@ impl std::fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
-const UNSUP_NAME: &str =
-    "host name must be 1 to 255 letters, digits, '-', '.', '_' or '~' for HTTP CONNECT";
-const UNSUP_USER_COLON: &str = "user name contains ':', which HTTP Basic cannot carry";
+/// A CONNECT request that cannot be written, by kind (every kind is EINVAL to a program).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsupported {
+    /// A name with characters a request line cannot carry, or of a bad length.
+    Name,
+    /// A user name with ':', which HTTP Basic cannot carry.
+    UserColon,
+}
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unsupported::Name => {
+                "host name must be 1 to 255 letters, digits, '-', '.', '_' or '~' for HTTP CONNECT"
+            }
+            Unsupported::UserColon => "user name contains ':', which HTTP Basic cannot carry",
+        })
+    }
+}
 
 /// The CONNECT state machine. See the module documentation for the driver loop.
 pub struct Client {
@@ -181,7 +197,7 @@ fn authority(target: &TargetAddr) -> Result<String, HttpError> {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
             if !ok {
-                return Err(HttpError::Unsupported(UNSUP_NAME));
+                return Err(HttpError::Unsupported(Unsupported::Name));
             }
             Ok(format!("{name}:{port}"))
         }
@@ -271,7 +287,7 @@ impl Client {
         out.extend_from_slice(b"\r\n");
         if let Some(cr) = &req.credentials {
             if cr.user.contains(&b':') {
-                return Err(HttpError::Unsupported(UNSUP_USER_COLON));
+                return Err(HttpError::Unsupported(Unsupported::UserColon));
             }
             let mut plain = Vec::with_capacity(cr.user.len() + 1 + cr.pass.len());
             plain.extend_from_slice(&cr.user);
@@ -545,7 +561,7 @@ mod tests {
         })
         .err()
         .unwrap();
-        assert_eq!(e, HttpError::Unsupported(UNSUP_USER_COLON));
+        assert_eq!(e, HttpError::Unsupported(Unsupported::UserColon));
     }
 
     const BANNER: &[u8] = b"SSH-2.0-OpenSSH_9.2\r\n";

@@ -122,22 +122,65 @@ pub enum SocksError {
     Truncated,
     /// The request cannot be expressed: e.g. IPv6 target over SOCKS4, a domain over plain
     /// SOCKS4, a name or credential longer than 255 bytes, a UDP ASSOCIATE over SOCKS4.
-    Unsupported(&'static str),
+    Unsupported(Unsupported),
     /// Driver misuse: fed more bytes than wanted(), fed after completion.
     Internal(&'static str),
 }
 
-// Messages of `SocksError::Unsupported`; `SocksError::errno` tells the classes apart
-// (address family -> EAFNOSUPPORT, command -> EOPNOTSUPP, everything else -> EINVAL).
-const UNSUP_NAME_OVER_SOCKS4: &str = "SOCKS4 cannot send a host name (use socks4a or socks5h)";
-const UNSUP_IPV6_OVER_SOCKS4: &str = "SOCKS4 cannot send an IPv6 address (use socks5)";
-const UNSUP_UDP_OVER_SOCKS4: &str = "UDP ASSOCIATE needs SOCKS5";
-const UNSUP_NAME_EMPTY: &str = "empty host name";
-const UNSUP_NAME_TOO_LONG: &str = "host name longer than 255 bytes";
-const UNSUP_NAME_NUL: &str = "host name contains a NUL byte";
-const UNSUP_USER_LEN: &str = "user name must be 1 to 255 bytes for SOCKS5";
-const UNSUP_PASS_LEN: &str = "password must be at most 255 bytes for SOCKS5";
-const UNSUP_USER_NUL: &str = "SOCKS4 user id contains a NUL byte";
+/// A request SOCKS cannot express, by kind: each kind has its own errno and message, so no
+/// caller compares texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsupported {
+    /// A host name over plain SOCKS4.
+    NameOverSocks4,
+    /// An IPv6 address over SOCKS4 or SOCKS4a.
+    Ipv6OverSocks4,
+    /// UDP ASSOCIATE (or another SOCKS5-only command) over SOCKS4.
+    UdpOverSocks4,
+    NameEmpty,
+    NameTooLong,
+    NameNul,
+    /// SOCKS5 user name not 1 to 255 bytes.
+    UserLen,
+    /// SOCKS5 password over 255 bytes.
+    PassLen,
+    /// A NUL byte in a SOCKS4 user id.
+    UserNul,
+}
+
+impl Unsupported {
+    /// The errno a program sees: the address family, the command, or an invalid argument.
+    pub fn errno(self) -> i32 {
+        match self {
+            Unsupported::NameOverSocks4 | Unsupported::Ipv6OverSocks4 => libc::EAFNOSUPPORT,
+            Unsupported::UdpOverSocks4 => libc::EOPNOTSUPP,
+            Unsupported::NameEmpty
+            | Unsupported::NameTooLong
+            | Unsupported::NameNul
+            | Unsupported::UserLen
+            | Unsupported::PassLen
+            | Unsupported::UserNul => libc::EINVAL,
+        }
+    }
+}
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unsupported::NameOverSocks4 => {
+                "SOCKS4 cannot send a host name (use socks4a or socks5h)"
+            }
+            Unsupported::Ipv6OverSocks4 => "SOCKS4 cannot send an IPv6 address (use socks5)",
+            Unsupported::UdpOverSocks4 => "UDP ASSOCIATE needs SOCKS5",
+            Unsupported::NameEmpty => "empty host name",
+            Unsupported::NameTooLong => "host name longer than 255 bytes",
+            Unsupported::NameNul => "host name contains a NUL byte",
+            Unsupported::UserLen => "user name must be 1 to 255 bytes for SOCKS5",
+            Unsupported::PassLen => "password must be at most 255 bytes for SOCKS5",
+            Unsupported::UserNul => "SOCKS4 user id contains a NUL byte",
+        })
+    }
+}
 
 /// The most [`Client::wanted`] ever asks for: a SOCKS5 reply carrying a 255-byte name
 /// (VER REP RSV ATYP LEN + 255 + PORT). A read buffer of this size is always enough.
@@ -213,15 +256,7 @@ impl SocksError {
             | SocksError::AuthRequired => libc::EACCES,
             SocksError::Malformed(_) => libc::EPROTO,
             SocksError::Truncated => libc::ECONNRESET,
-            SocksError::Unsupported(what) => {
-                if *what == UNSUP_NAME_OVER_SOCKS4 || *what == UNSUP_IPV6_OVER_SOCKS4 {
-                    libc::EAFNOSUPPORT
-                } else if *what == UNSUP_UDP_OVER_SOCKS4 {
-                    libc::EOPNOTSUPP
-                } else {
-                    libc::EINVAL
-                }
-            }
+            SocksError::Unsupported(what) => what.errno(),
             SocksError::Internal(_) => libc::EIO,
         }
     }
@@ -322,9 +357,9 @@ fn unmap(addr: &TargetAddr) -> TargetAddr {
 
 fn check_name(name: &str) -> Result<u8, SocksError> {
     match u8::try_from(name.len()) {
-        Ok(0) => Err(SocksError::Unsupported(UNSUP_NAME_EMPTY)),
+        Ok(0) => Err(SocksError::Unsupported(Unsupported::NameEmpty)),
         Ok(n) => Ok(n),
-        Err(_) => Err(SocksError::Unsupported(UNSUP_NAME_TOO_LONG)),
+        Err(_) => Err(SocksError::Unsupported(Unsupported::NameTooLong)),
     }
 }
 
@@ -440,11 +475,11 @@ impl Client {
                     let ulen = u8::try_from(cr.user.len())
                         .ok()
                         .filter(|&n| n > 0)
-                        .ok_or(SocksError::Unsupported(UNSUP_USER_LEN))?;
+                        .ok_or(SocksError::Unsupported(Unsupported::UserLen))?;
                     // An empty password (PLEN 0) is sent as such, as curl does for
                     // `socks5h://user@proxy`.
                     let plen = u8::try_from(cr.pass.len())
-                        .map_err(|_| SocksError::Unsupported(UNSUP_PASS_LEN))?;
+                        .map_err(|_| SocksError::Unsupported(Unsupported::PassLen))?;
                     auth.reserve(3 + cr.user.len() + cr.pass.len());
                     auth.push(1);
                     auth.push(ulen);
@@ -468,12 +503,12 @@ impl Client {
                     Command::Connect => 1,
                     Command::Bind => 2,
                     Command::UdpAssociate => {
-                        return Err(SocksError::Unsupported(UNSUP_UDP_OVER_SOCKS4))
+                        return Err(SocksError::Unsupported(Unsupported::UdpOverSocks4))
                     }
                 };
                 let user: &[u8] = req.credentials.as_ref().map_or(&[], |cr| &cr.user);
                 if user.contains(&0) {
-                    return Err(SocksError::Unsupported(UNSUP_USER_NUL));
+                    return Err(SocksError::Unsupported(Unsupported::UserNul));
                 }
                 let mut out = vec![4, cd];
                 match &target {
@@ -484,15 +519,15 @@ impl Client {
                         out.push(0);
                     }
                     TargetAddr::Ip(SocketAddr::V6(_)) => {
-                        return Err(SocksError::Unsupported(UNSUP_IPV6_OVER_SOCKS4))
+                        return Err(SocksError::Unsupported(Unsupported::Ipv6OverSocks4))
                     }
                     TargetAddr::Domain(name, port) => {
                         if req.version == Version::Socks4 {
-                            return Err(SocksError::Unsupported(UNSUP_NAME_OVER_SOCKS4));
+                            return Err(SocksError::Unsupported(Unsupported::NameOverSocks4));
                         }
                         check_name(name)?;
                         if name.as_bytes().contains(&0) {
-                            return Err(SocksError::Unsupported(UNSUP_NAME_NUL));
+                            return Err(SocksError::Unsupported(Unsupported::NameNul));
                         }
                         out.extend_from_slice(&port.to_be_bytes());
                         out.extend_from_slice(&[0, 0, 0, 1]);

@@ -842,7 +842,7 @@ fn messages_are_short_and_never_show_credentials() {
         SocksError::AuthRequired,
         SocksError::Malformed("bad version byte"),
         SocksError::Truncated,
-        SocksError::Unsupported("x"),
+        SocksError::Unsupported(proxify_core::socks::Unsupported::NameEmpty),
         SocksError::Internal("y"),
     ];
     for e in errors {

@@ -655,18 +655,22 @@ fn percent_decode_lossy(s: &str) -> String {
 /// own table: placeholders still never leak, they only do not cross exec).
 fn dns_table() -> Option<String> {
     let mut raw = [0u8; 8];
+    // SAFETY: getrandom writes at most raw.len() bytes into our buffer.
     let n = unsafe { libc::getrandom(raw.as_mut_ptr() as *mut libc::c_void, raw.len(), 0) };
     if n != raw.len() as isize {
         return None;
     }
     let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
     let name = std::ffi::CString::new(proxify_core::config::dns_table_name(&token)).ok()?;
+    // SAFETY: memfd_create reads the NUL-terminated name we own.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
     if fd < 0 {
         return None;
     }
     let size = proxify_core::config::DNS_TABLE_BYTES as libc::off_t;
+    // SAFETY: ftruncate on the memfd we just created.
     if unsafe { libc::ftruncate(fd, size) } != 0 {
+        // SAFETY: our own memfd, closed once.
         unsafe { libc::close(fd) };
         return None;
     }
@@ -675,6 +679,7 @@ fn dns_table() -> Option<String> {
         rlim_cur: 0,
         rlim_max: 0,
     };
+    // SAFETY: getrlimit writes into a struct we own.
     let high = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
         (lim.rlim_cur.min(1024) as libc::c_int)
             .saturating_sub(64)
@@ -682,8 +687,10 @@ fn dns_table() -> Option<String> {
     } else {
         3
     };
+    // SAFETY: F_DUPFD of our own memfd takes no pointer.
     let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD, high) };
     let fd = if moved >= 0 {
+        // SAFETY: the original number of the memfd, replaced by its copy; closed once.
         unsafe { libc::close(fd) };
         moved
     } else {

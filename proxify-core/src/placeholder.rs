@@ -533,6 +533,7 @@ mod tests {
         // Wrong size, alignment or contents.
         // SAFETY: rejected before any access.
         assert!(unsafe { Table::at(m.0, TABLE_BYTES - 1) }.is_none());
+        // SAFETY: rejected (misaligned) before any access.
         assert!(unsafe { Table::at(m.0.wrapping_add(4), TABLE_BYTES) }.is_none());
     }
 

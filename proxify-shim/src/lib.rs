@@ -54,6 +54,7 @@ extern "C" fn fork_release() {
 /// Hooks called earlier (from other libraries' constructors) initialise lazily instead.
 extern "C" fn init() {
     real::resolve_all();
+    // SAFETY: handlers with the C signature pthread_atfork expects, valid for the process's life.
     unsafe {
         libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_release));
     }

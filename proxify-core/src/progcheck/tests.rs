@@ -346,8 +346,8 @@ fn set_caps(p: &Path, effective: bool) {
 
 fn chown(p: &Path, uid: u32, gid: u32) {
     let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-    // SAFETY: a valid path.
     assert_eq!(
+        // SAFETY: a valid NUL-terminated path.
         unsafe { libc::chown(c.as_ptr(), uid, gid) },
         0,
         "chown (run as root)"
@@ -371,8 +371,8 @@ fn as_nobody(argv: &[&OsStr]) -> std::process::Output {
 
 #[test]
 fn privilege_verdicts_agree_with_the_kernel() {
-    // SAFETY: returns an id.
     assert_eq!(
+        // SAFETY: geteuid takes no argument.
         unsafe { libc::geteuid() },
         0,
         "the privilege tests need root (setuid copies, chown, setcap)"

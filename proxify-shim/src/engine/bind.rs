@@ -47,6 +47,7 @@ pub(crate) fn fork_prepare() {
 }
 
 pub(crate) fn fork_release() {
+    // SAFETY: the atfork handlers pair this with fork_prepare's raw_lock.
     unsafe { STATE.raw_unlock() }
 }
 
@@ -290,6 +291,7 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
     let cfg = rt
         .config()
         .ok_or_else(|| Failure::new(libc::EACCES, "no usable configuration"))?;
+    // SAFETY: F_GETFL takes no pointer.
     let status = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
     if status < 0 {
         let e = errno();
@@ -306,6 +308,7 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
     } else {
         -1
     };
+    // SAFETY: one pollfd we own.
     let rc = unsafe { real::poll(&mut p, 1, timeout) };
     if rc < 0 {
         let e = errno();
@@ -333,6 +336,7 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
     } else {
         libc::F_DUPFD
     };
+    // SAFETY: accept on the listening socket takes null address pointers here.
     let nfd = unsafe { real::fcntl(fd, cmd, 0) };
     if nfd < 0 {
         let e = errno();
@@ -344,6 +348,7 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
     } else {
         status & !libc::O_NONBLOCK
     };
+    // SAFETY: F_SETFL on the connection we just accepted takes no pointer.
     unsafe { real::fcntl(nfd, libc::F_SETFL, want as libc::c_ulong) };
     let mut e = Entry::tcp(peer);
     e.relay = fdtable::get(fd).and_then(|e| e.relay);

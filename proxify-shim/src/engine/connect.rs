@@ -59,6 +59,7 @@ fn interrupting_handler() -> bool {
         }
         // SAFETY: a query only (no new action), into a zeroed sigaction.
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: sigaction only reads the current disposition into our struct.
         if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
             continue;
         }

@@ -143,6 +143,7 @@ pub(crate) fn fork_release() {
 fn inode(fd: c_int) -> Option<(u64, u64)> {
     // SAFETY: fstat writes into a zeroed stat we own.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into a stat we own.
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return None;
     }
@@ -397,6 +398,7 @@ fn open_stream(fd: c_int) -> Result<(c_int, (u64, u64)), error::Failure> {
     let mine = local_addr(fd).map(sockaddr::unmap);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
+        // SAFETY: all-zero bytes are a valid value of this plain C struct.
         let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
         // SAFETY: accept4 writes at most `len` bytes into our storage.
@@ -601,6 +603,7 @@ fn direct_exchange(msg: &[u8], resolver: SocketAddr) -> Result<Vec<u8>, error::F
 }
 
 fn local_addr(fd: c_int) -> Option<SocketAddr> {
+    // SAFETY: all-zero bytes are a valid value of this plain C struct.
     let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
     // SAFETY: getsockname writes at most `len` bytes into our storage.
@@ -991,6 +994,7 @@ pub fn send(fd: c_int, dest: Option<SocketAddr>, iov: &[iovec], flags: c_int) ->
             m.msg_namelen = len;
             m.msg_iov = iov.as_ptr() as *mut iovec;
             m.msg_iovlen = iov.len();
+            // SAFETY: `m` describes the caller's iovecs and our sockaddr, alive for the call.
             Some(unsafe { real::sendmsg(fd, &m, flags) })
         }
         Verdict::Pass => None,

@@ -74,6 +74,7 @@ fn wait(
             events,
             revents: 0,
         };
+        // SAFETY: one pollfd we own.
         let rc = unsafe { real::poll(&mut p, 1, ms) };
         if rc > 0 {
             return Ok(p.revents);
@@ -94,6 +95,7 @@ fn wait(
 pub fn connect_proxy(fd: c_int, proxy: SocketAddr, timeout: Duration) -> Result<(), Failure> {
     let deadline = Instant::now() + timeout;
     let (st, len) = sockaddr::to_storage(&proxy);
+    // SAFETY: a valid sockaddr of `len` bytes from to_storage.
     let rc = unsafe { real::connect(fd, &st as *const _ as *const libc::sockaddr, len) };
     if rc == 0 {
         return Ok(());
@@ -145,6 +147,7 @@ pub fn advance(fd: c_int, hs: &mut Handshake) -> Result<Progress, Failure> {
         let mut sent = false;
         while !hs.pending_output().is_empty() {
             let out = hs.pending_output();
+            // SAFETY: `out` is the handshake's pending bytes, readable for its length.
             let n = unsafe {
                 real::send(
                     fd,
@@ -198,12 +201,14 @@ pub fn advance(fd: c_int, hs: &mut Handshake) -> Result<Progress, Failure> {
             }
         };
         let flags = libc::MSG_DONTWAIT | if peek { libc::MSG_PEEK } else { 0 };
+        // SAFETY: buf is writable for `want` bytes (want <= buf.len()).
         let n = unsafe { real::recv(fd, buf.as_mut_ptr() as *mut c_void, want, flags) };
         if n > 0 {
             if peek {
                 let take = hs.feed_peeked(&buf[..n as usize]);
                 if take > 0 {
                     // Those bytes are queued already: consume exactly them.
+                    // SAFETY: buf is writable for `take` bytes, which the peek just read into it.
                     let got = unsafe {
                         real::recv(
                             fd,

@@ -117,6 +117,7 @@ pub fn active() -> bool {
 fn inode(fd: c_int) -> Option<u64> {
     // SAFETY: fstat writes into the zeroed stat we own.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into a stat we own.
     (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st.st_ino as u64)
 }
 
@@ -309,10 +310,12 @@ fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
 pub fn open(fd: c_int, ino: u64) -> Result<u64, c_int> {
     // SAFETY: plain fd-creating calls; every fd is checked and closed on failure.
     EVER.store(true, Ordering::SeqCst);
+    // SAFETY: epoll_create1 takes no pointer; the fd is ours.
     let q = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     if q < 0 {
         return Err(errno());
     }
+    // SAFETY: timerfd_create takes no pointer; the fd is ours.
     let timer = unsafe {
         libc::timerfd_create(
             libc::CLOCK_MONOTONIC,
@@ -320,6 +323,7 @@ pub fn open(fd: c_int, ino: u64) -> Result<u64, c_int> {
         )
     };
     let sock = if timer >= 0 {
+        // SAFETY: F_DUPFD_CLOEXEC takes no pointer; the copy is ours.
         unsafe { real::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) }
     } else {
         -1

@@ -84,6 +84,7 @@ pub(crate) fn fork_prepare() {
 }
 
 pub(crate) fn fork_release() {
+    // SAFETY: the atfork handlers pair this with fork_prepare's raw_lock.
     unsafe { PENDING.raw_unlock() }
 }
 
@@ -189,7 +190,9 @@ impl Outcome {
 }
 
 fn inode(fd: c_int) -> Option<u64> {
+    // SAFETY: all-zero bytes are a valid value of this plain C struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into a stat we own.
     (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st.st_ino as u64)
 }
 
@@ -235,6 +238,7 @@ fn begin(
     let flags = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
     let toggled = flags >= 0
         && flags & libc::O_NONBLOCK == 0
+        // SAFETY: F_SETFL takes no pointer.
         && unsafe {
             real::fcntl(
                 fd,
@@ -242,6 +246,7 @@ fn begin(
                 (flags | libc::O_NONBLOCK) as libc::c_ulong,
             )
         } == 0;
+    // SAFETY: a valid sockaddr of `len` bytes from to_storage.
     let rc = unsafe { real::connect(fd, &st as *const _ as *const libc::sockaddr, len) };
     let e = errno();
     if toggled && ino.is_some() && inode(fd) == ino {
@@ -525,6 +530,7 @@ fn advance(rt: &Runtime, fd: c_int, p: &mut Pending) -> Result<Step, Failure> {
                 events: libc::POLLOUT,
                 revents: 0,
             };
+            // SAFETY: one pollfd we own.
             let n = unsafe { real::poll(&mut pfd, 1, 0) };
             if n < 0 {
                 let e = errno();
@@ -775,6 +781,7 @@ pub fn finish(fd: c_int) -> Result<(), c_int> {
                     events: want,
                     revents: 0,
                 };
+                // SAFETY: one pollfd we own.
                 unsafe { real::poll(&mut p, 1, ms) };
             }
         }

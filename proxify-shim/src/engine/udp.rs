@@ -116,6 +116,7 @@ pub fn associate(
     })?;
     if local.port() == 0 {
         let (st, len) = sockaddr::to_storage(&wildcard(family));
+        // SAFETY: a valid sockaddr of `len` bytes from to_storage.
         if unsafe { real::bind(fd, &st as *const _ as *const libc::sockaddr, len) } != 0 {
             let e = errno();
             return Err(Failure::new(
@@ -143,6 +144,7 @@ pub fn associate(
     } else {
         libc::AF_INET6
     };
+    // SAFETY: socket() takes no pointer; the fd is ours.
     let ctrl = unsafe {
         libc::socket(
             pfam,
@@ -158,6 +160,7 @@ pub fn associate(
         ));
     }
     let close_ctrl = |f: Failure| {
+        // SAFETY: our own control socket, closed once on this failure path.
         unsafe { real::close(ctrl) };
         f
     };
@@ -210,6 +213,7 @@ pub fn ctrl_alive(ctrl: c_int) -> bool {
         events: libc::POLLIN,
         revents: 0,
     };
+    // SAFETY: one pollfd we own.
     let rc = unsafe { real::poll(&mut p, 1, 0) };
     rc == 0
 }
@@ -335,6 +339,7 @@ pub(crate) fn fork_prepare() {
 }
 
 pub(crate) fn fork_release() {
+    // SAFETY: the atfork handlers pair this with fork_prepare's raw_lock.
     unsafe { SENT_NAMES.raw_unlock() }
 }
 

@@ -341,6 +341,7 @@ fn connect_udp(
         return fail(libc::EIO);
     };
     let (st, len) = sa::to_storage(&relay);
+    // SAFETY: a valid sockaddr of `len` bytes from to_storage.
     let r = unsafe { real::connect(fd, &st as *const _ as *const sockaddr, len) };
     if r != 0 {
         let e = errno();

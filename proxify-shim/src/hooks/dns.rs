@@ -27,6 +27,7 @@ const TRY_AGAIN: c_int = 2;
 const NO_RECOVERY: c_int = 3;
 
 fn set_h_errno(v: c_int) {
+    // SAFETY: glibc's h_errno location is this thread's, always valid.
     unsafe { *__h_errno_location() = v };
 }
 
@@ -75,7 +76,9 @@ fn is_numeric(name: &CStr) -> bool {
     if s.split('%').next().unwrap_or(s).parse::<IpAddr>().is_ok() {
         return true;
     }
+    // SAFETY: all-zero bytes are a valid value of this plain C struct.
     let mut a: libc::in_addr = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is NUL-terminated; inet_aton writes one in_addr we own.
     unsafe { inet_aton(name.as_ptr(), &mut a) != 0 }
 }
 

@@ -73,6 +73,7 @@ pub(crate) fn init() {
 fn snapshot() -> State {
     let mut vars = Vec::new();
     let mut allow = false;
+    // SAFETY: `environ` is the process's NULL-terminated environment, read before any thread can change it (the constructor) or as libc reads it.
     for e in unsafe { entries(environ) } {
         if !e.starts_with(b"PROXIFY_") || !e.contains(&b'=') || vars.len() >= MAX_VARS {
             continue;
@@ -102,11 +103,14 @@ fn snapshot() -> State {
 
 /// This library's file name, from the loader.
 fn own_path() -> Option<Vec<u8>> {
+    // SAFETY: all-zero bytes are a valid value of this plain C struct.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     let addr = own_path as *const libc::c_void;
+    // SAFETY: dladdr writes into a Dl_info we own.
     if unsafe { libc::dladdr(addr, &mut info) } == 0 || info.dli_fname.is_null() {
         return None;
     }
+    // SAFETY: dli_fname was checked non-null: the loader's NUL-terminated path of our object.
     let name = unsafe { CStr::from_ptr(info.dli_fname) }.to_bytes();
     (!name.is_empty()).then(|| name.to_vec())
 }
@@ -576,7 +580,9 @@ pub unsafe extern "C" fn execvpe(
 
 /// `/proc/self/fd/N` for an open descriptor, or `None` when `fd` is not open.
 fn fd_path(fd: c_int) -> Option<PathBuf> {
+    // SAFETY: all-zero bytes are a valid value of this plain C struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into a stat we own.
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return None;
     }
@@ -971,6 +977,7 @@ unsafe fn looks_here(file: *const c_char) -> bool {
         return !name.starts_with(b"/");
     }
     let path =
+        // SAFETY: own_path_var reads the environment as libc does (see its own safety note).
         unsafe { own_path_var() }.map_or(progcheck::DEFAULT_PATH.as_bytes(), OsStr::as_bytes);
     path.split(|&b| b == b':').any(|d| !d.starts_with(b"/"))
 }

@@ -81,6 +81,7 @@ fn table() -> Option<&'static Table> {
 }
 
 fn map(fd: libc::c_int) -> Option<*mut u8> {
+    // SAFETY: mmap of TABLE_BYTES; the result is checked against MAP_FAILED below.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -122,7 +123,9 @@ fn from_env() -> Option<*mut u8> {
     if link.to_str()? != want {
         return None;
     }
+    // SAFETY: all-zero bytes are a valid value of this plain C struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into a stat we own.
     if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_size as usize != TABLE_BYTES {
         return None;
     }
@@ -258,14 +261,17 @@ mod tests {
     #[test]
     fn shared_with_a_forked_child() {
         let i = index_for("before-fork.example").unwrap();
+        // SAFETY: fork in a single-threaded test process; the child only checks the map and exits.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             // The child sees the parent's names and adds one the parent will see.
             let ok = name_of(&IpAddr::V4(v4(i))).as_deref() == Some("before-fork.example")
                 && index_for("from-child.example").is_ok();
+            // SAFETY: _exit ends the forked child without running the parent's destructors.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) };
         }
         let mut status = 0;
+        // SAFETY: waitpid writes one int we own.
         unsafe { libc::waitpid(pid, &mut status, 0) };
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
         let k = index_for("from-child.example").unwrap();

@@ -139,6 +139,7 @@ fn slot_alloc(fd: i32) -> Option<&'static Slot> {
     if cell.load(Ordering::Acquire).is_null() {
         // All-zero is a valid, empty chunk (atomics of 0).
         let layout = std::alloc::Layout::new::<Chunk>();
+        // SAFETY: Chunk is atomics only, for which all-zero bytes are a valid value; layout is non-zero-sized.
         let fresh = unsafe { std::alloc::alloc_zeroed(layout) } as *mut Chunk;
         if fresh.is_null() {
             return None;
@@ -152,6 +153,7 @@ fn slot_alloc(fd: i32) -> Option<&'static Slot> {
             )
             .is_err()
         {
+            // SAFETY: `fresh` came from alloc_zeroed with this layout and was never published.
             unsafe { std::alloc::dealloc(fresh as *mut u8, layout) };
         }
     }
@@ -295,6 +297,7 @@ pub fn relocate_internal(fd: i32) -> bool {
         return true;
     }
     let owner = s.ctrl.load(Ordering::Relaxed) - 1;
+    // SAFETY: F_DUPFD_CLOEXEC takes no pointer; the copy is ours.
     let nfd = unsafe { crate::sys::real::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
     if nfd < 0 {
         return false;
@@ -334,6 +337,7 @@ pub fn set_peer(fd: i32, peer: Option<SocketAddr>) {
 }
 
 fn close_internal(fd: i32) {
+    // SAFETY: one of proxify's own fds, closed once by its owner.
     unsafe { crate::sys::real::close(fd) };
 }
 
@@ -613,6 +617,7 @@ pub fn duplicate(oldfd: i32, newfd: i32) -> Option<Kind> {
             if e.ctrl >= 0 {
                 // Each fd owns its copy of the control connection: closing one leaves the
                 // association alive for the other.
+                // SAFETY: F_DUPFD_CLOEXEC takes no pointer; the copy is ours.
                 e.ctrl = unsafe { crate::sys::real::fcntl(e.ctrl, libc::F_DUPFD_CLOEXEC, 3) };
             }
             if !set(newfd, e) {

@@ -29,6 +29,7 @@ pub(crate) fn fork_prepare() {
 }
 
 pub(crate) fn fork_release() {
+    // SAFETY: the atfork handlers pair this with fork_prepare's raw_lock.
     unsafe { CACHE.raw_unlock() }
 }
 

@@ -51,6 +51,7 @@ pub(crate) fn fork_prepare() {
 
 pub(crate) fn fork_release() {
     if let Some(rt) = RT.get() {
+        // SAFETY: the atfork handlers pair this with fork_prepare's raw_lock.
         unsafe { rt.hop_addrs.raw_unlock() };
     }
 }

@@ -15,7 +15,9 @@ pub struct ForkSafeMutex<T> {
     data: UnsafeCell<T>,
 }
 
+// SAFETY: the data is reached only through a guard, which holds the spin lock: one thread at a time.
 unsafe impl<T: Send> Sync for ForkSafeMutex<T> {}
+// SAFETY: moving the mutex moves its data, which is Send.
 unsafe impl<T: Send> Send for ForkSafeMutex<T> {}
 
 pub struct Guard<'a, T> {
@@ -41,6 +43,7 @@ impl<T> ForkSafeMutex<T> {
             if spins < 64 {
                 std::hint::spin_loop();
             } else {
+                // SAFETY: sched_yield takes no argument.
                 unsafe { libc::sched_yield() };
             }
         }
@@ -61,18 +64,21 @@ impl<T> ForkSafeMutex<T> {
 impl<T> Deref for Guard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock: no other reference to the data exists.
         unsafe { &*self.m.data.get() }
     }
 }
 
 impl<T> DerefMut for Guard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard holds the lock: no other reference to the data exists.
         unsafe { &mut *self.m.data.get() }
     }
 }
 
 impl<T> Drop for Guard<'_, T> {
     fn drop(&mut self) {
+        // SAFETY: this guard took the lock and releases it once.
         unsafe { self.m.raw_unlock() }
     }
 }

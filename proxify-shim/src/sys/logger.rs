@@ -102,6 +102,7 @@ impl log::Log for Logger {
             l => write!(
                 line,
                 "proxify[{}] {}: {}",
+                // SAFETY: getpid takes no argument.
                 unsafe { libc::getpid() },
                 level_name(l),
                 rec.args()

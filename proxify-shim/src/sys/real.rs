@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 // The one place that may call libc's `dlsym` itself (the hook would answer with ours).
 #[allow(clippy::disallowed_methods)]
 fn lookup(name: &'static [u8]) -> usize {
+    // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name.
     let mut p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr() as *const c_char) } as usize;
     if p == 0 && name == b"fcntl64\0" {
+        // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name.
         p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"fcntl".as_ptr()) } as usize;
     }
     p
@@ -25,6 +27,7 @@ fn resolve(name: &'static [u8], slot: &AtomicUsize) -> usize {
     let p = lookup(name);
     if p == 0 {
         // No message: every way to write one goes through a function we interpose.
+        // SAFETY: abort takes no argument and does not return.
         unsafe { libc::abort() };
     }
     slot.store(p, Ordering::Relaxed);

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 /// Resolves the proxy's own host name with the system resolver (the one local look-up).
 pub fn resolve_locally(name: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     let c = CString::new(name).map_err(|_| "name contains NUL".to_string())?;
+    // SAFETY: all-zero bytes are a valid value of this plain C struct.
     let mut hints: addrinfo = unsafe { std::mem::zeroed() };
     hints.ai_socktype = libc::SOCK_STREAM;
     let mut res: *mut addrinfo = std::ptr::null_mut();
@@ -19,13 +20,16 @@ pub fn resolve_locally(name: &str, port: u16) -> Result<Vec<SocketAddr>, String>
         real::getaddrinfo(c.as_ptr(), std::ptr::null(), &hints, &mut res)
     });
     if rc != 0 {
+        // SAFETY: gai_strerror returns a static NUL-terminated string.
         let msg = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) };
         return Err(msg.to_string_lossy().into_owned());
     }
     let mut out = Vec::new();
     let mut p = res;
     while !p.is_null() {
+        // SAFETY: `p` is a node of the list getaddrinfo returned, freed only below.
         let ai = unsafe { &*p };
+        // SAFETY: ai_addr/ai_addrlen as getaddrinfo filled them.
         if let Some(mut a) = unsafe { sockaddr::read(ai.ai_addr, ai.ai_addrlen) } {
             a.set_port(port);
             if !out.contains(&a) {
@@ -34,6 +38,7 @@ pub fn resolve_locally(name: &str, port: u16) -> Result<Vec<SocketAddr>, String>
         }
         p = ai.ai_next;
     }
+    // SAFETY: the list getaddrinfo returned, freed once.
     unsafe { real::freeaddrinfo(res) };
     if out.is_empty() {
         Err("no address".into())

@@ -53,9 +53,11 @@ pub unsafe fn family(addr: *const sockaddr, len: socklen_t) -> Option<c_int> {
 
 /// Encodes `a` for the kernel.
 pub fn to_storage(a: &SocketAddr) -> (sockaddr_storage, socklen_t) {
+    // SAFETY: all-zero bytes are a valid value of this plain C struct.
     let mut st: sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = match a {
         SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in.
             let sin = unsafe { &mut *(&mut st as *mut _ as *mut sockaddr_in) };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = v4.port().to_be();
@@ -63,6 +65,7 @@ pub fn to_storage(a: &SocketAddr) -> (sockaddr_storage, socklen_t) {
             std::mem::size_of::<sockaddr_in>()
         }
         SocketAddr::V6(v6) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in6.
             let sin6 = unsafe { &mut *(&mut st as *mut _ as *mut sockaddr_in6) };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_port = v6.port().to_be();

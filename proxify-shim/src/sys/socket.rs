@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 pub fn sockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
     let mut v: c_int = 0;
     let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into our int.
     let rc = unsafe {
         real::getsockopt(
             fd,
@@ -40,6 +41,7 @@ pub fn socket_domain(fd: c_int) -> c_int {
 pub fn so_error(fd: c_int) -> c_int {
     let mut v: c_int = 0;
     let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into our int.
     let rc = unsafe {
         real::getsockopt(
             fd,
@@ -58,22 +60,27 @@ pub fn so_error(fd: c_int) -> c_int {
 
 /// The socket's local address (getsockname), if it has an Internet one.
 pub fn local_addr(fd: c_int) -> Option<SocketAddr> {
+    // SAFETY: all-zero bytes are a valid value of this plain C struct.
     let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
+    // SAFETY: getsockname writes at most `len` bytes into our storage.
     let rc = unsafe { real::getsockname(fd, &mut st as *mut _ as *mut libc::sockaddr, &mut len) };
     if rc != 0 {
         return None;
     }
+    // SAFETY: the kernel filled `len` bytes of the storage.
     unsafe { sockaddr::read(&st as *const _ as *const libc::sockaddr, len) }
 }
 
 /// Is the socket in non-blocking mode?
 pub fn is_nonblocking(fd: c_int) -> bool {
+    // SAFETY: F_GETFL takes no pointer.
     let fl = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
     fl >= 0 && fl & libc::O_NONBLOCK != 0
 }
 
 fn fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
+    // SAFETY: fcntl commands used here take an integer argument, no pointer.
     unsafe { real::fcntl(fd, cmd, arg as libc::c_ulong) }
 }
 
@@ -84,6 +91,7 @@ pub fn disconnect(fd: c_int) {
         sa_family: libc::AF_UNSPEC as libc::sa_family_t,
         sa_data: [0; 14],
     };
+    // SAFETY: a valid AF_UNSPEC sockaddr of its size.
     unsafe {
         real::connect(
             fd,

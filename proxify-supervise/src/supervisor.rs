@@ -101,6 +101,11 @@ pub struct Supervisor {
     dns_sock: c_int,
     dns_addr: Option<SocketAddr>,
     nameservers: Vec<std::net::IpAddr>,
+    /// Under `--enforce`: the proxy addresses a first hop may have (connected as they are:
+    /// the shim is connecting to its proxy), and every hop's IP (datagrams to it go as they
+    /// are: the shim's UDP ASSOCIATE relay, whose address the proxy chose).
+    proxy_eps: Vec<SocketAddr>,
+    proxy_ips: Vec<std::net::IpAddr>,
 }
 
 /// The nameservers of /etc/resolv.conf (what Go's resolver and musl ask).
@@ -192,7 +197,13 @@ fn disconnect(fd: c_int) {
 }
 
 impl Supervisor {
-    pub fn new(listener: c_int, signal_fd: c_int, cfg: Config, log: Log) -> Result<Self, String> {
+    pub fn new(
+        listener: c_int,
+        signal_fd: c_int,
+        cfg: Config,
+        log: Log,
+        dns_table: Option<&str>,
+    ) -> Result<Self, String> {
         let sizes = sys::notif_sizes().map_err(|e| format!("seccomp: {e}"))?;
         // SAFETY: plain system call.
         let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -213,7 +224,7 @@ impl Supervisor {
             libc::EPOLLIN as u32,
             TOKEN_SIGNALS,
         );
-        let names = Names::new(cfg.remote_dns_subnet());
+        let names = Names::new(cfg.remote_dns_subnet(), dns_table);
         let (dns_sock, dns_addr) = match dns_socket() {
             Some((fd, a)) => {
                 epoll_ctl(
@@ -249,7 +260,49 @@ impl Supervisor {
             dns_sock,
             dns_addr,
             nameservers: nameservers(),
+            proxy_eps: Vec::new(),
+            proxy_ips: Vec::new(),
         })
+    }
+
+    /// `--enforce`: the shim (preloaded in the command) connects to the proxy itself, and its
+    /// connects reach us. `resolved`: the proxy host names as `proxify run` resolved them for
+    /// the shim (`NAME:PORT`, addresses). Every hop that can be a first hop (a strict chain's
+    /// first, any hop of the other modes) is connected as it is; datagrams to any hop's IP
+    /// (any port) are sent as they are.
+    pub fn enforce(&mut self, resolved: Vec<(String, Vec<SocketAddr>)>) {
+        for (k, v) in resolved {
+            self.hop_addrs.insert(k, v);
+        }
+        let chains = self.cfg.chains.clone();
+        for c in &chains {
+            for (i, hop) in c.hops.iter().enumerate() {
+                let Ok(addrs) = self.hop_addrs(hop) else {
+                    continue;
+                };
+                for a in addrs {
+                    let a = route::unmap(a);
+                    if (i == 0 || c.mode != ChainMode::Strict) && !self.proxy_eps.contains(&a) {
+                        self.proxy_eps.push(a);
+                    }
+                    if !self.proxy_ips.contains(&a.ip()) {
+                        self.proxy_ips.push(a.ip());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Under `--enforce`, a connect to a proxy (TCP: a first hop's address; UDP: any hop's
+    /// IP) goes as it is.
+    fn to_proxy(&self, ty: c_int, dest: &SocketAddr) -> Option<Route> {
+        let d = route::unmap(*dest);
+        let hit = if ty == libc::SOCK_STREAM {
+            self.proxy_eps.contains(&d)
+        } else {
+            self.proxy_ips.contains(&d.ip())
+        };
+        hit.then(|| Route::Direct(None, "it is the proxy".into()))
     }
 
     /// Waits for events until one of our signals arrives (returns true) or the listener hangs
@@ -483,7 +536,10 @@ impl Supervisor {
             tries: 0,
             proxy: None,
         };
-        match route::route(&self.cfg, &self.names, dest) {
+        let decided = self
+            .to_proxy(ty, &dest)
+            .unwrap_or_else(|| route::route(&self.cfg, &self.names, dest));
+        match decided {
             Route::Deny(e, why) => {
                 self.log
                     .warn(&format!("refusing a connect to {dest}: {why}"));
@@ -1100,7 +1156,10 @@ impl Supervisor {
                 None => Err(libc::ECONNREFUSED),
             };
         }
-        match route::route(&self.cfg, &self.names, dest) {
+        let decided = self
+            .to_proxy(libc::SOCK_DGRAM, &dest)
+            .unwrap_or_else(|| route::route(&self.cfg, &self.names, dest));
+        match decided {
             Route::Direct(None, _) => Ok(Some(raw.to_vec())),
             Route::Direct(Some(to), _) => sockaddr::to_raw(to, domain)
                 .map(Some)

@@ -57,6 +57,10 @@ enum Stage {
 
 struct Op {
     id: u64,
+    /// Later notifications of a connect on the same blocking socket while this one is under
+    /// way: the same call restarted after a signal (SA_RESTART; the first id is then gone), or
+    /// another thread's. Each gets the result, as the kernel's connect would give it.
+    waiters: Vec<u64>,
     fd: c_int,
     inode: u64,
     domain: c_int,
@@ -77,6 +81,9 @@ struct Peer {
     raw: Vec<u8>,
     /// The proxy side of the connection, to tell a reused inode from ours.
     proxy: SocketAddr,
+    /// Whether a connect call was told the result (false: every notification had gone
+    /// away, and the call restarted after a signal is still to be told).
+    answered: bool,
 }
 
 pub struct Supervisor {
@@ -500,10 +507,49 @@ impl Supervisor {
             self.reply(id, Err(libc::EAFNOSUPPORT));
             return;
         }
-        if self.ops.values().any(|o| o.inode == inode && inode != 0) {
-            sys::close(fd);
-            self.reply(id, Err(libc::EALREADY));
-            return;
+        if inode != 0 {
+            let blocking = fcntl_getfl(fd) & libc::O_NONBLOCK == 0;
+            if let Some(op) = self.ops.values_mut().find(|o| o.inode == inode) {
+                // In flight: a blocking caller waits for the result (the call restarted after
+                // a signal, or another thread), a non-blocking one is told EALREADY.
+                sys::close(fd);
+                if blocking {
+                    op.waiters.push(id);
+                    self.log.debug(
+                        "a connect on a socket whose connect is under way (restarted after a \
+                         signal?): it gets that connect's result",
+                    );
+                } else {
+                    self.reply(id, Err(libc::EALREADY));
+                }
+                return;
+            }
+            if ty == libc::SOCK_STREAM {
+                let actual = sockaddr::name_of(fd, true).map(route::unmap);
+                if let Some(p) = self.peers.get_mut(&inode) {
+                    if actual == Some(route::unmap(p.proxy)) {
+                        // Connected by us: the restarted call of a connect whose answer was
+                        // lost gets its result; any later connect, EISCONN.
+                        let r = if p.answered {
+                            Err(libc::EISCONN)
+                        } else {
+                            Ok(0)
+                        };
+                        p.answered = true;
+                        self.log.debug(&format!(
+                            "a connect on a socket connected through the proxy: {}",
+                            if r.is_ok() {
+                                "its restarted call, 0"
+                            } else {
+                                "EISCONN"
+                            }
+                        ));
+                        sys::close(fd);
+                        self.reply(id, r);
+                        return;
+                    }
+                }
+            }
         }
         if ty == libc::SOCK_DGRAM && self.is_resolver(&dest) {
             // The program's resolver (Go's, musl's): its queries go to our responder.
@@ -514,7 +560,7 @@ impl Supervisor {
             };
             if e == 0 {
                 if let Some(a) = self.dns_addr {
-                    self.remember_peer(inode, raw, a);
+                    self.remember_peer(inode, raw, a, true);
                 }
             }
             sys::close(fd);
@@ -523,6 +569,7 @@ impl Supervisor {
         }
         let mut op = Op {
             id,
+            waiters: Vec::new(),
             fd,
             inode,
             domain,
@@ -590,17 +637,25 @@ impl Supervisor {
         if r.is_err() && !matches!(op.stage, Stage::Direct) {
             disconnect(op.fd);
         }
+        sys::close(op.fd);
+        let mut answered = self.reply(op.id, r);
+        for w in &op.waiters {
+            answered |= self.reply(*w, r);
+        }
         if r.is_ok() {
             if let (Some(proxy), Stage::Handshake(_)) = (op.proxy, &op.stage) {
-                self.remember_peer(op.inode, op.raw.clone(), proxy);
+                self.remember_peer(op.inode, op.raw, proxy, answered);
             }
         }
-        sys::close(op.fd);
-        self.reply(op.id, r);
     }
 
-    fn remember_peer(&mut self, inode: u64, raw: Vec<u8>, proxy: SocketAddr) {
-        if self.peers.insert(inode, Peer { raw, proxy }).is_none() {
+    fn remember_peer(&mut self, inode: u64, raw: Vec<u8>, proxy: SocketAddr, answered: bool) {
+        let peer = Peer {
+            raw,
+            proxy,
+            answered,
+        };
+        if self.peers.insert(inode, peer).is_none() {
             self.peer_order.push_back(inode);
         }
         while self.peers.len() > MAX_PEERS {

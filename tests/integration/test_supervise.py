@@ -251,3 +251,20 @@ def test_unprivileged_user(topo, capture, proxify_bin, client):
     r = run_in_client(argv, env=dict(TIMEOUT_ENV, HOME="/nonexistent"))
     expect_echo(r, "as nobody")
     assert_no_leak(capture, "as nobody")
+
+
+@pytest.mark.parametrize("wait", ["killable", "interruptible"])
+def test_restarted_connect_during_a_slow_handshake(topo, capture, proxify_bin, client, wait):
+    """A SIGALRM (SA_RESTART) every 2 ms while the proxy answers byte by byte (hostile
+    'split'). "interruptible": the filter without WAIT_KILLABLE_RECV (as before Linux 5.19), so
+    the signals interrupt blocking connects the supervisor is working on and the kernel
+    restarts each as a new notification on the same socket, which must get the handshake's
+    result (never EALREADY, never a second handshake, never direct)."""
+    proxy = f"socks5h://{P4}:{netns.HOSTILE_PORTS['split']}"
+    env = {"PROXIFY_TEST_FAULT": "no-killable-wait"} if wait == "interruptible" else {}
+    r = run_proxified(proxy, [client, "-a", "-c", "10", T4, ECHO, MSG], opts=SUP, env=env)
+    no_crash(r, f"SIGALRM storm, slow handshake, {wait}")
+    assert "connect:" not in r.stdout, r
+    assert r.rc == 0 and r.stdout.count(MSG) == 10, r
+    assert_no_leak(capture, f"SIGALRM storm, slow handshake, {wait}")
+

@@ -442,7 +442,9 @@ fn run(args: RunArgs) -> (i32, String) {
             },
         );
     }
+    // Only --enforce hands the shim the proxies' addresses (proxify_supervise::run sets it).
     cmd.env_remove(settings::ENV_ENFORCE);
+    cmd.env_remove(proxify_core::config::ENV_HOP_ADDRS);
     let err = cmd.exec();
     (
         EXIT_CANNOT_RUN,

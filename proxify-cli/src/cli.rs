@@ -460,6 +460,12 @@ pub struct RunArgs {
     #[arg(long = "mode", value_name = "MODE", value_parser = ["auto", "preload", "supervise"])]
     pub mode: Option<String>,
 
+    /// Preload the shim and supervise too: a connection the shim does not carry (a system
+    /// call made directly, a static program started by the command) is carried by the
+    /// supervisor, never sent directly (or PROXIFY_ENFORCE=1, enforce = true)
+    #[arg(long = "enforce")]
+    pub enforce: bool,
+
     /// The program to run and its arguments, passed untouched
     #[arg(
         value_name = "COMMAND",

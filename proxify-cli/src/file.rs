@@ -18,6 +18,8 @@
 //! proxy_dns = true                                    # remote DNS on/off (default: by scheme)
 //! remote_dns_subnet = "240.0.0.0/4"                   # or 224 (= 224.0.0.0/8)
 //! dnat = ["192.0.2.1:1234 198.51.100.2:443"]
+//! mode = "auto"                                       # proxify run: auto, preload or supervise
+//! enforce = false                                     # proxify run: preload and supervise
 //!
 //! [[chain]]                    # more chains; name = "default" instead of `proxy`
 //! name = "corp"
@@ -50,6 +52,9 @@ pub struct Src<T> {
     pub value: T,
     pub from: String,
 }
+
+/// The values of `mode` (and `--mode`, `PROXIFY_MODE`).
+pub const RUN_MODES: [&str; 3] = ["auto", "preload", "supervise"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
@@ -103,6 +108,10 @@ pub struct FileSettings {
     /// A proxychains.conf without `proxy_dns`: off, but only for the file's own proxies.
     pub proxy_dns_implicit: bool,
     pub remote_dns_subnet: Option<Src<Cidr>>,
+    /// `mode`: how `proxify run` reaches programs (auto, preload, supervise).
+    pub run_mode: Option<Src<String>>,
+    /// `enforce`: `proxify run` preloads and supervises.
+    pub enforce: Option<Src<bool>>,
 }
 
 impl FileSettings {
@@ -129,6 +138,8 @@ impl FileSettings {
             proxy_dns: None,
             proxy_dns_implicit: false,
             remote_dns_subnet: None,
+            run_mode: None,
+            enforce: None,
         }
     }
 }
@@ -150,6 +161,8 @@ struct Raw {
     proxy_dns: Option<Spanned<bool>>,
     remote_dns_subnet: Option<Spanned<Subnet>>,
     dnat: Option<Vec<Spanned<String>>>,
+    mode: Option<Spanned<String>>,
+    enforce: Option<Spanned<bool>>,
     chain: Option<Vec<RawChain>>,
     rule: Option<Vec<RawRule>>,
 }
@@ -521,6 +534,20 @@ pub fn parse(name: &str, text: &str) -> Result<FileSettings, String> {
         from: src(v.span()),
         value: v.into_inner(),
     });
+    if let Some(m) = raw.mode {
+        if !RUN_MODES.contains(&m.get_ref().as_str()) {
+            return Err(format!(
+                "{}: mode: unknown mode '{}' (expected auto, preload or supervise)",
+                src(m.span()),
+                m.get_ref().escape_debug()
+            ));
+        }
+        out.run_mode = Some(plain(m));
+    }
+    out.enforce = raw.enforce.map(|v| Src {
+        from: src(v.span()),
+        value: v.into_inner(),
+    });
     out.no_proxy_env = raw.no_proxy_env.map(|v| Src {
         from: src(v.span()),
         value: v.into_inner(),
@@ -614,6 +641,27 @@ mod tests {
         let f = parse("c.toml", "").unwrap();
         assert!(f.default_chain.is_none() && f.chains.is_empty() && f.rules.is_empty());
         assert!(f.direct.is_none() && f.quiet.is_none() && f.proxy_dns.is_none());
+    }
+
+    #[test]
+    fn run_mode_and_enforce() {
+        let f = parse(
+            "c.toml",
+            "mode = \"supervise\"\nenforce = true\n[[chain]]\nname = \"c\"\nmode = \"dynamic\"\nhops = [\"socks5://192.0.2.1\"]\n",
+        )
+        .unwrap();
+        let m = f.run_mode.as_ref().unwrap();
+        assert_eq!(
+            (m.value.as_str(), m.from.as_str()),
+            ("supervise", "c.toml:1")
+        );
+        let e = f.enforce.as_ref().unwrap();
+        assert!(e.value && e.from == "c.toml:2");
+        assert_eq!(f.chains[0].value.mode, ChainMode::Dynamic);
+        let e = parse("c.toml", "quiet = true\nmode = \"both\"\n").unwrap_err();
+        assert!(e.starts_with("c.toml:2: mode: unknown mode 'both'"), "{e}");
+        let e = parse("c.toml", "enforce = \"yes\"\n").unwrap_err();
+        assert!(e.starts_with("c.toml:1:"), "{e}");
     }
 
     #[test]

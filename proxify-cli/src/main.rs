@@ -195,6 +195,7 @@ fn shell(args: ShellArgs) -> (i32, String) {
         settings: args.settings,
         allow_unproxied: false,
         mode: None,
+        enforce: false,
         command,
     })
 }
@@ -313,6 +314,10 @@ fn run(args: RunArgs) -> (i32, String) {
         }
     }
     let cred_from = proxify_core::config::format_cred_from(&settings::cred_sources(&eff));
+    let (mode, enforce) = match run_mode(&args, &eff) {
+        Ok(m) => m,
+        Err(msg) => return (EXIT_USAGE, msg),
+    };
     let cfg = eff.config;
     if let Some(path) = &cfg.trace {
         // Each run starts its trace afresh (the shim appends, and caps by the file's size).
@@ -334,12 +339,10 @@ fn run(args: RunArgs) -> (i32, String) {
     };
 
     let program = &args.command[0];
-    let mode = match run_mode(&args) {
-        Ok(m) => m,
-        Err(msg) => return (EXIT_USAGE, msg),
-    };
     let verdict = unproxied(program, &args.command[1..]);
     let supervise = match mode {
+        // --enforce: preloaded and supervised, below.
+        _ if enforce => false,
         Mode::Preload => false,
         Mode::Supervise => true,
         // Static and Go programs (and scripts run by one) are supervised.
@@ -366,10 +369,27 @@ fn run(args: RunArgs) -> (i32, String) {
             proxify_supervise::Options {
                 allow_unproxied: allow,
                 cred_from: (!cred_from.is_empty()).then(|| cred_from.clone()),
+                enforce: false,
+                dns_table: None,
             },
         );
     }
-    if let Some(verdict) = verdict {
+    if enforce {
+        // Static and Go programs run supervised (the shim cannot reach them, the filter
+        // does); setuid and other-architecture ones are refused as under supervision.
+        if let Some(v) = verdict.as_ref().filter(|v| !allow && refused_supervised(v)) {
+            return (
+                EXIT_USAGE,
+                format!(
+                    "refusing to run {}: {} \u{2014} under --enforce it would not work as it \
+                     should ({})",
+                    program.to_string_lossy(),
+                    v.reason(),
+                    v.fix()
+                ),
+            );
+        }
+    } else if let Some(verdict) = verdict {
         if !allow {
             return (
                 EXIT_USAGE,
@@ -395,17 +415,36 @@ fn run(args: RunArgs) -> (i32, String) {
     if cred_from.is_empty() {
         cmd.env_remove(proxify_core::config::ENV_CRED_FROM);
     } else {
-        cmd.env(proxify_core::config::ENV_CRED_FROM, cred_from);
+        cmd.env(proxify_core::config::ENV_CRED_FROM, &cred_from);
     }
     if allow {
         // The shim reads it too: the command may then run such programs itself.
         cmd.env(ENV_ALLOW_UNPROXIED, "1");
     }
-    if let Some(v) = dns_table() {
+    let table = dns_table();
+    if let Some(v) = &table {
         cmd.env(ENV_DNS_FD, v);
     } else {
         cmd.env_remove(ENV_DNS_FD);
     }
+    if enforce {
+        // The shim's exec hook reads it as a fixed setting: static and Go children run (the
+        // inherited filter supervises them).
+        cmd.env(settings::ENV_ENFORCE, "1");
+        return proxify_supervise::run(
+            cmd,
+            &cfg,
+            proxify_supervise::Options {
+                allow_unproxied: allow,
+                cred_from: (!cred_from.is_empty()).then(|| cred_from.clone()),
+                enforce: true,
+                dns_table: table,
+            },
+        );
+    }
+    // Only --enforce hands the shim the proxies' addresses (proxify_supervise::run sets it).
+    cmd.env_remove(settings::ENV_ENFORCE);
+    cmd.env_remove(proxify_core::config::ENV_HOP_ADDRS);
     let err = cmd.exec();
     (
         EXIT_CANNOT_RUN,
@@ -431,7 +470,7 @@ fn allow_unproxied(args: &RunArgs) -> Result<bool, String> {
     }
 }
 
-/// `--mode`, else `PROXIFY_MODE`, else auto.
+/// How programs are reached (`--mode` > `PROXIFY_MODE` > the file's `mode` > auto).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     Auto,
@@ -439,24 +478,14 @@ enum Mode {
     Supervise,
 }
 
-const ENV_MODE: &str = "PROXIFY_MODE";
-
-fn run_mode(args: &RunArgs) -> Result<Mode, String> {
-    let (v, from) = match &args.mode {
-        Some(m) => (m.clone(), "--mode"),
-        None => match std::env::var(ENV_MODE) {
-            Ok(v) if !v.is_empty() => (v, ENV_MODE),
-            _ => return Ok(Mode::Auto),
-        },
+fn run_mode(args: &RunArgs, eff: &settings::Effective) -> Result<(Mode, bool), String> {
+    let c = settings::run_choice_env(args.mode.as_deref(), args.enforce, eff)?;
+    let mode = match c.mode.value.as_str() {
+        "preload" => Mode::Preload,
+        "supervise" => Mode::Supervise,
+        _ => Mode::Auto,
     };
-    match v.as_str() {
-        "auto" => Ok(Mode::Auto),
-        "preload" => Ok(Mode::Preload),
-        "supervise" => Ok(Mode::Supervise),
-        _ => Err(format!(
-            "{from}: unknown mode '{v}' (expected auto, preload or supervise)"
-        )),
-    }
+    Ok((mode, c.enforce.value))
 }
 
 /// Can the supervisor carry this program's connections? (Static and Go programs, and

@@ -68,6 +68,80 @@ pub struct Effective {
     pub warnings: Vec<String>,
     /// Whether NO_PROXY/no_proxy were read (`from.no_proxy_env` says why).
     pub no_proxy_env: bool,
+    /// The file's `mode` and `enforce` (for [`run_choice`]).
+    pub file_mode: Option<Src<String>>,
+    pub file_enforce: Option<Src<bool>>,
+}
+
+pub const ENV_MODE: &str = "PROXIFY_MODE";
+pub const ENV_ENFORCE: &str = "PROXIFY_ENFORCE";
+
+/// How `proxify run` reaches the program: the mode (auto, preload, supervise) and whether it
+/// enforces (preload and supervise), each with where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunChoice {
+    pub mode: Src<String>,
+    pub enforce: Src<bool>,
+}
+
+/// `--mode` > `PROXIFY_MODE` > the file's `mode` > auto; `--enforce` > `PROXIFY_ENFORCE` >
+/// the file's `enforce` > off. `get` reads a variable as [`environment`]'s does.
+pub fn run_choice(
+    flag_mode: Option<&str>,
+    flag_enforce: bool,
+    get: impl Fn(&str) -> Result<Option<String>, String>,
+    eff: &Effective,
+) -> Result<RunChoice, String> {
+    let mode = match flag_mode {
+        Some(m) => src(m.to_string(), "--mode"),
+        None => match get(ENV_MODE)? {
+            Some(v) => src(v, &env_src(ENV_MODE)),
+            None => eff
+                .file_mode
+                .clone()
+                .unwrap_or_else(|| src("auto".to_string(), DEFAULT)),
+        },
+    };
+    if !file::RUN_MODES.contains(&mode.value.as_str()) {
+        return Err(format!(
+            "{}: unknown mode '{}' (expected auto, preload or supervise)",
+            mode.from.strip_prefix("env ").unwrap_or(&mode.from),
+            mode.value.escape_debug()
+        ));
+    }
+    let enforce = if flag_enforce {
+        src(true, "--enforce")
+    } else {
+        match get(ENV_ENFORCE)? {
+            Some(v) => {
+                let on = match v.trim().to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" => true,
+                    "0" | "false" | "no" => false,
+                    _ => {
+                        return Err(format!(
+                            "{ENV_ENFORCE}: \"{}\" is not 1/true/yes or 0/false/no",
+                            v.chars().take(40).collect::<String>().escape_debug()
+                        ))
+                    }
+                };
+                src(on, &env_src(ENV_ENFORCE))
+            }
+            None => eff
+                .file_enforce
+                .clone()
+                .unwrap_or_else(|| src(false, DEFAULT)),
+        }
+    };
+    Ok(RunChoice { mode, enforce })
+}
+
+/// [`run_choice`] from the process environment, without flags (what `proxify config` shows).
+pub fn run_choice_env(
+    flag_mode: Option<&str>,
+    flag_enforce: bool,
+    eff: &Effective,
+) -> Result<RunChoice, String> {
+    run_choice(flag_mode, flag_enforce, env_var, eff)
 }
 
 /// A source's default chain: the chain, where each hop and the mode came from.
@@ -674,6 +748,10 @@ pub fn effective(s: &Settings) -> Result<Effective, String> {
         .map(|v| v.from.clone());
     let env = environment(env_var, &flags, no_proxy.as_deref())?;
     let (config, from, warnings) = merge(&flags, &env, file_l.as_ref())?;
+    let (file_mode, file_enforce) = file
+        .as_ref()
+        .map(|f| (f.run_mode.clone(), f.enforce.clone()))
+        .unwrap_or_default();
     Ok(Effective {
         config,
         file: file.map(|f| (f.path, f.kind)),
@@ -681,6 +759,8 @@ pub fn effective(s: &Settings) -> Result<Effective, String> {
         from,
         warnings,
         no_proxy_env: no_proxy.is_some(),
+        file_mode,
+        file_enforce,
     })
 }
 
@@ -879,7 +959,49 @@ mod tests {
             from,
             warnings,
             no_proxy_env: false,
+            file_mode: None,
+            file_enforce: None,
         }
+    }
+
+    #[test]
+    fn run_mode_precedence() {
+        let f = file::parse("c.toml", "mode = \"preload\"\nenforce = true\n").unwrap();
+        let mut e = eff(&Layer::default(), &Layer::default(), None);
+        let none = env_of(&[]);
+        let c = run_choice(None, false, &none, &e).unwrap();
+        assert_eq!(
+            (c.mode.value.as_str(), c.mode.from.as_str()),
+            ("auto", "default")
+        );
+        assert!(!c.enforce.value && c.enforce.from == "default");
+        e.file_mode = f.run_mode.clone();
+        e.file_enforce = f.enforce.clone();
+        let c = run_choice(None, false, &none, &e).unwrap();
+        assert_eq!(
+            (c.mode.value.as_str(), c.mode.from.as_str()),
+            ("preload", "c.toml:1")
+        );
+        assert!(c.enforce.value && c.enforce.from == "c.toml:2");
+        let env = env_of(&[(ENV_MODE, "supervise"), (ENV_ENFORCE, "0")]);
+        let c = run_choice(None, false, &env, &e).unwrap();
+        assert_eq!(c.mode.value, "supervise");
+        assert_eq!(c.mode.from, "env PROXIFY_MODE");
+        assert!(!c.enforce.value && c.enforce.from == "env PROXIFY_ENFORCE");
+        let c = run_choice(Some("auto"), true, &env, &e).unwrap();
+        assert_eq!(
+            (c.mode.value.as_str(), c.mode.from.as_str()),
+            ("auto", "--mode")
+        );
+        assert!(c.enforce.value && c.enforce.from == "--enforce");
+        let bad = env_of(&[(ENV_MODE, "both")]);
+        let err = run_choice(None, false, &bad, &e).unwrap_err();
+        assert!(
+            err.starts_with("PROXIFY_MODE: unknown mode 'both'"),
+            "{err}"
+        );
+        let bad = env_of(&[(ENV_ENFORCE, "maybe")]);
+        assert!(run_choice(None, false, &bad, &e).is_err());
     }
 
     #[test]

@@ -174,6 +174,24 @@ pub fn human(e: &Effective) -> String {
         },
         &e.from.no_proxy_env,
     );
+    match crate::settings::run_choice_env(None, false, e) {
+        Ok(c) => {
+            line(&mut o, "mode:", &c.mode.value, &c.mode.from);
+            line(
+                &mut o,
+                "enforce:",
+                if c.enforce.value {
+                    "yes (preload and supervise)"
+                } else {
+                    "no"
+                },
+                &c.enforce.from,
+            );
+        }
+        Err(msg) => {
+            let _ = writeln!(o, "{:<20} {msg}", "mode:");
+        }
+    }
     o
 }
 
@@ -249,7 +267,7 @@ pub fn json(e: &Effective) -> String {
             json!({ "from": a, "to": b, "source": from })
         })
         .collect();
-    let out = json!({
+    let mut out = json!({
         "file": file,
         "chains": chains,
         "direct": sourced(json!(direct), &e.from.direct),
@@ -271,6 +289,10 @@ pub fn json(e: &Effective) -> String {
         "no_proxy_env": sourced(json!(e.no_proxy_env), &e.from.no_proxy_env),
         "warnings": e.warnings,
     });
+    if let Ok(c) = crate::settings::run_choice_env(None, false, e) {
+        out["mode"] = sourced(json!(c.mode.value), &c.mode.from);
+        out["enforce"] = sourced(json!(c.enforce.value), &c.enforce.from);
+    }
     format!("{out}\n")
 }
 

@@ -1021,3 +1021,56 @@ fn bind_policy_flag_beats_the_environment_and_is_checked() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("--bind"), "{err}");
 }
+
+/// A static program that exits 0 (built with `cc -static`).
+fn static_true() -> PathBuf {
+    let src = write_file("true.c", "int main(void) { return 0; }\n");
+    let out = tmp_path("static-true");
+    let st = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("cannot run cc (apt-get install gcc libc6-dev)");
+    assert!(st.success(), "cc -static failed");
+    out
+}
+
+#[test]
+fn mode_from_the_file_and_its_precedence() {
+    let shim = empty_so("");
+    let shim_s = shim.to_str().unwrap();
+    let f = write_file(
+        "mode.toml",
+        "proxy = \"socks5h://192.0.2.1:1080\"\nmode = \"preload\"\n",
+    );
+    let fs = f.to_str().unwrap();
+    // proxify config shows it, with where it came from.
+    let o = proxify(&["config", "-f", fs], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let line = out.lines().find(|l| l.starts_with("mode:")).unwrap_or("");
+    assert!(line.contains("preload") && line.contains(fs), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("enforce:")), "{out}");
+    let o = proxify(&["config", "-f", fs], &[("PROXIFY_MODE", "supervise")]);
+    let out = stdout(&o);
+    let line = out.lines().find(|l| l.starts_with("mode:")).unwrap_or("");
+    assert!(
+        line.contains("supervise") && line.contains("env PROXIFY_MODE"),
+        "{out}"
+    );
+    // The file's preload refuses a static program; --mode beats it (auto supervises it).
+    let prog = static_true();
+    let p = prog.to_str().unwrap();
+    let o = proxify(&["run", "-f", fs, p], &[("PROXIFY_SHIM", shim_s)]);
+    assert_one_line_error(&o, 2, "refusing to run");
+    let o = proxify(
+        &["run", "-f", fs, "--mode", "auto", p],
+        &[("PROXIFY_SHIM", shim_s)],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // A bad value in the file names the file and the line.
+    let bad = write_file("badmode.toml", "mode = \"both\"\n");
+    let o = proxify(&["config", "-f", bad.to_str().unwrap()], &[]);
+    assert_one_line_error(&o, 2, "badmode.toml:1: mode: unknown mode 'both'");
+}

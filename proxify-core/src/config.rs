@@ -84,6 +84,39 @@ pub const ENV_PROXY_DNS: &str = "PROXIFY_PROXY_DNS";
 /// The IPv4 block remote-DNS placeholder addresses come from.
 pub const ENV_REMOTE_DNS_SUBNET: &str = "PROXIFY_REMOTE_DNS_SUBNET";
 
+/// Under `--enforce`: the addresses `proxify run` resolved each proxy host name to, as
+/// `NAME:PORT=ADDR,ADDR;NAME:PORT=ADDR` (addresses as `SocketAddr` prints them). The shim takes
+/// these instead of asking the system resolver (whose queries the supervisor answers), and the
+/// supervisor lets exactly these addresses be connected as they are.
+pub const ENV_HOP_ADDRS: &str = "PROXIFY_HOP_ADDRS";
+
+/// The value of [`ENV_HOP_ADDRS`] for these `(NAME:PORT, addresses)` entries.
+pub fn format_hop_addrs(entries: &[(String, Vec<std::net::SocketAddr>)]) -> String {
+    entries
+        .iter()
+        .filter(|(k, v)| !v.is_empty() && !k.contains(['=', ';', ',']))
+        .map(|(k, v)| {
+            let addrs: Vec<String> = v.iter().map(|a| a.to_string()).collect();
+            format!("{k}={}", addrs.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// Reads [`ENV_HOP_ADDRS`]; entries that do not parse are left out (the name is then
+/// resolved as without the variable).
+pub fn parse_hop_addrs(v: &str) -> Vec<(String, Vec<std::net::SocketAddr>)> {
+    v.split(';')
+        .filter_map(|e| {
+            let (k, addrs) = e.split_once('=')?;
+            let list: Option<Vec<std::net::SocketAddr>> =
+                addrs.split(',').map(|a| a.parse().ok()).collect();
+            let list = list?;
+            (!k.is_empty() && !list.is_empty()).then(|| (k.to_string(), list))
+        })
+        .collect()
+}
+
 /// Where each hop's credentials came from, for the one line of a rejected username/password:
 /// one line per hop with credentials, `CHAIN<TAB>HOP<TAB>WHERE` (HOP counted from 0 in the
 /// chain's hops; WHERE a phrase such as "the proxy URL given with -x"). Set by `proxify run`.
@@ -931,6 +964,30 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hop_addrs_round_trip() {
+        let e = vec![
+            (
+                "proxy.example:1080".to_string(),
+                vec![
+                    "198.51.100.1:1080".parse().unwrap(),
+                    "[2001:db8:1::1]:1080".parse().unwrap(),
+                ],
+            ),
+            (
+                "b.example:3128".to_string(),
+                vec!["192.0.2.1:3128".parse().unwrap()],
+            ),
+        ];
+        let v = super::format_hop_addrs(&e);
+        assert_eq!(
+            v,
+            "proxy.example:1080=198.51.100.1:1080,[2001:db8:1::1]:1080;b.example:3128=192.0.2.1:3128"
+        );
+        assert_eq!(super::parse_hop_addrs(&v), e);
+        assert!(super::parse_hop_addrs("x:1=nope;=1.2.3.4:5").is_empty());
+    }
+
     #[test]
     fn dns_server_forms() {
         assert_eq!(

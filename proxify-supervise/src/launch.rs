@@ -37,7 +37,11 @@ pub enum LaunchError {
     Other(String),
 }
 
-fn install_filter(prog: &[libc::sock_filter]) -> Result<c_int, c_int> {
+/// `killable`: ask for SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux 5.19+: once we have
+/// taken a notification, only a fatal signal interrupts the call). Without it (older kernels,
+/// or `PROXIFY_TEST_FAULT=no-killable-wait` in tests), a signal interrupts a call we are
+/// working on, and with SA_RESTART the kernel restarts it as a new notification.
+fn install_filter(prog: &[libc::sock_filter], killable: bool) -> Result<c_int, c_int> {
     let fprog = libc::sock_fprog {
         len: prog.len() as u16,
         filter: prog.as_ptr() as *mut libc::sock_filter,
@@ -47,8 +51,10 @@ fn install_filter(prog: &[libc::sock_filter]) -> Result<c_int, c_int> {
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return Err(errno());
         }
-        let mut flags =
-            sys::SECCOMP_FILTER_FLAG_NEW_LISTENER | sys::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+        let mut flags = sys::SECCOMP_FILTER_FLAG_NEW_LISTENER;
+        if killable {
+            flags |= sys::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+        }
         loop {
             let fd = libc::syscall(
                 libc::SYS_seccomp,
@@ -143,6 +149,7 @@ pub fn start(
         }
     };
     let prog = filter::program();
+    let killable = std::env::var("PROXIFY_TEST_FAULT").as_deref() != Ok("no-killable-wait");
     // SAFETY: the closure runs in the forked child before exec and only makes system calls
     // (sigprocmask, prctl, seccomp, getpid, write, read, close) on memory prepared before
     // the fork.
@@ -150,7 +157,7 @@ pub fn start(
         cmd.pre_exec(move || {
             libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
             let mut msg = [0u8; 9];
-            match install_filter(&prog) {
+            match install_filter(&prog, killable) {
                 Ok(fd) => {
                     msg[0] = b'F';
                     msg[1..5].copy_from_slice(&libc::getpid().to_ne_bytes());
@@ -258,7 +265,7 @@ pub fn probe() -> Option<String> {
         return Some(format!("fork failed: {}", sys::strerror(errno())));
     }
     if pid == 0 {
-        let code = match install_filter(&prog) {
+        let code = match install_filter(&prog, true) {
             Ok(_) => 0,
             Err(e) => e.clamp(1, 255),
         };

@@ -30,6 +30,43 @@ pub struct Options {
     /// Where each hop's credentials came from (`PROXIFY_CRED_FROM`'s value), for the line of
     /// a rejected username/password.
     pub cred_from: Option<String>,
+    /// `--enforce`: the command is preloaded with the shim too (its environment is set), and
+    /// the shim's own connects to the proxy go as they are.
+    pub enforce: bool,
+    /// The `FD:TOKEN` of the remote-DNS placeholder table the command was given (shared with
+    /// the shim), if any.
+    pub dns_table: Option<String>,
+}
+
+/// Each proxy host name of the configuration (`NAME:PORT`) and its addresses, resolved here
+/// with the system resolver; a name that does not resolve is left out (the shim then fails
+/// to reach that proxy, as it would without us).
+fn resolve_hops(cfg: &Config) -> Vec<(String, Vec<std::net::SocketAddr>)> {
+    use std::net::ToSocketAddrs;
+    let mut out: Vec<(String, Vec<std::net::SocketAddr>)> = Vec::new();
+    for c in &cfg.chains {
+        for h in &c.hops {
+            let proxify_core::url::Host::Name(n) = &h.host else {
+                continue;
+            };
+            let key = format!("{n}:{}", h.port);
+            if out.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            if let Ok(it) = (n.as_str(), h.port).to_socket_addrs() {
+                let mut v: Vec<std::net::SocketAddr> = Vec::new();
+                for a in it {
+                    if !v.contains(&a) {
+                        v.push(a);
+                    }
+                }
+                if !v.is_empty() {
+                    out.push((key, v));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Whether this kernel can supervise programs: None, or what is missing.
@@ -97,6 +134,16 @@ pub fn run(mut cmd: Command, cfg: &Config, opts: Options) -> (i32, String) {
     let log = Log {
         quiet: cfg.quiet,
         verbose,
+    };
+    let resolved = if opts.enforce {
+        let r = resolve_hops(&cfg);
+        cmd.env(
+            proxify_core::config::ENV_HOP_ADDRS,
+            proxify_core::config::format_hop_addrs(&r),
+        );
+        r
+    } else {
+        Vec::new()
     };
     let mut all = launch::FORWARDED.to_vec();
     all.push(libc::SIGCHLD);
@@ -168,9 +215,12 @@ pub fn run(mut cmd: Command, cfg: &Config, opts: Options) -> (i32, String) {
             }
         }
     };
-    let mut sup = match Supervisor::new(listener, sfd, cfg, log) {
+    let mut sup = match Supervisor::new(listener, sfd, cfg, log, opts.dns_table.as_deref()) {
         Ok(mut s) => {
             s.cred_from = opts.cred_from;
+            if opts.enforce {
+                s.enforce(resolved);
+            }
             s
         }
         Err(e) => {

@@ -34,9 +34,12 @@ fn map(fd: libc::c_int) -> Option<&'static Table> {
     }
 }
 
-/// The memfd named in `PROXIFY_DNS_FD` (`FD:TOKEN`), checked to be the CLI's.
-fn from_env() -> Option<&'static Table> {
-    let v = std::env::var(ENV_DNS_FD).ok()?;
+/// The memfd named in `given` or else `PROXIFY_DNS_FD` (`FD:TOKEN`), checked to be the CLI's.
+fn from_env(given: Option<&str>) -> Option<&'static Table> {
+    let v = match given {
+        Some(v) => v.to_string(),
+        None => std::env::var(ENV_DNS_FD).ok()?,
+    };
     let (fd, token) = v.split_once(':')?;
     let fd: libc::c_int = fd.parse().ok()?;
     if token.is_empty() || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -54,11 +57,13 @@ fn from_env() -> Option<&'static Table> {
 }
 
 impl Names {
-    pub fn new(cidr: Cidr) -> Names {
+    /// `table`: the `FD:TOKEN` of the table the command shares (under `--enforce`, the one
+    /// `proxify run` made for the shim), else `PROXIFY_DNS_FD`'s.
+    pub fn new(cidr: Cidr, table: Option<&str>) -> Names {
         let block = Block::new(&cidr).unwrap_or_default();
         Names {
             block,
-            table: from_env().or_else(|| map(-1)),
+            table: from_env(table).or_else(|| map(-1)),
         }
     }
 

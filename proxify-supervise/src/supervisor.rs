@@ -57,6 +57,10 @@ enum Stage {
 
 struct Op {
     id: u64,
+    /// Later notifications of a connect on the same blocking socket while this one is under
+    /// way: the same call restarted after a signal (SA_RESTART; the first id is then gone), or
+    /// another thread's. Each gets the result, as the kernel's connect would give it.
+    waiters: Vec<u64>,
     fd: c_int,
     inode: u64,
     domain: c_int,
@@ -77,6 +81,9 @@ struct Peer {
     raw: Vec<u8>,
     /// The proxy side of the connection, to tell a reused inode from ours.
     proxy: SocketAddr,
+    /// Whether a connect call was told the result (false: every notification had gone
+    /// away, and the call restarted after a signal is still to be told).
+    answered: bool,
 }
 
 pub struct Supervisor {
@@ -101,6 +108,11 @@ pub struct Supervisor {
     dns_sock: c_int,
     dns_addr: Option<SocketAddr>,
     nameservers: Vec<std::net::IpAddr>,
+    /// Under `--enforce`: the proxy addresses a first hop may have (connected as they are:
+    /// the shim is connecting to its proxy), and every hop's IP (datagrams to it go as they
+    /// are: the shim's UDP ASSOCIATE relay, whose address the proxy chose).
+    proxy_eps: Vec<SocketAddr>,
+    proxy_ips: Vec<std::net::IpAddr>,
 }
 
 /// The nameservers of /etc/resolv.conf (what Go's resolver and musl ask).
@@ -192,7 +204,13 @@ fn disconnect(fd: c_int) {
 }
 
 impl Supervisor {
-    pub fn new(listener: c_int, signal_fd: c_int, cfg: Config, log: Log) -> Result<Self, String> {
+    pub fn new(
+        listener: c_int,
+        signal_fd: c_int,
+        cfg: Config,
+        log: Log,
+        dns_table: Option<&str>,
+    ) -> Result<Self, String> {
         let sizes = sys::notif_sizes().map_err(|e| format!("seccomp: {e}"))?;
         // SAFETY: plain system call.
         let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -213,7 +231,7 @@ impl Supervisor {
             libc::EPOLLIN as u32,
             TOKEN_SIGNALS,
         );
-        let names = Names::new(cfg.remote_dns_subnet());
+        let names = Names::new(cfg.remote_dns_subnet(), dns_table);
         let (dns_sock, dns_addr) = match dns_socket() {
             Some((fd, a)) => {
                 epoll_ctl(
@@ -249,7 +267,49 @@ impl Supervisor {
             dns_sock,
             dns_addr,
             nameservers: nameservers(),
+            proxy_eps: Vec::new(),
+            proxy_ips: Vec::new(),
         })
+    }
+
+    /// `--enforce`: the shim (preloaded in the command) connects to the proxy itself, and its
+    /// connects reach us. `resolved`: the proxy host names as `proxify run` resolved them for
+    /// the shim (`NAME:PORT`, addresses). Every hop that can be a first hop (a strict chain's
+    /// first, any hop of the other modes) is connected as it is; datagrams to any hop's IP
+    /// (any port) are sent as they are.
+    pub fn enforce(&mut self, resolved: Vec<(String, Vec<SocketAddr>)>) {
+        for (k, v) in resolved {
+            self.hop_addrs.insert(k, v);
+        }
+        let chains = self.cfg.chains.clone();
+        for c in &chains {
+            for (i, hop) in c.hops.iter().enumerate() {
+                let Ok(addrs) = self.hop_addrs(hop) else {
+                    continue;
+                };
+                for a in addrs {
+                    let a = route::unmap(a);
+                    if (i == 0 || c.mode != ChainMode::Strict) && !self.proxy_eps.contains(&a) {
+                        self.proxy_eps.push(a);
+                    }
+                    if !self.proxy_ips.contains(&a.ip()) {
+                        self.proxy_ips.push(a.ip());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Under `--enforce`, a connect to a proxy (TCP: a first hop's address; UDP: any hop's
+    /// IP) goes as it is.
+    fn to_proxy(&self, ty: c_int, dest: &SocketAddr) -> Option<Route> {
+        let d = route::unmap(*dest);
+        let hit = if ty == libc::SOCK_STREAM {
+            self.proxy_eps.contains(&d)
+        } else {
+            self.proxy_ips.contains(&d.ip())
+        };
+        hit.then(|| Route::Direct(None, "it is the proxy".into()))
     }
 
     /// Waits for events until one of our signals arrives (returns true) or the listener hangs
@@ -447,10 +507,49 @@ impl Supervisor {
             self.reply(id, Err(libc::EAFNOSUPPORT));
             return;
         }
-        if self.ops.values().any(|o| o.inode == inode && inode != 0) {
-            sys::close(fd);
-            self.reply(id, Err(libc::EALREADY));
-            return;
+        if inode != 0 {
+            let blocking = fcntl_getfl(fd) & libc::O_NONBLOCK == 0;
+            if let Some(op) = self.ops.values_mut().find(|o| o.inode == inode) {
+                // In flight: a blocking caller waits for the result (the call restarted after
+                // a signal, or another thread), a non-blocking one is told EALREADY.
+                sys::close(fd);
+                if blocking {
+                    op.waiters.push(id);
+                    self.log.debug(
+                        "a connect on a socket whose connect is under way (restarted after a \
+                         signal?): it gets that connect's result",
+                    );
+                } else {
+                    self.reply(id, Err(libc::EALREADY));
+                }
+                return;
+            }
+            if ty == libc::SOCK_STREAM {
+                let actual = sockaddr::name_of(fd, true).map(route::unmap);
+                if let Some(p) = self.peers.get_mut(&inode) {
+                    if actual == Some(route::unmap(p.proxy)) {
+                        // Connected by us: the restarted call of a connect whose answer was
+                        // lost gets its result; any later connect, EISCONN.
+                        let r = if p.answered {
+                            Err(libc::EISCONN)
+                        } else {
+                            Ok(0)
+                        };
+                        p.answered = true;
+                        self.log.debug(&format!(
+                            "a connect on a socket connected through the proxy: {}",
+                            if r.is_ok() {
+                                "its restarted call, 0"
+                            } else {
+                                "EISCONN"
+                            }
+                        ));
+                        sys::close(fd);
+                        self.reply(id, r);
+                        return;
+                    }
+                }
+            }
         }
         if ty == libc::SOCK_DGRAM && self.is_resolver(&dest) {
             // The program's resolver (Go's, musl's): its queries go to our responder.
@@ -461,7 +560,7 @@ impl Supervisor {
             };
             if e == 0 {
                 if let Some(a) = self.dns_addr {
-                    self.remember_peer(inode, raw, a);
+                    self.remember_peer(inode, raw, a, true);
                 }
             }
             sys::close(fd);
@@ -470,6 +569,7 @@ impl Supervisor {
         }
         let mut op = Op {
             id,
+            waiters: Vec::new(),
             fd,
             inode,
             domain,
@@ -483,7 +583,10 @@ impl Supervisor {
             tries: 0,
             proxy: None,
         };
-        match route::route(&self.cfg, &self.names, dest) {
+        let decided = self
+            .to_proxy(ty, &dest)
+            .unwrap_or_else(|| route::route(&self.cfg, &self.names, dest));
+        match decided {
             Route::Deny(e, why) => {
                 self.log
                     .warn(&format!("refusing a connect to {dest}: {why}"));
@@ -534,17 +637,25 @@ impl Supervisor {
         if r.is_err() && !matches!(op.stage, Stage::Direct) {
             disconnect(op.fd);
         }
+        sys::close(op.fd);
+        let mut answered = self.reply(op.id, r);
+        for w in &op.waiters {
+            answered |= self.reply(*w, r);
+        }
         if r.is_ok() {
             if let (Some(proxy), Stage::Handshake(_)) = (op.proxy, &op.stage) {
-                self.remember_peer(op.inode, op.raw.clone(), proxy);
+                self.remember_peer(op.inode, op.raw, proxy, answered);
             }
         }
-        sys::close(op.fd);
-        self.reply(op.id, r);
     }
 
-    fn remember_peer(&mut self, inode: u64, raw: Vec<u8>, proxy: SocketAddr) {
-        if self.peers.insert(inode, Peer { raw, proxy }).is_none() {
+    fn remember_peer(&mut self, inode: u64, raw: Vec<u8>, proxy: SocketAddr, answered: bool) {
+        let peer = Peer {
+            raw,
+            proxy,
+            answered,
+        };
+        if self.peers.insert(inode, peer).is_none() {
             self.peer_order.push_back(inode);
         }
         while self.peers.len() > MAX_PEERS {
@@ -1100,7 +1211,10 @@ impl Supervisor {
                 None => Err(libc::ECONNREFUSED),
             };
         }
-        match route::route(&self.cfg, &self.names, dest) {
+        let decided = self
+            .to_proxy(libc::SOCK_DGRAM, &dest)
+            .unwrap_or_else(|| route::route(&self.cfg, &self.names, dest));
+        match decided {
             Route::Direct(None, _) => Ok(Some(raw.to_vec())),
             Route::Direct(Some(to), _) => sockaddr::to_raw(to, domain)
                 .map(Some)

@@ -13,7 +13,7 @@ import pytest
 
 import netns
 from conftest import PROXIFY_BIN, PROXIFY_TIMEOUT_S, TIMEOUT_ENV, run_in_client, run_proxified
-from hardcase import DANTE, INSTALL_HINT, PROXY_DOWN, SILENT, no_crash, start_loopback_echo
+from hardcase import DANTE, DANTE6, INSTALL_HINT, PROXY_DOWN, SILENT, no_crash, start_loopback_echo
 from leakcheck import assert_no_leak
 from test_chains import FAR, dante_auth, far, micro  # noqa: F401 (far is a fixture)
 
@@ -76,8 +76,9 @@ def test_auto_mode_supervises_a_static_program(topo, capture, proxify_bin, clien
     assert_no_leak(capture, "static client, default mode")
 
 
-def test_ipv6_destination(topo, capture, proxify_bin, client):
-    r = run_proxified(DANTE, [client, T6, ECHO, MSG], opts=SUP)
+@pytest.mark.parametrize("proxy", [DANTE, DANTE6], ids=["v4-proxy", "v6-proxy"])
+def test_ipv6_destination(topo, capture, proxify_bin, client, proxy):
+    r = run_proxified(proxy, [client, T6, ECHO, MSG], opts=SUP)
     expect_echo(r, "static client to an IPv6 target", peer=f"peer {T6} {ECHO}")
     assert_no_leak(capture, "static client to an IPv6 target")
 
@@ -251,3 +252,76 @@ def test_unprivileged_user(topo, capture, proxify_bin, client):
     r = run_in_client(argv, env=dict(TIMEOUT_ENV, HOME="/nonexistent"))
     expect_echo(r, "as nobody")
     assert_no_leak(capture, "as nobody")
+
+
+@pytest.mark.parametrize("wait", ["killable", "interruptible"])
+def test_restarted_connect_during_a_slow_handshake(topo, capture, proxify_bin, client, wait):
+    """A SIGALRM (SA_RESTART) every 2 ms while the proxy answers byte by byte (hostile
+    'split'). "interruptible": the filter without WAIT_KILLABLE_RECV (as before Linux 5.19), so
+    the signals interrupt blocking connects the supervisor is working on and the kernel
+    restarts each as a new notification on the same socket, which must get the handshake's
+    result (never EALREADY, never a second handshake, never direct)."""
+    proxy = f"socks5h://{P4}:{netns.HOSTILE_PORTS['split']}"
+    env = {"PROXIFY_TEST_FAULT": "no-killable-wait"} if wait == "interruptible" else {}
+    r = run_proxified(proxy, [client, "-a", "-c", "10", T4, ECHO, MSG], opts=SUP, env=env)
+    no_crash(r, f"SIGALRM storm, slow handshake, {wait}")
+    assert "connect:" not in r.stdout, r
+    assert r.rc == 0 and r.stdout.count(MSG) == 10, r
+    assert_no_leak(capture, f"SIGALRM storm, slow handshake, {wait}")
+
+
+
+def _pids_with_arg(arg):
+    """PIDs of the processes whose command line holds `arg` (a path unique to one test)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                if arg.encode() in f.read().split(b"\0"):
+                    out.append(int(d))
+        except OSError:
+            pass
+    return out
+
+
+def test_daemonized_grandchild_is_supervised(topo, capture, proxify_bin):
+    """fork, setsid, fork: the grandchild connects after the command has exited; the
+    supervisor proxify left in the background carries it."""
+    prog = build_static("sup_daemon")
+    out = topo.run_dir / f"sup-daemon-{os.getpid()}.out"
+    if out.exists():
+        out.unlink()
+    try:
+        r = run_proxified(DANTE, [prog, str(out), T4, ECHO, MSG], opts=SUP)
+        no_crash(r, "daemon")
+        assert r.rc == 0, r
+        end = time.monotonic() + 20
+        text = ""
+        while time.monotonic() < end:
+            text = out.read_text() if out.exists() else ""
+            if " done " in text:
+                break
+            time.sleep(0.05)
+        assert " done 0" in text, f"the daemon's connect: {text!r}"
+        assert f"peer {T4} {ECHO}" in text and MSG in text, text
+    finally:
+        # The daemon and the background supervisor end by themselves; stop any left, by PID.
+        for pid in _pids_with_arg(str(out)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert_no_leak(capture, "daemonized grandchild")
+
+
+def test_i386_system_calls_are_refused(topo, capture, proxify_bin):
+    """`int $0x80` from a static x86-64 program (socketcall and the i386 socket): EPERM,
+    nothing leaves (unsupervised, both would make a socket)."""
+    prog = build_static("sup_i386")
+    r = run_proxified(DANTE, [prog], opts=SUP)
+    no_crash(r, "int 0x80")
+    assert r.rc == 0, r
+    assert "socketcall -1\n" in r.stdout and "socket -1\n" in r.stdout, r  # -EPERM
+    assert_no_leak(capture, "int 0x80")

@@ -338,7 +338,9 @@ def sock(fam=socket.AF_INET):
 
 # ---- through Dante ----------------------------------------------------------------------
 
-def test_sendto_recvfrom_ipv4(topo, udp_env, capture, proxify_bin):
+@pytest.mark.parametrize("opts", [[], ["--enforce"]], ids=["preload", "enforce"])
+def test_sendto_recvfrom_ipv4(topo, udp_env, capture, proxify_bin, opts):
+    """Under --enforce the shim's datagrams to Dante's relay (a hop's IP) pass the supervisor."""
     code = PRELUDE + f"""
 s = sock()
 out = []
@@ -349,13 +351,14 @@ for i in range(3):
     out.append([data == msg, list(src)])
 print(json.dumps({{"replies": out}}))
 """
-    r = run_py(DANTE, code)
+    r = run_py(DANTE, code, opts=opts)
     res = _json(r, "sendto/recvfrom")
     assert res["replies"] == [[True, [T4, UDP_ECHO_PORT]]] * 3, f"wrong echo or source:\n{r}"
     _ok_run(r, capture, "sendto/recvfrom")
 
 
-def test_connected_send_recv_getpeername(topo, udp_env, capture, proxify_bin):
+@pytest.mark.parametrize("opts", [[], ["--enforce"]], ids=["preload", "enforce"])
+def test_connected_send_recv_getpeername(topo, udp_env, capture, proxify_bin, opts):
     code = PRELUDE + f"""
 s = sock()
 s.connect(({T4!r}, {UDP_ECHO_PORT}))
@@ -369,7 +372,7 @@ data2, src2 = s.recvfrom(2048)
 print(json.dumps({{"peer": list(peer), "local_port": local[1], "sent": n, "len": len(msg),
                   "echo": data == msg, "echo2": data2 == msg + b"-2", "src2": list(src2)}}))
 """
-    r = run_py(DANTE, code)
+    r = run_py(DANTE, code, opts=opts)
     res = _json(r, "connected UDP")
     assert res["peer"] == [T4, UDP_ECHO_PORT], f"getpeername is not the target:\n{r}"
     assert res["local_port"] != 0, f"getsockname has no port:\n{r}"

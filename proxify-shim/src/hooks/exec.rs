@@ -55,6 +55,10 @@ struct State {
     /// `PROXIFY_NAME=value\0` entries.
     vars: Vec<Vec<u8>>,
     allow: bool,
+    /// `PROXIFY_ENFORCE=1` (`proxify run --enforce`): the tree runs under the seccomp
+    /// supervisor, so static and Go programs may run (the inherited filter supervises them).
+    /// A fixed setting: a child's environment cannot change it (`may_change`).
+    enforce: bool,
 }
 
 static STATE: OnceLock<State> = OnceLock::new();
@@ -73,6 +77,7 @@ pub(crate) fn init() {
 fn snapshot() -> State {
     let mut vars = Vec::new();
     let mut allow = false;
+    let mut enforce = false;
     // SAFETY: `environ` is the process's NULL-terminated environment, read before any thread can change it (the constructor) or as libc reads it.
     for e in unsafe { entries(environ) } {
         if !e.starts_with(b"PROXIFY_") || !e.contains(&b'=') || vars.len() >= MAX_VARS {
@@ -80,6 +85,9 @@ fn snapshot() -> State {
         }
         if let Some(v) = e.strip_prefix(format!("{ENV_ALLOW_UNPROXIED}=").as_bytes()) {
             allow = progcheck::parse_allow(&String::from_utf8_lossy(v)).unwrap_or(false);
+        }
+        if e == b"PROXIFY_ENFORCE=1" {
+            enforce = true;
         }
         let mut owned = e.to_vec();
         owned.push(0);
@@ -98,6 +106,7 @@ fn snapshot() -> State {
         shim,
         vars,
         allow,
+        enforce,
     }
 }
 
@@ -443,6 +452,8 @@ fn check(t: Target) -> Option<c_int> {
     match verdict {
         Verdict::Preloadable => None,
         Verdict::WillNotRun if !t.by_fd => None,
+        // Under --enforce the supervisor carries a static or Go program's connections.
+        ref v if state().enforce && matches!(v.innermost(), Verdict::Static | Verdict::Go) => None,
         _ if state().allow => {
             if !verdict.is_proxied() {
                 report(

@@ -112,7 +112,13 @@ fn build() -> Runtime {
         rr_next: chains.iter().map(|_| AtomicUsize::new(0)).collect(),
         config,
         fault,
-        hop_addrs: ForkSafeMutex::new(None),
+        // Under --enforce, `proxify run` resolved the proxies' names: the system resolver's
+        // queries would reach the supervisor's DNS responder, not the resolver.
+        hop_addrs: ForkSafeMutex::new(env(proxify_core::config::ENV_HOP_ADDRS).map(|v| {
+            proxify_core::config::parse_hop_addrs(&v)
+                .into_iter()
+                .collect()
+        })),
         cred_from: env(proxify_core::config::ENV_CRED_FROM),
     }
 }

@@ -22,6 +22,22 @@
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/syscall.h>
+
+#ifdef RAW_CONNECT
+/* connect(2) through an inline `syscall` instruction (x86-64), no libc wrapper: a preloaded
+ * library cannot see it (csrc/raw_client.c builds this file so, dynamically linked). */
+static int raw_connect(int fd, const struct sockaddr *a, socklen_t l) {
+    long r;
+    __asm__ volatile("syscall"
+                     : "=a"(r)
+                     : "0"((long)SYS_connect), "D"((long)fd), "S"(a), "d"((long)l)
+                     : "rcx", "r11", "memory");
+    if (r < 0) { errno = (int)-r; return -1; }
+    return 0;
+}
+#define connect raw_connect
+#endif
 
 static const char *errname(int e) {
     switch (e) {

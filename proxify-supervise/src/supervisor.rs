@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 const TOKEN_LISTENER: u64 = 0;
 const TOKEN_SIGNALS: u64 = 1;
 const TOKEN_DNS: u64 = u64::MAX;
+const TOKEN_DNS_TCP: u64 = u64::MAX - 1;
+/// The most DNS-over-TCP streams open at once (a program's resolver opens one per query).
+const MAX_STREAMS: usize = 256;
 const DEAD_FOR: Duration = Duration::from_secs(30);
 const MAX_PEERS: usize = 65536;
 /// Largest datagram the supervisor sends for a program.
@@ -106,6 +109,11 @@ pub struct Supervisor {
     /// The DNS responder: a UDP socket on loopback that the program's queries to its system
     /// resolver are sent to instead (-1 if it could not be made: such queries are refused).
     dns_sock: c_int,
+    /// DNS over TCP: a listener on 127.0.0.1 that a program's TCP connect to its resolver is
+    /// connected to, and the streams accepted from it (by epoll token: fd, bytes so far).
+    dns_tcp: c_int,
+    dns_tcp_addr: Option<SocketAddr>,
+    streams: HashMap<u64, (c_int, Vec<u8>)>,
     dns_addr: Option<SocketAddr>,
     nameservers: Vec<std::net::IpAddr>,
     /// Under `--enforce`: the proxy addresses a first hop may have (connected as they are:
@@ -127,6 +135,30 @@ fn nameservers() -> Vec<std::net::IpAddr> {
                 .flatten()
         })
         .collect()
+}
+
+/// A TCP listener on 127.0.0.1 (any port) for DNS over TCP, non-blocking.
+fn dns_listener() -> Option<(c_int, SocketAddr)> {
+    // SAFETY: plain socket calls on a socket we own; `raw` is a valid sockaddr_in.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
+        if fd < 0 {
+            return None;
+        }
+        let raw = sockaddr::to_raw("127.0.0.1:0".parse().unwrap(), libc::AF_INET)?;
+        if libc::bind(fd, raw.as_ptr() as *const libc::sockaddr, raw.len() as u32) != 0
+            || libc::listen(fd, 64) != 0
+        {
+            libc::close(fd);
+            return None;
+        }
+        let addr = sockaddr::name_of(fd, false)?;
+        Some((fd, addr))
+    }
 }
 
 /// A UDP socket on 127.0.0.1 (any port) for the responder, non-blocking.
@@ -245,6 +277,19 @@ impl Supervisor {
             }
             None => (-1, None),
         };
+        let (dns_tcp, dns_tcp_addr) = match dns_listener() {
+            Some((fd, a)) => {
+                epoll_ctl(
+                    epfd,
+                    libc::EPOLL_CTL_ADD,
+                    fd,
+                    libc::EPOLLIN as u32,
+                    TOKEN_DNS_TCP,
+                );
+                (fd, Some(a))
+            }
+            None => (-1, None),
+        };
         let mut seed = [0u8; 8];
         // SAFETY: fills `seed`.
         unsafe { libc::getrandom(seed.as_mut_ptr() as *mut c_void, 8, 0) };
@@ -266,6 +311,9 @@ impl Supervisor {
             rand: u64::from_ne_bytes(seed) | 1,
             dns_sock,
             dns_addr,
+            dns_tcp,
+            dns_tcp_addr,
+            streams: HashMap::new(),
             nameservers: nameservers(),
             proxy_eps: Vec::new(),
             proxy_ips: Vec::new(),
@@ -342,6 +390,8 @@ impl Supervisor {
                     }
                     TOKEN_SIGNALS => signalled = true,
                     TOKEN_DNS => self.answer_dns(),
+                    TOKEN_DNS_TCP => self.accept_streams(),
+                    t if self.streams.contains_key(&t) => self.serve_stream(t),
                     t => self.on_event(t, flags),
                 }
             }
@@ -567,6 +617,7 @@ impl Supervisor {
             self.reply(id, if e == 0 { Ok(0) } else { Err(e) });
             return;
         }
+        let tcp_resolver = ty == libc::SOCK_STREAM && self.is_resolver(&dest);
         let mut op = Op {
             id,
             waiters: Vec::new(),
@@ -583,6 +634,22 @@ impl Supervisor {
             tries: 0,
             proxy: None,
         };
+        if tcp_resolver {
+            // DNS over TCP to the program's resolver (Go's and musl's after a truncated reply,
+            // or with `options use-vc`): to our stream responder, never to the resolver.
+            let Some(to) = self.dns_tcp_addr.and_then(|a| sockaddr::to_raw(a, domain)) else {
+                self.finish(op, Err(libc::ECONNREFUSED));
+                return;
+            };
+            if let Some(a) = self.dns_tcp_addr {
+                self.remember_peer(op.inode, op.raw.clone(), a, true);
+            }
+            self.log
+                .debug(&format!("{dest}: DNS over TCP, answered by the supervisor"));
+            op.raw = to;
+            self.start_direct(op);
+            return;
+        }
         let decided = self
             .to_proxy(ty, &dest)
             .unwrap_or_else(|| route::route(&self.cfg, &self.names, dest));
@@ -1366,6 +1433,121 @@ impl Supervisor {
 
 impl Supervisor {
     /// A query to the system resolver (a resolv.conf nameserver, port 53)?
+    /// Accepts the DNS-over-TCP streams waiting at our listener.
+    fn accept_streams(&mut self) {
+        for _ in 0..64 {
+            // SAFETY: accept4 with no address wanted.
+            let fd = unsafe {
+                libc::accept4(
+                    self.dns_tcp,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                return;
+            }
+            if self.streams.len() >= MAX_STREAMS {
+                self.log
+                    .warn("supervisor: too many DNS-over-TCP streams at once; closing one");
+                sys::close(fd);
+                continue;
+            }
+            let token = self.next_token;
+            self.next_token += 1;
+            if !epoll_ctl(
+                self.epfd,
+                libc::EPOLL_CTL_ADD,
+                fd,
+                libc::EPOLLIN as u32,
+                token,
+            ) {
+                sys::close(fd);
+                continue;
+            }
+            self.streams.insert(token, (fd, Vec::new()));
+        }
+    }
+
+    /// Reads what a DNS-over-TCP stream has and answers each whole length-prefixed query on
+    /// it; closes it at its end, on an error, or when a reply cannot be sent at once.
+    fn serve_stream(&mut self, token: u64) {
+        let Some((fd, mut buf)) = self.streams.remove(&token) else {
+            return;
+        };
+        let mut chunk = [0u8; 4096];
+        let mut open = true;
+        loop {
+            // SAFETY: receives into our buffer of its length.
+            let n = unsafe {
+                libc::recv(
+                    fd,
+                    chunk.as_mut_ptr() as *mut c_void,
+                    chunk.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n > 0 {
+                buf.extend_from_slice(&chunk[..n as usize]);
+                if buf.len() > 65537 * 4 {
+                    open = false;
+                    break;
+                }
+                continue;
+            }
+            if n == 0 || errno() != libc::EAGAIN {
+                open = false;
+            }
+            break;
+        }
+        let mut out = [0u8; 4096];
+        let mut frame = [0u8; 4098];
+        while let proxify_core::dns::Frame::Message(msg, used) = proxify_core::dns::take_frame(&buf)
+        {
+            let mut r = crate::names::Resolver {
+                cfg: &self.cfg,
+                names: &self.names,
+            };
+            let (verdict, q) = proxify_core::dns::respond(msg, &mut r, false, true, &mut out);
+            let len = match verdict {
+                proxify_core::dns::Verdict::Reply { len, .. } => Some(len),
+                proxify_core::dns::Verdict::Drop => None,
+                _ => q
+                    .as_ref()
+                    .map(|q| proxify_core::dns::error_reply(q, 2, &mut out)),
+            };
+            if let Some(q) = q.as_ref().and_then(|q| q.name.as_ref()) {
+                self.log
+                    .debug(&format!("DNS over TCP: answered a query for {q}"));
+            }
+            buf.drain(..used);
+            let Some(len) = len else { continue };
+            let Some(n) = proxify_core::dns::write_frame(&out[..len], &mut frame) else {
+                continue;
+            };
+            // SAFETY: sends our frame of `n` bytes.
+            let sent = unsafe {
+                libc::send(
+                    fd,
+                    frame.as_ptr() as *const c_void,
+                    n,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if sent != n as isize {
+                open = false;
+                break;
+            }
+        }
+        if open {
+            self.streams.insert(token, (fd, buf));
+        } else {
+            epoll_ctl(self.epfd, libc::EPOLL_CTL_DEL, fd, 0, 0);
+            sys::close(fd);
+        }
+    }
+
     fn is_resolver(&self, dest: &SocketAddr) -> bool {
         let d = route::unmap(*dest);
         d.port() == 53 && self.nameservers.contains(&d.ip())

@@ -62,3 +62,23 @@ def test_go_proxy_down(topo, capture, proxify_bin, supget):
     assert r.rc == 1 and "connection refused" in r.stdout and topo.token not in r.stdout, r
     assert r.proxify_lines(), r
     assert_no_leak(capture, "Go, proxy down")
+
+
+@pytest.mark.parametrize("nameserver", ["192.0.2.53", "127.0.0.1"])
+def test_go_dns_over_tcp(topo, capture, proxify_bin, supget, nameserver):
+    """`options use-vc`: Go's resolver asks over TCP. The supervisor answers the stream itself;
+    the TCP connect never reaches the resolver (192.0.2.53 would show in the capture; on
+    127.0.0.1 nothing listens, so a connect let through would fail the look-up)."""
+    from pathlib import Path
+    resolv = Path(f"/etc/netns/{netns.NS_CLIENT}/resolv.conf")
+    old = resolv.read_text()
+    resolv.write_text(f"nameserver {nameserver}\noptions use-vc timeout:2 attempts:1\n")
+    try:
+        r = run_proxified(DANTE, [supget, f"http://{NAME}/", f"{NAME}:{ECHO}", "3"], timeout=60,
+                          opts=["-v"])
+    finally:
+        resolv.write_text(old)
+    no_crash(r, "Go over TCP DNS")
+    assert r.rc == 0 and f"page: {topo.token}" in r.stdout and "dials: 3/3" in r.stdout, r
+    assert "DNS over TCP" in r.stderr, f"-v must show the TCP queries answered:\n{r}"
+    assert_no_leak(capture, "Go with use-vc")

@@ -325,3 +325,16 @@ def test_i386_system_calls_are_refused(topo, capture, proxify_bin):
     assert r.rc == 0, r
     assert "socketcall -1\n" in r.stdout and "socket -1\n" in r.stdout, r  # -EPERM
     assert_no_leak(capture, "int 0x80")
+
+
+def test_static_udp_is_refused_never_direct(topo, capture, proxify_bin):
+    """A static program's datagrams to a proxied destination (sendto, sendmsg, a UDP connect):
+    refused with EOPNOTSUPP, nothing sent; a datagram to loopback goes as usual."""
+    udp = build_static("sup_udp")
+    r = run_proxified(DANTE, [udp, T4, str(ECHO)])
+    no_crash(r, "static UDP")
+    out = r.stdout
+    for what in ("sendto", "sendmsg", "connect"):
+        assert f"{what} -1 EOPNOTSUPP" in out, f"{what} must be refused:\n{r}"
+    assert "loopback ok" in out, r
+    assert_no_leak(capture, "static UDP")

@@ -137,13 +137,14 @@ fn nameservers() -> Vec<std::net::IpAddr> {
         .collect()
 }
 
-/// A TCP listener on 127.0.0.1 (any port) for DNS over TCP, non-blocking.
-fn dns_listener() -> Option<(c_int, SocketAddr)> {
+/// A non-blocking socket of type `ty` on 127.0.0.1 (any port) for the responder: UDP for
+/// queries in datagrams, a TCP listener for DNS over TCP.
+fn loopback_socket(ty: c_int) -> Option<(c_int, SocketAddr)> {
     // SAFETY: plain socket calls on a socket we own; `raw` is a valid sockaddr_in.
     unsafe {
         let fd = libc::socket(
             libc::AF_INET,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
             0,
         );
         if fd < 0 {
@@ -151,30 +152,8 @@ fn dns_listener() -> Option<(c_int, SocketAddr)> {
         }
         let raw = sockaddr::to_raw("127.0.0.1:0".parse().unwrap(), libc::AF_INET)?;
         if libc::bind(fd, raw.as_ptr() as *const libc::sockaddr, raw.len() as u32) != 0
-            || libc::listen(fd, 64) != 0
+            || (ty == libc::SOCK_STREAM && libc::listen(fd, 64) != 0)
         {
-            libc::close(fd);
-            return None;
-        }
-        let addr = sockaddr::name_of(fd, false)?;
-        Some((fd, addr))
-    }
-}
-
-/// A UDP socket on 127.0.0.1 (any port) for the responder, non-blocking.
-fn dns_socket() -> Option<(c_int, SocketAddr)> {
-    // SAFETY: plain socket calls on a socket we own; `raw` is a valid sockaddr_in.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_INET,
-            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        );
-        if fd < 0 {
-            return None;
-        }
-        let raw = sockaddr::to_raw("127.0.0.1:0".parse().unwrap(), libc::AF_INET)?;
-        if libc::bind(fd, raw.as_ptr() as *const libc::sockaddr, raw.len() as u32) != 0 {
             libc::close(fd);
             return None;
         }
@@ -264,7 +243,7 @@ impl Supervisor {
             TOKEN_SIGNALS,
         );
         let names = Names::new(cfg.remote_dns_subnet(), dns_table);
-        let (dns_sock, dns_addr) = match dns_socket() {
+        let (dns_sock, dns_addr) = match loopback_socket(libc::SOCK_DGRAM) {
             Some((fd, a)) => {
                 epoll_ctl(
                     epfd,
@@ -277,7 +256,7 @@ impl Supervisor {
             }
             None => (-1, None),
         };
-        let (dns_tcp, dns_tcp_addr) = match dns_listener() {
+        let (dns_tcp, dns_tcp_addr) = match loopback_socket(libc::SOCK_STREAM) {
             Some((fd, a)) => {
                 epoll_ctl(
                     epfd,

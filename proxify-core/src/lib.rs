@@ -8,6 +8,7 @@ pub mod chain;
 pub mod cidr;
 pub mod config;
 pub mod dns;
+pub mod hops;
 pub mod http;
 pub mod placeholder;
 pub mod progcheck;

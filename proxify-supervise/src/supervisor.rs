@@ -19,7 +19,7 @@ use proxify_core::socks::{Command, TargetAddr};
 use proxify_core::url::{Host, ProxyUrl};
 use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const TOKEN_LISTENER: u64 = 0;
 const TOKEN_SIGNALS: u64 = 1;
@@ -27,7 +27,7 @@ const TOKEN_DNS: u64 = u64::MAX;
 const TOKEN_DNS_TCP: u64 = u64::MAX - 1;
 /// The most DNS-over-TCP streams open at once (a program's resolver opens one per query).
 const MAX_STREAMS: usize = 256;
-const DEAD_FOR: Duration = Duration::from_secs(30);
+use proxify_core::hops::{Attempts, DEAD_FOR};
 const MAX_PEERS: usize = 65536;
 /// Largest datagram the supervisor sends for a program.
 const MAX_DATAGRAM: usize = 65536;
@@ -76,7 +76,7 @@ struct Op {
     chain: usize,
     target: Option<TargetAddr>,
     hops: Vec<(usize, ProxyUrl)>,
-    tries: usize,
+    attempts: Option<Attempts>,
     proxy: Option<SocketAddr>,
 }
 
@@ -408,16 +408,6 @@ impl Supervisor {
             .unwrap_or(-1)
     }
 
-    fn random(&mut self) -> u64 {
-        // xorshift64
-        let mut x = self.rand;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rand = x;
-        x
-    }
-
     fn reply(&self, id: u64, r: Result<i64, c_int>) -> bool {
         sys::notif_send(self.listener, id, r)
     }
@@ -610,7 +600,7 @@ impl Supervisor {
             chain: 0,
             target: None,
             hops: Vec::new(),
-            tries: 0,
+            attempts: None,
             proxy: None,
         };
         if tcp_resolver {
@@ -669,7 +659,7 @@ impl Supervisor {
                 }
                 op.chain = chain;
                 op.target = Some(target);
-                op.tries = self.cfg.chains[chain].hops.len().max(1);
+                op.attempts = Some(Attempts::new(&self.cfg.chains[chain]));
                 self.start_proxy(op);
             }
         }
@@ -762,41 +752,21 @@ impl Supervisor {
     }
 
     fn select_hops(&mut self, ci: usize) -> Vec<(usize, ProxyUrl)> {
-        let chain = &self.cfg.chains[ci];
-        let all: Vec<(usize, ProxyUrl)> = chain.hops.iter().cloned().enumerate().collect();
-        let len = chain.chain_len.clamp(1, all.len().max(1));
-        match chain.mode {
-            ChainMode::Strict => all,
-            ChainMode::Dynamic => {
-                let now = Instant::now();
-                let live: Vec<_> = all
-                    .iter()
-                    .filter(|(i, _)| self.dead_until.get(&(ci, *i)).is_none_or(|d| *d <= now))
-                    .cloned()
-                    .collect();
-                if live.is_empty() {
-                    all
-                } else {
-                    live
-                }
-            }
-            ChainMode::Random => {
-                let mut pool = all;
-                let mut out = Vec::with_capacity(len);
-                while out.len() < len && !pool.is_empty() {
-                    let k = (self.random() % pool.len() as u64) as usize;
-                    out.push(pool.swap_remove(k));
-                }
-                out
-            }
-            ChainMode::RoundRobin => {
-                let n = all.len().max(1);
-                let start = self.rr_next.entry(ci).or_insert(0);
+        let now = Instant::now();
+        let dead = &self.dead_until;
+        let rand = &mut self.rand;
+        let rr = &mut self.rr_next;
+        proxify_core::hops::select(
+            &self.cfg.chains[ci],
+            |i| dead.get(&(ci, i)).is_some_and(|d| *d > now),
+            |n| (xorshift(rand) % n.max(1) as u64) as usize,
+            |len| {
+                let start = rr.entry(ci).or_insert(0);
                 let s = *start;
                 *start = s + len;
-                (0..len).map(|k| all[(s + k) % n].clone()).collect()
-            }
-        }
+                s
+            },
+        )
     }
 
     /// Which proxy address this socket can use: its own family, or IPv4-mapped on a
@@ -901,6 +871,16 @@ impl Supervisor {
     }
 }
 
+/// Small non-cryptographic randomness for random chains (xorshift64).
+fn xorshift(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    x
+}
+
 impl Supervisor {
     /// Events on a parked op's socket.
     fn on_event(&mut self, token: u64, flags: u32) {
@@ -984,26 +964,28 @@ impl Supervisor {
                 proxify_core::config::cred_from(self.cred_from.as_deref(), &chain.name, *idx);
             f.msg = format!("{}; the credentials come from {from}", f.msg);
         }
-        if chain.mode == ChainMode::Dynamic && op.tries > 1 && op.hops.len() > 1 {
-            if let Some((idx, url)) = f.dead_hop.and_then(|i| op.hops.get(i)).cloned() {
-                self.log.debug(&format!(
-                    "dynamic chain {}: skipping dead hop {}: {}",
-                    chain.name,
-                    url.masked(),
-                    f.msg
-                ));
-                self.dead_until
-                    .insert((op.chain, idx), Instant::now() + DEAD_FOR);
-                op.tries -= 1;
-                if op.events != 0 {
-                    epoll_ctl(self.epfd, libc::EPOLL_CTL_DEL, op.fd, 0, 0);
-                    op.events = 0;
-                }
-                disconnect(op.fd);
-                op.deadline = None;
-                self.start_proxy(op);
-                return;
+        let retry = op
+            .attempts
+            .as_mut()
+            .and_then(|a| a.retry_without(chain, &op.hops, &f))
+            .cloned();
+        if let Some((idx, url)) = retry {
+            self.log.debug(&format!(
+                "dynamic chain {}: skipping dead hop {}: {}",
+                chain.name,
+                url.masked(),
+                f.msg
+            ));
+            self.dead_until
+                .insert((op.chain, idx), Instant::now() + DEAD_FOR);
+            if op.events != 0 {
+                epoll_ctl(self.epfd, libc::EPOLL_CTL_DEL, op.fd, 0, 0);
+                op.events = 0;
             }
+            disconnect(op.fd);
+            op.deadline = None;
+            self.start_proxy(op);
+            return;
         }
         let via = op
             .hops

@@ -107,6 +107,20 @@ def test_two_hop_chain(topo, far, capture, proxify_bin, client):  # noqa: F811
 
 
 @pytest.mark.parametrize("nonblock", [False, True], ids=["blocking", "epoll"])
+def test_dynamic_chain_skips_a_dead_hop(topo, capture, proxify_bin, client, nonblock):
+    """The supervisor's dynamic chain retries without the hop that proved dead (the retry of
+    proxify_core::hops, the same as the shim's), and says so under -v."""
+    opts = ["-n"] if nonblock else []
+    r = run_proxified(None, [client, *opts, T4, ECHO, MSG],
+                      opts=SUP + ["-x", PROXY_DOWN, "-x", DANTE, "--chain-mode", "dynamic", "-v"])
+    no_crash(r, "dynamic chain, dead first hop")
+    assert r.rc == 0 and MSG in r.stdout, f"dynamic chain, dead first hop: failed\n{r}"
+    assert f"skipping dead hop socks5h://{P4}:{netns.DOWN_PORT}" in r.stderr, \
+        f"-v should log the skipped hop\n{r}"
+    assert_no_leak(capture, "dynamic chain, dead first hop")
+
+
+@pytest.mark.parametrize("nonblock", [False, True], ids=["blocking", "epoll"])
 def test_proxy_down(topo, capture, proxify_bin, client, nonblock):
     opts = ["-n"] if nonblock else []
     r = run_proxified(PROXY_DOWN, [client, *opts, T4, ECHO, MSG], opts=SUP)

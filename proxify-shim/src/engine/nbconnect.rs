@@ -38,7 +38,8 @@ use crate::sys::socket::{self, so_error};
 use crate::sys::{real, sockaddr as sa};
 use libc::{c_int, c_short};
 use proxify_core::chain::Handshake;
-use proxify_core::config::{Chain, ChainMode};
+use proxify_core::config::Chain;
+use proxify_core::hops::Attempts;
 use proxify_core::socks::{Command, Reply, TargetAddr};
 use proxify_core::url::ProxyUrl;
 use std::collections::HashMap;
@@ -62,7 +63,7 @@ struct Pending {
     proxy: SocketAddr,
     /// The hops used (dynamic chains retry without a dead one, like the blocking path).
     hops: Vec<(usize, ProxyUrl)>,
-    tries: usize,
+    attempts: Attempts,
     chain: &'static Chain,
     domain: c_int,
     target: TargetAddr,
@@ -262,18 +263,16 @@ fn begin(
     Ok((hs, proxy))
 }
 
-/// A dynamic chain skips the hop a failure proved dead (as `proxied::connect` does).
+/// A dynamic chain skips the hop a failure proved dead (`proxify_core::hops`, as the
+/// supervisor does): true when the caller tries again.
 fn skip_dead(
     rt: &Runtime,
     chain: &Chain,
     hops: &[(usize, ProxyUrl)],
-    tries: &mut usize,
+    attempts: &mut Attempts,
     f: &Failure,
 ) -> bool {
-    if chain.mode != ChainMode::Dynamic || *tries <= 1 || hops.len() <= 1 {
-        return false;
-    }
-    let Some((idx, url)) = f.dead_hop.and_then(|i| hops.get(i)) else {
+    let Some((idx, url)) = attempts.retry_without(chain, hops, f) else {
         return false;
     };
     log::info!(
@@ -283,7 +282,6 @@ fn skip_dead(
         f.msg
     );
     rt.mark_dead(chain, *idx);
-    *tries -= 1;
     true
 }
 
@@ -447,14 +445,14 @@ fn start_hops(
     ev: u64,
 ) -> Result<(), Failure> {
     let started = crate::sys::trace::on().then(Instant::now);
-    let mut tries = chain.hops.len().max(1);
+    let mut attempts = Attempts::new(chain);
     let (hops, hs, proxy) = loop {
         let hops = rt.select_hops(chain);
         match begin(rt, fd, domain, &target, &hops) {
             Ok((hs, proxy)) => break (hops, hs, proxy),
             Err(f) => {
                 disconnect(fd);
-                if !skip_dead(rt, chain, &hops, &mut tries, &f) {
+                if !skip_dead(rt, chain, &hops, &mut attempts, &f) {
                     return Err(f);
                 }
             }
@@ -469,7 +467,7 @@ fn start_hops(
         connect_timeout: cfg.connect_timeout,
         proxy,
         hops,
-        tries,
+        attempts,
         chain,
         domain,
         target,
@@ -570,7 +568,7 @@ fn advance(rt: &Runtime, fd: c_int, p: &mut Pending) -> Result<Step, Failure> {
 /// After a failed attempt of a dynamic chain: the same socket, the next live hops.
 fn restart(rt: &Runtime, fd: c_int, p: &mut Pending, mut f: Failure) -> Result<(), Failure> {
     loop {
-        if !skip_dead(rt, p.chain, &p.hops, &mut p.tries, &f) {
+        if !skip_dead(rt, p.chain, &p.hops, &mut p.attempts, &f) {
             return Err(f);
         }
         disconnect(fd);

@@ -2,7 +2,7 @@
 //! the logger, and the test-only fault injection.
 
 use crate::sys::lock::ForkSafeMutex;
-use proxify_core::config::{Chain, ChainMode, Config, ENV_LOG, ENV_LOG_FILE, ENV_TRACE_MAX};
+use proxify_core::config::{Chain, Config, ENV_LOG, ENV_LOG_FILE, ENV_TRACE_MAX};
 use proxify_core::url::{Host, ProxyUrl};
 use std::collections::HashMap;
 use std::io::Write;
@@ -41,7 +41,7 @@ pub struct Runtime {
 static RT: OnceLock<Runtime> = OnceLock::new();
 
 /// A hop found dead is skipped by dynamic chains for this long.
-const DEAD_FOR_MS: u64 = 30_000;
+const DEAD_FOR_MS: u64 = proxify_core::hops::DEAD_FOR.as_millis() as u64;
 
 pub(crate) fn fork_prepare() {
     if let Some(rt) = RT.get() {
@@ -205,48 +205,21 @@ impl Runtime {
     /// The hops one connection through `chain` uses now (strict: all; dynamic: the live ones;
     /// random / round-robin: `chain_len` of them), with their indices in the chain.
     pub fn select_hops(&self, chain: &Chain) -> Vec<(usize, ProxyUrl)> {
-        let all: Vec<(usize, ProxyUrl)> = chain.hops.iter().cloned().enumerate().collect();
         let ci = self.chain_index(chain);
-        let len = chain.chain_len.clamp(1, all.len().max(1));
-        match chain.mode {
-            ChainMode::Strict => all,
-            ChainMode::Dynamic => {
-                let now = now_ms();
-                let live: Vec<_> = all
-                    .iter()
-                    .filter(|(i, _)| {
-                        ci.and_then(|c| self.dead_until.get(c)?.get(*i))
-                            .map(|d| d.load(Ordering::Relaxed) <= now)
-                            .unwrap_or(true)
-                    })
-                    .cloned()
-                    .collect();
-                // All dead: try them all again rather than refuse outright.
-                if live.is_empty() {
-                    all
-                } else {
-                    live
-                }
-            }
-            ChainMode::Random => {
-                let mut pool = all;
-                let mut out = Vec::with_capacity(len);
-                while out.len() < len && !pool.is_empty() {
-                    let k = (random() % pool.len() as u64) as usize;
-                    out.push(pool.swap_remove(k));
-                }
-                out
-            }
-            ChainMode::RoundRobin => {
-                let start = ci
-                    .and_then(|c| self.rr_next.get(c))
+        let now = now_ms();
+        proxify_core::hops::select(
+            chain,
+            |i| {
+                ci.and_then(|c| self.dead_until.get(c)?.get(i))
+                    .is_some_and(|d| d.load(Ordering::Relaxed) > now)
+            },
+            |n| (random() % n.max(1) as u64) as usize,
+            |len| {
+                ci.and_then(|c| self.rr_next.get(c))
                     .map(|n| n.fetch_add(len, Ordering::Relaxed))
-                    .unwrap_or(0);
-                (0..len)
-                    .map(|k| all[(start + k) % all.len()].clone())
-                    .collect()
-            }
-        }
+                    .unwrap_or(0)
+            },
+        )
     }
 
     /// A dynamic chain found hop `hop` of `chain` dead.

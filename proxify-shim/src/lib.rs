@@ -39,6 +39,11 @@ extern "C" fn fork_prepare() {
     dnsresp::fork_prepare();
 }
 
+extern "C" fn fork_child() {
+    nbconnect::forked_child();
+    fork_release();
+}
+
 extern "C" fn fork_release() {
     dnsresp::fork_release();
     bind::fork_release();
@@ -56,7 +61,7 @@ extern "C" fn init() {
     real::resolve_all();
     // SAFETY: handlers with the C signature pthread_atfork expects, valid for the process's life.
     unsafe {
-        libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_release));
+        libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_child));
     }
     guard::guarded((), 0, || {
         runtime::get();

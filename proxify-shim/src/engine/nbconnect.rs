@@ -18,9 +18,15 @@
 //! `SO_ERROR` or the next I/O call reports once, like the kernel's socket error.
 //!
 //! State lives in [`PENDING`], keyed by the socket's inode (so a `dup` of the fd finds it),
-//! under a fork-safe lock held only for non-blocking work (`MSG_DONTWAIT` sends and reads,
-//! `epoll_ctl`). `close` never touches it: it only clears the fd-table slot, and every use
-//! checks the slot first; entries of closed fds are dropped once long past their deadline.
+//! under a fork-safe lock that is never held across a system call, a look-up or an
+//! allocation (`sys/lock.rs`): a step takes the handshake's state out of its [`Slot`] under
+//! the lock, moves it with the lock released (sends, reads, `epoll_ctl`, a dynamic chain's
+//! restart with its DNS), and puts it back — or, once it is over, updates the fd table first
+//! and removes the slot after. A thread that finds the state taken (another thread is
+//! stepping the same socket) waits a millisecond and looks again. The map grows outside the
+//! lock, and what leaves it is dropped after the guard. `close` never touches it: it only
+//! clears the fd-table slot, and every use checks the slot first; entries of closed fds are
+//! dropped once long past their deadline.
 //!
 //! epoll, poll and select: each handshake has a readiness fd (`evreg.rs`) that is readable
 //! exactly when the handshake can move, has timed out or is over; it stands in for the socket
@@ -44,6 +50,7 @@ use proxify_core::socks::{Command, Reply, TargetAddr};
 use proxify_core::url::ProxyUrl;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// An entry nobody looked at for this long after its deadline belongs to a closed fd.
@@ -69,16 +76,71 @@ struct Pending {
     target: TargetAddr,
     shown: String,
     via: String,
-    /// The fds known to refer to this socket (the first, dups, ones seen by a step).
-    fds: Vec<c_int>,
     /// When the connect began (the trace's handshake time; only when tracing).
     started: Option<Instant>,
-    /// Its readiness fds (`evreg`), and the one poll/select wait on.
+    /// Its readiness fds (`evreg`).
     ev: u64,
-    q: c_int,
 }
 
-static PENDING: ForkSafeMutex<Option<HashMap<u64, Pending>>> = ForkSafeMutex::new(None);
+/// The fds known to refer to one handshake's socket (the first, dups, ones seen by a step):
+/// a few inline, so that noting one never allocates; beyond them the completion looks the
+/// socket's other handshaking fds up in the fd table.
+#[derive(Clone, Copy)]
+struct Fds {
+    v: [c_int; 6],
+    n: u8,
+    more: bool,
+}
+
+impl Fds {
+    fn one(fd: c_int) -> Fds {
+        let mut v = [-1; 6];
+        v[0] = fd;
+        Fds {
+            v,
+            n: 1,
+            more: false,
+        }
+    }
+
+    fn add(&mut self, fd: c_int) {
+        let n = self.n as usize;
+        if self.v[..n].contains(&fd) {
+            return;
+        }
+        if n < self.v.len() {
+            self.v[n] = fd;
+            self.n += 1;
+        } else {
+            self.more = true;
+        }
+    }
+}
+
+/// One socket's entry in [`PENDING`]: what other threads need while the state is out being
+/// stepped, and the state.
+struct Slot {
+    /// None while a thread steps it with the lock released.
+    state: Option<Box<Pending>>,
+    /// The process generation ([`FORKS`]) in which the state was taken out: a slot taken in
+    /// the parent before a fork is never put back in the child.
+    taken_in: u32,
+    gen: u64,
+    /// Until when the handshake waits (for what it needs next), and the readiness fd
+    /// poll/select wait on (-1 if none).
+    deadline: Instant,
+    q: c_int,
+    ev: u64,
+    fds: Fds,
+}
+
+static PENDING: ForkSafeMutex<Option<HashMap<u64, Slot>>> = ForkSafeMutex::new(None);
+/// Bumped in the child of every fork (see [`Slot::taken_in`]).
+static FORKS: AtomicU32 = AtomicU32::new(0);
+/// Slot generations.
+static GEN: AtomicU64 = AtomicU64::new(0);
+/// How long a step waits before looking again at a handshake another thread is stepping.
+const BUSY_WAIT: Duration = Duration::from_millis(1);
 
 pub(crate) fn fork_prepare() {
     PENDING.raw_lock();
@@ -87,6 +149,78 @@ pub(crate) fn fork_prepare() {
 pub(crate) fn fork_release() {
     // SAFETY: the atfork handlers pair this with fork_prepare's raw_lock.
     unsafe { PENDING.raw_unlock() }
+}
+
+/// In the child of a fork, before [`fork_release`]: a state another thread of the parent had
+/// taken out is never coming back here (one atomic add: no lock, no allocation).
+pub(crate) fn forked_child() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Inserts `slot` for `ino` (replacing any stale slot of the socket). The map grows with the
+/// lock released; a replaced slot is dropped after the guard.
+fn insert(ino: u64, slot: Slot) {
+    let mut slot = Some(slot);
+    loop {
+        let cap = {
+            let mut g = PENDING.lock();
+            let m = g.get_or_insert_with(HashMap::new);
+            if m.len() < m.capacity() || m.contains_key(&ino) {
+                // Room for one more: hashbrown inserts without reallocating.
+                let old = slot.take().and_then(|sl| m.insert(ino, sl));
+                drop(g);
+                drop(old);
+                return;
+            }
+            m.capacity()
+        };
+        let mut bigger: HashMap<u64, Slot> = HashMap::with_capacity((cap * 2).max(8));
+        {
+            let mut g = PENDING.lock();
+            let m = g.get_or_insert_with(HashMap::new);
+            if m.capacity() == cap && bigger.capacity() > m.len() {
+                // Moving entries into a map with room for them allocates nothing.
+                bigger.extend(m.drain());
+                std::mem::swap(m, &mut bigger);
+            }
+        }
+        drop(bigger);
+    }
+}
+
+/// Removes the slot of `ino` if it is generation `gen` (any generation: None); the caller
+/// drops it after the guard.
+fn remove(ino: u64, gen: Option<u64>) -> Option<Slot> {
+    let mut g = PENDING.lock();
+    let m = g.as_mut()?;
+    if gen.is_some_and(|x| m.get(&ino).is_none_or(|s| s.gen != x)) {
+        return None;
+    }
+    m.remove(&ino)
+}
+
+/// Drops the slot of one socket whose fd was closed long ago (its deadline passed
+/// [`STALE_AFTER`] ago and nobody stepped it): one per call, the lock released for the drop
+/// and its readiness fds.
+fn drop_one_stale(now: Instant) -> bool {
+    let gone = {
+        let mut g = PENDING.lock();
+        let Some(m) = g.as_mut() else {
+            return false;
+        };
+        let stale = m
+            .iter()
+            .find(|(_, sl)| sl.state.is_some() && sl.deadline + STALE_AFTER <= now)
+            .map(|(k, _)| *k);
+        stale.and_then(|k| m.remove(&k))
+    };
+    match gone {
+        Some(sl) => {
+            super::evreg::done(sl.ev, true);
+            true
+        }
+        None => false,
+    }
 }
 
 /// Where a handshake stands after a step.
@@ -320,9 +454,9 @@ pub fn start(
 /// dropped, the socket disconnected, the fd forgotten.
 pub fn abandon(fd: c_int) {
     if let Some(ino) = inode(fd) {
-        let p = PENDING.lock().as_mut().and_then(|m| m.remove(&ino));
-        if let Some(p) = p {
-            super::evreg::done(p.ev, true);
+        // A step in progress on another thread finds its slot gone and lets it be.
+        if let Some(sl) = remove(ino, None) {
+            super::evreg::done(sl.ev, true);
         }
     }
     disconnect(fd);
@@ -458,11 +592,13 @@ fn start_hops(
             }
         }
     };
-    let p = Pending {
+    let gen = GEN.fetch_add(1, Ordering::Relaxed) + 1;
+    let deadline = Instant::now() + cfg.connect_timeout;
+    let p = Box::new(Pending {
         hs,
         connecting: true,
         want: libc::POLLOUT,
-        deadline: Instant::now() + cfg.connect_timeout,
+        deadline,
         handshake_timeout: cfg.handshake_timeout,
         connect_timeout: cfg.connect_timeout,
         proxy,
@@ -473,26 +609,24 @@ fn start_hops(
         target,
         shown: shown.to_string(),
         via: via.to_string(),
-        fds: vec![fd],
         started,
         ev,
-        q: super::evreg::q_of(ev),
-    };
-    super::evreg::arm(ev, libc::POLLOUT, p.deadline);
-    {
-        let mut g = PENDING.lock();
-        let m = g.get_or_insert_with(HashMap::new);
-        let now = Instant::now();
-        m.retain(|_, p| {
-            let keep = p.deadline + STALE_AFTER > now;
-            if !keep {
-                super::evreg::done(p.ev, true);
-            }
-            keep
-        });
-        // Replaces any stale entry of this socket (a reconnect after a failure).
-        m.insert(ino, p);
-    }
+    });
+    super::evreg::arm(ev, libc::POLLOUT, deadline);
+    let now = Instant::now();
+    while drop_one_stale(now) {}
+    insert(
+        ino,
+        Slot {
+            state: Some(p),
+            taken_in: 0,
+            gen,
+            deadline,
+            q: super::evreg::q_of(ev),
+            ev,
+            fds: Fds::one(fd),
+        },
+    );
     let entry = Entry {
         kind: Kind::Handshaking,
         peer: Some(dest),
@@ -500,7 +634,7 @@ fn start_hops(
         ctrl: -1,
     };
     if !fdtable::set(fd, entry) {
-        PENDING.lock().as_mut().map(|m| m.remove(&ino));
+        drop(remove(ino, Some(gen)));
         disconnect(fd);
         return Err(Failure::new(libc::EMFILE, "fd beyond proxify's table"));
     }
@@ -590,10 +724,11 @@ fn restart(rt: &Runtime, fd: c_int, p: &mut Pending, mut f: Failure) -> Result<(
     }
 }
 
-/// The fds of entry `ino` that are still handshaking on that socket.
-fn live_fds(p: &Pending, ino: u64, also: c_int) -> Vec<c_int> {
-    let mut v: Vec<c_int> = Vec::with_capacity(p.fds.len() + 1);
-    for &f in p.fds.iter().chain(std::iter::once(&also)) {
+/// The fds of the socket `ino` that are still handshaking on it: those noted in `fds`, `also`,
+/// and — when more were noted than `Fds` holds — every other handshaking fd of the socket.
+fn live_fds(fds: &Fds, ino: u64, also: c_int) -> Vec<c_int> {
+    let mut v: Vec<c_int> = Vec::with_capacity(fds.n as usize + 1);
+    let mut consider = |f: c_int| {
         if f >= 0
             && !v.contains(&f)
             && fdtable::kind(f) == Some(Kind::Handshaking)
@@ -601,22 +736,29 @@ fn live_fds(p: &Pending, ino: u64, also: c_int) -> Vec<c_int> {
         {
             v.push(f);
         }
+    };
+    for &f in fds.v[..fds.n as usize].iter().chain(std::iter::once(&also)) {
+        consider(f);
+    }
+    if fds.more {
+        fdtable::each(Kind::Handshaking, &mut consider);
     }
     v
 }
 
-fn complete_ok(fd: c_int, ino: u64, p: Pending, reply: Reply) -> (Progress, Option<Outcome>) {
+fn complete_ok(fd: c_int, ino: u64, p: Box<Pending>, fds: &Fds, reply: Reply) -> Outcome {
     let bound = match reply.bound {
         TargetAddr::Ip(b) if !b.ip().is_unspecified() => sa::for_family(b, p.domain),
         _ => None,
     };
-    let fds = live_fds(&p, ino, fd);
+    let live = live_fds(fds, ino, fd);
     // Readiness first: the program's epoll sets take their registrations back.
     super::evreg::done(p.ev, false);
-    for f in fds {
+    for f in live {
         fdtable::handshake_done(f, bound);
     }
-    let o = Outcome::Connected {
+    let p = *p;
+    Outcome::Connected {
         fd,
         chain: p.chain,
         started: p.started,
@@ -624,17 +766,17 @@ fn complete_ok(fd: c_int, ino: u64, p: Pending, reply: Reply) -> (Progress, Opti
         target: p.target,
         bound,
         reply_bound: reply.bound,
-    };
-    (Progress::Done, Some(o))
+    }
 }
 
 fn complete_failed(
     fd: c_int,
     ino: u64,
-    p: Option<Pending>,
+    p: Option<Box<Pending>>,
+    fds: &Fds,
     mut f: Failure,
     internal: bool,
-) -> (Progress, Option<Outcome>) {
+) -> Outcome {
     disconnect(fd);
     // A rejected username/password: say where it came from (the fix is there).
     if let (Some(p), Some(i)) = (&p, f.auth_hop) {
@@ -643,11 +785,12 @@ fn complete_failed(
             f.msg = format!("{}; the credentials come from {from}", f.msg);
         }
     }
-    let (fds, o) = match p {
+    let live = live_fds(fds, ino, fd);
+    let o = match p {
         Some(p) => {
-            let fds = live_fds(&p, ino, fd);
             super::evreg::done(p.ev, true);
-            let o = Outcome::Failed {
+            let p = *p;
+            Outcome::Failed {
                 chain: Some(p.chain),
                 started: p.started,
                 errno: f.errno,
@@ -655,92 +798,68 @@ fn complete_failed(
                 via: p.via,
                 msg: f.msg,
                 internal,
-            };
-            (fds, o)
+            }
         }
-        None => (
-            vec![fd],
-            Outcome::Failed {
-                chain: None,
-                started: None,
-                errno: f.errno,
-                shown: match fdtable::get(fd).and_then(|e| e.peer) {
-                    Some(a) => a.to_string(),
-                    None => format!("fd {fd}'s destination"),
-                },
-                via: "the proxy".into(),
-                msg: f.msg,
-                internal,
+        None => Outcome::Failed {
+            chain: None,
+            started: None,
+            errno: f.errno,
+            shown: match fdtable::get(fd).and_then(|e| e.peer) {
+                Some(a) => a.to_string(),
+                None => format!("fd {fd}'s destination"),
             },
-        ),
+            via: "the proxy".into(),
+            msg: f.msg,
+            internal,
+        },
     };
-    for x in fds {
+    for x in live {
         fdtable::handshake_failed(x, f.errno);
     }
-    (Progress::Failed(f.errno), Some(o))
+    o
 }
 
-/// One step of entry `ino` through `fd`, under the lock.
-fn step_locked(m: &mut HashMap<u64, Pending>, ino: u64, fd: c_int) -> (Progress, Option<Outcome>) {
-    let rt = runtime::get();
-    let Some(p) = m.get_mut(&ino) else {
-        // Finished by another fd or thread meanwhile (its slot changed under this lock)?
-        match fdtable::kind(fd) {
-            Some(Kind::Handshaking) => {}
-            Some(Kind::ProxiedTcp) => return (Progress::Done, None),
-            Some(Kind::HandshakeFailed) => {
-                let e = fdtable::failed_errno(fd).unwrap_or(libc::EIO);
-                return (Progress::Failed(e), None);
-            }
-            _ => return (Progress::NotOurs, None),
-        }
-        // A handshaking fd without state: it outlived its deadline unseen. Fail closed.
-        let f = Failure::new(libc::ETIMEDOUT, "timed out (the handshake was abandoned)");
-        return complete_failed(fd, ino, None, f, false);
-    };
-    if !p.fds.contains(&fd) {
-        p.fds.push(fd);
-    }
+/// What a step ended with, its state moved with the lock released.
+enum Stepped {
+    Want(Box<Pending>),
+    Done(Box<Pending>, Reply),
+    Failed(Box<Pending>, Failure, bool),
+}
+
+/// Moves the handshake `p` of `fd` as far as it goes (no lock held): a dynamic chain's
+/// restart, with its look-up of the next hop, happens here too.
+fn drive_state(rt: &Runtime, fd: c_int, mut p: Box<Pending>) -> Stepped {
     loop {
-        match crate::sys::guard::caught(|| advance(rt, fd, p)) {
+        match crate::sys::guard::caught(|| advance(rt, fd, &mut p)) {
             Some(Ok(Step::Want(w))) => {
                 p.want = w;
                 super::evreg::arm(p.ev, w, p.deadline);
-                let (deadline, q) = (p.deadline, p.q);
-                return (
-                    Progress::Running {
-                        want: w,
-                        deadline,
-                        q,
-                    },
-                    None,
-                );
+                return Stepped::Want(p);
             }
-            Some(Ok(Step::Done(reply))) => {
-                let p = m.remove(&ino);
-                return match p {
-                    Some(p) => complete_ok(fd, ino, p, reply),
-                    None => (Progress::Done, None),
-                };
-            }
-            Some(Err(f)) => match restart(rt, fd, p, f) {
+            Some(Ok(Step::Done(reply))) => return Stepped::Done(p, reply),
+            Some(Err(f)) => match restart(rt, fd, &mut p, f) {
                 Ok(()) => {
                     p.want = libc::POLLOUT;
                     continue;
                 }
-                Err(f) => {
-                    let p = m.remove(&ino);
-                    return complete_failed(fd, ino, p, f, false);
-                }
+                Err(f) => return Stepped::Failed(p, f, false),
             },
-            None => {
-                // The panic hook logged the one line; this connection fails, nothing else.
-                let p = m.remove(&ino);
-                let f = Failure::new(libc::EIO, "internal error");
-                return complete_failed(fd, ino, p, f, true);
-            }
+            // The panic hook logged the one line; this connection fails, nothing else.
+            None => return Stepped::Failed(p, Failure::new(libc::EIO, "internal error"), true),
         }
     }
+}
+
+/// What [`step`] found in the socket's slot.
+enum Found {
+    /// No slot: finished by another thread, or a handshake nobody stepped in time.
+    Missing,
+    /// Another thread is stepping it: until when it waits at most.
+    Busy(Instant),
+    /// Taken out by a thread of the parent before this process forked: never coming back.
+    Orphaned,
+    /// The state, taken out: the slot's generation and the fds noted so far.
+    Mine(Box<Pending>, u64, Fds),
 }
 
 /// Advances the handshake of `fd` as far as it goes without waiting.
@@ -755,14 +874,111 @@ pub fn step(fd: c_int) -> Progress {
     let Some(ino) = inode(fd) else {
         return Progress::NotOurs;
     };
-    let (progress, outcome) = {
+    let forks = FORKS.load(Ordering::Relaxed);
+    let found = {
         let mut g = PENDING.lock();
-        step_locked(g.get_or_insert_with(HashMap::new), ino, fd)
+        match g.as_mut().and_then(|m| m.get_mut(&ino)) {
+            None => Found::Missing,
+            Some(sl) => {
+                sl.fds.add(fd);
+                match sl.state.take() {
+                    Some(p) => {
+                        sl.taken_in = forks;
+                        Found::Mine(p, sl.gen, sl.fds)
+                    }
+                    None if sl.taken_in != forks => Found::Orphaned,
+                    None => Found::Busy(sl.deadline),
+                }
+            }
+        }
+    };
+    let rt = runtime::get();
+    let (progress, outcome) = match found {
+        Found::Busy(deadline) => {
+            // Poll the socket for nothing (errors only) a millisecond, then look again.
+            let again = (Instant::now() + BUSY_WAIT).min(deadline);
+            return Progress::Running {
+                want: 0,
+                deadline: again,
+                q: -1,
+            };
+        }
+        Found::Orphaned => {
+            // The parent goes on with the handshake on the socket both share: the child's fd
+            // fails (closed: nothing of the child's is sent), the socket is left alone.
+            fdtable::handshake_failed(fd, libc::EIO);
+            crate::sys::error::warn_once(format_args!(
+                "connect fd {fd}: the proxy handshake was in progress in the parent when this \
+                 process forked; the connection fails here"
+            ));
+            return Progress::Failed(libc::EIO);
+        }
+        Found::Missing => match fdtable::kind(fd) {
+            Some(Kind::ProxiedTcp) => return Progress::Done,
+            Some(Kind::HandshakeFailed) => {
+                return Progress::Failed(fdtable::failed_errno(fd).unwrap_or(libc::EIO))
+            }
+            Some(Kind::Handshaking) => {
+                // A handshaking fd without state: it outlived its deadline unseen. Fail
+                // closed.
+                let f = Failure::new(libc::ETIMEDOUT, "timed out (the handshake was abandoned)");
+                let o = complete_failed(fd, ino, None, &Fds::one(fd), f, false);
+                (Progress::Failed(libc::ETIMEDOUT), Some(o))
+            }
+            _ => return Progress::NotOurs,
+        },
+        Found::Mine(p, gen, fds) => match drive_state(rt, fd, p) {
+            Stepped::Want(p) => {
+                let (want, deadline) = (p.want, p.deadline);
+                let q = {
+                    let mut g = PENDING.lock();
+                    match g.as_mut().and_then(|m| m.get_mut(&ino)) {
+                        Some(sl) if sl.gen == gen => {
+                            sl.deadline = deadline;
+                            sl.state = Some(p);
+                            Some(sl.q)
+                        }
+                        // Abandoned meanwhile (`abandon` removed the slot): `p` is dropped
+                        // below, with the lock released.
+                        _ => None,
+                    }
+                };
+                match q {
+                    Some(q) => (Progress::Running { want, deadline, q }, None),
+                    None => (Progress::NotOurs, None),
+                }
+            }
+            Stepped::Done(p, reply) => {
+                // The fd table first, the slot after: a thread that finds no slot sees the
+                // fd connected, never a handshake without state.
+                let fds = remove_fds(ino, gen).unwrap_or(fds);
+                let o = complete_ok(fd, ino, p, &fds, reply);
+                drop(remove(ino, Some(gen)));
+                (Progress::Done, Some(o))
+            }
+            Stepped::Failed(p, f, internal) => {
+                let errno = f.errno;
+                let fds = remove_fds(ino, gen).unwrap_or(fds);
+                let o = complete_failed(fd, ino, Some(p), &fds, f, internal);
+                drop(remove(ino, Some(gen)));
+                (Progress::Failed(errno), Some(o))
+            }
+        },
     };
     if let Some(o) = outcome {
         o.report();
     }
     progress
+}
+
+/// The fds noted in slot `ino` (generation `gen`), dups made while it was being stepped
+/// included.
+fn remove_fds(ino: u64, gen: u64) -> Option<Fds> {
+    let g = PENDING.lock();
+    g.as_ref()?
+        .get(&ino)
+        .filter(|sl| sl.gen == gen)
+        .map(|sl| sl.fds)
 }
 
 /// Finishes the handshake of `fd` now, waiting (in `poll`) until its deadline at most.
@@ -864,10 +1080,8 @@ pub fn note_dup(newfd: c_int) {
     let Some(ino) = inode(newfd) else {
         return;
     };
-    if let Some(p) = PENDING.lock().as_mut().and_then(|m| m.get_mut(&ino)) {
-        if !p.fds.contains(&newfd) {
-            p.fds.push(newfd);
-        }
+    if let Some(sl) = PENDING.lock().as_mut().and_then(|m| m.get_mut(&ino)) {
+        sl.fds.add(newfd);
     }
 }
 
@@ -877,5 +1091,5 @@ pub fn hs_of(fd: c_int) -> Option<u64> {
         return None;
     }
     let ino = inode(fd)?;
-    PENDING.lock().as_ref()?.get(&ino).map(|p| p.ev)
+    PENDING.lock().as_ref()?.get(&ino).map(|sl| sl.ev)
 }

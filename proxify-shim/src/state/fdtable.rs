@@ -483,6 +483,25 @@ pub fn find(pred: impl Fn(i32, &Entry) -> bool) -> Option<(i32, Entry)> {
     None
 }
 
+/// Calls `f` with every tracked fd of kind `kind`, scanning the allocated chunks. For rare
+/// paths only (it visits every slot of every chunk in use).
+pub fn each(kind: Kind, mut f: impl FnMut(i32)) {
+    if none_tracked() {
+        return;
+    }
+    for (ci, cell) in CHUNKS.iter().enumerate() {
+        if cell.load(Ordering::Acquire).is_null() {
+            continue;
+        }
+        for k in 0..CHUNK {
+            let fd = (ci * CHUNK + k) as i32;
+            if self::kind(fd) == Some(kind) {
+                f(fd);
+            }
+        }
+    }
+}
+
 /// The first of our own fds in `from..=to`, skipping unallocated chunks.
 pub fn next_internal(from: u32, to: u32) -> Option<u32> {
     if none_tracked() {

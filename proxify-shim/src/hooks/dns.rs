@@ -94,13 +94,15 @@ pub unsafe extern "C" fn getaddrinfo(
     res: *mut *mut addrinfo,
 ) -> c_int {
     if node.is_null() || res.is_null() {
-        return real::getaddrinfo(node, service, hints, res);
+        // SAFETY: the caller's arguments, unchanged, under libc's getaddrinfo contract.
+        return unsafe { real::getaddrinfo(node, service, hints, res) };
     }
     hook(
         || libc::EAI_AGAIN,
         libc::EAI_FAIL,
         libc::EIO,
-        || gai(node, service, hints, res),
+        // SAFETY: `node` and `res` are non-null (checked); `service`, `hints` as getaddrinfo takes.
+        || unsafe { gai(node, service, hints, res) },
     )
 }
 
@@ -114,31 +116,37 @@ unsafe fn gai(
     if !rt.remote_dns() {
         // The system resolver: its NSS modules' own connect/sendto/poll calls are served as
         // the program's (sys::guard::outside), not as a signal handler's re-entry.
-        return outside(|| real::getaddrinfo(node, service, hints, res));
+        // SAFETY: the caller's arguments, unchanged, under libc's getaddrinfo contract.
+        return outside(|| unsafe { real::getaddrinfo(node, service, hints, res) });
     }
     let mut h: addrinfo = if hints.is_null() {
-        let mut d: addrinfo = std::mem::zeroed();
+        // SAFETY: all-zero bytes are a valid addrinfo (integers and null pointers).
+        let mut d: addrinfo = unsafe { std::mem::zeroed() };
         d.ai_flags = libc::AI_V4MAPPED | libc::AI_ADDRCONFIG;
         d
     } else {
-        *hints
+        // SAFETY: a non-null `hints` is a valid addrinfo (getaddrinfo's contract).
+        unsafe { *hints }
     };
     let flags = h.ai_flags;
     // Numeric hosts (the common, fast case) are answered by libc without any resolver: ask
     // it with AI_NUMERICHOST first; only EAI_NONAME means "a name".
     h.ai_flags |= libc::AI_NUMERICHOST;
-    let rc = real::getaddrinfo(node, service, &h, res);
+    // SAFETY: the caller's `node`, `service` and non-null `res`; `h` is a local addrinfo.
+    let rc = unsafe { real::getaddrinfo(node, service, &h, res) };
     if rc != libc::EAI_NONAME || flags & libc::AI_NUMERICHOST != 0 {
         return rc;
     }
-    let name = CStr::from_ptr(node);
+    // SAFETY: `node` is non-null, a NUL-terminated name (getaddrinfo's contract).
+    let name = unsafe { CStr::from_ptr(node) };
     let Ok(name) = name.to_str() else {
         return libc::EAI_NONAME;
     };
     if !crate::policy::decide::name_goes_remote(name) {
         // Going direct (a rule) or through a chain with local DNS: the system resolver.
         log::debug!("getaddrinfo({name}): resolved locally (its route does not use remote DNS)");
-        let rc = outside(|| real::getaddrinfo(node, service, hints, res));
+        // SAFETY: the caller's arguments, unchanged, under libc's getaddrinfo contract.
+        let rc = outside(|| unsafe { real::getaddrinfo(node, service, hints, res) });
         trace_lookup("getaddrinfo", name, false, rc);
         return rc;
     }
@@ -180,21 +188,26 @@ unsafe fn gai(
             continue;
         };
         let mut part: *mut addrinfo = std::ptr::null_mut();
-        let rc = real::getaddrinfo(lit.as_ptr(), service, &h, &mut part);
+        // SAFETY: `lit` is a C string, `service` the caller's, `h` and `part` are locals.
+        let rc = unsafe { real::getaddrinfo(lit.as_ptr(), service, &h, &mut part) };
         if rc != 0 {
             if !head.is_null() {
-                real::freeaddrinfo(head);
+                // SAFETY: `head` is our list from libc's getaddrinfo, not given to the caller.
+                unsafe { real::freeaddrinfo(head) };
             }
             return rc;
         }
         if head.is_null() {
             head = part;
         } else {
-            (*tail).ai_next = part;
+            // SAFETY: `head` is set, so `tail` is the last node of our list from getaddrinfo.
+            unsafe { (*tail).ai_next = part };
         }
         tail = part;
-        while !(*tail).ai_next.is_null() {
-            tail = (*tail).ai_next;
+        // SAFETY: `tail` is a node of the non-null list getaddrinfo just returned in `part`.
+        while !unsafe { (*tail).ai_next }.is_null() {
+            // SAFETY: as above; the loop follows that list's links.
+            tail = unsafe { (*tail).ai_next };
         }
     }
     if head.is_null() {
@@ -202,13 +215,16 @@ unsafe fn gai(
     }
     if flags & libc::AI_CANONNAME != 0 {
         let Ok(c) = CString::new(ans.canon) else {
-            real::freeaddrinfo(head);
+            // SAFETY: `head` is our list from libc's getaddrinfo, not given to the caller.
+            unsafe { real::freeaddrinfo(head) };
             return libc::EAI_NONAME;
         };
         // glibc's freeaddrinfo frees ai_canonname with free(): allocate it with strdup.
-        (*head).ai_canonname = libc::strdup(c.as_ptr());
+        // SAFETY: `head` is the non-null first node of our list; `c` is a C string.
+        unsafe { (*head).ai_canonname = libc::strdup(c.as_ptr()) };
     }
-    *res = head;
+    // SAFETY: `res` is non-null, the caller's out-pointer (getaddrinfo's contract).
+    unsafe { *res = head };
     0
 }
 
@@ -231,26 +247,41 @@ unsafe fn fill_hostent(
         return Err(libc::ERANGE);
     }
     let addr_list = base as *mut *mut c_char;
-    let aliases = addr_list.add(addrs.len() + 1);
-    let mut data = (aliases as *mut u8).add(ptr);
+    // SAFETY: the lists at `base` lie within the `need` <= `buflen` bytes of `buf`.
+    let aliases = unsafe { addr_list.add(addrs.len() + 1) };
+    // SAFETY: the data area, just after the aliases list, is within those `need` bytes too.
+    let mut data = unsafe { (aliases as *mut u8).add(ptr) };
     for (i, ip) in addrs.iter().enumerate() {
         let bytes: Vec<u8> = match ip {
             IpAddr::V4(a) => a.octets().to_vec(),
             IpAddr::V6(a) => a.octets().to_vec(),
         };
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, alen);
-        *addr_list.add(i) = data as *mut c_char;
-        data = data.add(alen);
+        // SAFETY: address i's `alen` bytes and list slot i are within the `need` bytes checked;
+        // `bytes` is a local Vec of at least `alen` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, alen);
+            *addr_list.add(i) = data as *mut c_char;
+            data = data.add(alen);
+        }
     }
-    *addr_list.add(addrs.len()) = std::ptr::null_mut();
-    *aliases = std::ptr::null_mut();
-    std::ptr::copy_nonoverlapping(name.as_ptr(), data, name.len());
-    *data.add(name.len()) = 0;
-    (*ret).h_name = data as *mut c_char;
-    (*ret).h_aliases = aliases;
-    (*ret).h_addrtype = af;
-    (*ret).h_length = alen as c_int;
-    (*ret).h_addr_list = addr_list;
+    // SAFETY: the two list terminators are pointer-aligned slots within the `need` bytes.
+    unsafe {
+        *addr_list.add(addrs.len()) = std::ptr::null_mut();
+        *aliases = std::ptr::null_mut();
+    }
+    // SAFETY: the name and its NUL are the last `name.len() + 1` of the `need` bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(name.as_ptr(), data, name.len());
+        *data.add(name.len()) = 0;
+    }
+    // SAFETY: `ret` is the caller's writable hostent (the _r call's contract).
+    unsafe {
+        (*ret).h_name = data as *mut c_char;
+        (*ret).h_aliases = aliases;
+        (*ret).h_addrtype = af;
+        (*ret).h_length = alen as c_int;
+        (*ret).h_addr_list = addr_list;
+    }
     Ok(())
 }
 
@@ -265,16 +296,19 @@ unsafe fn ghbn_r(
     h_errnop: *mut c_int,
 ) -> Option<c_int> {
     let rt = runtime::get();
-    if !rt.remote_dns() || name.is_null() || is_numeric(CStr::from_ptr(name)) {
+    // SAFETY: `name` is non-null here, a NUL-terminated name (gethostbyname_r's contract).
+    if !rt.remote_dns() || name.is_null() || is_numeric(unsafe { CStr::from_ptr(name) }) {
         return None;
     }
     if !result.is_null() {
-        *result = std::ptr::null_mut();
+        // SAFETY: a non-null `result` is the caller's out-pointer (the _r call's contract).
+        unsafe { *result = std::ptr::null_mut() };
     }
     // Some callers (CPython) read the global h_errno even after the _r calls.
     let set_herr = |v: c_int| {
         if !h_errnop.is_null() {
-            *h_errnop = v;
+            // SAFETY: a non-null `h_errnop` is the caller's out-pointer (the _r call's contract).
+            unsafe { *h_errnop = v };
         }
         set_h_errno(v);
     };
@@ -285,7 +319,8 @@ unsafe fn ghbn_r(
     if rt.fault == runtime::Fault::PanicResolve {
         panic!("injected fault (PROXIFY_TEST_FAULT=panic-resolve)");
     }
-    let Some(n) = CStr::from_ptr(name).to_str().ok() else {
+    // SAFETY: `name` is non-null (checked above), a NUL-terminated name.
+    let Some(n) = unsafe { CStr::from_ptr(name) }.to_str().ok() else {
         set_herr(HOST_NOT_FOUND);
         return Some(libc::ENOENT);
     };
@@ -308,10 +343,12 @@ unsafe fn ghbn_r(
         }
     };
     log::debug!("gethostbyname({n}) -> {:?} (no local DNS)", ans.addrs);
-    match fill_hostent(&ans.canon, af, &ans.addrs, ret, buf, buflen) {
+    // SAFETY: `ret` and `buf` of `buflen` bytes are the caller's, as gethostbyname_r promised.
+    match unsafe { fill_hostent(&ans.canon, af, &ans.addrs, ret, buf, buflen) } {
         Ok(()) => {
             if !result.is_null() {
-                *result = ret;
+                // SAFETY: a non-null `result` is the caller's out-pointer (the _r call's contract).
+                unsafe { *result = ret };
             }
             set_herr(0);
             Some(0)
@@ -337,11 +374,13 @@ pub unsafe extern "C" fn gethostbyname2_r(
         || Some(libc::EAGAIN),
         Some(libc::EIO),
         libc::EIO,
-        || ghbn_r(name, af, ret, buf, buflen, result, h_errnop),
+        // SAFETY: the caller's arguments, under gethostbyname2_r's contract.
+        || unsafe { ghbn_r(name, af, ret, buf, buflen, result, h_errnop) },
     );
     match r {
         Some(rc) => rc,
-        None => real::gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop),
+        // SAFETY: the caller's arguments, unchanged, under libc's gethostbyname2_r contract.
+        None => unsafe { real::gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop) },
     }
 }
 
@@ -358,11 +397,13 @@ pub unsafe extern "C" fn gethostbyname_r(
         || Some(libc::EAGAIN),
         Some(libc::EIO),
         libc::EIO,
-        || ghbn_r(name, libc::AF_INET, ret, buf, buflen, result, h_errnop),
+        // SAFETY: the caller's arguments, under gethostbyname_r's contract.
+        || unsafe { ghbn_r(name, libc::AF_INET, ret, buf, buflen, result, h_errnop) },
     );
     match r {
         Some(rc) => rc,
-        None => real::gethostbyname_r(name, ret, buf, buflen, result, h_errnop),
+        // SAFETY: the caller's arguments, unchanged, under libc's gethostbyname_r contract.
+        None => unsafe { real::gethostbyname_r(name, ret, buf, buflen, result, h_errnop) },
     }
 }
 
@@ -391,7 +432,9 @@ unsafe fn into_static(
     fill: impl FnOnce(*mut hostent, *mut c_char, size_t, *mut *mut hostent, *mut c_int) -> Option<c_int>,
 ) -> Option<*mut hostent> {
     STATIC.with(|s| {
-        let s = &mut *s.get();
+        // SAFETY: this thread's own storage; only `hook` bodies (never re-entered) get here, so
+        // no other reference to it is live.
+        let s = unsafe { &mut *s.get() };
         let mut result: *mut hostent = std::ptr::null_mut();
         let mut herr: c_int = 0;
         let rc = fill(
@@ -410,7 +453,12 @@ unsafe fn into_static(
 }
 
 unsafe fn ghbn_static(name: *const c_char, af: c_int) -> Option<*mut hostent> {
-    into_static(|ret, buf, buflen, result, herr| ghbn_r(name, af, ret, buf, buflen, result, herr))
+    let fill = |ret, buf, buflen, result, herr| {
+        // SAFETY: the caller's `name`; the rest is into_static's storage for this thread.
+        unsafe { ghbn_r(name, af, ret, buf, buflen, result, herr) }
+    };
+    // SAFETY: called from a `hook` body only (gethostbyname, gethostbyname2).
+    unsafe { into_static(fill) }
 }
 
 #[no_mangle]
@@ -419,10 +467,12 @@ pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
         || Some(std::ptr::null_mut()),
         Some(std::ptr::null_mut()),
         libc::EIO,
-        || ghbn_static(name, libc::AF_INET),
+        // SAFETY: inside `hook`, with the caller's `name` (NULL or a C string).
+        || unsafe { ghbn_static(name, libc::AF_INET) },
     ) {
         Some(p) => p,
-        None => real::gethostbyname(name),
+        // SAFETY: the caller's argument, unchanged, under libc's gethostbyname contract.
+        None => unsafe { real::gethostbyname(name) },
     }
 }
 
@@ -432,10 +482,12 @@ pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut 
         || Some(std::ptr::null_mut()),
         Some(std::ptr::null_mut()),
         libc::EIO,
-        || ghbn_static(name, af),
+        // SAFETY: inside `hook`, with the caller's `name` (NULL or a C string).
+        || unsafe { ghbn_static(name, af) },
     ) {
         Some(p) => p,
-        None => real::gethostbyname2(name, af),
+        // SAFETY: the caller's arguments, unchanged, under libc's gethostbyname2 contract.
+        None => unsafe { real::gethostbyname2(name, af) },
     }
 }
 
@@ -449,7 +501,8 @@ pub unsafe extern "C" fn getnameinfo(
     servlen: socklen_t,
     flags: c_int,
 ) -> c_int {
-    let pass = || real::getnameinfo(sa, salen, host, hostlen, serv, servlen, flags);
+    // SAFETY: the caller's arguments, unchanged, under libc's getnameinfo contract.
+    let pass = || unsafe { real::getnameinfo(sa, salen, host, hostlen, serv, servlen, flags) };
     if host.is_null() || hostlen == 0 || flags & libc::NI_NUMERICHOST != 0 {
         return pass();
     }
@@ -462,33 +515,43 @@ pub unsafe extern "C" fn getnameinfo(
                 // A PTR query through the system resolver (see `gai`).
                 return outside(pass);
             }
-            let Some(addr) = sockaddr::read(sa, salen) else {
+            // SAFETY: `sa` has `salen` readable bytes (getnameinfo's contract).
+            let Some(addr) = (unsafe { sockaddr::read(sa, salen) }) else {
                 return pass();
             };
             let numeric = flags | libc::NI_NUMERICHOST;
             match reverse(&addr.ip()) {
                 Some(name) => {
-                    let rc = real::getnameinfo(
-                        sa,
-                        salen,
-                        host,
-                        hostlen,
-                        serv,
-                        servlen,
-                        numeric & !libc::NI_NAMEREQD,
-                    );
+                    // SAFETY: the caller's address and buffers; only the flags differ.
+                    let rc = unsafe {
+                        real::getnameinfo(
+                            sa,
+                            salen,
+                            host,
+                            hostlen,
+                            serv,
+                            servlen,
+                            numeric & !libc::NI_NAMEREQD,
+                        )
+                    };
                     if rc != 0 {
                         return rc;
                     }
                     if name.len() + 1 > hostlen as usize {
                         return libc::EAI_OVERFLOW;
                     }
-                    std::ptr::copy_nonoverlapping(name.as_ptr(), host as *mut u8, name.len());
-                    *host.add(name.len()) = 0;
+                    // SAFETY: `host` has `hostlen` > name.len() writable bytes (checked above).
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(name.as_ptr(), host as *mut u8, name.len());
+                        *host.add(name.len()) = 0;
+                    }
                     0
                 }
                 None if flags & libc::NI_NAMEREQD != 0 => libc::EAI_NONAME,
-                None => real::getnameinfo(sa, salen, host, hostlen, serv, servlen, numeric),
+                // SAFETY: the caller's address and buffers; only the flags differ.
+                None => unsafe {
+                    real::getnameinfo(sa, salen, host, hostlen, serv, servlen, numeric)
+                },
             }
         },
     )
@@ -510,12 +573,14 @@ unsafe fn ghba_r(
         return None;
     }
     if !result.is_null() {
-        *result = std::ptr::null_mut();
+        // SAFETY: a non-null `result` is the caller's out-pointer (the _r call's contract).
+        unsafe { *result = std::ptr::null_mut() };
     }
     // Some callers (CPython) read the global h_errno even after the _r calls.
     let set_herr = |v: c_int| {
         if !h_errnop.is_null() {
-            *h_errnop = v;
+            // SAFETY: a non-null `h_errnop` is the caller's out-pointer (the _r call's contract).
+            unsafe { *h_errnop = v };
         }
         set_h_errno(v);
     };
@@ -524,12 +589,14 @@ unsafe fn ghba_r(
     let ip: IpAddr = match (ty, len) {
         (libc::AF_INET, l) if l >= 4 => {
             let mut b = [0u8; 4];
-            std::ptr::copy_nonoverlapping(addr as *const u8, b.as_mut_ptr(), 4);
+            // SAFETY: `addr` is non-null with `len` >= 4 readable bytes (gethostbyaddr's contract).
+            unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, b.as_mut_ptr(), 4) };
             IpAddr::from(b)
         }
         (libc::AF_INET6, l) if l >= 16 => {
             let mut b = [0u8; 16];
-            std::ptr::copy_nonoverlapping(addr as *const u8, b.as_mut_ptr(), 16);
+            // SAFETY: `addr` is non-null with `len` >= 16 readable bytes (gethostbyaddr's).
+            unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, b.as_mut_ptr(), 16) };
             IpAddr::from(b)
         }
         _ => {
@@ -544,10 +611,12 @@ unsafe fn ghba_r(
         return Some(libc::ENOENT);
     };
     log::debug!("gethostbyaddr({ip}) -> {name} (no PTR query)");
-    match fill_hostent(&name, ty, &[ip], ret, buf, buflen) {
+    // SAFETY: `ret` and `buf` of `buflen` bytes are the caller's, as gethostbyaddr_r promised.
+    match unsafe { fill_hostent(&name, ty, &[ip], ret, buf, buflen) } {
         Ok(()) => {
             if !result.is_null() {
-                *result = ret;
+                // SAFETY: a non-null `result` is the caller's out-pointer (the _r call's contract).
+                unsafe { *result = ret };
             }
             Some(0)
         }
@@ -573,10 +642,12 @@ pub unsafe extern "C" fn gethostbyaddr_r(
         || Some(libc::EAGAIN),
         Some(libc::EIO),
         libc::EIO,
-        || ghba_r(addr, len, ty, ret, buf, buflen, result, h_errnop),
+        // SAFETY: the caller's arguments, under gethostbyaddr_r's contract.
+        || unsafe { ghba_r(addr, len, ty, ret, buf, buflen, result, h_errnop) },
     ) {
         Some(rc) => rc,
-        None => real::gethostbyaddr_r(addr, len, ty, ret, buf, buflen, result, h_errnop),
+        // SAFETY: the caller's arguments, unchanged, under libc's gethostbyaddr_r contract.
+        None => unsafe { real::gethostbyaddr_r(addr, len, ty, ret, buf, buflen, result, h_errnop) },
     }
 }
 
@@ -591,14 +662,18 @@ pub unsafe extern "C" fn gethostbyaddr(
         Some(std::ptr::null_mut()),
         libc::EIO,
         || {
-            into_static(|ret, buf, buflen, result, herr| {
-                ghba_r(addr, len, ty, ret, buf, buflen, result, herr)
-            })
+            let fill = |ret, buf, buflen, result, herr| {
+                // SAFETY: the caller's address; the rest is into_static's storage for this thread.
+                unsafe { ghba_r(addr, len, ty, ret, buf, buflen, result, herr) }
+            };
+            // SAFETY: inside this `hook` body, which is never re-entered.
+            unsafe { into_static(fill) }
         },
     );
     match r {
         Some(p) => p,
-        None => real::gethostbyaddr(addr, len, ty),
+        // SAFETY: the caller's arguments, unchanged, under libc's gethostbyaddr contract.
+        None => unsafe { real::gethostbyaddr(addr, len, ty) },
     }
 }
 
@@ -659,7 +734,8 @@ unsafe fn res_answer(
                 return Ok((-1, rcode, answers));
             }
             let n = len.min(anslen as usize);
-            std::ptr::copy_nonoverlapping(out.as_ptr(), answer, n);
+            // SAFETY: `answer` is non-null with `anslen` >= `n` writable bytes (res_query's).
+            unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), answer, n) };
             Ok((n as c_int, rcode, answers))
         }
         proxify_core::dns::Verdict::Pass => Err(()),
@@ -704,16 +780,21 @@ unsafe fn res_query_like(
                 set_h_errno(NO_RECOVERY);
                 return Some(-1);
             }
-            let mut n = CStr::from_ptr(name).to_string_lossy().into_owned();
+            // SAFETY: `name` is non-null, a NUL-terminated name (res_query's contract).
+            let mut n = unsafe { CStr::from_ptr(name) }
+                .to_string_lossy()
+                .into_owned();
             if !domain.is_null() {
-                let d = CStr::from_ptr(domain).to_string_lossy();
+                // SAFETY: a non-null `domain` is a NUL-terminated name (res_querydomain's).
+                let d = unsafe { CStr::from_ptr(domain) }.to_string_lossy();
                 n = format!("{}.{}", n.trim_end_matches('.'), d);
             }
             let Some(q) = make_query(&n, class, ty) else {
                 set_h_errno(NO_RECOVERY);
                 return Some(-1);
             };
-            match res_answer(&format!("{what}()"), &q, answer, anslen) {
+            // SAFETY: `answer` is NULL or has `anslen` writable bytes (res_query's contract).
+            match unsafe { res_answer(&format!("{what}()"), &q, answer, anslen) } {
                 Ok(r) => Some(query_result(r)),
                 Err(()) => None,
             }
@@ -739,8 +820,10 @@ unsafe fn res_send_like(
             if msg.is_null() || msglen <= 0 {
                 return Some(-1);
             }
-            let m = std::slice::from_raw_parts(msg, msglen as usize);
-            match res_answer(&format!("{what}()"), m, answer, anslen) {
+            // SAFETY: `msg` is non-null with `msglen` > 0 readable bytes (res_send's contract).
+            let m = unsafe { std::slice::from_raw_parts(msg, msglen as usize) };
+            // SAFETY: `answer` is NULL or has `anslen` writable bytes (res_send's contract).
+            match unsafe { res_answer(&format!("{what}()"), m, answer, anslen) } {
                 Ok((len, _, _)) => Some(len),
                 Err(()) => None,
             }
@@ -753,14 +836,18 @@ macro_rules! res_hooks {
         $(
             #[no_mangle]
             pub unsafe extern "C" fn $name($($arg: $ty),*) -> c_int {
-                match $how {
+                // SAFETY: res_query_like/res_send_like get the caller's pointers, which meet
+                // this res_* call's contract.
+                match unsafe { $how } {
                     Some(r) => r,
-                    None => real::$name($($arg),*),
+                    // SAFETY: the caller's arguments, unchanged, under libc's own contract.
+                    None => unsafe { real::$name($($arg),*) },
                 }
             }
             #[no_mangle]
             pub unsafe extern "C" fn $alias($($arg: $ty),*) -> c_int {
-                $name($($arg),*)
+                // SAFETY: the same hook under its other name, with the caller's arguments.
+                unsafe { $name($($arg),*) }
             }
         )*
     };

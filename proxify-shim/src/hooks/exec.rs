@@ -135,12 +135,14 @@ unsafe fn entries<'a>(envp: *const *const c_char) -> impl Iterator<Item = &'a [u
         if envp.is_null() {
             return None;
         }
-        let p = *envp.add(i);
+        // SAFETY: `envp` is non-null and NULL-terminated (the contract); `i` stops at the NULL.
+        let p = unsafe { *envp.add(i) };
         if p.is_null() {
             return None;
         }
         i += 1;
-        Some(CStr::from_ptr(p).to_bytes())
+        // SAFETY: an entry before the NULL is a NUL-terminated string (the contract).
+        Some(unsafe { CStr::from_ptr(p) }.to_bytes())
     })
 }
 
@@ -171,7 +173,8 @@ impl State {
         let mut preload_ok = true;
         let mut preloads = 0;
         let mut present: u64 = 0;
-        for e in entries(envp) {
+        // SAFETY: the caller's `envp`, NULL or a NULL-terminated environment (repair's contract).
+        for e in unsafe { entries(envp) } {
             if let Some(v) = e.strip_prefix(PRELOAD) {
                 preloads += 1;
                 preload_ok &= self.preload_has_us(v);
@@ -211,7 +214,8 @@ impl State {
                 return Err(Unfit::NoShimPath);
             };
             owned.extend_from_slice(shim);
-            for e in entries(envp) {
+            // SAFETY: the caller's `envp`, NULL or a NULL-terminated environment (as above).
+            for e in unsafe { entries(envp) } {
                 if let Some(v) = e.strip_prefix(PRELOAD) {
                     for lib in v.split(|&b| is_sep(b)) {
                         let ours = Some(lib) == self.shim.as_deref()
@@ -226,10 +230,13 @@ impl State {
             owned.push(0);
         }
         let mut i = 0;
-        while !envp.is_null() && !(*envp.add(i)).is_null() {
-            let p = *envp.add(i);
+        // SAFETY: a non-null `envp` is NULL-terminated (the contract); `i` stops at the NULL.
+        while !envp.is_null() && !unsafe { *envp.add(i) }.is_null() {
+            // SAFETY: as above, entry `i` is before the NULL.
+            let p = unsafe { *envp.add(i) };
             i += 1;
-            if owned.is_empty() || !CStr::from_ptr(p).to_bytes().starts_with(PRELOAD) {
+            // SAFETY: `p` is a non-null entry of `envp`, a NUL-terminated string.
+            if owned.is_empty() || !unsafe { CStr::from_ptr(p) }.to_bytes().starts_with(PRELOAD) {
                 ptrs.push(p);
             }
         }
@@ -304,7 +311,8 @@ mod leaving {
         envp: *const *const c_char,
     ) -> c_int {
         leave_for_exec();
-        real::execve(path, argv, envp)
+        // SAFETY: the caller's arguments, unchanged, under libc's execve contract.
+        unsafe { real::execve(path, argv, envp) }
     }
 
     pub unsafe fn execvpe(
@@ -313,7 +321,8 @@ mod leaving {
         envp: *const *const c_char,
     ) -> c_int {
         leave_for_exec();
-        real::execvpe(file, argv, envp)
+        // SAFETY: the caller's arguments, unchanged, under libc's execvpe contract.
+        unsafe { real::execvpe(file, argv, envp) }
     }
 
     pub unsafe fn fexecve(
@@ -322,7 +331,8 @@ mod leaving {
         envp: *const *const c_char,
     ) -> c_int {
         leave_for_exec();
-        real::fexecve(fd, argv, envp)
+        // SAFETY: the caller's arguments, unchanged, under libc's fexecve contract.
+        unsafe { real::fexecve(fd, argv, envp) }
     }
 
     pub unsafe fn execveat(
@@ -333,7 +343,8 @@ mod leaving {
         flags: c_int,
     ) -> c_int {
         leave_for_exec();
-        real::execveat(dirfd, path, argv, envp, flags)
+        // SAFETY: the caller's arguments, unchanged, under libc's execveat contract.
+        unsafe { real::execveat(dirfd, path, argv, envp, flags) }
     }
 }
 
@@ -343,12 +354,14 @@ fn fail(errno: c_int) -> c_int {
 }
 
 unsafe fn path_of<'a>(p: *const c_char) -> &'a Path {
-    Path::new(OsStr::from_bytes(CStr::from_ptr(p).to_bytes()))
+    // SAFETY: `p` is a non-null NUL-terminated path (the caller's contract).
+    Path::new(OsStr::from_bytes(unsafe { CStr::from_ptr(p) }.to_bytes()))
 }
 
 /// `PATH` in an environment (what `env NAME` in a `#!` line searches).
 unsafe fn env_path<'a>(envp: *const *const c_char) -> Option<&'a OsStr> {
-    entries(envp)
+    // SAFETY: the caller's `envp`, NULL or a NULL-terminated environment (env_path's contract).
+    unsafe { entries(envp) }
         .find_map(|e| e.strip_prefix(b"PATH="))
         .map(OsStr::from_bytes)
 }
@@ -356,8 +369,10 @@ unsafe fn env_path<'a>(envp: *const *const c_char) -> Option<&'a OsStr> {
 /// Our own `PATH`, as `execvp` and `posix_spawnp` search it (no Rust lock: we may be in a
 /// child of a multi-threaded `fork`).
 unsafe fn own_path_var<'a>() -> Option<&'a OsStr> {
-    let p = libc::getenv(c"PATH".as_ptr());
-    (!p.is_null()).then(|| OsStr::from_bytes(CStr::from_ptr(p).to_bytes()))
+    // SAFETY: a C string literal; the environment is read unlocked, as libc's execvp reads it.
+    let p = unsafe { libc::getenv(c"PATH".as_ptr()) };
+    // SAFETY: `p` is non-null: getenv's NUL-terminated value.
+    (!p.is_null()).then(|| OsStr::from_bytes(unsafe { CStr::from_ptr(p) }.to_bytes()))
 }
 
 /// The file reported last (device, inode): a shell searching `PATH` tries the same file under
@@ -474,7 +489,8 @@ unsafe fn env_for(
     target: &Path,
     envp: *const *const c_char,
 ) -> Result<(Option<NewEnv>, *const *const c_char), c_int> {
-    match state().repair(envp) {
+    // SAFETY: the caller's `envp`, NULL or a NULL-terminated environment (env_for's contract).
+    match unsafe { state().repair(envp) } {
         Ok(Some(new)) => {
             log::debug!(
                 "exec {}: LD_PRELOAD/PROXIFY_* added back to its environment",
@@ -498,14 +514,19 @@ unsafe fn do_execve(
     envp: *const *const c_char,
 ) -> c_int {
     if path.is_null() {
-        return leaving::execve(path, argv, envp);
+        // SAFETY: the caller's arguments, unchanged: the real call fails on the NULL path.
+        return unsafe { leaving::execve(path, argv, envp) };
     }
-    let target = path_of(path);
-    if let Some(e) = check(Target::new(target, argv, env_path(envp))) {
+    // SAFETY: `path` is non-null, the caller's NUL-terminated path.
+    let target = unsafe { path_of(path) };
+    // SAFETY: the caller's `envp`, NULL or a NULL-terminated environment.
+    if let Some(e) = check(Target::new(target, argv, unsafe { env_path(envp) })) {
         return fail(e);
     }
-    match env_for(target, envp) {
-        Ok((_keep, env)) => leaving::execve(path, argv, env),
+    // SAFETY: the caller's `envp`, NULL or a NULL-terminated environment.
+    match unsafe { env_for(target, envp) } {
+        // SAFETY: the caller's path and argv; `env` is `envp` or the copy `_keep` holds alive.
+        Ok((_keep, env)) => unsafe { leaving::execve(path, argv, env) },
         Err(e) => fail(e),
     }
 }
@@ -514,8 +535,10 @@ unsafe fn do_execve(
 /// found, the call fails).
 unsafe fn search(file: *const c_char, cwd: Option<&Path>) -> Option<PathBuf> {
     progcheck::find_in_path_from(
-        OsStr::from_bytes(CStr::from_ptr(file).to_bytes()),
-        own_path_var(),
+        // SAFETY: `file` is a non-null NUL-terminated name (the caller's contract).
+        OsStr::from_bytes(unsafe { CStr::from_ptr(file) }.to_bytes()),
+        // SAFETY: reads our own environment unlocked, as libc's execvp does.
+        unsafe { own_path_var() },
         cwd,
     )
 }
@@ -526,17 +549,23 @@ unsafe fn do_execvpe(
     envp: *const *const c_char,
 ) -> c_int {
     if file.is_null() {
-        return leaving::execvpe(file, argv, envp);
+        // SAFETY: the caller's arguments, unchanged: the real call fails on the NULL name.
+        return unsafe { leaving::execvpe(file, argv, envp) };
     }
-    let found = search(file, None);
+    // SAFETY: `file` is non-null, the caller's NUL-terminated name.
+    let found = unsafe { search(file, None) };
     if let Some(target) = &found {
-        if let Some(e) = check(Target::new(target, argv, env_path(envp))) {
+        // SAFETY: the caller's `envp`, NULL or a NULL-terminated environment.
+        if let Some(e) = check(Target::new(target, argv, unsafe { env_path(envp) })) {
             return fail(e);
         }
     }
-    let shown = found.unwrap_or_else(|| path_of(file).to_path_buf());
-    match env_for(&shown, envp) {
-        Ok((_keep, env)) => leaving::execvpe(file, argv, env),
+    // SAFETY: `file` is non-null, the caller's NUL-terminated name.
+    let shown = found.unwrap_or_else(|| unsafe { path_of(file) }.to_path_buf());
+    // SAFETY: the caller's `envp`, NULL or a NULL-terminated environment.
+    match unsafe { env_for(&shown, envp) } {
+        // SAFETY: the caller's file and argv; `env` is `envp` or the copy `_keep` holds alive.
+        Ok((_keep, env)) => unsafe { leaving::execvpe(file, argv, env) },
         Err(e) => fail(e),
     }
 }
@@ -551,7 +580,8 @@ pub unsafe extern "C" fn execve(
         || fail(libc::EAGAIN),
         -1,
         libc::EPERM,
-        || do_execve(path, argv, envp),
+        // SAFETY: the caller's arguments, under execve's contract.
+        || unsafe { do_execve(path, argv, envp) },
     )
 }
 
@@ -561,7 +591,8 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *const c_char) 
         || fail(libc::EAGAIN),
         -1,
         libc::EPERM,
-        || do_execve(path, argv, environ),
+        // SAFETY: the caller's arguments and `environ`, the process's environment, as execv uses.
+        || unsafe { do_execve(path, argv, environ) },
     )
 }
 
@@ -571,7 +602,8 @@ pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *const c_char)
         || fail(libc::EAGAIN),
         -1,
         libc::EPERM,
-        || do_execvpe(file, argv, environ),
+        // SAFETY: the caller's arguments and `environ`, the process's environment, as execvp uses.
+        || unsafe { do_execvpe(file, argv, environ) },
     )
 }
 
@@ -585,7 +617,8 @@ pub unsafe extern "C" fn execvpe(
         || fail(libc::EAGAIN),
         -1,
         libc::EPERM,
-        || do_execvpe(file, argv, envp),
+        // SAFETY: the caller's arguments, under execvpe's contract.
+        || unsafe { do_execvpe(file, argv, envp) },
     )
 }
 
@@ -612,15 +645,19 @@ pub unsafe extern "C" fn fexecve(
         libc::EPERM,
         || {
             let Some(target) = fd_path(fd) else {
-                return leaving::fexecve(fd, argv, envp);
+                // SAFETY: the caller's arguments, unchanged: the real call fails on the bad fd.
+                return unsafe { leaving::fexecve(fd, argv, envp) };
             };
-            let mut t = Target::new(&target, argv, env_path(envp));
+            // SAFETY: the caller's `envp`, NULL or a NULL-terminated environment.
+            let mut t = Target::new(&target, argv, unsafe { env_path(envp) });
             t.by_fd = true;
             if let Some(e) = check(t) {
                 return fail(e);
             }
-            match env_for(&target, envp) {
-                Ok((_keep, env)) => leaving::fexecve(fd, argv, env),
+            // SAFETY: the caller's `envp`, NULL or a NULL-terminated environment.
+            match unsafe { env_for(&target, envp) } {
+                // SAFETY: the caller's fd and argv; `env` is `envp` or the copy `_keep` keeps.
+                Ok((_keep, env)) => unsafe { leaving::fexecve(fd, argv, env) },
                 Err(e) => fail(e),
             }
         },
@@ -641,34 +678,44 @@ pub unsafe extern "C" fn execveat(
         libc::EPERM,
         || {
             if path.is_null() {
-                return leaving::execveat(dirfd, path, argv, envp, flags);
+                // SAFETY: the caller's arguments, unchanged: the real call fails on the NULL path.
+                return unsafe { leaving::execveat(dirfd, path, argv, envp, flags) };
             }
-            let name = CStr::from_ptr(path).to_bytes();
+            // SAFETY: `path` is non-null, the caller's NUL-terminated path.
+            let name = unsafe { CStr::from_ptr(path) }.to_bytes();
             let (target, by_fd) = if name.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
                 match fd_path(dirfd) {
                     Some(t) => (t, true),
-                    None => return leaving::execveat(dirfd, path, argv, envp, flags),
+                    // SAFETY: the caller's arguments, unchanged: the real call fails on the bad fd.
+                    None => return unsafe { leaving::execveat(dirfd, path, argv, envp, flags) },
                 }
             } else if name.starts_with(b"/") || dirfd == libc::AT_FDCWD {
-                (path_of(path).to_path_buf(), false)
+                // SAFETY: `path` is non-null, the caller's NUL-terminated path.
+                (unsafe { path_of(path) }.to_path_buf(), false)
             } else {
-                let mut st: libc::stat = std::mem::zeroed();
+                // SAFETY: all-zero bytes are a valid value of this plain C struct.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
                 let nofollow = flags & libc::AT_SYMLINK_NOFOLLOW;
-                if libc::fstatat(dirfd, path, &mut st, nofollow) != 0 {
+                // SAFETY: `path` is the caller's NUL-terminated path; fstatat writes a local stat.
+                if unsafe { libc::fstatat(dirfd, path, &mut st, nofollow) } != 0 {
                     // The real call fails the same way.
-                    return leaving::execveat(dirfd, path, argv, envp, flags);
+                    // SAFETY: the caller's arguments, unchanged.
+                    return unsafe { leaving::execveat(dirfd, path, argv, envp, flags) };
                 }
                 let mut t = format!("/proc/self/fd/{dirfd}/").into_bytes();
                 t.extend_from_slice(name);
                 (PathBuf::from(std::ffi::OsString::from_vec(t)), true)
             };
-            let mut t = Target::new(&target, argv, env_path(envp));
+            // SAFETY: the caller's `envp`, NULL or a NULL-terminated environment.
+            let mut t = Target::new(&target, argv, unsafe { env_path(envp) });
             t.by_fd = by_fd;
             if let Some(e) = check(t) {
                 return fail(e);
             }
-            match env_for(&target, envp) {
-                Ok((_keep, env)) => leaving::execveat(dirfd, path, argv, env, flags),
+            // SAFETY: the caller's `envp`, NULL or a NULL-terminated environment.
+            match unsafe { env_for(&target, envp) } {
+                // SAFETY: the caller's arguments; `env` is `envp` or the copy `_keep` holds alive.
+                Ok((_keep, env)) => unsafe { leaving::execveat(dirfd, path, argv, env, flags) },
                 Err(e) => fail(e),
             }
         },
@@ -691,22 +738,30 @@ pub unsafe extern "C" fn posix_spawn(
         || {
             let envp = envp as *const *const c_char;
             if path.is_null() {
-                return real::posix_spawn(pid, path, actions, attr, argv, envp.cast());
+                // SAFETY: the caller's arguments, unchanged, under libc's posix_spawn contract.
+                return unsafe { real::posix_spawn(pid, path, actions, attr, argv, envp.cast()) };
             }
-            let target = path_of(path);
-            let plan = match spawn_plan(actions, attr) {
+            // SAFETY: `path` is non-null, the caller's NUL-terminated path.
+            let target = unsafe { path_of(path) };
+            // SAFETY: `actions` and `attr` are NULL or initialised (posix_spawn's contract).
+            let plan = match unsafe { spawn_plan(actions, attr) } {
                 Ok(p) => p,
                 Err(why) if target.is_relative() => return refuse(target, &Could(why)),
                 Err(_) => SpawnPlan::default(),
             };
-            let mut t = Target::new(target, argv.cast(), env_path(envp));
+            // SAFETY: the caller's `envp`, NULL or a NULL-terminated environment.
+            let mut t = Target::new(target, argv.cast(), unsafe { env_path(envp) });
             t.cwd = plan.cwd.as_deref();
             t.creds = plan.creds;
             if let Some(e) = check(t) {
                 return e;
             }
-            match env_for(target, envp) {
-                Ok((_keep, env)) => real::posix_spawn(pid, path, actions, attr, argv, env.cast()),
+            // SAFETY: the caller's `envp`, NULL or a NULL-terminated environment.
+            match unsafe { env_for(target, envp) } {
+                // SAFETY: the caller's arguments; `env` is `envp` or the copy `_keep` holds alive.
+                Ok((_keep, env)) => unsafe {
+                    real::posix_spawn(pid, path, actions, attr, argv, env.cast())
+                },
                 Err(e) => e,
             }
         },
@@ -729,25 +784,38 @@ pub unsafe extern "C" fn posix_spawnp(
         || {
             let envp = envp as *const *const c_char;
             if file.is_null() {
-                return real::posix_spawnp(pid, file, actions, attr, argv, envp.cast());
+                // SAFETY: the caller's arguments, unchanged, under libc's posix_spawnp contract.
+                return unsafe { real::posix_spawnp(pid, file, actions, attr, argv, envp.cast()) };
             }
-            let plan = match spawn_plan(actions, attr) {
+            // SAFETY: `actions` and `attr` are NULL or initialised (posix_spawnp's contract).
+            let plan = match unsafe { spawn_plan(actions, attr) } {
                 Ok(p) => p,
-                Err(why) if looks_here(file) => return refuse(path_of(file), &Could(why)),
+                // SAFETY: `file` is non-null, the caller's NUL-terminated name.
+                Err(why) if unsafe { looks_here(file) } => {
+                    // SAFETY: as above.
+                    return refuse(unsafe { path_of(file) }, &Could(why));
+                }
                 Err(_) => SpawnPlan::default(),
             };
-            let found = search(file, plan.cwd.as_deref());
+            // SAFETY: `file` is non-null, the caller's NUL-terminated name.
+            let found = unsafe { search(file, plan.cwd.as_deref()) };
             if let Some(target) = &found {
-                let mut t = Target::new(target, argv.cast(), env_path(envp));
+                // SAFETY: the caller's `envp`, NULL or a NULL-terminated environment.
+                let mut t = Target::new(target, argv.cast(), unsafe { env_path(envp) });
                 t.cwd = plan.cwd.as_deref();
                 t.creds = plan.creds;
                 if let Some(e) = check(t) {
                     return e;
                 }
             }
-            let shown = found.unwrap_or_else(|| path_of(file).to_path_buf());
-            match env_for(&shown, envp) {
-                Ok((_keep, env)) => real::posix_spawnp(pid, file, actions, attr, argv, env.cast()),
+            // SAFETY: `file` is non-null, the caller's NUL-terminated name.
+            let shown = found.unwrap_or_else(|| unsafe { path_of(file) }.to_path_buf());
+            // SAFETY: the caller's `envp`, NULL or a NULL-terminated environment.
+            match unsafe { env_for(&shown, envp) } {
+                // SAFETY: the caller's arguments; `env` is `envp` or the copy `_keep` holds alive.
+                Ok((_keep, env)) => unsafe {
+                    real::posix_spawnp(pid, file, actions, attr, argv, env.cast())
+                },
                 Err(e) => e,
             }
         },
@@ -759,7 +827,8 @@ pub unsafe extern "C" fn posix_spawnp(
 /// first, or the shell and everything it runs would be unproxied.
 unsafe fn restore_own_env() -> Result<(), Unfit<'static>> {
     let st = state();
-    let Some(new) = st.repair(environ)? else {
+    // SAFETY: `environ` is the process's NULL-terminated environment, read as system reads it.
+    let Some(new) = unsafe { st.repair(environ) }? else {
         return Ok(());
     };
     runtime::get();
@@ -768,7 +837,8 @@ unsafe fn restore_own_env() -> Result<(), Unfit<'static>> {
         if p.is_null() {
             break;
         }
-        let e = CStr::from_ptr(p).to_bytes();
+        // SAFETY: a non-null entry of the repaired environment, a NUL-terminated string.
+        let e = unsafe { CStr::from_ptr(p) }.to_bytes();
         let name = var_name(e);
         if name == b"LD_PRELOAD" || name.starts_with(b"PROXIFY_") {
             let (Ok(k), Ok(v)) = (
@@ -777,7 +847,9 @@ unsafe fn restore_own_env() -> Result<(), Unfit<'static>> {
             ) else {
                 return Err(Unfit::NoShimPath);
             };
-            if libc::setenv(k.as_ptr(), v.as_ptr(), 1) != 0 {
+            // SAFETY: `k` and `v` are C strings (setenv copies them); the environment is set
+            // unlocked, just before libc's system/popen read it the same way.
+            if unsafe { libc::setenv(k.as_ptr(), v.as_ptr(), 1) } != 0 {
                 return Err(Unfit::NoShimPath);
             }
         }
@@ -806,12 +878,14 @@ pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
         || {
             // system(NULL) only asks whether a shell exists.
             if !command.is_null() {
-                if let Err(u) = restore_own_env() {
+                // SAFETY: sets our own environment back, as system is about to read it.
+                if let Err(u) = unsafe { restore_own_env() } {
                     refuse_env(u);
                     return fail(libc::EPERM);
                 }
             }
-            real::system(command)
+            // SAFETY: the caller's argument, unchanged, under libc's system contract.
+            unsafe { real::system(command) }
         },
     )
 }
@@ -826,12 +900,14 @@ pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *
         std::ptr::null_mut(),
         libc::EPERM,
         || {
-            if let Err(u) = restore_own_env() {
+            // SAFETY: sets our own environment back, as popen is about to read it.
+            if let Err(u) = unsafe { restore_own_env() } {
                 refuse_env(u);
                 set_errno(libc::EPERM);
                 return std::ptr::null_mut();
             }
-            real::popen(command, mode)
+            // SAFETY: the caller's arguments, unchanged, under libc's popen contract.
+            unsafe { real::popen(command, mode) }
         },
     )
 }
@@ -850,7 +926,8 @@ pub unsafe extern "C" fn proxify_execve(
         || fail(libc::EAGAIN),
         -1,
         libc::EPERM,
-        || do_execve(path, argv, envp),
+        // SAFETY: the caller's arguments (from csrc/variadic.c), under execve's contract.
+        || unsafe { do_execve(path, argv, envp) },
     )
 }
 
@@ -865,7 +942,8 @@ pub unsafe extern "C" fn proxify_execvpe(
         || fail(libc::EAGAIN),
         -1,
         libc::EPERM,
-        || do_execvpe(file, argv, envp),
+        // SAFETY: the caller's arguments (from csrc/variadic.c), under execvpe's contract.
+        || unsafe { do_execvpe(file, argv, envp) },
     )
 }
 

@@ -54,7 +54,8 @@ unsafe fn notify(sev: &SigEvent) {
             let v = libc::sigval {
                 sival_ptr: sev.value,
             };
-            libc::sigqueue(libc::getpid(), sev.signo, v);
+            // SAFETY: plain values: our own pid and the caller's signal number and value.
+            unsafe { libc::sigqueue(libc::getpid(), sev.signo, v) };
         }
         libc::SIGEV_THREAD => {
             let Some(function) = sev.function else {
@@ -65,12 +66,17 @@ unsafe fn notify(sev: &SigEvent) {
                 value: sev.value,
             }));
             let mut tid: libc::pthread_t = 0;
-            if libc::pthread_create(&mut tid, sev.attributes, notify_thread, arg as *mut c_void)
-                == 0
+            // SAFETY: `tid` is writable, `sev.attributes` is NULL or the caller's pthread_attr_t
+            // (sigevent's contract), and notify_thread takes ownership of `arg`.
+            if unsafe {
+                libc::pthread_create(&mut tid, sev.attributes, notify_thread, arg as *mut c_void)
+            } == 0
             {
-                libc::pthread_detach(tid);
+                // SAFETY: `tid` is the thread just created, not yet joined or detached.
+                unsafe { libc::pthread_detach(tid) };
             } else {
-                drop(Box::from_raw(arg));
+                // SAFETY: no thread started, so `arg` (Box::into_raw above) is still ours alone.
+                drop(unsafe { Box::from_raw(arg) });
                 log::warn!("getaddrinfo_a: cannot start the notification thread");
             }
         }
@@ -87,26 +93,42 @@ pub unsafe extern "C" fn getaddrinfo_a(
 ) -> c_int {
     let remote = guarded(None, libc::EIO, || Some(runtime::get().remote_dns())).unwrap_or(true);
     if !remote {
-        return real::getaddrinfo_a(mode, list as *mut *mut c_void, n, sev as *mut c_void);
+        // SAFETY: the caller's arguments, unchanged, to libc's getaddrinfo_a (Gaicb and SigEvent
+        // are glibc's layouts).
+        return unsafe {
+            real::getaddrinfo_a(mode, list as *mut *mut c_void, n, sev as *mut c_void)
+        };
     }
     if list.is_null() || n < 0 {
         return libc::EAI_SYSTEM;
     }
     for i in 0..n as usize {
-        let r = *list.add(i);
+        // SAFETY: `list` is non-null with `n` entries (getaddrinfo_a's contract) and i < n.
+        let r = unsafe { *list.add(i) };
         if r.is_null() {
             continue;
         }
-        let r = &mut *r;
+        // SAFETY: a non-null entry is the caller's gaicb, handed to us to fill in.
+        let r = unsafe { &mut *r };
         r.ar_result = std::ptr::null_mut();
         r.ret = if r.ar_name.is_null() && r.ar_service.is_null() {
             libc::EAI_NONAME
         } else {
-            crate::hooks::dns::getaddrinfo(r.ar_name, r.ar_service, r.ar_request, &mut r.ar_result)
+            // SAFETY: name and service are NULL or C strings and ar_request NULL or an addrinfo
+            // (getaddrinfo_a's contract); ar_result is a writable field of the gaicb.
+            unsafe {
+                crate::hooks::dns::getaddrinfo(
+                    r.ar_name,
+                    r.ar_service,
+                    r.ar_request,
+                    &mut r.ar_result,
+                )
+            }
         };
     }
     if mode == GAI_NOWAIT && !sev.is_null() {
-        notify(&*sev);
+        // SAFETY: `sev` is non-null, so the caller's sigevent (getaddrinfo_a's contract).
+        unsafe { notify(&*sev) };
     }
     0
 }

@@ -23,11 +23,12 @@ use std::sync::OnceLock;
 
 /// Is the host `*ahost` names this host (so libc's own connect to it stays local)?
 unsafe fn local_host(ahost: *mut *mut c_char) -> bool {
-    if ahost.is_null() || (*ahost).is_null() {
+    // SAFETY: a non-null `ahost` is the caller's valid `char **` (rcmd's contract).
+    if ahost.is_null() || unsafe { *ahost }.is_null() {
         return false;
     }
-    // SAFETY: the caller's NUL-terminated host name.
-    let Ok(h) = CStr::from_ptr(*ahost).to_str() else {
+    // SAFETY: `*ahost` is non-null, the caller's NUL-terminated host name.
+    let Ok(h) = unsafe { CStr::from_ptr(*ahost) }.to_str() else {
         return false;
     };
     if h.eq_ignore_ascii_case("localhost") || h.eq_ignore_ascii_case("localhost.localdomain") {
@@ -81,7 +82,8 @@ pub unsafe extern "C" fn rcmd(
     fd2p: *mut c_int,
 ) -> c_int {
     refuse_remote_exec("rcmd", ahost)
-        .unwrap_or_else(|| real::rcmd(ahost, port, locuser, remuser, cmd, fd2p))
+        // SAFETY: the caller's arguments, unchanged, under libc's rcmd contract.
+        .unwrap_or_else(|| unsafe { real::rcmd(ahost, port, locuser, remuser, cmd, fd2p) })
 }
 
 #[no_mangle]
@@ -95,7 +97,8 @@ pub unsafe extern "C" fn rcmd_af(
     af: libc::sa_family_t,
 ) -> c_int {
     refuse_remote_exec("rcmd_af", ahost)
-        .unwrap_or_else(|| real::rcmd_af(ahost, port, locuser, remuser, cmd, fd2p, af))
+        // SAFETY: the caller's arguments, unchanged, under libc's rcmd_af contract.
+        .unwrap_or_else(|| unsafe { real::rcmd_af(ahost, port, locuser, remuser, cmd, fd2p, af) })
 }
 
 #[no_mangle]
@@ -108,7 +111,8 @@ pub unsafe extern "C" fn rexec(
     fd2p: *mut c_int,
 ) -> c_int {
     refuse_remote_exec("rexec", ahost)
-        .unwrap_or_else(|| real::rexec(ahost, port, user, passwd, cmd, fd2p))
+        // SAFETY: the caller's arguments, unchanged, under libc's rexec contract.
+        .unwrap_or_else(|| unsafe { real::rexec(ahost, port, user, passwd, cmd, fd2p) })
 }
 
 #[no_mangle]
@@ -122,7 +126,8 @@ pub unsafe extern "C" fn rexec_af(
     af: libc::sa_family_t,
 ) -> c_int {
     refuse_remote_exec("rexec_af", ahost)
-        .unwrap_or_else(|| real::rexec_af(ahost, port, user, passwd, cmd, fd2p, af))
+        // SAFETY: the caller's arguments, unchanged, under libc's rexec_af contract.
+        .unwrap_or_else(|| unsafe { real::rexec_af(ahost, port, user, passwd, cmd, fd2p, af) })
 }
 
 fn remote_dns() -> bool {
@@ -153,7 +158,8 @@ pub unsafe extern "C" fn ruserok(
     if untrusted("ruserok") {
         return -1;
     }
-    real::ruserok(rhost, superuser, ruser, luser)
+    // SAFETY: the caller's arguments, unchanged, under libc's ruserok contract.
+    unsafe { real::ruserok(rhost, superuser, ruser, luser) }
 }
 
 #[no_mangle]
@@ -167,7 +173,8 @@ pub unsafe extern "C" fn ruserok_af(
     if untrusted("ruserok_af") {
         return -1;
     }
-    real::ruserok_af(rhost, superuser, ruser, luser, af)
+    // SAFETY: the caller's arguments, unchanged, under libc's ruserok_af contract.
+    unsafe { real::ruserok_af(rhost, superuser, ruser, luser, af) }
 }
 
 #[no_mangle]
@@ -180,7 +187,8 @@ pub unsafe extern "C" fn iruserok(
     if untrusted("iruserok") {
         return -1;
     }
-    real::iruserok(raddr, superuser, ruser, luser)
+    // SAFETY: the caller's arguments, unchanged, under libc's iruserok contract.
+    unsafe { real::iruserok(raddr, superuser, ruser, luser) }
 }
 
 #[no_mangle]
@@ -194,7 +202,8 @@ pub unsafe extern "C" fn iruserok_af(
     if untrusted("iruserok_af") {
         return -1;
     }
-    real::iruserok_af(raddr, superuser, ruser, luser, af)
+    // SAFETY: the caller's arguments, unchanged, under libc's iruserok_af contract.
+    unsafe { real::iruserok_af(raddr, superuser, ruser, luser, af) }
 }
 
 /// Does the `networks:` line of /etc/nsswitch.conf name `dns` (read once)?
@@ -246,19 +255,23 @@ extern "C" {
 #[no_mangle]
 pub unsafe extern "C" fn getnetbyname(name: *const c_char) -> *mut libc::c_void {
     if network_lookup_refused("getnetbyname") {
-        *__h_errno_location() = 1; // HOST_NOT_FOUND
+        // SAFETY: glibc's __h_errno_location returns this thread's h_errno, always valid.
+        unsafe { *__h_errno_location() = 1 }; // HOST_NOT_FOUND
         return std::ptr::null_mut();
     }
-    real::getnetbyname(name)
+    // SAFETY: the caller's arguments, unchanged, under libc's getnetbyname contract.
+    unsafe { real::getnetbyname(name) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn getnetbyaddr(net: u32, ty: c_int) -> *mut libc::c_void {
     if network_lookup_refused("getnetbyaddr") {
-        *__h_errno_location() = 1;
+        // SAFETY: glibc's __h_errno_location returns this thread's h_errno, always valid.
+        unsafe { *__h_errno_location() = 1 };
         return std::ptr::null_mut();
     }
-    real::getnetbyaddr(net, ty)
+    // SAFETY: the caller's arguments, unchanged, under libc's getnetbyaddr contract.
+    unsafe { real::getnetbyaddr(net, ty) }
 }
 
 #[no_mangle]
@@ -272,14 +285,17 @@ pub unsafe extern "C" fn getnetbyname_r(
 ) -> c_int {
     if network_lookup_refused("getnetbyname_r") {
         if !result.is_null() {
-            *result = std::ptr::null_mut();
+            // SAFETY: a non-null `result` is the caller's out-pointer (the _r call's contract).
+            unsafe { *result = std::ptr::null_mut() };
         }
         if !h_errnop.is_null() {
-            *h_errnop = 1;
+            // SAFETY: a non-null `h_errnop` is the caller's out-pointer (the _r call's contract).
+            unsafe { *h_errnop = 1 };
         }
         return libc::ENOENT;
     }
-    real::getnetbyname_r(name, ret, buf, buflen, result, h_errnop)
+    // SAFETY: the caller's arguments, unchanged, under libc's getnetbyname_r contract.
+    unsafe { real::getnetbyname_r(name, ret, buf, buflen, result, h_errnop) }
 }
 
 #[no_mangle]
@@ -294,14 +310,17 @@ pub unsafe extern "C" fn getnetbyaddr_r(
 ) -> c_int {
     if network_lookup_refused("getnetbyaddr_r") {
         if !result.is_null() {
-            *result = std::ptr::null_mut();
+            // SAFETY: a non-null `result` is the caller's out-pointer (the _r call's contract).
+            unsafe { *result = std::ptr::null_mut() };
         }
         if !h_errnop.is_null() {
-            *h_errnop = 1;
+            // SAFETY: a non-null `h_errnop` is the caller's out-pointer (the _r call's contract).
+            unsafe { *h_errnop = 1 };
         }
         return libc::ENOENT;
     }
-    real::getnetbyaddr_r(net, ty, ret, buf, buflen, result, h_errnop)
+    // SAFETY: the caller's arguments, unchanged, under libc's getnetbyaddr_r contract.
+    unsafe { real::getnetbyaddr_r(net, ty, ret, buf, buflen, result, h_errnop) }
 }
 
 #[cfg(test)]

@@ -50,8 +50,12 @@ macro_rules! real_fns {
                 if p == 0 {
                     p = resolve(concat!($sym, "\0").as_bytes(), &slot::$name);
                 }
-                let f: unsafe extern "C" fn($($ty),*) -> $ret = std::mem::transmute(p);
-                f($($arg),*)
+                // SAFETY: `p` is the non-zero address dlsym gave for `$sym`, a C function with
+                // this signature.
+                let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(p) };
+                // SAFETY: the caller meets `$sym`'s C contract for these arguments (this
+                // function's only requirement).
+                unsafe { f($($arg),*) }
             }
         )*
         /// Resolves every symbol now (called from the constructor).
@@ -158,6 +162,10 @@ pub unsafe fn syscall6(
     if p == 0 {
         p = resolve(b"syscall\0", &SLOT);
     }
-    let f: unsafe extern "C" fn(libc::c_long, ...) -> libc::c_long = std::mem::transmute(p);
-    f(n, a1, a2, a3, a4, a5, a6)
+    // SAFETY: `p` is the non-zero address dlsym gave for libc's variadic `syscall`.
+    let f: unsafe extern "C" fn(libc::c_long, ...) -> libc::c_long =
+        unsafe { std::mem::transmute(p) };
+    // SAFETY: the caller passes arguments valid for syscall `n` (this function's requirement);
+    // the unused trailing ones are plain integers the kernel ignores.
+    unsafe { f(n, a1, a2, a3, a4, a5, a6) }
 }

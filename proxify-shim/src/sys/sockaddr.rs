@@ -11,9 +11,11 @@ pub unsafe fn read(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddr> 
     if addr.is_null() || (len as usize) < std::mem::size_of::<libc::sa_family_t>() {
         return None;
     }
-    match (*addr).sa_family as c_int {
+    // SAFETY: `addr` is non-null with `len` >= sizeof(sa_family_t) readable bytes (the contract).
+    match unsafe { (*addr).sa_family } as c_int {
         libc::AF_INET if len as usize >= std::mem::size_of::<sockaddr_in>() => {
-            let a = &*(addr as *const sockaddr_in);
+            // SAFETY: the family is AF_INET and `len` >= sizeof(sockaddr_in) bytes are readable.
+            let a = unsafe { &*(addr as *const sockaddr_in) };
             Some(SocketAddr::V4(SocketAddrV4::new(
                 Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
                 u16::from_be(a.sin_port),
@@ -23,14 +25,18 @@ pub unsafe fn read(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddr> 
         libc::AF_INET6 if len as usize >= 24 => {
             let a = addr as *const sockaddr_in6;
             let scope = if len as usize >= std::mem::size_of::<sockaddr_in6>() {
-                (*a).sin6_scope_id
+                // SAFETY: `len` >= sizeof(sockaddr_in6), so sin6_scope_id is within the bytes.
+                unsafe { (*a).sin6_scope_id }
             } else {
                 0
             };
+            // SAFETY: `len` >= 24 readable bytes cover sin6_port, sin6_flowinfo and sin6_addr.
+            let (ip, port, flow) =
+                unsafe { ((*a).sin6_addr.s6_addr, (*a).sin6_port, (*a).sin6_flowinfo) };
             Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from((*a).sin6_addr.s6_addr),
-                u16::from_be((*a).sin6_port),
-                u32::from_be((*a).sin6_flowinfo),
+                Ipv6Addr::from(ip),
+                u16::from_be(port),
+                u32::from_be(flow),
                 scope,
             )))
         }
@@ -47,7 +53,8 @@ pub unsafe fn family(addr: *const sockaddr, len: socklen_t) -> Option<c_int> {
     if addr.is_null() || (len as usize) < std::mem::size_of::<libc::sa_family_t>() {
         None
     } else {
-        Some((*addr).sa_family as c_int)
+        // SAFETY: `addr` is non-null with `len` >= sizeof(sa_family_t) readable bytes (contract).
+        Some(unsafe { (*addr).sa_family } as c_int)
     }
 }
 
@@ -85,9 +92,13 @@ pub fn to_storage(a: &SocketAddr) -> (sockaddr_storage, socklen_t) {
 /// `out` must point to `*len` writable bytes, `len` must be valid.
 pub unsafe fn write_out(a: &SocketAddr, out: *mut sockaddr, len: *mut socklen_t) {
     let (st, full) = to_storage(a);
-    let n = (*len).min(full) as usize;
-    std::ptr::copy_nonoverlapping(&st as *const _ as *const u8, out as *mut u8, n);
-    *len = full;
+    // SAFETY: `len` is valid to read (the caller's contract).
+    let n = unsafe { *len }.min(full) as usize;
+    // SAFETY: `out` has `*len` >= `n` writable bytes (the contract), `st` has `full` >= `n`, and
+    // the local `st` cannot overlap the caller's buffer.
+    unsafe { std::ptr::copy_nonoverlapping(&st as *const _ as *const u8, out as *mut u8, n) };
+    // SAFETY: `len` is valid to write (the caller's contract).
+    unsafe { *len = full };
 }
 
 /// Expresses `a` in the socket's family: an IPv4 address on an AF_INET6 socket becomes

@@ -40,6 +40,7 @@ extern "C" fn fork_prepare() {
 }
 
 extern "C" fn fork_child() {
+    state::fdtable::forked_child();
     nbconnect::forked_child();
     fork_release();
 }

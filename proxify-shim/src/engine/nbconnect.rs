@@ -460,7 +460,7 @@ pub fn abandon(fd: c_int) {
         }
     }
     disconnect(fd);
-    fdtable::clear(fd);
+    socket::close_ours(fdtable::forget(fd));
 }
 
 /// Starts a proxied connect of `fd` (blocking or not) without stepping it; the caller drives

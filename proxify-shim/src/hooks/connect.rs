@@ -76,7 +76,7 @@ unsafe fn dissolve(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
         Some(Kind::ProxiedTcp | Kind::HandshakeFailed) => {
             let r = real::connect(fd, addr, len);
             if r == 0 {
-                fdtable::clear(fd);
+                crate::sys::socket::close_ours(fdtable::forget(fd));
             }
             r
         }
@@ -150,7 +150,7 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
         log::debug!("connect fd {fd} to {dest}: direct (loopback)");
         if tracked.is_some() {
             // A UDP socket with an association now talks to a direct peer: drop it.
-            fdtable::clear(fd);
+            crate::sys::socket::close_ours(fdtable::forget(fd));
         }
         if trace::on() {
             return traced_direct(dest, &"loopback", || real::connect(fd, addr, len));
@@ -162,7 +162,7 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
         Route::Direct(why) => {
             log::info!("connect fd {fd} to {dest}: direct {why}");
             if tracked.is_some() {
-                fdtable::clear(fd);
+                crate::sys::socket::close_ours(fdtable::forget(fd));
             }
             let go = || {
                 if let decide::Direct::Rule(_, Some(to)) = why {

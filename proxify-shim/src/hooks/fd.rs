@@ -9,6 +9,7 @@ use crate::engine::nbconnect;
 use crate::state::fdtable::{self, Kind};
 use crate::sys::guard::{caught, guarded, hook, set_errno};
 use crate::sys::real;
+use crate::sys::socket::close_ours;
 use libc::{c_int, c_uint, c_ulong};
 
 #[no_mangle]
@@ -24,7 +25,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
             if fdtable::is_internal(fd) {
                 return 0;
             }
-            fdtable::clear(fd);
+            close_ours(fdtable::forget(fd));
             real::close(fd)
         },
         -1,
@@ -36,18 +37,47 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
                     // One of ours (a daemon closing every fd): it stays open, the program moves on.
                     return 0;
                 }
-                fdtable::clear(fd);
+                close_ours(fdtable::forget(fd));
             }
             real::close(fd)
         },
     )
 }
 
-/// `newfd` is a copy of `oldfd`: the table copies the state, and a running non-blocking
-/// handshake learns the new number (it finishes for every fd of the socket).
-fn duplicated(oldfd: c_int, newfd: c_int) {
-    if fdtable::duplicate(oldfd, newfd) == Some(Kind::Handshaking) {
-        nbconnect::note_dup(newfd);
+/// `newfd` is a copy of `oldfd`: the table copies the state (with a copy of our control fd
+/// of its own, made here: the table does no I/O), closes nothing, and hands back the control
+/// fd of what `newfd` was before, which is closed here. A running non-blocking handshake
+/// learns the new number (it finishes for every fd of the socket) — unless `may_lock` is
+/// false (a signal handler that interrupted proxify): then a handshaking socket's copy is
+/// refused (EBUSY). Err: the copy must not stay (its state could not be recorded).
+fn duplicated(oldfd: c_int, newfd: c_int, may_lock: bool) -> Result<(), c_int> {
+    if !may_lock && fdtable::kind(oldfd) == Some(Kind::Handshaking) {
+        return Err(libc::EBUSY);
+    }
+    let ctrl = match fdtable::get(oldfd) {
+        // Each fd owns its copy of the control connection: closing one leaves the association
+        // alive for the other.
+        // SAFETY: F_DUPFD_CLOEXEC takes no pointer; the copy is ours.
+        Some(e) if e.ctrl >= 0 => unsafe { real::fcntl(e.ctrl, libc::F_DUPFD_CLOEXEC, 3) },
+        _ => -1,
+    };
+    match fdtable::copy(oldfd, newfd, ctrl) {
+        Ok((stale, kind)) => {
+            close_ours(stale);
+            if kind == Some(Kind::Handshaking) {
+                if !may_lock {
+                    close_ours(fdtable::forget(newfd));
+                    return Err(libc::EBUSY);
+                }
+                nbconnect::note_dup(newfd);
+            }
+            Ok(())
+        }
+        Err(stale) => {
+            close_ours(stale);
+            close_ours((ctrl >= 0).then_some(ctrl));
+            Err(libc::EMFILE)
+        }
     }
 }
 
@@ -60,20 +90,10 @@ fn dup_done(oldfd: c_int, r: c_int) -> c_int {
     let recorded = hook(
         // From a signal handler that interrupted proxify: a handshaking socket's copy must be
         // told to its handshake, under a lock: refused (EBUSY); any other copy is lock-free.
-        || {
-            if fdtable::kind(oldfd) == Some(Kind::Handshaking) {
-                Err(libc::EBUSY)
-            } else {
-                fdtable::duplicate(oldfd, r);
-                Ok(())
-            }
-        },
+        || duplicated(oldfd, r, false),
         Err(libc::EIO),
         libc::EIO,
-        || {
-            duplicated(oldfd, r);
-            Ok(())
-        },
+        || duplicated(oldfd, r, true),
     );
     match recorded {
         Ok(()) => r,
@@ -92,12 +112,26 @@ fn free_number(fd2: c_int) -> bool {
         return true;
     }
     guarded(false, libc::EIO, || {
-        if fdtable::is_internal(fd2) && !fdtable::relocate_internal(fd2) {
+        if fdtable::is_internal(fd2) && !move_ours(fd2) {
             set_errno(libc::EBUSY);
             return false;
         }
         true
     })
+}
+
+/// Moves our internal fd `fd` to another number (the program is about to reuse its number).
+fn move_ours(fd: c_int) -> bool {
+    // SAFETY: F_DUPFD_CLOEXEC takes no pointer; the copy is ours.
+    let nfd = unsafe { real::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if nfd < 0 {
+        return false;
+    }
+    if !fdtable::moved_internal(fd, nfd) {
+        close_ours(Some(nfd));
+        return false;
+    }
+    true
 }
 
 #[no_mangle]
@@ -162,7 +196,7 @@ unsafe fn close_around_ours(first: c_uint, last: c_uint, flags: c_int) -> c_int 
         r |= real::close_range(start, last, flags);
     }
     if r == 0 {
-        fdtable::clear_range(first, last, false);
+        fdtable::clear_range(first, last, false, |c| close_ours(Some(c)));
     }
     r
 }
@@ -177,13 +211,13 @@ pub unsafe extern "C" fn closefrom(first: c_int) {
     let done = caught(|| {
         if close_range(first, c_uint::MAX, 0) != 0 {
             real::closefrom(first as c_int);
-            fdtable::clear_range(first, c_uint::MAX, true);
+            fdtable::clear_range(first, c_uint::MAX, true, |c| close_ours(Some(c)));
         }
     });
     if done.is_none() {
         // closefrom cannot fail: the program's fds are closed (ours with them, which ends
         // their associations: fail closed); their numbers must not keep stale state.
         real::closefrom(first as c_int);
-        let _ = caught(|| fdtable::clear_range(first, c_uint::MAX, true));
+        let _ = caught(|| fdtable::clear_range(first, c_uint::MAX, true, |c| close_ours(Some(c))));
     }
 }

@@ -5,7 +5,20 @@
 //! of atomics. `TRACKED` counts the fds in use, so every hook can tell in one relaxed load that
 //! nothing is tracked and go straight to libc. Clearing a slot (the `close` path) takes no lock
 //! and allocates nothing; only [`set`] may allocate a chunk, on the proxied path.
+//!
+//! A slot is many words, written together: each has a sequence word (a seqlock). A writer
+//! makes it odd (with its thread id beside it), writes, and makes it even again; a reader
+//! keeps a copy only if the word was even and unchanged around it, so it never sees a
+//! half-written entry. Writers of one slot wait for each other (a few instructions), except a
+//! signal handler that interrupted its own thread's write of that slot: it writes inside that
+//! write (the readers wait for its end), and a read there gets the kind alone, with no
+//! address. The kind byte alone ([`kind`]) is always whole: one load.
+//!
+//! The table does no I/O and calls no engine: a control fd it forgets is handed back to the
+//! caller to close ([`forget`], [`clear_range`]), and copies of control fds are made by the
+//! caller (`hooks/fd.rs`).
 
+use std::cell::Cell;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::atomic::{
     AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering,
@@ -64,6 +77,9 @@ impl Entry {
 }
 
 struct Slot {
+    /// The seqlock word: the version in the low half (odd while a writer is in), the writer's
+    /// thread id in the high half.
+    seq: AtomicU64,
     kind: AtomicU8,
     /// Control fd + 1 (0: none), so that an all-zero chunk is empty.
     ctrl: AtomicI32,
@@ -84,6 +100,116 @@ static TRACKED: AtomicUsize = AtomicUsize::new(0);
 /// How many slots are `Handshaking` or `HandshakeFailed`: 0 lets the poll/select/epoll, I/O
 /// and `getsockopt` hooks go straight to libc.
 static HANDSHAKING: AtomicUsize = AtomicUsize::new(0);
+
+/// How many slot writes are in progress, in all threads: a child forked during one finds
+/// its slot odd with no thread to end it ([`forked_child`]).
+static WRITING: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's id, for the seqlock word (0: not asked yet). Const, no destructor: safe
+    /// in a signal handler.
+    static TID: Cell<u32> = const { Cell::new(0) };
+}
+
+fn tid() -> u32 {
+    TID.with(|t| {
+        if t.get() == 0 {
+            // SAFETY: gettid takes no argument and cannot fail.
+            t.set(unsafe { libc::gettid() } as u32);
+        }
+        t.get()
+    })
+}
+
+#[inline]
+fn backoff(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 64 {
+        std::hint::spin_loop();
+    } else {
+        // SAFETY: sched_yield takes no argument.
+        unsafe { libc::sched_yield() };
+    }
+}
+
+/// Runs `f`, the writes of one slot, as its one writer (see the module doc).
+fn write<R>(s: &Slot, f: impl FnOnce() -> R) -> R {
+    WRITING.fetch_add(1, Ordering::Acquire);
+    let me = tid();
+    let mut spins = 0;
+    let base = loop {
+        let v = s.seq.load(Ordering::Relaxed);
+        if v & 1 == 0 {
+            let odd = (u64::from(me) << 32) | u64::from((v as u32).wrapping_add(1));
+            if s.seq
+                .compare_exchange_weak(v, odd, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                break Some(v as u32);
+            }
+            continue;
+        }
+        if (v >> 32) as u32 == me {
+            // A signal handler on top of this thread's own write of the slot.
+            break None;
+        }
+        backoff(&mut spins);
+    };
+    let r = f();
+    if let Some(b) = base {
+        s.seq.store(u64::from(b.wrapping_add(2)), Ordering::Release);
+    }
+    WRITING.fetch_sub(1, Ordering::Release);
+    r
+}
+
+/// Runs `f`, reads of one slot, until they come from one version of it; None when a signal
+/// handler interrupted this thread's own write of the slot (the entry is half-written).
+fn read<R>(s: &Slot, f: impl Fn() -> R) -> Option<R> {
+    let mut spins = 0;
+    loop {
+        let v = s.seq.load(Ordering::Acquire);
+        if v & 1 == 1 {
+            if (v >> 32) as u32 == tid() {
+                return None;
+            }
+            backoff(&mut spins);
+            continue;
+        }
+        let r = f();
+        std::sync::atomic::fence(Ordering::Acquire);
+        if s.seq.load(Ordering::Relaxed) == v {
+            return Some(r);
+        }
+    }
+}
+
+/// In the child of a fork (no other thread there): a slot left odd by a thread of the parent
+/// keeps its kind and loses its addresses (what was being written is unknown), and is made
+/// even again. No lock, no allocation; only when a write was in progress.
+pub fn forked_child() {
+    TID.with(|t| t.set(0));
+    if WRITING.swap(0, Ordering::Relaxed) == 0 {
+        return;
+    }
+    for cell in CHUNKS.iter() {
+        let chunk = cell.load(Ordering::Acquire);
+        if chunk.is_null() {
+            continue;
+        }
+        // SAFETY: chunks are never freed once published.
+        for s in unsafe { (*chunk).iter() } {
+            let v = s.seq.load(Ordering::Relaxed);
+            if v & 1 == 1 {
+                for c in s.peer.iter().chain(s.relay.iter()) {
+                    c.store(0, Ordering::Relaxed);
+                }
+                s.seq
+                    .store(u64::from((v as u32).wrapping_add(1)), Ordering::Release);
+            }
+        }
+    }
+}
 
 #[inline(always)]
 fn is_hs(kind: u8) -> bool {
@@ -234,48 +360,53 @@ pub fn refuse_new_entries() {
 }
 
 /// Records `entry` for `fd`. Returns false if the fd is beyond the table or its chunk cannot
-/// be allocated: a caller that would leave a proxied socket untracked must then fail closed.
+/// be allocated, or if the slot holds a UDP association with another control fd (the
+/// caller [`forget`]s it first and closes that fd): a caller that would leave a proxied socket
+/// untracked must then fail closed.
 #[must_use]
 pub fn set(fd: i32, entry: Entry) -> bool {
     let Some(s) = slot_alloc(fd) else {
         return false;
     };
-    if REFUSE_NEW.load(Ordering::Relaxed) && s.kind.load(Ordering::Acquire) == 0 {
-        return false;
-    }
-    for (cell, v) in s.peer.iter().zip(encode(entry.peer.as_ref())) {
-        cell.store(v, Ordering::Relaxed);
-    }
-    for (cell, v) in s.relay.iter().zip(encode(entry.relay.as_ref())) {
-        cell.store(v, Ordering::Relaxed);
-    }
-    if s.kind.load(Ordering::Acquire) == 0 {
-        // A new entry: whatever family a closed predecessor had is not this socket's.
-        s.family.store(0, Ordering::Release);
-    }
-    let old_ctrl = s.ctrl.swap(entry.ctrl.max(-1) + 1, Ordering::Relaxed) - 1;
-    let old_kind = s.kind.swap(entry.kind as u8, Ordering::Release);
-    if old_kind == 0 {
-        TRACKED.fetch_add(1, Ordering::Relaxed);
-    }
-    count_hs(old_kind, entry.kind as u8);
-    if old_kind == Kind::UdpAssoc as u8 && old_ctrl >= 0 && old_ctrl != entry.ctrl {
-        close_internal(old_ctrl);
-    }
-    if entry.kind == Kind::UdpAssoc && entry.ctrl >= 0 {
+    let done = write(s, || {
+        let old_kind = s.kind.load(Ordering::Relaxed);
+        if REFUSE_NEW.load(Ordering::Relaxed) && old_kind == 0 {
+            return false;
+        }
+        let old_ctrl = s.ctrl.load(Ordering::Relaxed) - 1;
+        if old_kind == Kind::UdpAssoc as u8 && old_ctrl >= 0 && old_ctrl != entry.ctrl {
+            return false;
+        }
+        store(&s.peer, entry.peer.as_ref());
+        store(&s.relay, entry.relay.as_ref());
+        if old_kind == 0 {
+            // A new entry: whatever family a closed predecessor had is not this socket's.
+            s.family.store(0, Ordering::Relaxed);
+        }
+        s.ctrl.store(entry.ctrl.max(-1) + 1, Ordering::Relaxed);
+        s.kind.store(entry.kind as u8, Ordering::Release);
+        if old_kind == 0 {
+            TRACKED.fetch_add(1, Ordering::Relaxed);
+        }
+        count_hs(old_kind, entry.kind as u8);
+        true
+    });
+    if done && entry.kind == Kind::UdpAssoc && entry.ctrl >= 0 {
         // Mark the control fd as ours (its slot names its owner). Unmarked, the program
         // could close it: that only ends the association (datagrams then fail), never a leak.
-        let _ = set(
-            entry.ctrl,
-            Entry {
-                kind: Kind::Internal,
-                peer: None,
-                relay: None,
-                ctrl: fd,
-            },
-        );
+        let _ = set(entry.ctrl, internal(fd));
     }
-    true
+    done
+}
+
+/// The entry of one of our own fds, owned by `owner` (-1: by proxify itself).
+fn internal(owner: i32) -> Entry {
+    Entry {
+        kind: Kind::Internal,
+        peer: None,
+        relay: None,
+        ctrl: owner,
+    }
 }
 
 /// Is `fd` one of proxify's own fds?
@@ -287,58 +418,45 @@ pub fn is_internal(fd: i32) -> bool {
             .unwrap_or(false)
 }
 
-/// Moves our internal `fd` to another number (the program is about to reuse its number with
-/// dup2/dup3) and tells its owner. Returns false if it could not be moved.
-pub fn relocate_internal(fd: i32) -> bool {
+/// Our internal fd `fd` was copied to `nfd` by the caller (the program is about to reuse
+/// `fd`'s number with dup2/dup3): `nfd` takes its place, its owner is told, `fd` is
+/// forgotten. False if `nfd` cannot be tracked (the caller closes it and fails).
+pub fn moved_internal(fd: i32, nfd: i32) -> bool {
     let Some(s) = slot(fd) else {
         return false;
     };
-    if s.kind.load(Ordering::Acquire) != Kind::Internal as u8 {
-        return true;
-    }
     let owner = s.ctrl.load(Ordering::Relaxed) - 1;
-    // SAFETY: F_DUPFD_CLOEXEC takes no pointer; the copy is ours.
-    let nfd = unsafe { crate::sys::real::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-    if nfd < 0 {
-        return false;
-    }
-    let marked = set(
-        nfd,
-        Entry {
-            kind: Kind::Internal,
-            peer: None,
-            relay: None,
-            ctrl: owner,
-        },
-    );
-    if !marked {
-        // SAFETY: nfd is the copy made just above; nobody else knows its number.
-        unsafe { crate::sys::real::close(nfd) };
+    if !set(nfd, internal(owner)) {
         return false;
     }
     if let Some(o) = slot(owner) {
-        o.ctrl.store(nfd + 1, Ordering::Relaxed);
+        write(o, || {
+            if o.kind.load(Ordering::Relaxed) == Kind::UdpAssoc as u8 {
+                o.ctrl.store(nfd + 1, Ordering::Relaxed);
+            }
+        });
     }
     // The old number is closed by the caller's dup2; forget it here.
-    if s.kind.swap(0, Ordering::AcqRel) != 0 {
-        TRACKED.fetch_sub(1, Ordering::Relaxed);
-    }
-    s.ctrl.store(0, Ordering::Relaxed);
+    write(s, || {
+        if s.kind.swap(0, Ordering::AcqRel) != 0 {
+            TRACKED.fetch_sub(1, Ordering::Relaxed);
+        }
+        s.ctrl.store(0, Ordering::Relaxed);
+    });
     true
 }
 
 /// Updates the connected peer of a tracked fd.
 pub fn set_peer(fd: i32, peer: Option<SocketAddr>) {
     if let Some(s) = slot(fd) {
-        for (cell, v) in s.peer.iter().zip(encode(peer.as_ref())) {
-            cell.store(v, Ordering::Release);
-        }
+        write(s, || store(&s.peer, peer.as_ref()));
     }
 }
 
-fn close_internal(fd: i32) {
-    // SAFETY: one of proxify's own fds, closed once by its owner.
-    unsafe { crate::sys::real::close(fd) };
+fn store(cells: &[AtomicU64; 4], addr: Option<&SocketAddr>) {
+    for (cell, v) in cells.iter().zip(encode(addr)) {
+        cell.store(v, Ordering::Relaxed);
+    }
 }
 
 fn load(cells: &[AtomicU64; 4]) -> Option<SocketAddr> {
@@ -350,32 +468,42 @@ fn load(cells: &[AtomicU64; 4]) -> Option<SocketAddr> {
     ])
 }
 
-/// The state of `fd`, if tracked.
+/// The state of `fd`, if tracked: one version of its slot, never a half-written one.
 #[inline]
 pub fn get(fd: i32) -> Option<Entry> {
     if none_tracked() {
         return None;
     }
     let s = slot(fd)?;
-    let kind = kind_from(s.kind.load(Ordering::Acquire))?;
-    Some(Entry {
-        kind,
-        peer: load(&s.peer),
-        relay: load(&s.relay),
-        ctrl: s.ctrl.load(Ordering::Relaxed) - 1,
-    })
+    let whole = read(s, || {
+        kind_from(s.kind.load(Ordering::Relaxed)).map(|kind| Entry {
+            kind,
+            peer: load(&s.peer),
+            relay: load(&s.relay),
+            ctrl: s.ctrl.load(Ordering::Relaxed) - 1,
+        })
+    });
+    match whole {
+        Some(e) => e,
+        // Inside this thread's own write of the slot (a signal handler): the kind alone.
+        None => kind_from(s.kind.load(Ordering::Acquire)).map(|kind| Entry {
+            kind,
+            peer: None,
+            relay: None,
+            ctrl: -1,
+        }),
+    }
 }
 
-/// Forgets `fd` and closes our control connection that belonged to it. Lock-free,
-/// allocation-free: safe on the `close` path.
+/// Forgets `fd`; returns our control fd that belonged to it, for the caller to close.
+/// Lock-free, allocation-free: safe on the `close` path.
 #[inline]
-pub fn clear(fd: i32) {
+#[must_use]
+pub fn forget(fd: i32) -> Option<i32> {
     if none_tracked() {
-        return;
+        return None;
     }
-    if let Some(c) = take(fd) {
-        close_internal(c);
-    }
+    take(fd)
 }
 
 /// Records that `fd`'s socket was replaced by one of another family: the program created it
@@ -383,8 +511,10 @@ pub fn clear(fd: i32) {
 /// Only for a tracked fd (set after its entry; a new entry starts with none).
 pub fn set_program_family(fd: i32, family: i32) {
     if let Some(s) = slot(fd) {
-        s.family
-            .store(u8::try_from(family).unwrap_or(0), Ordering::Release);
+        write(s, || {
+            s.family
+                .store(u8::try_from(family).unwrap_or(0), Ordering::Release)
+        });
     }
 }
 
@@ -408,34 +538,39 @@ pub fn program_family(fd: i32) -> Option<i32> {
 /// Forgets `fd`; returns its control fd (for the caller to close) if it had one.
 fn take(fd: i32) -> Option<i32> {
     let s = slot(fd)?;
-    s.family.store(0, Ordering::Release);
-    let old = s.kind.swap(0, Ordering::AcqRel);
-    if old == 0 {
-        return None;
-    }
-    TRACKED.fetch_sub(1, Ordering::Relaxed);
-    count_hs(old, 0);
-    let c = s.ctrl.swap(0, Ordering::Relaxed) - 1;
+    let (old, c) = write(s, || {
+        s.family.store(0, Ordering::Relaxed);
+        let old = s.kind.swap(0, Ordering::AcqRel);
+        if old == 0 {
+            return (0, -1);
+        }
+        TRACKED.fetch_sub(1, Ordering::Relaxed);
+        count_hs(old, 0);
+        (old, s.ctrl.swap(0, Ordering::Relaxed) - 1)
+    });
     if old != Kind::UdpAssoc as u8 || c < 0 {
         return None;
     }
     // The control fd's own slot goes too.
     if let Some(cs) = slot(c) {
-        if cs.kind.load(Ordering::Acquire) == Kind::Internal as u8
-            && cs.ctrl.load(Ordering::Relaxed) - 1 == fd
-            && cs.kind.swap(0, Ordering::AcqRel) != 0
-        {
-            TRACKED.fetch_sub(1, Ordering::Relaxed);
-            cs.ctrl.store(0, Ordering::Relaxed);
-        }
+        write(cs, || {
+            if cs.kind.load(Ordering::Relaxed) == Kind::Internal as u8
+                && cs.ctrl.load(Ordering::Relaxed) - 1 == fd
+                && cs.kind.swap(0, Ordering::AcqRel) != 0
+            {
+                TRACKED.fetch_sub(1, Ordering::Relaxed);
+                cs.ctrl.store(0, Ordering::Relaxed);
+            }
+        });
     }
     Some(c)
 }
 
-/// Forgets every fd in `first..=last` that the kernel just closed. Our own fds in the range
-/// were skipped by the caller unless `ours_closed_too` (closefrom fallback): then their
-/// numbers may already be reused and must not be closed again.
-pub fn clear_range(first: u32, last: u32, ours_closed_too: bool) {
+/// Forgets every fd in `first..=last` that the kernel just closed, handing each control fd
+/// of ours that they owned to `close`. Our own fds in the range were skipped by the caller
+/// unless `ours_closed_too` (closefrom fallback): then their numbers may already be reused,
+/// and a control fd in the range is not handed over (it must not be closed again).
+pub fn clear_range(first: u32, last: u32, ours_closed_too: bool, mut close: impl FnMut(i32)) {
     if none_tracked() {
         return;
     }
@@ -454,7 +589,7 @@ pub fn clear_range(first: u32, last: u32, ours_closed_too: bool) {
         if let Some(c) = take(fd as i32) {
             let inside = (c as usize) >= first as usize && (c as usize) <= last;
             if !(ours_closed_too && inside) {
-                close_internal(c);
+                close(c);
             }
         }
         fd += 1;
@@ -535,60 +670,54 @@ pub fn kind(fd: i32) -> Option<Kind> {
 /// byte, so `get` reports no relay address for it).
 const ERRNO_TAG: u64 = 0xEE;
 
-/// A running handshake on `fd` succeeded: `Handshaking` becomes `ProxiedTcp` with `relay`
-/// (BND.ADDR:BND.PORT). False if the slot was no longer `Handshaking` (closed meanwhile).
-pub fn handshake_done(fd: i32, relay: Option<SocketAddr>) -> bool {
+/// Changes `fd`'s kind from `from` to `to` and runs `then` in the same write; false (and
+/// nothing written) if the slot's kind was not `from`.
+fn transition(fd: i32, from: Kind, to: u8, then: impl FnOnce(&Slot)) -> bool {
     let Some(s) = slot(fd) else {
         return false;
     };
-    if s.kind
-        .compare_exchange(
-            Kind::Handshaking as u8,
-            Kind::ProxiedTcp as u8,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        )
-        .is_err()
-    {
-        return false;
-    }
-    count_hs(Kind::Handshaking as u8, Kind::ProxiedTcp as u8);
-    for (cell, v) in s.relay.iter().zip(encode(relay.as_ref())) {
-        cell.store(v, Ordering::Release);
-    }
-    true
+    write(s, || {
+        if s.kind
+            .compare_exchange(from as u8, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        count_hs(from as u8, to);
+        then(s);
+        true
+    })
+}
+
+/// A running handshake on `fd` succeeded: `Handshaking` becomes `ProxiedTcp` with `relay`
+/// (BND.ADDR:BND.PORT). False if the slot was no longer `Handshaking` (closed meanwhile).
+pub fn handshake_done(fd: i32, relay: Option<SocketAddr>) -> bool {
+    transition(fd, Kind::Handshaking, Kind::ProxiedTcp as u8, |s| {
+        store(&s.relay, relay.as_ref())
+    })
 }
 
 /// A running handshake on `fd` failed with `errno`: `Handshaking` becomes `HandshakeFailed`.
 /// False if the slot was no longer `Handshaking`.
 pub fn handshake_failed(fd: i32, errno: i32) -> bool {
-    let Some(s) = slot(fd) else {
-        return false;
-    };
-    if s.kind
-        .compare_exchange(
-            Kind::Handshaking as u8,
-            Kind::HandshakeFailed as u8,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        )
-        .is_err()
-    {
-        return false;
-    }
-    s.relay[0].store(ERRNO_TAG | ((errno as u32 as u64) << 8), Ordering::Release);
+    transition(fd, Kind::Handshaking, Kind::HandshakeFailed as u8, |s| {
+        store_errno(s, errno)
+    })
+}
+
+fn store_errno(s: &Slot, errno: i32) {
+    s.relay[0].store(ERRNO_TAG | ((errno as u32 as u64) << 8), Ordering::Relaxed);
     for cell in &s.relay[1..] {
-        cell.store(0, Ordering::Release);
+        cell.store(0, Ordering::Relaxed);
     }
-    true
 }
 
 fn stored_errno(s: &Slot) -> i32 {
-    let w = s.relay[0].load(Ordering::Acquire);
+    let w = read(s, || s.relay[0].load(Ordering::Relaxed)).unwrap_or(0);
     if w & 0xff == ERRNO_TAG {
         (w >> 8) as u32 as i32
     } else {
-        // Read in the instant between the kind change and the store: still a failure.
+        // Read inside this thread's own write of the slot (a signal handler): still a failure.
         libc::EIO
     }
 }
@@ -602,84 +731,93 @@ pub fn failed_errno(fd: i32) -> Option<i32> {
 /// Reports the failure of a `HandshakeFailed` fd once, like the kernel's socket error: returns
 /// the errno and forgets the fd (the socket is unconnected and may connect again).
 pub fn take_failure(fd: i32) -> Option<i32> {
-    let s = slot(fd)?;
-    let e = stored_errno(s);
-    if s.kind
-        .compare_exchange(
-            Kind::HandshakeFailed as u8,
-            0,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        )
-        .is_err()
-    {
+    let mut e = libc::EIO;
+    let taken = transition(fd, Kind::HandshakeFailed, 0, |s| {
+        let w = s.relay[0].load(Ordering::Relaxed);
+        if w & 0xff == ERRNO_TAG {
+            e = (w >> 8) as u32 as i32;
+        }
+        for cell in s.peer.iter().chain(s.relay.iter()) {
+            cell.store(0, Ordering::Relaxed);
+        }
+    });
+    if !taken {
         return None;
     }
     TRACKED.fetch_sub(1, Ordering::Relaxed);
-    count_hs(Kind::HandshakeFailed as u8, 0);
-    for cell in s.peer.iter().chain(s.relay.iter()) {
-        cell.store(0, Ordering::Relaxed);
-    }
     Some(e)
 }
 
-/// `newfd` now refers to the same socket as `oldfd` (dup, dup2, dup3, F_DUPFD): copy the state,
-/// or forget stale state that `newfd` had. Returns the kind copied: for `Handshaking` the
-/// caller (`hooks/fd.rs`) tells the non-blocking engine, so that the handshake finishes for
-/// every fd of the socket (the table never calls an engine).
-pub fn duplicate(oldfd: i32, newfd: i32) -> Option<Kind> {
+/// `newfd` now refers to the same socket as `oldfd` (dup, dup2, dup3, F_DUPFD): copies the
+/// state of `oldfd` (with `ctrl`, the caller's own copy of its control fd, or -1), or forgets
+/// stale state that `newfd` had. Returns what `newfd` had that the caller must close (its
+/// control fd) and the kind copied: for `Handshaking` the caller (`hooks/fd.rs`) tells the
+/// non-blocking engine, so that the handshake finishes for every fd of the socket (the table
+/// never calls an engine). `Err(stale)`: `newfd` cannot carry the state (beyond the table, or
+/// `oldfd`'s state unreadable here): the caller closes the copy and fails.
+pub fn copy(oldfd: i32, newfd: i32, ctrl: i32) -> Result<(Option<i32>, Option<Kind>), Option<i32>> {
     if none_tracked() {
-        return None;
+        return Ok((None, None));
     }
-    match get(oldfd) {
-        Some(mut e) => {
-            if e.ctrl >= 0 {
-                // Each fd owns its copy of the control connection: closing one leaves the
-                // association alive for the other.
-                // SAFETY: F_DUPFD_CLOEXEC takes no pointer; the copy is ours.
-                e.ctrl = unsafe { crate::sys::real::fcntl(e.ctrl, libc::F_DUPFD_CLOEXEC, 3) };
-            }
-            if !set(newfd, e) {
-                // Beyond the table: cannot happen for an fd that dup returned under MAX_FD.
-                clear(newfd);
-                return None;
-            }
-            if let (Some(a), Some(b)) = (slot(oldfd), slot(newfd)) {
-                if e.kind == Kind::HandshakeFailed {
-                    b.relay[0].store(a.relay[0].load(Ordering::Acquire), Ordering::Release);
-                }
-                b.family
-                    .store(a.family.load(Ordering::Acquire), Ordering::Release);
-            }
-            Some(e.kind)
-        }
-        None => {
-            clear(newfd);
-            None
-        }
+    let stale = take(newfd);
+    let Some(a) = slot(oldfd) else {
+        return Ok((stale, None));
+    };
+    let copied = read(a, || {
+        kind_from(a.kind.load(Ordering::Relaxed)).map(|kind| {
+            (
+                Entry {
+                    kind,
+                    peer: load(&a.peer),
+                    relay: load(&a.relay),
+                    ctrl,
+                },
+                a.relay[0].load(Ordering::Relaxed),
+                a.family.load(Ordering::Relaxed),
+            )
+        })
+    });
+    let (e, word, family) = match copied {
+        Some(Some(c)) => c,
+        // `oldfd` is not tracked: `newfd` is a plain copy.
+        Some(None) => return Ok((stale, None)),
+        // Inside this thread's own write of `oldfd`'s slot (a signal handler): its state is
+        // unknown, and an untracked copy of a tracked socket must not be.
+        None => return Err(stale),
+    };
+    if !set(newfd, e) {
+        return Err(stale);
     }
+    if let Some(b) = slot(newfd) {
+        write(b, || {
+            if e.kind == Kind::HandshakeFailed {
+                b.relay[0].store(word, Ordering::Relaxed);
+            }
+            b.family.store(family, Ordering::Relaxed);
+        });
+    }
+    Ok((stale, Some(e.kind)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
     fn set_get_clear_dup() {
         let a: SocketAddr = "[2001:db8::1%3]:443".parse().unwrap();
         assert!(set(10, Entry::tcp(a)));
         assert_eq!(get(10).unwrap().peer, Some(a));
         assert_eq!(get(10).unwrap().ctrl, -1);
-        duplicate(10, 2000);
+        assert_eq!(copy(10, 2000, -1), Ok((None, Some(Kind::ProxiedTcp))));
         assert_eq!(get(2000).unwrap().peer, Some(a));
-        clear(10);
+        assert_eq!(forget(10), None);
         assert!(get(10).is_none());
-        clear_range(0, u32::MAX, false);
+        clear_range(0, u32::MAX, false, |_| panic!("no control fd"));
         assert!(get(2000).is_none());
         assert!(none_tracked());
         let b: SocketAddr = "192.0.2.1:80".parse().unwrap();
         assert!(set(5, Entry::tcp(b)));
-        duplicate(7, 5); // dup2 of an untracked fd over a tracked one
+        assert_eq!(copy(7, 5, -1), Ok((None, None))); // dup2 of an untracked fd over a tracked one
         assert!(get(5).is_none());
         assert!(!set(MAX_FD as i32, Entry::tcp(b)));
         assert!(!set(-1, Entry::tcp(b)));
@@ -693,7 +831,7 @@ mod tests {
         assert_eq!(get(6), Some(u));
         set_peer(6, Some(a));
         assert_eq!(get(6).unwrap().peer, Some(a));
-        clear(6);
+        assert_eq!(forget(6), None);
         assert!(none_tracked());
 
         // Non-blocking handshakes: failed (errno reported once, kept across dup), done.
@@ -710,13 +848,13 @@ mod tests {
         assert!(!handshake_failed(8, libc::EIO));
         assert_eq!(kind(8), Some(Kind::HandshakeFailed));
         assert_eq!(get(8).unwrap().relay, None);
-        duplicate(8, 9);
+        assert!(copy(8, 9, -1).is_ok());
         assert_eq!(failed_errno(9), Some(libc::ECONNREFUSED));
         assert_eq!(take_failure(8), Some(libc::ECONNREFUSED));
         assert_eq!(take_failure(8), None);
         assert!(get(8).is_none());
         assert!(!none_handshaking());
-        clear(9);
+        assert_eq!(forget(9), None);
         assert!(none_handshaking());
         assert!(set(8, h));
         assert!(handshake_done(8, Some(a)));
@@ -725,8 +863,75 @@ mod tests {
         assert_eq!(get(8).unwrap().relay, Some(a));
         assert!(none_handshaking());
         assert!(set(8, h));
-        clear(8);
+        assert_eq!(forget(8), None);
         assert!(none_handshaking());
         assert!(none_tracked());
+    }
+
+    // The table is one per process: the tests below run one after the other, from this one.
+    #[test]
+    fn the_table() {
+        set_get_clear_dup();
+        control_fds_are_handed_back_never_closed_here();
+        a_reader_never_sees_a_half_written_slot();
+        assert!(none_tracked());
+    }
+
+    fn control_fds_are_handed_back_never_closed_here() {
+        let r: SocketAddr = "192.0.2.9:5000".parse().unwrap();
+        let u = Entry {
+            kind: Kind::UdpAssoc,
+            peer: None,
+            relay: Some(r),
+            ctrl: 3001,
+        };
+        assert!(set(3000, u));
+        assert!(is_internal(3001));
+        // Another association over it is refused until the first is forgotten.
+        assert!(!set(3000, Entry { ctrl: 3002, ..u }));
+        // A copy carries the caller's own copy of the control fd.
+        assert_eq!(copy(3000, 3003, 3004), Ok((None, Some(Kind::UdpAssoc))));
+        assert_eq!(get(3003).unwrap().ctrl, 3004);
+        assert!(is_internal(3004));
+        // Our control fd moves: its owner follows.
+        assert!(moved_internal(3001, 3005));
+        assert_eq!(get(3000).unwrap().ctrl, 3005);
+        assert!(!is_internal(3001));
+        assert_eq!(forget(3000), Some(3005));
+        assert!(!is_internal(3005));
+        let mut closed = Vec::new();
+        clear_range(3000, 3010, false, |c| closed.push(c));
+        assert_eq!(closed, [3004]);
+        assert!(get(3003).is_none() && !is_internal(3004));
+    }
+
+    fn a_reader_never_sees_a_half_written_slot() {
+        use std::sync::atomic::AtomicBool;
+        let a: SocketAddr = "192.0.2.1:1111".parse().unwrap();
+        let b: SocketAddr = "[2001:db8::2]:2222".parse().unwrap();
+        let e = |p: SocketAddr| Entry {
+            kind: Kind::ProxiedTcp,
+            peer: Some(p),
+            relay: Some(p),
+            ctrl: -1,
+        };
+        assert!(set(4000, e(a)));
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                for i in 0..20_000 {
+                    assert!(set(4000, e(if i % 2 == 0 { b } else { a })));
+                }
+                stop.store(true, Ordering::Relaxed);
+            });
+            let mut reads = 0u32;
+            while !stop.load(Ordering::Relaxed) || reads == 0 {
+                let got = get(4000).unwrap();
+                assert_eq!(got.peer, got.relay, "a half-written slot");
+                assert!(got.peer == Some(a) || got.peer == Some(b));
+                reads += 1;
+            }
+        });
+        assert_eq!(forget(4000), None);
     }
 }

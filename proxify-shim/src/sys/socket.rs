@@ -84,6 +84,15 @@ fn fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
     unsafe { real::fcntl(fd, cmd, arg as libc::c_ulong) }
 }
 
+/// Closes our control fd `ctrl` that the fd table handed back (`fdtable::forget`), if any.
+/// Async-signal-safe: one `close`.
+pub fn close_ours(ctrl: Option<c_int>) {
+    if let Some(c) = ctrl {
+        // SAFETY: one of proxify's own fds, handed back once by the table that owned it.
+        unsafe { real::close(c) };
+    }
+}
+
 /// Dissolves whatever connection `fd` has (connect with AF_UNSPEC), so a failed proxied
 /// connect never leaves the socket connected to the proxy.
 pub fn disconnect(fd: c_int) {

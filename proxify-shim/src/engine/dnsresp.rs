@@ -1009,7 +1009,9 @@ pub unsafe fn fix_source(fd: c_int, addr: *mut libc::sockaddr, len: *mut libc::s
     if idle() || addr.is_null() || len.is_null() {
         return;
     }
-    let Some(from) = sockaddr::read(addr, *len) else {
+    // SAFETY: NOT sound for a short buffer: non-null `addr`/`len` as the receive left them, but
+    // `*len` is then the full address length, more than the buffer holds, and this reads past it.
+    let Some(from) = (unsafe { sockaddr::read(addr, *len) }) else {
         return;
     };
     if !sockaddr::unmap(from).ip().is_loopback() {
@@ -1033,7 +1035,9 @@ pub unsafe fn fix_source(fd: c_int, addr: *mut libc::sockaddr, len: *mut libc::s
     } else {
         sockaddr::unmap(resolver)
     };
-    sockaddr::write_out(&shown, addr, len);
+    // SAFETY: NOT sound for a short buffer: `*len` is the length the receive reported, which can
+    // exceed the caller's buffer (truncated address), and write_out may write that many bytes.
+    unsafe { sockaddr::write_out(&shown, addr, len) };
 }
 
 #[cfg(test)]

@@ -415,7 +415,8 @@ pub unsafe fn send(
             return -1;
         }
     };
-    let mut m: msghdr = std::mem::zeroed();
+    // SAFETY: all-zero bytes are a valid msghdr (null pointers, zero lengths).
+    let mut m: msghdr = unsafe { std::mem::zeroed() };
     if entry.peer.is_none() {
         m.msg_name = &st as *const _ as *mut c_void;
         m.msg_namelen = len;
@@ -424,7 +425,9 @@ pub unsafe fn send(
     m.msg_iovlen = vec.len() as _;
     m.msg_control = control.0;
     m.msg_controllen = control.1 as _;
-    let n = real::sendmsg(fd, &m, flags & !libc::MSG_FASTOPEN);
+    // SAFETY: `m` points at our header, `st` and `vec` (alive here) and the caller's iovecs and
+    // control buffer, which send's caller guarantees are valid as in a msghdr.
+    let n = unsafe { real::sendmsg(fd, &m, flags & !libc::MSG_FASTOPEN) };
     if n < 0 {
         return n;
     }
@@ -471,35 +474,46 @@ pub unsafe fn recv(
             buf.resize(want + MAX_HEADER, 0);
         }
         loop {
-            let mut from: libc::sockaddr_storage = std::mem::zeroed();
+            // SAFETY: all-zero bytes are a valid value of this plain C struct.
+            let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
             let mut v = iovec {
                 iov_base: buf.as_mut_ptr() as *mut c_void,
                 iov_len: want + MAX_HEADER,
             };
-            let mut m: msghdr = std::mem::zeroed();
+            // SAFETY: all-zero bytes are a valid msghdr (null pointers, zero lengths).
+            let mut m: msghdr = unsafe { std::mem::zeroed() };
             m.msg_name = &mut from as *mut _ as *mut c_void;
             m.msg_namelen = std::mem::size_of_val(&from) as _;
             m.msg_iov = &mut v;
             m.msg_iovlen = 1;
             if !control.1.is_null() {
                 m.msg_control = control.0;
-                m.msg_controllen = *control.1 as _;
+                // SAFETY: a non-null `control.1` is the caller's control length (recv's contract).
+                m.msg_controllen = unsafe { *control.1 } as _;
             }
-            let n = real::recvmsg(fd, &mut m, flags | libc::MSG_TRUNC);
+            // SAFETY: `m` points at `from`, our scratch buffer of `v.iov_len` bytes and the
+            // caller's control buffer of `msg_controllen` bytes (recv's contract).
+            let n = unsafe { real::recvmsg(fd, &mut m, flags | libc::MSG_TRUNC) };
             if n < 0 {
                 return Err(());
             }
             if !control.1.is_null() {
-                *control.1 = m.msg_controllen as usize;
+                // SAFETY: a non-null `control.1` is the caller's writable length (recv's contract).
+                unsafe { *control.1 = m.msg_controllen as usize };
             }
             let full = n as usize;
             let got = full.min(want + MAX_HEADER);
-            let src = sockaddr::read(&from as *const _ as *const libc::sockaddr, m.msg_namelen);
+            // SAFETY: `from` is a sockaddr_storage, as large as any address the kernel reports
+            // in `msg_namelen`.
+            let src = unsafe {
+                sockaddr::read(&from as *const _ as *const libc::sockaddr, m.msg_namelen)
+            };
             let drop_it = |why: &str| {
                 log::debug!("UDP fd {fd}: dropped a datagram ({why})");
                 if flags & libc::MSG_PEEK != 0 {
                     // Consume the peeked datagram so the next look sees the one after it.
-                    real::recv(fd, std::ptr::null_mut(), 0, libc::MSG_DONTWAIT);
+                    // SAFETY: a zero-length receive into no buffer: nothing is written.
+                    unsafe { real::recv(fd, std::ptr::null_mut(), 0, libc::MSG_DONTWAIT) };
                 }
             };
             let Some(src) = src else {
@@ -509,7 +523,8 @@ pub unsafe fn recv(
             let from_relay = entry.relay.map(|r| same(&r, &src)).unwrap_or(false);
             if !from_relay {
                 if entry.peer.is_none() && matches!(decide::route(src), Route::Direct(_)) {
-                    let copied = scatter(&buf[..got.min(want)], iov);
+                    // SAFETY: `iov` describes writable memory (recv's contract).
+                    let copied = unsafe { scatter(&buf[..got.min(want)], iov) };
                     return Ok(Received {
                         copied,
                         full,
@@ -566,7 +581,8 @@ pub unsafe fn recv(
                 },
             };
             let payload = &buf[off.min(got)..got];
-            let copied = scatter(payload, iov);
+            // SAFETY: `iov` describes writable memory (recv's contract).
+            let copied = unsafe { scatter(payload, iov) };
             return Ok(Received {
                 copied,
                 full: full.saturating_sub(off),
@@ -585,7 +601,11 @@ unsafe fn scatter(data: &[u8], iov: &[iovec]) -> usize {
         }
         let n = v.iov_len.min(data.len() - done);
         if n > 0 {
-            std::ptr::copy_nonoverlapping(data.as_ptr().add(done), v.iov_base as *mut u8, n);
+            // SAFETY: done + n <= data.len(), and `v` has n <= iov_len writable bytes (scatter's
+            // contract); `data` is our scratch buffer, apart from the caller's memory.
+            unsafe {
+                std::ptr::copy_nonoverlapping(data.as_ptr().add(done), v.iov_base as *mut u8, n)
+            };
         }
         done += n;
     }

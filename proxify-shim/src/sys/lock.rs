@@ -36,10 +36,10 @@
 //! a value made before and hands back the old one to drop after the lock;
 //! [`ForkSafeMutex::with_room`] (and [`ForkSafeMutex::insert`] for a lock around an
 //! `Option<HashMap>`) grows a map with the lock released, so that an insert under the lock never
-//! reallocates. Two traps: a value returned from a locked expression is
-//! dropped by the caller after the guard only if the guard is a temporary of that statement
-//! (`let old = m.lock().x.take();`), and a guard in an `if let` scrutinee lives to the end of
-//! the `if let`'s body.
+//! reallocates; [`ForkSafeMutex::remove`] hands back the value it takes out. Two traps: a value
+//! returned from a locked expression is dropped by the caller after the guard only if the guard
+//! is a temporary of that statement (`let old = m.lock().x.take();`), and a guard in an `if let`
+//! scrutinee lives to the end of the `if let`'s body.
 
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
@@ -165,6 +165,13 @@ impl<K: Eq + Hash, V, S: BuildHasher + Default> ForkSafeMutex<Option<HashMap<K, 
     #[must_use = "the old value is returned to be dropped after the lock"]
     pub fn insert(&self, k: K, v: V) -> Option<V> {
         self.with_room(|m| m, |m| m.insert(k, v))
+    }
+
+    /// Takes `k`'s value out of the map (which never shrinks under the lock), for the caller to
+    /// drop after the lock.
+    #[must_use = "the value is returned to be dropped after the lock"]
+    pub fn remove(&self, k: &K) -> Option<V> {
+        self.lock().as_mut()?.remove(k)
     }
 }
 
@@ -306,12 +313,16 @@ mod tests {
             Some("7"),
             "the replaced value is handed back"
         );
+        let (old, n) = count(|| m.remove(&8));
+        assert_eq!(n, 0);
+        assert_eq!(old.as_deref(), Some("8"));
+        assert!(m.remove(&8).is_none());
         let g = m.lock();
         let map = g.as_ref().unwrap();
-        assert_eq!(map.len(), 1000);
+        assert_eq!(map.len(), 999);
         assert_eq!(map.get(&7).map(String::as_str), Some("again"));
         assert!((0..1000)
-            .filter(|i| *i != 7)
+            .filter(|i| *i != 7 && *i != 8)
             .all(|i| map[&i] == i.to_string()));
     }
 

@@ -108,9 +108,10 @@ impl<T> ForkSafeMutex<T> {
 
     /// Runs `f` under the lock on the map `project` picks out of the data, with room for at
     /// least one more entry: one insert in `f` does not reallocate (hashbrown, under std's
-    /// `HashMap`, grows only when `len() == capacity()`). A missing or full map is replaced by
-    /// a bigger one allocated with the lock released (at least twice the entries), its entries
-    /// moved over under the lock; the old map's allocation is freed after it. `f` must keep the
+    /// `HashMap`, grows only when `len() == capacity()`; removals can leave the capacity below
+    /// what was allocated). A missing or full map is replaced by a new one allocated with the
+    /// lock released (room for at least twice the entries), its entries moved over under the
+    /// lock; the old map's allocation is freed after it. `f` must keep the
     /// rule too (one insert at most; what it takes out it returns, to be dropped by the caller
     /// after the lock).
     pub fn with_room<K, V, S, R>(

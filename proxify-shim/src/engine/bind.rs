@@ -24,22 +24,32 @@ use proxify_core::socks::{Command, TargetAddr};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
+/// What the lock guards is changed by moves and copies only (see `sys::lock`): the peer is
+/// shared, the reported addresses live in a fixed ring, the map grows outside the lock, and
+/// what leaves it is dropped after the guard.
 struct State {
     /// Peer of the most recent proxied connection (the default expected BIND peer).
-    last_peer: Option<TargetAddr>,
+    last_peer: Option<Arc<TargetAddr>>,
     /// SOCKS clients waiting for their second reply, by listening fd.
     pending: Option<HashMap<c_int, Handshake>>,
     /// Proxy-side addresses we reported (BND of CONNECT replies): a program that binds a new
     /// socket to one of them gets the wildcard address instead (curl's active FTP does this).
-    reported: Vec<IpAddr>,
+    /// The last `REPORTED` distinct ones, in a ring: `next` is where the next one goes (the
+    /// oldest is replaced).
+    reported: [Option<IpAddr>; REPORTED],
+    next: usize,
 }
+
+const REPORTED: usize = 16;
 
 static STATE: ForkSafeMutex<State> = ForkSafeMutex::new(State {
     last_peer: None,
     pending: None,
-    reported: Vec::new(),
+    reported: [None; REPORTED],
+    next: 0,
 });
 
 pub(crate) fn fork_prepare() {
@@ -53,31 +63,35 @@ pub(crate) fn fork_release() {
 
 /// Remembers a successful proxied connection (and the proxy-side address it reported).
 pub fn note_connection(target: &TargetAddr, bound: Option<SocketAddr>) {
-    let mut s = STATE.lock();
-    s.last_peer = Some(target.clone());
-    if let Some(b) = bound {
-        let ip = sockaddr::unmap(b).ip();
-        if !s.reported.contains(&ip) {
-            if s.reported.len() >= 16 {
-                s.reported.remove(0);
+    let peer = Arc::new(target.clone());
+    let ip = bound.map(|b| sockaddr::unmap(b).ip());
+    let previous = {
+        let mut s = STATE.lock();
+        if let Some(ip) = ip {
+            if !s.reported.contains(&Some(ip)) {
+                let i = s.next;
+                s.reported[i] = Some(ip);
+                s.next = (i + 1) % REPORTED;
             }
-            s.reported.push(ip);
         }
-    }
+        s.last_peer.replace(peer)
+    };
+    drop(previous);
 }
 
 /// Is `ip` a proxy-side address we reported to the program?
 pub fn is_reported(ip: &IpAddr) -> bool {
     let ip = sockaddr::unmap(SocketAddr::new(*ip, 0)).ip();
-    STATE.lock().reported.contains(&ip)
+    STATE.lock().reported.contains(&Some(ip))
 }
 
 /// The expected BIND peer: the most recent proxied connection's address, port 0 (the remote
 /// side connects back from a port we cannot know; FTP uses 20).
 fn expected_peer() -> Option<TargetAddr> {
-    STATE.lock().last_peer.clone().map(|t| match t {
+    let last = STATE.lock().last_peer.clone();
+    last.map(|t| match &*t {
         TargetAddr::Ip(a) => TargetAddr::Ip(SocketAddr::new(a.ip(), 0)),
-        TargetAddr::Domain(n, _) => TargetAddr::Domain(n, 0),
+        TargetAddr::Domain(n, _) => TargetAddr::Domain(n.clone(), 0),
     })
 }
 
@@ -254,11 +268,8 @@ pub fn start(rt: &Runtime, fd: c_int, family: c_int, p: Proxied) -> Result<Socke
         disconnect(fd);
         return Err(f);
     }
-    STATE
-        .lock()
-        .pending
-        .get_or_insert_with(HashMap::new)
-        .insert(fd, client);
+    let displaced = STATE.with_room(|s| &mut s.pending, |m| m.insert(fd, client));
+    drop(displaced);
     let tracked = fdtable::set(
         fd,
         Entry {
@@ -270,9 +281,8 @@ pub fn start(rt: &Runtime, fd: c_int, family: c_int, p: Proxied) -> Result<Socke
     );
     if !tracked {
         // Untracked, accept and getsockname would not know the socket is a BIND.
-        if let Some(m) = STATE.lock().pending.as_mut() {
-            m.remove(&fd);
-        }
+        let removed = STATE.lock().pending.as_mut().and_then(|m| m.remove(&fd));
+        drop(removed);
         disconnect(fd);
         return Err(Failure::new(
             libc::EMFILE,
@@ -317,7 +327,8 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
     if rc == 0 {
         return Err(Failure::new(libc::EAGAIN, "no connection yet"));
     }
-    let Some(mut client) = STATE.lock().pending.as_mut().and_then(|m| m.remove(&fd)) else {
+    let taken = STATE.lock().pending.as_mut().and_then(|m| m.remove(&fd));
+    let Some(mut client) = taken else {
         return Err(Failure::new(
             libc::ECONNABORTED,
             "the BIND connection was already accepted",
@@ -366,4 +377,41 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
         fdtable::set_program_family(nfd, pf);
     }
     Ok((nfd, peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::lock::audit::count;
+
+    // One test: STATE is process-wide.
+    #[test]
+    fn state_changes_neither_allocate_nor_free_under_the_lock() {
+        let ip = |i: u8| IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, i));
+        let target = TargetAddr::Domain("ftp.example".into(), 21);
+        for i in 0..20u8 {
+            let ((), n) = count(|| note_connection(&target, Some(SocketAddr::new(ip(i), 1))));
+            assert_eq!(n, 0, "note_connection {i}");
+        }
+        let (seen, n) = count(|| (0..20).map(|i| is_reported(&ip(i))).collect::<Vec<_>>());
+        assert_eq!(n, 0);
+        // The last 16 distinct addresses, as before.
+        assert_eq!(seen, (0..20).map(|i| i >= 4).collect::<Vec<_>>());
+        let v6 = IpAddr::V6(std::net::Ipv4Addr::new(198, 51, 100, 19).to_ipv6_mapped());
+        assert!(is_reported(&v6));
+        note_connection(&target, Some(SocketAddr::new(ip(10), 1)));
+        assert!(
+            is_reported(&ip(4)),
+            "a known address does not evict the oldest"
+        );
+        let (peer, n) = count(expected_peer);
+        assert_eq!(n, 0);
+        assert_eq!(peer, Some(TargetAddr::Domain("ftp.example".into(), 0)));
+        let a = TargetAddr::Ip("203.0.113.5:2121".parse().unwrap());
+        note_connection(&a, None);
+        assert_eq!(
+            expected_peer(),
+            Some(TargetAddr::Ip("203.0.113.5:0".parse().unwrap()))
+        );
+    }
 }

@@ -322,17 +322,82 @@ pub fn target_of(dest: SocketAddr) -> Result<TargetAddr, Failure> {
     }
 }
 
-/// Sends the datagram made of `iov` to `target` through the association of `fd`.
-/// `connected`: the kernel socket is connected to the relay (no address needed).
-///
-/// # Safety
-/// `iov` must describe readable memory; `control` as in a `msghdr`.
 /// Names an unconnected associated socket sent datagrams to, by fd (at most `MAX_NAMES`
 /// each, newest last): the relay reports a reply's source by the address the proxy resolved,
-/// and the program must see the placeholder it sent to instead.
-static SENT_NAMES: ForkSafeMutex<Option<HashMap<c_int, SentNames>>> = ForkSafeMutex::new(None);
-type SentNames = Vec<(String, u16)>;
+/// and the program must see the placeholder it sent to instead. Each fd's names live in fixed
+/// storage allocated outside the lock: remembering or finding one under the lock copies bytes,
+/// it never allocates or frees (see `sys::lock`).
+static SENT_NAMES: ForkSafeMutex<Option<HashMap<c_int, Box<SentNames>>>> = ForkSafeMutex::new(None);
 const MAX_NAMES: usize = 16;
+/// The longest name a SOCKS5 header carries (its length is one byte).
+const NAME_MAX: usize = u8::MAX as usize;
+
+/// One name sent to, and the port.
+#[derive(Clone, Copy)]
+struct SentName {
+    port: u16,
+    len: u8,
+    name: [u8; NAME_MAX],
+}
+
+impl SentName {
+    /// `None` for a name over 255 bytes: no datagram can carry it (its header cannot), and no
+    /// placeholder stands for it.
+    fn new(name: &str, port: u16) -> Option<SentName> {
+        let len = u8::try_from(name.len()).ok()?;
+        let mut n = SentName {
+            port,
+            len,
+            name: [0; NAME_MAX],
+        };
+        n.name[..name.len()].copy_from_slice(name.as_bytes());
+        Some(n)
+    }
+
+    fn name(&self) -> &str {
+        // Copied whole from a &str.
+        std::str::from_utf8(&self.name[..self.len as usize]).unwrap_or("")
+    }
+}
+
+/// The names one socket sent to, oldest first.
+struct SentNames {
+    len: usize,
+    names: [SentName; MAX_NAMES],
+}
+
+impl SentNames {
+    const EMPTY: SentNames = SentNames {
+        len: 0,
+        names: [SentName {
+            port: 0,
+            len: 0,
+            name: [0; NAME_MAX],
+        }; MAX_NAMES],
+    };
+
+    /// `n` becomes the newest (moved there if known; the oldest goes when full).
+    fn remember(&mut self, n: &SentName) {
+        let live = &mut self.names[..self.len];
+        if let Some(i) = live
+            .iter()
+            .position(|e| e.port == n.port && e.name() == n.name())
+        {
+            live[i..].rotate_left(1);
+        } else if self.len == MAX_NAMES {
+            self.names.rotate_left(1);
+            self.names[MAX_NAMES - 1] = *n;
+        } else {
+            self.names[self.len] = *n;
+            self.len += 1;
+        }
+    }
+
+    /// The newest name sent to on `port`.
+    fn newest_on(&self, port: u16) -> Option<&SentName> {
+        self.names[..self.len].iter().rev().find(|e| e.port == port)
+    }
+}
 
 pub(crate) fn fork_prepare() {
     SENT_NAMES.raw_lock();
@@ -344,32 +409,50 @@ pub(crate) fn fork_release() {
 }
 
 fn forget_names(fd: c_int) {
-    if let Some(m) = SENT_NAMES.lock().as_mut() {
-        m.remove(&fd);
-    }
+    let gone = SENT_NAMES.remove(&fd);
+    drop(gone);
 }
 
 fn remember_name(fd: c_int, name: &str, port: u16) {
-    let mut g = SENT_NAMES.lock();
-    let v = g.get_or_insert_with(HashMap::new).entry(fd).or_default();
-    if let Some(i) = v.iter().position(|(n, p)| n == name && *p == port) {
-        v.remove(i);
-    } else if v.len() >= MAX_NAMES {
-        v.remove(0);
+    let Some(n) = SentName::new(name, port) else {
+        return;
+    };
+    // Usually the socket has its list already: updated in place.
+    let known = SENT_NAMES
+        .lock()
+        .as_mut()
+        .and_then(|m| m.get_mut(&fd))
+        .map(|v| v.remember(&n))
+        .is_some();
+    if known {
+        return;
     }
-    v.push((name.to_string(), port));
+    let mut fresh = Box::new(SentNames::EMPTY);
+    fresh.remember(&n);
+    let unused = SENT_NAMES.with_room(
+        |m| m,
+        |m| match m.get_mut(&fd) {
+            // Another thread made the list meanwhile.
+            Some(v) => {
+                v.remember(&n);
+                Some(fresh)
+            }
+            None => {
+                m.insert(fd, fresh);
+                None
+            }
+        },
+    );
+    drop(unused);
 }
 
 /// The placeholder for a reply from `port` when the program sent to a name on that port.
 fn placeholder_for_reply(fd: c_int, port: u16, family: c_int) -> Option<SocketAddr> {
-    let g = SENT_NAMES.lock();
-    let (name, _) = g
-        .as_ref()?
-        .get(&fd)?
-        .iter()
-        .rev()
-        .find(|(_, p)| *p == port)?;
-    let i = fakedns::index_for(name).ok()?;
+    let sent = SENT_NAMES
+        .lock()
+        .as_ref()
+        .and_then(|m| m.get(&fd)?.newest_on(port).copied())?;
+    let i = fakedns::index_for(sent.name()).ok()?;
     let ip = if family == libc::AF_INET6 {
         IpAddr::V6(fakedns::v6(i))
     } else {
@@ -378,6 +461,80 @@ fn placeholder_for_reply(fd: c_int, port: u16, family: c_int) -> Option<SocketAd
     Some(SocketAddr::new(ip, port))
 }
 
+#[cfg(test)]
+mod sent_names_tests {
+    use super::*;
+
+    /// The list as a Vec of (String, port) kept it before.
+    fn model(v: &mut Vec<(String, u16)>, name: &str, port: u16) {
+        if let Some(i) = v.iter().position(|(n, p)| n == name && *p == port) {
+            v.remove(i);
+        } else if v.len() >= MAX_NAMES {
+            v.remove(0);
+        }
+        v.push((name.to_string(), port));
+    }
+
+    #[test]
+    fn the_fixed_list_keeps_what_the_vec_kept() {
+        let mut fixed = SentNames::EMPTY;
+        let mut v = Vec::new();
+        let long = "x".repeat(255);
+        for i in 0..200u32 {
+            let name = match i % 7 {
+                0 => long.clone(),
+                k => format!("n{}.example", (i * 31 + k) % 23),
+            };
+            let port = (i % 3) as u16 + 53;
+            fixed.remember(&SentName::new(&name, port).unwrap());
+            model(&mut v, &name, port);
+            let got: Vec<_> = fixed.names[..fixed.len]
+                .iter()
+                .map(|e| (e.name().to_string(), e.port))
+                .collect();
+            assert_eq!(got, v, "after {i}");
+            for port in 53..56 {
+                assert_eq!(
+                    fixed.newest_on(port).map(|e| e.name()),
+                    v.iter()
+                        .rev()
+                        .find(|(_, p)| *p == port)
+                        .map(|(n, _)| &n[..])
+                );
+            }
+        }
+        assert!(SentName::new(&"x".repeat(256), 1).is_none());
+    }
+
+    #[test]
+    fn remember_and_forget_neither_allocate_nor_free_under_the_lock() {
+        use crate::sys::lock::audit::count;
+        let fd = 1_000_000;
+        for i in 0..40 {
+            let ((), n) = count(|| remember_name(fd + i % 3, &format!("h{i}.test"), 53));
+            assert_eq!(n, 0, "remember {i}");
+        }
+        let newest = SENT_NAMES
+            .lock()
+            .as_ref()
+            .and_then(|m| m.get(&(fd + 1))?.newest_on(53).copied());
+        assert_eq!(
+            newest.map(|e| e.name().to_string()).as_deref(),
+            Some("h37.test")
+        );
+        for i in 0..3 {
+            let ((), n) = count(|| forget_names(fd + i));
+            assert_eq!(n, 0, "forget {i}");
+        }
+        assert!(SENT_NAMES.lock().as_ref().unwrap().get(&fd).is_none());
+    }
+}
+
+/// Sends the datagram made of `iov` to `target` through the association of `fd`.
+/// `connected`: the kernel socket is connected to the relay (no address needed).
+///
+/// # Safety
+/// `iov` must describe readable memory; `control` as in a `msghdr`.
 pub unsafe fn send(
     entry: &Entry,
     fd: c_int,

@@ -3,6 +3,7 @@
 
 use crate::sys::lock::ForkSafeMutex;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const HOSTS: &str = "/etc/hosts";
@@ -20,8 +21,9 @@ fn entries(text: &str) -> impl Iterator<Item = (IpAddr, Vec<&str>)> {
 }
 
 /// The file's text, read again at most once a second (a look-up per call would cost an
-/// open and a read each time).
-static CACHE: ForkSafeMutex<Option<(String, Instant)>> = ForkSafeMutex::new(None);
+/// open and a read each time). The lock guards only the snapshot and when it was read: the
+/// file is read, and the text parsed, with the lock released (see `sys::lock`).
+static CACHE: ForkSafeMutex<Option<(Arc<str>, Instant)>> = ForkSafeMutex::new(None);
 const REREAD: Duration = Duration::from_secs(1);
 
 pub(crate) fn fork_prepare() {
@@ -33,16 +35,28 @@ pub(crate) fn fork_release() {
     unsafe { CACHE.raw_unlock() }
 }
 
-fn with_text<R>(f: impl FnOnce(&str) -> R) -> R {
-    let mut c = CACHE.lock();
-    let fresh = matches!(&*c, Some((_, at)) if at.elapsed() < REREAD);
-    if !fresh {
-        *c = Some((
-            std::fs::read_to_string(HOSTS).unwrap_or_default(),
-            Instant::now(),
-        ));
+/// A snapshot of the file's text: the cached one if read less than `REREAD` ago, otherwise
+/// the file read again (outside the lock) and stored for the next callers.
+fn text() -> Arc<str> {
+    let now = Instant::now();
+    let cached = {
+        let c = CACHE.lock();
+        match &*c {
+            Some((t, at)) if now.saturating_duration_since(*at) < REREAD => Some(t.clone()),
+            _ => None,
+        }
+    };
+    if let Some(t) = cached {
+        return t;
     }
-    f(c.as_ref().map(|(t, _)| t.as_str()).unwrap_or(""))
+    let t: Arc<str> = std::fs::read_to_string(HOSTS).unwrap_or_default().into();
+    let old = CACHE.replace(Some((t.clone(), Instant::now())));
+    drop(old);
+    t
+}
+
+fn with_text<R>(f: impl FnOnce(&str) -> R) -> R {
+    f(&text())
 }
 
 /// Addresses listed for `name` (case-insensitive; canonical name first), in file order.
@@ -87,5 +101,25 @@ mod tests {
         assert_eq!(c, "Target.example");
         assert_eq!(a, vec!["203.0.113.10".parse::<IpAddr>().unwrap()]);
         assert!(lookup_name_in(t, "nothere").is_none());
+    }
+
+    #[test]
+    fn the_file_is_read_and_parsed_outside_the_lock() {
+        let ((a, b), n) = crate::sys::lock::audit::count(|| {
+            let a = text();
+            let b = text();
+            lookup_name("localhost");
+            lookup_addr(&"127.0.0.1".parse().unwrap());
+            (a, b)
+        });
+        assert_eq!(n, 0, "allocations or frees under CACHE's lock");
+        assert_eq!(*a, *b);
+        // Stale: read again, the old snapshot stays valid for whoever holds it.
+        if let Some((_, at)) = CACHE.lock().as_mut() {
+            *at = at.checked_sub(REREAD).unwrap_or(*at);
+        }
+        let (c, n) = crate::sys::lock::audit::count(text);
+        assert_eq!(n, 0);
+        assert_eq!(*a, *c);
     }
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// Faults a test can inject with `PROXIFY_TEST_FAULT` to prove that internal failures fail
 /// closed. Harmless for users: each one only makes a call fail.
@@ -27,8 +27,9 @@ pub struct Runtime {
     pub fault: Fault,
     /// Some chain resolves names at the proxy (or the configuration is unusable).
     any_remote_dns: bool,
-    /// Resolved addresses of proxies given by name (resolved once each, locally).
-    hop_addrs: ForkSafeMutex<Option<HashMap<String, Vec<SocketAddr>>>>,
+    /// Resolved addresses of proxies given by name (resolved once each, locally), by
+    /// `name:port`. Shared slices: a look-up under the lock copies a pointer, not the list.
+    hop_addrs: ForkSafeMutex<Option<HashMap<String, Arc<[SocketAddr]>>>>,
     /// Dynamic chains: a hop found dead is skipped until this time (ms since the epoch), per
     /// (chain, hop) in `config.chains` order; lock-free, shared by all threads.
     dead_until: Vec<Vec<AtomicU64>>,
@@ -117,6 +118,7 @@ fn build() -> Runtime {
         hop_addrs: ForkSafeMutex::new(env(proxify_core::config::ENV_HOP_ADDRS).map(|v| {
             proxify_core::config::parse_hop_addrs(&v)
                 .into_iter()
+                .map(|(k, v)| (k, v.into()))
                 .collect()
         })),
         cred_from: env(proxify_core::config::ENV_CRED_FROM),
@@ -176,22 +178,27 @@ impl Runtime {
     }
 
     /// The addresses of a hop, resolved once (a proxy's own name is the one name resolved
-    /// locally).
+    /// locally). The lock covers the look-up and the store only: the key, the list and the
+    /// map's growth are made before, the resolution and the copy for the caller after.
     pub fn hop_addrs(&self, url: &ProxyUrl) -> Result<Vec<SocketAddr>, String> {
         let name = match &url.host {
             Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, url.port)]),
             Host::Name(n) => n,
         };
         let key = format!("{name}:{}", url.port);
-        if let Some(v) = self.hop_addrs.lock().as_ref().and_then(|m| m.get(&key)) {
-            return Ok(v.clone());
+        let known = self
+            .hop_addrs
+            .lock()
+            .as_ref()
+            .and_then(|m| m.get(&key).cloned());
+        if let Some(v) = known {
+            return Ok(v.to_vec());
         }
         let v = crate::sys::resolve::resolve_locally(name, url.port)
             .map_err(|e| format!("cannot resolve proxy host {name}: {e}"))?;
-        self.hop_addrs
-            .lock()
-            .get_or_insert_with(HashMap::new)
-            .insert(key, v.clone());
+        let shared: Arc<[SocketAddr]> = v.as_slice().into();
+        let replaced = self.hop_addrs.insert(key, shared);
+        drop(replaced);
         Ok(v)
     }
 
@@ -271,4 +278,36 @@ fn init_logger(quiet: bool) {
         }
     }
     logger::init(filter, fd);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_addrs_look_up_and_store_without_allocating_under_the_lock() {
+        let a: SocketAddr = "192.0.2.7:1080".parse().unwrap();
+        let rt = Runtime {
+            config: Err("test".into()),
+            fault: Fault::None,
+            any_remote_dns: true,
+            hop_addrs: ForkSafeMutex::new(None),
+            dead_until: Vec::new(),
+            rr_next: Vec::new(),
+            cred_from: None,
+        };
+        drop(
+            rt.hop_addrs
+                .insert("proxy.test:1080".into(), vec![a].into()),
+        );
+        let url: ProxyUrl = "socks5://proxy.test:1080".parse().unwrap();
+        let (v, n) = crate::sys::lock::audit::count(|| rt.hop_addrs(&url));
+        assert_eq!(n, 0, "allocations or frees under hop_addrs' lock");
+        assert_eq!(v.unwrap(), vec![a]);
+        let url: ProxyUrl = "socks5://192.0.2.8:1081".parse().unwrap();
+        assert_eq!(
+            rt.hop_addrs(&url).unwrap(),
+            vec!["192.0.2.8:1081".parse::<SocketAddr>().unwrap()]
+        );
+    }
 }

@@ -24,7 +24,7 @@
 //! restart with its DNS), and puts it back — or, once it is over, updates the fd table first
 //! and removes the slot after. A thread that finds the state taken (another thread is
 //! stepping the same socket) waits a millisecond and looks again. The map grows outside the
-//! lock, and what leaves it is dropped after the guard. `close` never touches it: it only
+//! lock, and what leaves it is dropped after the guard (the rule of `sys/lock.rs`). `close` never touches it: it only
 //! clears the fd-table slot, and every use checks the slot first; entries of closed fds are
 //! dropped once long past their deadline.
 //!
@@ -158,34 +158,9 @@ pub(crate) fn forked_child() {
 }
 
 /// Inserts `slot` for `ino` (replacing any stale slot of the socket). The map grows with the
-/// lock released; a replaced slot is dropped after the guard.
+/// lock released (`ForkSafeMutex::insert`); a replaced slot is dropped after the guard.
 fn insert(ino: u64, slot: Slot) {
-    let mut slot = Some(slot);
-    loop {
-        let cap = {
-            let mut g = PENDING.lock();
-            let m = g.get_or_insert_with(HashMap::new);
-            if m.len() < m.capacity() || m.contains_key(&ino) {
-                // Room for one more: hashbrown inserts without reallocating.
-                let old = slot.take().and_then(|sl| m.insert(ino, sl));
-                drop(g);
-                drop(old);
-                return;
-            }
-            m.capacity()
-        };
-        let mut bigger: HashMap<u64, Slot> = HashMap::with_capacity((cap * 2).max(8));
-        {
-            let mut g = PENDING.lock();
-            let m = g.get_or_insert_with(HashMap::new);
-            if m.capacity() == cap && bigger.capacity() > m.len() {
-                // Moving entries into a map with room for them allocates nothing.
-                bigger.extend(m.drain());
-                std::mem::swap(m, &mut bigger);
-            }
-        }
-        drop(bigger);
-    }
+    drop(PENDING.insert(ino, slot));
 }
 
 /// Removes the slot of `ino` if it is generation `gen` (any generation: None); the caller

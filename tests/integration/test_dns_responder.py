@@ -317,6 +317,20 @@ def test_python_udp_client(resolver, capture, proxify_bin):
     resolver.check(capture, "python UDP client")
 
 
+
+def test_short_address_buffer_is_not_overrun(resolver, topo, capture, proxify_bin):
+    """recvfrom and recvmsg of the responder's answer into a 4-byte address buffer: the address
+    is truncated to it and its full length reported, as the kernel does; nothing is written past
+    the buffer (csrc/short_buffers.c checks a canary behind it)."""
+    from hardcase import build_c
+    prog = build_c(topo, "short_buffers")
+    ns = RESOLV.read_text().split()[1]
+    r = run_proxified(DANTE, [str(prog), "dns", ns, NAME])
+    assert r.rc == 0, f"the client failed:\n{r}"
+    for call in ("recvfrom", "recvmsg"):
+        assert f"{call} alen=16 canary=ok" in r.stdout, f"{call} overran the address buffer\n{r}"
+    resolver.check(capture, "short address buffer")
+
 # ---- node (c-ares) -------------------------------------------------------------------------
 
 NODE = r"""

@@ -69,3 +69,14 @@ def test_syscall_connect_goes_through_proxy(topo, capture, proxify_bin, fd_bin):
     syns = [p for p in capture.sent_to(netns.PROXY4, proto=6, dport=netns.DANTE_PORT) if p.note == "S"]
     assert len(syns) == 1, f"syscall(SYS_connect): expected one SYN to the proxy, saw {len(syns)}:\n" \
                            f"{capture.summary()}"
+
+
+def test_select_with_one_set_as_read_and_write(topo, capture, proxify_bin):
+    """select(n, &s, &s, NULL) — one fd_set passed twice, as C allows — on a proxied
+    non-blocking connect: it reports the connected socket (csrc/short_buffers.c)."""
+    prog = build_c(topo, "short_buffers")
+    r = run_proxified(DANTE, [prog, "select", T4, ECHO])
+    expect_ok(r, "select with one set twice")
+    assert "select connected" in r.stdout, r
+    assert not capture.sent_to(T4), f"packets went to the target directly:\n{capture.summary()}"
+    assert_no_leak(capture, "select with one set twice")

@@ -1002,16 +1002,24 @@ pub fn send(fd: c_int, dest: Option<SocketAddr>, iov: &[iovec], flags: c_int) ->
 }
 
 /// After a receive on `fd` filled `addr`: a reply of ours is reported as the resolver's.
+/// `cap` is the size of the program's address buffer before the receive (the kernel then sets
+/// `*len` to the address's full length, which can exceed it).
 ///
 /// # Safety
-/// `addr`/`len` as the program passed them to recvfrom/recvmsg (may be null).
-pub unsafe fn fix_source(fd: c_int, addr: *mut libc::sockaddr, len: *mut libc::socklen_t) {
+/// `addr`/`len` as the program passed them to recvfrom/recvmsg (may be null), `addr` holding
+/// `cap` bytes.
+pub unsafe fn fix_source(
+    fd: c_int,
+    addr: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+    cap: libc::socklen_t,
+) {
     if idle() || addr.is_null() || len.is_null() {
         return;
     }
-    // SAFETY: NOT sound for a short buffer: non-null `addr`/`len` as the receive left them, but
-    // `*len` is then the full address length, more than the buffer holds, and this reads past it.
-    let Some(from) = (unsafe { sockaddr::read(addr, *len) }) else {
+    // SAFETY: non-null `addr` of `cap` bytes, `*len` of them filled by the receive: read no
+    // more than both.
+    let Some(from) = (unsafe { sockaddr::read(addr, (*len).min(cap)) }) else {
         return;
     };
     if !sockaddr::unmap(from).ip().is_loopback() {
@@ -1035,9 +1043,12 @@ pub unsafe fn fix_source(fd: c_int, addr: *mut libc::sockaddr, len: *mut libc::s
     } else {
         sockaddr::unmap(resolver)
     };
-    // SAFETY: NOT sound for a short buffer: `*len` is the length the receive reported, which can
-    // exceed the caller's buffer (truncated address), and write_out may write that many bytes.
-    unsafe { sockaddr::write_out(&shown, addr, len) };
+    // SAFETY: write_out writes min(*len, full) bytes: `*len` is set to the buffer's `cap`
+    // first, then to the full length, as the kernel reports a truncated address.
+    unsafe {
+        *len = cap;
+        sockaddr::write_out(&shown, addr, len)
+    };
 }
 
 #[cfg(test)]

@@ -441,10 +441,10 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
 /// state is under the other fd number. Find it by the socket's inode and adopt it; report the
 /// destination instead of the proxy. Only this rare path pays for the search.
 unsafe fn adopt_if_copy(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, cap: socklen_t) {
-    // SAFETY: NOT sound for a short buffer: getpeername then sets `*len` to the full length,
-    // more than the `cap` bytes `addr` holds, and this reads past them (reading min(*len, cap)
-    // would fix it; left as it is, no behaviour change here).
-    let Some(seen) = (unsafe { sa::read(addr, *len) }) else {
+    // SAFETY: `addr` holds `cap` bytes (the caller's buffer size before getpeername) of which
+    // getpeername filled `*len` (the full length, which can exceed `cap`): read no more than
+    // both.
+    let Some(seen) = (unsafe { sa::read(addr, (*len).min(cap)) }) else {
         return;
     };
     let rt = runtime::get();

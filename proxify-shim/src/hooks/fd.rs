@@ -15,7 +15,8 @@ use libc::{c_int, c_uint, c_ulong};
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     if fdtable::none_tracked() && dnsresp::idle() {
-        return real::close(fd);
+        // SAFETY: the caller's fd, unchanged, to libc's close (integer arguments only).
+        return unsafe { real::close(fd) };
     }
     hook(
         // From a signal handler that interrupted proxify (sys::guard::hook): the table is
@@ -26,7 +27,8 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
                 return 0;
             }
             close_ours(fdtable::forget(fd));
-            real::close(fd)
+            // SAFETY: the caller's fd, unchanged, to libc's close.
+            unsafe { real::close(fd) }
         },
         -1,
         libc::EIO,
@@ -39,7 +41,8 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
                 }
                 close_ours(fdtable::forget(fd));
             }
-            real::close(fd)
+            // SAFETY: the caller's fd, unchanged, to libc's close.
+            unsafe { real::close(fd) }
         },
     )
 }
@@ -136,18 +139,21 @@ fn move_ours(fd: c_int) -> bool {
 
 #[no_mangle]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
-    dup_done(fd, real::dup(fd))
+    // SAFETY: the caller's fd, unchanged, to libc's dup (integer arguments only).
+    dup_done(fd, unsafe { real::dup(fd) })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn dup2(fd: c_int, fd2: c_int) -> c_int {
     if fd == fd2 {
-        return real::dup2(fd, fd2);
+        // SAFETY: the caller's fds, unchanged, to libc's dup2 (integer arguments only).
+        return unsafe { real::dup2(fd, fd2) };
     }
     if !free_number(fd2) {
         return -1;
     }
-    dup_done(fd, real::dup2(fd, fd2))
+    // SAFETY: as above; our own fd at `fd2`, if any, was moved away first.
+    dup_done(fd, unsafe { real::dup2(fd, fd2) })
 }
 
 #[no_mangle]
@@ -155,14 +161,18 @@ pub unsafe extern "C" fn dup3(fd: c_int, fd2: c_int, flags: c_int) -> c_int {
     if fd != fd2 && !free_number(fd2) {
         return -1;
     }
-    dup_done(fd, real::dup3(fd, fd2, flags))
+    // SAFETY: the caller's arguments, unchanged, to libc's dup3 (integers only); our own fd at
+    // `fd2`, if any, was moved away first.
+    dup_done(fd, unsafe { real::dup3(fd, fd2, flags) })
 }
 
 /// Called by the variadic `fcntl`/`fcntl64` defined in `csrc/variadic.c` (stable Rust cannot
 /// define a variadic function).
 #[no_mangle]
 pub unsafe extern "C" fn proxify_fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
-    let r = real::fcntl(fd, cmd, arg);
+    // SAFETY: the caller's arguments, unchanged, to libc's fcntl: `arg` is whatever the
+    // caller passed for `cmd` (a pointer for the commands that take one), as fcntl(2) asks.
+    let r = unsafe { real::fcntl(fd, cmd, arg) };
     if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
         return dup_done(fd, r);
     }
@@ -173,18 +183,21 @@ pub unsafe extern "C" fn proxify_fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     // CLOSE_RANGE_CLOEXEC only marks the fds (ours are close-on-exec already).
     if fdtable::none_tracked() || flags & libc::CLOSE_RANGE_CLOEXEC as c_int != 0 {
-        return real::close_range(first, last, flags);
+        // SAFETY: the caller's arguments, unchanged, to libc's close_range (integers only).
+        return unsafe { real::close_range(first, last, flags) };
     }
     guarded(-1, libc::EIO, || close_around_ours(first, last, flags))
 }
 
 /// `close_range` with fds tracked: closes around our own fds, the sub-ranges between them.
-unsafe fn close_around_ours(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+fn close_around_ours(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    // SAFETY: close_range takes integers only; the ranges skip our own fds.
+    let close_range = |a: c_uint, b: c_uint| unsafe { real::close_range(a, b, flags) };
     let mut start = first;
     let mut r = 0;
     while let Some(ours) = fdtable::next_internal(start, last) {
         if ours > start {
-            r |= real::close_range(start, ours - 1, flags);
+            r |= close_range(start, ours - 1);
         }
         if ours == c_uint::MAX {
             start = ours;
@@ -193,7 +206,7 @@ unsafe fn close_around_ours(first: c_uint, last: c_uint, flags: c_int) -> c_int 
         start = ours + 1;
     }
     if start <= last && !(start == last && fdtable::is_internal(start as c_int)) {
-        r |= real::close_range(start, last, flags);
+        r |= close_range(start, last);
     }
     if r == 0 {
         fdtable::clear_range(first, last, false, |c| close_ours(Some(c)));
@@ -204,20 +217,22 @@ unsafe fn close_around_ours(first: c_uint, last: c_uint, flags: c_int) -> c_int 
 #[no_mangle]
 pub unsafe extern "C" fn closefrom(first: c_int) {
     let first = first.max(0) as c_uint;
+    // SAFETY: closefrom takes an integer only.
+    let closefrom = |f: c_uint| unsafe { real::closefrom(f as c_int) };
     if fdtable::none_tracked() {
-        real::closefrom(first as c_int);
+        closefrom(first);
         return;
     }
     let done = caught(|| {
-        if close_range(first, c_uint::MAX, 0) != 0 {
-            real::closefrom(first as c_int);
+        if close_around_ours(first, c_uint::MAX, 0) != 0 {
+            closefrom(first);
             fdtable::clear_range(first, c_uint::MAX, true, |c| close_ours(Some(c)));
         }
     });
     if done.is_none() {
         // closefrom cannot fail: the program's fds are closed (ours with them, which ends
         // their associations: fail closed); their numbers must not keep stale state.
-        real::closefrom(first as c_int);
+        closefrom(first);
         let _ = caught(|| fdtable::clear_range(first, c_uint::MAX, true, |c| close_ours(Some(c))));
     }
 }

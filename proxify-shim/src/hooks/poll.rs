@@ -264,23 +264,34 @@ pub unsafe extern "C" fn __ppoll_chk(
 
 const WORD: usize = c_ulong::BITS as usize;
 
-/// The words of an fd_set holding fds `0..nfds`.
-unsafe fn words<'a>(set: *mut fd_set, nfds: usize) -> Option<&'a mut [c_ulong]> {
-    (!set.is_null())
-        // SAFETY: a non-null set holds at least `nfds` bits in c_ulong words (select's contract).
-        .then(|| unsafe {
-            std::slice::from_raw_parts_mut(set as *mut c_ulong, nfds.div_ceil(WORD))
-        })
+/// A copy of the words of an fd_set holding fds `0..nfds` (a copy: the program may pass one
+/// set twice, as C allows, and two `&mut` views of it would alias).
+unsafe fn words(set: *const fd_set, nfds: usize) -> Option<Vec<c_ulong>> {
+    if set.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null set holds at least `nfds` bits in c_ulong words (select's contract).
+    let w = unsafe { std::slice::from_raw_parts(set as *const c_ulong, nfds.div_ceil(WORD)) };
+    Some(w.to_vec())
 }
 
-fn isset(w: &Option<&mut [c_ulong]>, fd: usize) -> bool {
+/// Writes `w` back into the program's set (nothing for a null one).
+unsafe fn put_words(set: *mut fd_set, w: &Option<Vec<c_ulong>>) {
+    if let (false, Some(w)) = (set.is_null(), w) {
+        // SAFETY: `set` holds at least `w.len()` words (select's contract, as read by `words`);
+        // `w` is our own copy, so the two cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(w.as_ptr(), set as *mut c_ulong, w.len()) };
+    }
+}
+
+fn isset(w: &Option<Vec<c_ulong>>, fd: usize) -> bool {
     w.as_ref()
         .map(|w| w[fd / WORD] >> (fd % WORD) & 1 != 0)
         .unwrap_or(false)
 }
 
 /// Calls `f` for every fd (below `nfds`) in any of the sets.
-fn each_fd(sets: &[&Option<&mut [c_ulong]>], nfds: usize, mut f: impl FnMut(usize)) {
+fn each_fd(sets: &[&Option<Vec<c_ulong>>], nfds: usize, mut f: impl FnMut(usize)) {
     for wi in 0..nfds.div_ceil(WORD) {
         let mut bits: c_ulong = 0;
         for w in sets.iter().copied().flatten() {
@@ -312,8 +323,7 @@ unsafe fn select_slow(
     sigmask: *const sigset_t,
 ) -> Option<c_int> {
     let n = nfds.max(0) as usize;
-    // SAFETY: each set is null or holds `nfds` bits (select's contract). NOT sound if the program
-    // passes one fd_set twice (legal in C): two `&mut` slices of `words` would then alias.
+    // SAFETY: each set is null or holds `nfds` bits (select's contract); copies are taken.
     let (mut rs, mut ws, mut es) = unsafe { (words(r, n), words(w, n), words(e, n)) };
     let mut ours = false;
     each_fd(&[&rs, &ws, &es], n, |fd| {
@@ -364,7 +374,7 @@ unsafe fn select_slow(
         s.fill(0);
     }
     let mut count = 0;
-    let mut mark = |s: &mut Option<&mut [c_ulong]>, fd: usize| {
+    let mut mark = |s: &mut Option<Vec<c_ulong>>, fd: usize| {
         if let Some(w) = s {
             w[fd / WORD] |= 1 << (fd % WORD);
             count += 1;
@@ -381,6 +391,13 @@ unsafe fn select_slow(
         if p.events & libc::POLLPRI != 0 && p.revents & libc::POLLPRI != 0 {
             mark(&mut es, fd);
         }
+    }
+    // In the kernel's order: a set passed twice ends with the later one's result.
+    // SAFETY: the program's sets (or null), each holding the words `words` copied.
+    unsafe {
+        put_words(r, &rs);
+        put_words(w, &ws);
+        put_words(e, &es);
     }
     Some(count)
 }

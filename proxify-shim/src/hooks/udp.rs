@@ -521,14 +521,22 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
             return unsafe { recv_assoc(&e, fd, &mut *msg, flags) };
         }
     }
+    // SAFETY: `msg` is null or the caller's valid msghdr (recvmsg's contract).
+    let cap = unsafe { msg.as_ref() }.map_or(0, |m| m.msg_namelen);
     // SAFETY: the caller's arguments, unchanged, under libc's recvmsg contract.
     let r = unsafe { real::recvmsg(fd, msg, flags) };
     if r >= 0 && !msg.is_null() && !crate::engine::dnsresp::idle() {
         // SAFETY: `msg` is non-null, the caller's valid msghdr (recvmsg's contract).
         let m = unsafe { &mut *msg };
-        // SAFETY: NOT sound for a short `msg_name`: the kernel set `msg_namelen` to the full
-        // length, which fix_source takes as the buffer's size (see dnsresp::fix_source).
-        unsafe { fix_source(fd, m.msg_name as *mut libc::sockaddr, &mut m.msg_namelen) };
+        // SAFETY: `msg_name` holds `cap` bytes, its size before the receive.
+        unsafe {
+            fix_source(
+                fd,
+                m.msg_name as *mut libc::sockaddr,
+                &mut m.msg_namelen,
+                cap,
+            )
+        };
     }
     r
 }
@@ -568,12 +576,13 @@ pub unsafe extern "C" fn recvfrom(
         }
         return r;
     }
+    // SAFETY: `alen` is null or the caller's socklen_t (recvfrom's contract).
+    let cap = unsafe { alen.as_ref() }.copied().unwrap_or(0);
     // SAFETY: the caller's arguments, unchanged, under libc's recvfrom contract.
     let r = unsafe { real::recvfrom(fd, buf, len, flags, addr, alen) };
     if r >= 0 && !crate::engine::dnsresp::idle() {
-        // SAFETY: NOT sound for a short `addr` buffer: the kernel set `*alen` to the full
-        // length, which fix_source takes as the buffer's size (see dnsresp::fix_source).
-        unsafe { fix_source(fd, addr, alen) };
+        // SAFETY: `addr` is null or holds `cap` bytes, its size before the receive.
+        unsafe { fix_source(fd, addr, alen, cap) };
     }
     r
 }
@@ -612,15 +621,31 @@ pub unsafe extern "C" fn recvmmsg(
         return -1;
     }
     let Some(e) = assoc(fd) else {
+        // The address buffers' sizes before the receive (only while the DNS responder may
+        // have to fix a source).
+        let caps: Vec<socklen_t> = if crate::engine::dnsresp::idle() || msgs.is_null() {
+            Vec::new()
+        } else {
+            (0..n as usize)
+                // SAFETY: `msgs` holds `n` mmsghdrs (recvmmsg's contract).
+                .map(|i| unsafe { (*msgs.add(i)).msg_hdr.msg_namelen })
+                .collect()
+        };
         // SAFETY: the caller's arguments, unchanged, under libc's recvmmsg contract.
         let r = unsafe { real::recvmmsg(fd, msgs, n, flags, timeout) };
-        if r > 0 && !crate::engine::dnsresp::idle() {
-            for i in 0..r as usize {
+        if r > 0 {
+            for (i, &cap) in caps.iter().enumerate().take(r as usize) {
                 // SAFETY: the kernel filled `r` <= `n` of the caller's mmsghdrs, and i < r.
                 let m = unsafe { &mut (*msgs.add(i)).msg_hdr };
-                // SAFETY: NOT sound for a short `msg_name`: the kernel set `msg_namelen` to the
-                // full length, which fix_source takes as the buffer's size (dnsresp::fix_source).
-                unsafe { fix_source(fd, m.msg_name as *mut libc::sockaddr, &mut m.msg_namelen) };
+                // SAFETY: `msg_name` holds `cap` bytes, its size before the receive.
+                unsafe {
+                    fix_source(
+                        fd,
+                        m.msg_name as *mut libc::sockaddr,
+                        &mut m.msg_namelen,
+                        cap,
+                    )
+                };
             }
         }
         return r;
@@ -657,12 +682,13 @@ pub unsafe extern "C" fn recvmmsg(
 
 /// The DNS responder's source fix-up of a received datagram (its table is behind a lock: left
 /// as it is from a signal handler that interrupted proxify).
-unsafe fn fix_source(fd: c_int, addr: *mut libc::sockaddr, alen: *mut socklen_t) {
+unsafe fn fix_source(fd: c_int, addr: *mut libc::sockaddr, alen: *mut socklen_t, cap: socklen_t) {
     hook(
         || (),
         (),
         0,
-        // SAFETY: `addr`/`alen` as the program's receive left them (the same contract).
-        || unsafe { crate::engine::dnsresp::fix_source(fd, addr, alen) },
+        // SAFETY: `addr`/`alen` as the program's receive left them, `addr` of `cap` bytes (the
+        // same contract).
+        || unsafe { crate::engine::dnsresp::fix_source(fd, addr, alen, cap) },
     )
 }

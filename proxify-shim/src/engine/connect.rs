@@ -129,6 +129,12 @@ pub fn connect(
                 // SAFETY: one valid pollfd.
                 let rc = unsafe { real::poll(&mut p, 1, ms) };
                 if rc < 0 && errno() == libc::EINTR && interrupting_handler() {
+                    if let Err(e) = nbconnect::go_on_in_background(fd) {
+                        log::debug!("connect fd {fd} to {shown}: interrupted, abandoned: {e}");
+                        nbconnect::abandon(fd);
+                        set_errno(libc::EINTR);
+                        return -1;
+                    }
                     log::debug!(
                         "connect fd {fd} to {shown}: interrupted (EINTR), handshake goes on"
                     );

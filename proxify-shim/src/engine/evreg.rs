@@ -624,3 +624,12 @@ pub unsafe fn filter(epfd: c_int, events: *mut epoll_event, n: usize) -> (usize,
     }
     (kept, todo)
 }
+
+/// Does the program have `fd` in an epoll set (as far as its `epoll_ctl` calls tell)? A
+/// blocking connect then needs readiness fds like a non-blocking one.
+pub fn registered(fd: c_int) -> bool {
+    STATE
+        .lock()
+        .as_ref()
+        .is_some_and(|st| st.recs.contains_key(&fd))
+}

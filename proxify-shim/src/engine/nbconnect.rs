@@ -322,12 +322,14 @@ fn disconnect(fd: c_int) {
 }
 
 /// One attempt: the handshake through `hops` and the TCP connect to the first one, started.
+/// `ino`: the socket's inode, if the caller has just read it.
 fn begin(
     rt: &Runtime,
     fd: c_int,
     domain: c_int,
     target: &TargetAddr,
     hops: &[(usize, ProxyUrl)],
+    ino: Option<u64>,
 ) -> Result<(Handshake, SocketAddr), Failure> {
     let urls: Vec<ProxyUrl> = hops.iter().map(|(_, u)| u.clone()).collect();
     let first = urls
@@ -343,7 +345,7 @@ fn begin(
     // A blocking socket (engine::connect) is made non-blocking for this one call only, so the
     // TCP connect to the first hop starts without waiting; its flags are put back at once,
     // and only if the fd is still the same socket (another thread may have closed it).
-    let ino = inode(fd);
+    let ino = ino.or_else(|| inode(fd));
     // SAFETY: fcntl F_GETFL/F_SETFL on the program's fd (the socket it asked to connect).
     let flags = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
     let toggled = flags >= 0
@@ -407,7 +409,7 @@ pub fn start(
     shown: String,
     via: String,
 ) -> c_int {
-    match try_start(rt, fd, domain, dest, target, chain, &shown, &via) {
+    match try_start(rt, fd, domain, dest, target, chain, &shown, &via, true) {
         Ok(()) => {
             // Send the greeting now if the proxy answered the TCP connect at once.
             let _ = step(fd);
@@ -441,6 +443,10 @@ pub fn abandon(fd: c_int) {
 /// Starts a proxied connect of `fd` (blocking or not) without stepping it; the caller drives
 /// it with [`step`]. The error is not logged.
 #[allow(clippy::too_many_arguments)] // the decision's parts, passed as they are
+///
+/// For a blocking connect (`engine::connect`, which drives it in this thread): the readiness
+/// fds (`evreg`) are made only if the program has the socket in an epoll set already, or later
+/// by [`go_on_in_background`] when the connect returns with the handshake still running.
 pub fn start_quiet(
     rt: &Runtime,
     fd: c_int,
@@ -451,7 +457,50 @@ pub fn start_quiet(
     shown: &str,
     via: &str,
 ) -> Result<(), Failure> {
-    try_start(rt, fd, domain, dest, target, chain, shown, via)
+    try_start(rt, fd, domain, dest, target, chain, shown, via, false)
+}
+
+/// A blocking connect returns (EINTR) while its handshake runs on as a non-blocking one: it
+/// gets its readiness fds now, if it has none, so that the program's epoll, poll and select
+/// see it as they see any other. Err: the errno (the handshake is then abandoned).
+pub fn go_on_in_background(fd: c_int) -> Result<(), c_int> {
+    let ino = inode(fd).ok_or(libc::EBADF)?;
+    let has = PENDING
+        .lock()
+        .as_ref()
+        .and_then(|m| m.get(&ino))
+        .map(|sl| sl.ev != 0);
+    if has != Some(false) {
+        return Ok(()); // none needed (finished meanwhile), or has them already
+    }
+    let ev = super::evreg::open(fd, ino)?;
+    let q = super::evreg::q_of(ev);
+    let placed = {
+        let mut g = PENDING.lock();
+        match g.as_mut().and_then(|m| m.get_mut(&ino)) {
+            Some(sl) if sl.ev == 0 => match sl.state.as_mut() {
+                Some(p) => {
+                    p.ev = ev;
+                    sl.ev = ev;
+                    sl.q = q;
+                    Some((p.want, sl.deadline))
+                }
+                None => None,
+            },
+            _ => None,
+        }
+    };
+    match placed {
+        Some((want, deadline)) => {
+            super::evreg::arm(ev, want, deadline);
+            Ok(())
+        }
+        None => {
+            // Another thread is stepping it, or it ended: the program's next wait steps it.
+            super::evreg::abort(ev);
+            Ok(())
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)] // the decision's parts, passed as they are
@@ -464,6 +513,7 @@ fn try_start(
     chain: &'static Chain,
     shown: &str,
     via: &str,
+    readiness: bool,
 ) -> Result<(), Failure> {
     let cfg = rt
         .config()
@@ -475,9 +525,15 @@ fn try_start(
             let e = errno();
             Failure::new(e, format!("fstat failed: {}", strerror(e)))
         })?;
-        // Before the connect: the program's registrations of the socket move to our readiness fd.
-        let ev = super::evreg::open(fd, ino)
-            .map_err(|e| Failure::new(e, format!("cannot wait for the proxy: {}", strerror(e))))?;
+        // Before the connect: the program's registrations of the socket move to our readiness
+        // fd. A blocking connect has none unless the socket is in an epoll set (0: none).
+        let ev = if readiness || super::evreg::registered(fd) {
+            super::evreg::open(fd, ino).map_err(|e| {
+                Failure::new(e, format!("cannot wait for the proxy: {}", strerror(e)))
+            })?
+        } else {
+            0
+        };
         let r = start_hops(
             rt,
             fd,
@@ -557,7 +613,7 @@ fn start_hops(
     let mut attempts = Attempts::new(chain);
     let (hops, hs, proxy) = loop {
         let hops = rt.select_hops(chain);
-        match begin(rt, fd, domain, &target, &hops) {
+        match begin(rt, fd, domain, &target, &hops, Some(ino)) {
             Ok((hs, proxy)) => break (hops, hs, proxy),
             Err(f) => {
                 disconnect(fd);
@@ -682,7 +738,7 @@ fn restart(rt: &Runtime, fd: c_int, p: &mut Pending, mut f: Failure) -> Result<(
         }
         disconnect(fd);
         let hops = rt.select_hops(p.chain);
-        match begin(rt, fd, p.domain, &p.target, &hops) {
+        match begin(rt, fd, p.domain, &p.target, &hops, None) {
             Ok((hs, proxy)) => {
                 p.hs = hs;
                 p.proxy = proxy;
@@ -1066,5 +1122,10 @@ pub fn hs_of(fd: c_int) -> Option<u64> {
         return None;
     }
     let ino = inode(fd)?;
-    PENDING.lock().as_ref()?.get(&ino).map(|sl| sl.ev)
+    PENDING
+        .lock()
+        .as_ref()?
+        .get(&ino)
+        .map(|sl| sl.ev)
+        .filter(|&ev| ev != 0)
 }

@@ -1,6 +1,9 @@
 //! The command line, as clap definitions. Kept apart from the logic: shell completions
 //! (`proxify completions`) and the man page (`proxify man`) are generated from the same
 //! definitions (`Cli::command()`).
+//!
+//! Size: ~640 lines, ~155 of them unit tests: one set of clap definitions, ~175 lines of them
+//! help texts (`--help`, the completions and the man page are all generated from them).
 
 use crate::values::{self, HostPort};
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};

@@ -16,6 +16,10 @@
 //! `--dnat`) replace the environment's, which replace the file's. `NO_PROXY`/`no_proxy`
 //! are ignored unless `--no-proxy-env` (or the file's `no_proxy_env = true`) says to read
 //! them; their entries then become `direct` rules after all others.
+//!
+//! Size: ~1,110 lines, ~340 of them unit tests (10): the three source layers, `merge` (~160
+//! lines, one setting after another) and the origins `proxify config` shows all work on one
+//! `Layer`, and the precedence rules above are tested against each other here.
 
 use crate::cli::Settings;
 use crate::file::{self, FileKind, FileSettings, Src};

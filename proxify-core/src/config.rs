@@ -27,6 +27,10 @@
 //!
 //! [`Config::from_env_with`] checks the whole: chain names unique, every chain a rule
 //! names defined, chain lengths possible.
+//!
+//! Size: ~1,550 lines, ~590 of them unit tests (16: round trips, hand-written values, error
+//! texts): each `PROXIFY_*` variable's name, parser and writer side by side, so that `to_env`
+//! and `from_env_with` stay inverse. The tests could move to `config/tests.rs`; not done yet.
 
 use crate::cidr::Cidr;
 use crate::rules::{Decision, Dnat, Reason, Rule, Rules, Verdict, DEFAULT_CHAIN};

@@ -43,6 +43,10 @@
 //! Names given to the [`Resolver`] are lower case, dotted, without the trailing dot, at most
 //! 253 bytes, made of printable ASCII other than `.` and `\` (anything else is not a host name
 //! and goes the "everything else" way).
+//!
+//! Size: ~1,260 lines, ~365 of them unit tests (14): one wire format; parsing, answering,
+//! reply validation and TCP framing share the name readers (`skip_name`, `check_name`,
+//! `read_qname`) and the record writers, and the API above is described in one place.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -27,6 +27,9 @@
 //!
 //! Status `200..=299` is success; every other final status fails the connection, with
 //! [`HttpError::errno`] giving the errno for the program.
+//!
+//! Size: ~830 lines, ~375 of them unit tests (11: every split of a reply, refusals and their
+//! errno, malformed and truncated replies, garbage) of one sans-IO client.
 
 use crate::socks::{Credentials, TargetAddr};
 use std::net::{IpAddr, SocketAddr};

@@ -17,6 +17,9 @@
 //! may use it: a slot is written and published (its length stored last) before its index
 //! enters the open-addressing hash, and a racing insert of the same name simply loses the
 //! compare-and-swap and uses the winner's index. Nothing here allocates, locks or panics.
+//!
+//! Size: ~620 lines, ~255 of them unit tests (12, one with many threads): the block arithmetic
+//! and the lock-free table are one job (a name's index is both its table slot and its address).
 
 use crate::cidr::Cidr;
 use std::cell::UnsafeCell;

@@ -23,6 +23,9 @@
 //! Unlike proxychains, which skips what it does not know, everything else is an error naming
 //! the file and line: an unknown key, a `raw` proxy, `proxy_dns_old` and `proxy_dns_daemon`
 //! (other remote-DNS methods, not supported), a port of 0.
+//!
+//! Size: ~600 lines, ~190 of them unit tests: `parse` is one pass over the file with an arm per
+//! key of the table above, and `proxy_line` reads both forms of a proxy line.
 
 use crate::cidr::Cidr;
 use crate::config::{check_remote_dns_subnet, Chain, ChainMode};

@@ -39,6 +39,10 @@
 //! `dnat ORIG[:PORT] NEW[:PORT]`: a connection to ORIG (on PORT, or any port) goes to NEW
 //! instead (on the new PORT, or the original one). Entries with a port are tried before
 //! entries without one; the rewritten destination is then judged by the rules.
+//!
+//! Size: ~940 lines, ~290 of them unit tests (8): the rule, pattern, port-range and dnat types
+//! with their parsers and `Display` (which must read back: config's environment lines rely on
+//! it), the matcher, and `no_proxy_rules`.
 
 use crate::cidr::{is_loopback, Cidr};
 use std::net::{IpAddr, SocketAddr};

@@ -1,4 +1,7 @@
 //! Proxy URLs as curl writes them: `socks5h://user:pass@host:port` and friends.
+//!
+//! Size: ~620 lines, ~190 of them unit tests (7): parsing and printing proxy URLs (schemes,
+//! bracketed hosts, ports, percent-encoding) must round-trip, so both live here.
 
 use std::net::IpAddr;
 

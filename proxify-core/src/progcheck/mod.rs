@@ -16,6 +16,10 @@
 //! Used by `proxify run` (its command) and by the shim's exec hooks (everything the command
 //! runs), and meant for a supervisor that runs [`Verdict::Static`]/[`Verdict::Go`] programs
 //! under its own control instead of refusing them ([`Verdict::innermost`]).
+//!
+//! Size: ~590 lines: `Verdict` with its user-facing texts (~160 lines) and `Judge`, the one
+//! recursive procedure that ties the parts together; the parts and the tests already have
+//! files of their own.
 
 pub mod elf;
 pub mod loader;

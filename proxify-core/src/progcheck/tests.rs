@@ -1,5 +1,9 @@
 //! Tests of the verdicts on real programs built here (static, static-pie, dynamic, setuid,
 //! setgid and capability copies, scripts, the dynamic loader) and on crafted ELF files.
+//!
+//! Size: ~1,070 lines: 16 tests on programs built here (cc: static, static-pie, Go; setuid,
+//! setgid and capability copies; scripts, the loader) and on crafted ELF files, sharing helpers.
+//! The crafted-ELF builder (`Crafted`, ~170 lines) could move to a file of its own; not done yet.
 
 use super::*;
 use std::os::unix::fs::PermissionsExt;

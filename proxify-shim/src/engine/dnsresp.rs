@@ -32,6 +32,10 @@
 //! Bookkeeping: a small table keyed by fd and checked against the socket's inode (an fd
 //! number the program reused for another socket is not ours), behind one atomic count so that
 //! every hook pays one relaxed load while nothing is tracked.
+//!
+//! Size: ~1,070 lines (one small unit test): one fd table behind three transports, of which the
+//! TCP stream through a loopback listener is ~330 lines, plus the `--dns-server` forwarder (~150
+//! lines). Should be split: the TCP stream and the forwarder into their own modules; not done yet.
 
 use crate::policy::decide;
 use crate::policy::names as hdns;

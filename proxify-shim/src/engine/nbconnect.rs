@@ -33,6 +33,10 @@
 //! in the program's epoll sets (registrations made before `connect` included) and in its
 //! poll/select calls, so the program sleeps while the proxy is silent and sees the socket
 //! writable (or failed) when a direct connect would be.
+//!
+//! Size: ~1,070 lines, no unit tests (the integration tests drive it): one state machine
+//! (`Pending`: begin, advance, restart, complete) and the `PENDING` map whose take-out/put-back
+//! lock rule stays private to this file, and the entry points the hooks call (start, step, gate).
 
 use super::drive;
 use crate::state::fdtable::{self, Entry, Kind};

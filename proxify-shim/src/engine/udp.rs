@@ -5,6 +5,10 @@
 //! from the relay is unwrapped before the program sees it. The association lives on a TCP
 //! control connection of ours (close-on-exec), kept for the socket's lifetime and closed with
 //! it. If the proxy drops it, later sends fail with ECONNRESET: nothing is ever sent direct.
+//!
+//! Size: ~770 lines, ~75 of them unit tests: one SOCKS5 UDP path: the association set-up (~155
+//! lines), the table of names sent to (so replies come from the placeholder), and the wrapping of
+//! sends and unwrapping of receives (~230 lines), all on the association's fd-table entry.
 
 use super::drive;
 use crate::policy::decide::{self, Proxied, Route};

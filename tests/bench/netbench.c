@@ -18,6 +18,11 @@
  *   netbench hook  --op unix_connect|udp_sendto|gai_numeric|pipe_rw --count N --secs S [--reps R]
  *       ns per call of a call the shim must pass straight through: R loops of S/R seconds each
  *       (at most N calls in all), the median loop reported.
+ *   netbench soak  TARGET [SOCKS] --count N --warmup W --secs S
+ *       W connects (connect + 1-byte echo + close), then N more, in one process and in
+ *       sequence; prints the process's own VmRSS (/proc/self/status) and number of open fds
+ *       (/proc/self/fd) before the first connect, after the W and after all: what a long-lived
+ *       program keeps per connection. Stops at the first failed connection or after S seconds.
  *   netbench rss -- PROGRAM ARGS...
  *       fork() + execvp() + wait4(): prints the child's peak RSS (ru_maxrss, KiB). fork, not
  *       vfork/posix_spawn: the peak is carried across exec, so a vfork child would report its
@@ -49,6 +54,7 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -144,6 +150,7 @@ struct cfg {
     long long bytes;
     const char *op;
     int reps;
+    long warmup;
 };
 
 static void parse_client(int argc, char **argv, struct cfg *c) {
@@ -184,11 +191,14 @@ static void parse_client(int argc, char **argv, struct cfg *c) {
             c->op = v;
         } else if (!strcmp(k, "--reps")) {
             c->reps = atoi(v);
+        } else if (!strcmp(k, "--warmup")) {
+            c->warmup = atol(v);
         } else {
             usage();
         }
     }
-    if (c->threads < 1 || c->threads > 64 || c->count < 1 || c->secs <= 0 || c->reps < 1 || c->reps > 100)
+    if (c->threads < 1 || c->threads > 64 || c->count < 1 || c->secs <= 0 || c->reps < 1 || c->reps > 100 ||
+        c->warmup < 0)
         usage();
 }
 
@@ -602,6 +612,84 @@ static int cmd_hook(const struct cfg *c) {
     return 0;
 }
 
+/* ---- soak ------------------------------------------------------------------------------ */
+
+/* VmRSS in KiB, read with open/read into a stack buffer (no stdio, no malloc: the measurement
+ * must not grow the heap it measures). -1 if it cannot be read. */
+static long vmrss_kib(void) {
+    char buf[4096];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = 0, r;
+    while (n < (ssize_t)sizeof buf - 1 && (r = read(fd, buf + n, sizeof buf - 1 - n)) > 0) n += r;
+    close(fd);
+    buf[n < 0 ? 0 : n] = 0;
+    char *p = strstr(buf, "\nVmRSS:");
+    return p ? strtol(p + 7, NULL, 10) : -1;
+}
+
+/* Open fds, from /proc/self/fd read with getdents64 (no opendir: no malloc), not counting the
+ * directory's own fd. -1 if it cannot be read. */
+static long open_fds(void) {
+    int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return -1;
+    char buf[8192];
+    long count = 0;
+    for (;;) {
+        long n = syscall(SYS_getdents64, dfd, buf, sizeof buf);
+        if (n < 0) {
+            close(dfd);
+            return -1;
+        }
+        if (n == 0) break;
+        for (long off = 0; off < n;) {
+            unsigned short reclen;
+            memcpy(&reclen, buf + off + 16, sizeof reclen); /* d_ino 8, d_off 8, d_reclen 2 */
+            const char *name = buf + off + 19;             /* then d_type 1, d_name */
+            if (name[0] != '.') count++;
+            off += reclen;
+        }
+    }
+    close(dfd);
+    return count - 1;
+}
+
+static int cmd_soak(const struct cfg *c, long warmup) {
+    double t0 = now(), deadline = t0 + c->secs;
+    long rss0 = vmrss_kib(), fds0 = open_fds(), rss_warm = -1, fds_warm = -1, done = 0;
+    for (long i = 0; i < warmup + c->count; i++) {
+        if (i == warmup) {
+            rss_warm = vmrss_kib();
+            fds_warm = open_fds();
+        }
+        if (now() > deadline) {
+            printf("done=%ld\nerror=stopped after %.0f s: %ld of %ld connections\n", done, c->secs,
+                   done, warmup + c->count);
+            return 1;
+        }
+        int fd;
+        int rc = open_target(c, &fd);
+        if (rc == 0) rc = echo_once(fd);
+        int e = errno;
+        if (fd >= 0) close(fd);
+        if (rc) {
+            printf("done=%ld\nerror=connection %ld: %s\n", done, i + 1, strerror(e));
+            return 1;
+        }
+        done++;
+    }
+    long rss1 = vmrss_kib(), fds1 = open_fds();
+    double dt = now() - t0;
+    printf("warmup=%ld\ncount=%ld\nsecs=%.6f\n", warmup, c->count, dt);
+    printf("rss_start_kib=%ld\nrss_warm_kib=%ld\nrss_end_kib=%ld\n", rss0, rss_warm, rss1);
+    printf("fds_start=%ld\nfds_warm=%ld\nfds_end=%ld\n", fds0, fds_warm, fds1);
+    if (rss0 < 0 || rss_warm < 0 || rss1 < 0 || fds0 < 0 || fds_warm < 0 || fds1 < 0) {
+        printf("error=cannot read /proc/self/status or /proc/self/fd\n");
+        return 1;
+    }
+    return 0;
+}
+
 /* ---- rss ------------------------------------------------------------------------------- */
 
 static int cmd_rss(int argc, char **argv) {
@@ -742,6 +830,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "rtt")) return cmd_rtt(&c);
     if (!strcmp(argv[1], "bulk")) return cmd_bulk(&c);
     if (!strcmp(argv[1], "udp")) return cmd_udp(&c);
+    if (!strcmp(argv[1], "soak")) return cmd_soak(&c, c.warmup);
     usage();
     return 2;
 }

@@ -22,7 +22,8 @@
  *       W connects (connect + 1-byte echo + close), then N more, in one process and in
  *       sequence; prints the process's own VmRSS (/proc/self/status) and number of open fds
  *       (/proc/self/fd) before the first connect, after the W and after all: what a long-lived
- *       program keeps per connection. Stops at the first failed connection or after S seconds.
+ *       program keeps per connection. Stops at the first failed connection or after S seconds,
+ *       and then prints the same figures as they were there, with an error line.
  *   netbench rss -- PROGRAM ARGS...
  *       fork() + execvp() + wait4(): prints the child's peak RSS (ru_maxrss, KiB). fork, not
  *       vfork/posix_spawn: the peak is carried across exec, so a vfork child would report its
@@ -657,15 +658,15 @@ static long open_fds(void) {
 static int cmd_soak(const struct cfg *c, long warmup) {
     double t0 = now(), deadline = t0 + c->secs;
     long rss0 = vmrss_kib(), fds0 = open_fds(), rss_warm = -1, fds_warm = -1, done = 0;
+    char error[160] = "";
     for (long i = 0; i < warmup + c->count; i++) {
         if (i == warmup) {
             rss_warm = vmrss_kib();
             fds_warm = open_fds();
         }
         if (now() > deadline) {
-            printf("done=%ld\nerror=stopped after %.0f s: %ld of %ld connections\n", done, c->secs,
-                   done, warmup + c->count);
-            return 1;
+            snprintf(error, sizeof error, "stopped after %.0f s", c->secs);
+            break;
         }
         int fd;
         int rc = open_target(c, &fd);
@@ -673,16 +674,21 @@ static int cmd_soak(const struct cfg *c, long warmup) {
         int e = errno;
         if (fd >= 0) close(fd);
         if (rc) {
-            printf("done=%ld\nerror=connection %ld: %s\n", done, i + 1, strerror(e));
-            return 1;
+            snprintf(error, sizeof error, "connection %ld: %s", i + 1, strerror(e));
+            break;
         }
         done++;
     }
+    /* At the end, or where it stopped: a leak that ends in EMFILE is still measured. */
     long rss1 = vmrss_kib(), fds1 = open_fds();
     double dt = now() - t0;
-    printf("warmup=%ld\ncount=%ld\nsecs=%.6f\n", warmup, c->count, dt);
+    printf("warmup=%ld\ncount=%ld\ndone=%ld\nsecs=%.6f\n", warmup, c->count, done, dt);
     printf("rss_start_kib=%ld\nrss_warm_kib=%ld\nrss_end_kib=%ld\n", rss0, rss_warm, rss1);
     printf("fds_start=%ld\nfds_warm=%ld\nfds_end=%ld\n", fds0, fds_warm, fds1);
+    if (error[0]) {
+        printf("error=%s, after %ld of %ld connections\n", error, done, warmup + c->count);
+        return 1;
+    }
     if (rss0 < 0 || rss_warm < 0 || rss1 < 0 || fds0 < 0 || fds_warm < 0 || fds1 < 0) {
         printf("error=cannot read /proc/self/status or /proc/self/fd\n");
         return 1;

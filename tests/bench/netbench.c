@@ -18,6 +18,14 @@
  *   netbench hook  --op unix_connect|udp_sendto|gai_numeric|pipe_rw --count N --secs S [--reps R]
  *       ns per call of a call the shim must pass straight through: R loops of S/R seconds each
  *       (at most N calls in all), the median loop reported.
+ *   netbench soak  TARGET [SOCKS] --count N --warmup W --secs S [--settle T]
+ *       W connects (connect + 1-byte echo + close), then N more, in one process and in
+ *       sequence; prints the process's own VmRSS and RssAnon (/proc/self/status) and number of
+ *       open fds (/proc/self/fd) before the first connect, after the W and after all: what a
+ *       long-lived program keeps per connection. Stops at the first failed connection or after
+ *       S seconds, and then prints the same figures as they were there, with an error line.
+ *       With --settle: then T seconds idle and one more connect, and the figures again (what is
+ *       still held once the loop is over, beyond anything released a while after it).
  *   netbench rss -- PROGRAM ARGS...
  *       fork() + execvp() + wait4(): prints the child's peak RSS (ru_maxrss, KiB). fork, not
  *       vfork/posix_spawn: the peak is carried across exec, so a vfork child would report its
@@ -49,6 +57,7 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -144,6 +153,8 @@ struct cfg {
     long long bytes;
     const char *op;
     int reps;
+    long warmup;
+    double settle;
 };
 
 static void parse_client(int argc, char **argv, struct cfg *c) {
@@ -184,11 +195,16 @@ static void parse_client(int argc, char **argv, struct cfg *c) {
             c->op = v;
         } else if (!strcmp(k, "--reps")) {
             c->reps = atoi(v);
+        } else if (!strcmp(k, "--warmup")) {
+            c->warmup = atol(v);
+        } else if (!strcmp(k, "--settle")) {
+            c->settle = atof(v);
         } else {
             usage();
         }
     }
-    if (c->threads < 1 || c->threads > 64 || c->count < 1 || c->secs <= 0 || c->reps < 1 || c->reps > 100)
+    if (c->threads < 1 || c->threads > 64 || c->count < 1 || c->secs <= 0 || c->reps < 1 || c->reps > 100 ||
+        c->warmup < 0 || c->settle < 0 || c->settle > 60)
         usage();
 }
 
@@ -602,6 +618,126 @@ static int cmd_hook(const struct cfg *c) {
     return 0;
 }
 
+/* ---- soak ------------------------------------------------------------------------------ */
+
+/* A field of /proc/self/status in KiB ("\nVmRSS:"), read with open/read into a stack buffer (no
+ * stdio, no malloc: the measurement must not grow the heap it measures). -1 if not there. */
+static long status_kib(const char *key) {
+    char buf[4096];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = 0, r;
+    while (n < (ssize_t)sizeof buf - 1 && (r = read(fd, buf + n, sizeof buf - 1 - n)) > 0) n += r;
+    close(fd);
+    buf[n < 0 ? 0 : n] = 0;
+    char *p = strstr(buf, key);
+    return p ? strtol(p + strlen(key), NULL, 10) : -1;
+}
+
+static long vmrss_kib(void) {
+    return status_kib("\nVmRSS:");
+}
+
+static long rssanon_kib(void) {
+    return status_kib("\nRssAnon:");
+}
+
+/* Open fds, from /proc/self/fd read with getdents64 (no opendir: no malloc), not counting the
+ * directory's own fd. -1 if it cannot be read. */
+static long open_fds(void) {
+    int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return -1;
+    char buf[8192];
+    long count = 0;
+    for (;;) {
+        long n = syscall(SYS_getdents64, dfd, buf, sizeof buf);
+        if (n < 0) {
+            close(dfd);
+            return -1;
+        }
+        if (n == 0) break;
+        for (long off = 0; off < n;) {
+            unsigned short reclen;
+            memcpy(&reclen, buf + off + 16, sizeof reclen); /* d_ino 8, d_off 8, d_reclen 2 */
+            const char *name = buf + off + 19;             /* then d_type 1, d_name */
+            if (name[0] != '.') count++;
+            off += reclen;
+        }
+    }
+    close(dfd);
+    return count - 1;
+}
+
+static int cmd_soak(const struct cfg *c, long warmup) {
+    /* The settling sleep's code, faulted in before the first figure (VmRSS counts file pages,
+     * and the kernel maps them 64 KiB around each fault). */
+    struct timespec tiny = {0, 1};
+    nanosleep(&tiny, NULL);
+    double t0 = now(), deadline = t0 + c->secs;
+    long rss0 = vmrss_kib(), fds0 = open_fds(), rss_warm = -1, fds_warm = -1, done = 0;
+    long anon0 = rssanon_kib(), anon_warm = -1, anon2 = -1;
+    char error[160] = "";
+    for (long i = 0; i < warmup + c->count; i++) {
+        if (i == warmup) {
+            rss_warm = vmrss_kib();
+            anon_warm = rssanon_kib();
+            fds_warm = open_fds();
+        }
+        if (now() > deadline) {
+            snprintf(error, sizeof error, "stopped after %.0f s", c->secs);
+            break;
+        }
+        int fd;
+        int rc = open_target(c, &fd);
+        if (rc == 0) rc = echo_once(fd);
+        int e = errno;
+        if (fd >= 0) close(fd);
+        if (rc) {
+            snprintf(error, sizeof error, "connection %ld: %s", i + 1, strerror(e));
+            break;
+        }
+        done++;
+    }
+    /* At the end, or where it stopped: a leak that ends in EMFILE is still measured. */
+    long rss1 = vmrss_kib(), anon1 = rssanon_kib(), fds1 = open_fds(), rss2 = -1, fds2 = -1;
+    double dt = now() - t0;
+    /* Settle before printing anything: the first printf faults in stdio's code and buffer,
+     * which VmRSS would count. */
+    if (!error[0] && c->settle > 0) {
+        struct timespec ts = {(time_t)c->settle, (long)((c->settle - (time_t)c->settle) * 1e9)};
+        while (nanosleep(&ts, &ts) && errno == EINTR) {
+        }
+        int fd;
+        int rc = open_target(c, &fd);
+        if (rc == 0) rc = echo_once(fd);
+        int e = errno;
+        if (fd >= 0) close(fd);
+        if (rc)
+            snprintf(error, sizeof error, "the connection after settling: %s", strerror(e));
+        rss2 = vmrss_kib();
+        anon2 = rssanon_kib();
+        fds2 = open_fds();
+    }
+    printf("warmup=%ld\ncount=%ld\ndone=%ld\nsecs=%.6f\n", warmup, c->count, done, dt);
+    printf("rss_start_kib=%ld\nrss_warm_kib=%ld\nrss_end_kib=%ld\n", rss0, rss_warm, rss1);
+    printf("fds_start=%ld\nfds_warm=%ld\nfds_end=%ld\n", fds0, fds_warm, fds1);
+    /* RssAnon (the heap and other private memory, no file pages): for a closer look. */
+    printf("anon_start_kib=%ld\nanon_warm_kib=%ld\nanon_end_kib=%ld\n", anon0, anon_warm, anon1);
+    if (rss2 >= 0 && fds2 >= 0)
+        printf("settle_secs=%.3f\nrss_settled_kib=%ld\nanon_settled_kib=%ld\nfds_settled=%ld\n",
+               c->settle, rss2, anon2, fds2);
+    if (error[0]) {
+        printf("error=%s, after %ld of %ld connections\n", error, done, warmup + c->count);
+        return 1;
+    }
+    if (rss0 < 0 || rss_warm < 0 || rss1 < 0 || fds0 < 0 || fds_warm < 0 || fds1 < 0 ||
+        (c->settle > 0 && (rss2 < 0 || fds2 < 0))) {
+        printf("error=cannot read /proc/self/status or /proc/self/fd\n");
+        return 1;
+    }
+    return 0;
+}
+
 /* ---- rss ------------------------------------------------------------------------------- */
 
 static int cmd_rss(int argc, char **argv) {
@@ -742,6 +878,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "rtt")) return cmd_rtt(&c);
     if (!strcmp(argv[1], "bulk")) return cmd_bulk(&c);
     if (!strcmp(argv[1], "udp")) return cmd_udp(&c);
+    if (!strcmp(argv[1], "soak")) return cmd_soak(&c, c.warmup);
     usage();
     return 2;
 }

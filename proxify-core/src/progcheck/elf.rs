@@ -126,13 +126,20 @@ pub enum Kind {
 pub trait Source<'a>: ReadRef<'a> {}
 impl<'a, T: ReadRef<'a>> Source<'a> for T {}
 
-/// A file read with positioned reads, at most [`MAX_READ`] bytes in all.
+/// A file read with positioned reads, at most [`MAX_READ`] bytes in all. Small reads (the ELF
+/// reader asks for headers a few dozen bytes at a time) are served from one read-ahead block
+/// of [`BLOCK`] bytes, so that inspecting a program costs a few system calls, not dozens.
 pub struct Bounded<'f> {
     file: &'f File,
     len: u64,
     pos: u64,
     left: u64,
+    block: Vec<u8>,
+    block_at: u64,
 }
+
+/// The read-ahead block's size.
+pub const BLOCK: usize = 32 << 10;
 
 impl<'f> Bounded<'f> {
     /// A cache over `file` (of `len` bytes) for the ELF reader.
@@ -142,7 +149,27 @@ impl<'f> Bounded<'f> {
             len,
             pos: 0,
             left: MAX_READ,
+            block: Vec::new(),
+            block_at: 0,
         })
+    }
+
+    /// One positioned read of at most `buf.len()` bytes at `at`, charged to the budget.
+    fn read_at(&mut self, buf: &mut [u8], at: u64) -> Result<usize, ()> {
+        let want = (buf.len() as u64).min(self.left) as usize;
+        if want < buf.len() && want == 0 {
+            return Err(());
+        }
+        loop {
+            match self.file.read_at(&mut buf[..want], at) {
+                Ok(n) => {
+                    self.left -= n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(()),
+            }
+        }
     }
 }
 
@@ -157,25 +184,36 @@ impl ReadCacheOps for Bounded<'_> {
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, ()> {
-        let want = (buf.len() as u64).min(self.left) as usize;
-        if want < buf.len() && want == 0 {
-            return Err(());
+        if buf.len() > BLOCK / 2 {
+            let n = self.read_at(buf, self.pos)?;
+            self.pos += n as u64;
+            return Ok(n);
         }
-        loop {
-            match self.file.read_at(&mut buf[..want], self.pos) {
-                Ok(n) => {
-                    self.pos += n as u64;
-                    self.left -= n as u64;
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(()),
-            }
+        let inside = |b: &Self| {
+            b.pos >= b.block_at && b.pos + buf.len() as u64 <= b.block_at + b.block.len() as u64
+        };
+        if !inside(self) {
+            // Refill at the page below `pos`: the reader's next headers are usually near.
+            let at = self.pos & !4095;
+            let mut block = std::mem::take(&mut self.block);
+            block.resize(BLOCK, 0);
+            let n = self.read_at(&mut block, at)?;
+            block.truncate(n);
+            self.block = block;
+            self.block_at = at;
         }
+        let from = (self.pos - self.block_at) as usize;
+        if from >= self.block.len() {
+            return Ok(0); // at or past the end of the file
+        }
+        let n = buf.len().min(self.block.len() - from);
+        buf[..n].copy_from_slice(&self.block[from..from + n]);
+        self.pos += n as u64;
+        Ok(n)
     }
 
     fn read_exact(&mut self, mut buf: &mut [u8]) -> Result<(), ()> {
-        if buf.len() as u64 > self.left {
+        if buf.len() > BLOCK / 2 && buf.len() as u64 > self.left {
             return Err(());
         }
         while !buf.is_empty() {

@@ -1071,3 +1071,28 @@ impl Crafted {
         out
     }
 }
+
+#[test]
+fn small_reads_come_from_the_read_ahead_block_and_match_the_file() {
+    use object::ReadRef;
+    let p = tmp().join("pattern");
+    let len = 3 * elf::BLOCK + 123;
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&p, &data).unwrap();
+    let f = std::fs::File::open(&p).unwrap();
+    let cache = elf::Bounded::cache(&f, len as u64);
+    // Within a block, across a block's end, at the file's end, past it, and one large read.
+    for (at, n) in [
+        (0, 64),
+        (100, 900),
+        (elf::BLOCK - 10, 40),
+        (2 * elf::BLOCK + 5, 16),
+        (len - 20, 20),
+        (4096 * 3 + 1, elf::BLOCK),
+    ] {
+        let got = (&cache).read_bytes_at(at as u64, n as u64).unwrap();
+        assert_eq!(got, &data[at..at + n], "at {at}, {n} bytes");
+    }
+    assert!((&cache).read_bytes_at(len as u64 - 5, 10).is_err());
+    assert!((&cache).read_bytes_at(len as u64 + 10, 1).is_err());
+}

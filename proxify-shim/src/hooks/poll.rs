@@ -167,6 +167,22 @@ fn poll_core(
     }
 }
 
+/// The real ppoll over our copy of the pollfds, with `timeout` (None: forever) and the
+/// caller's `sigmask` (or null).
+fn real_ppoll(fds: &mut [pollfd], timeout: Option<Duration>, sigmask: *const sigset_t) -> c_int {
+    let ts = timeout.map(to_ts);
+    // SAFETY: `fds` is a live pollfd slice, `ts` ours or null, `sigmask` the caller's or null.
+    unsafe {
+        real::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as nfds_t,
+            ts.as_ref()
+                .map_or(std::ptr::null(), |t| t as *const timespec),
+            sigmask,
+        )
+    }
+}
+
 unsafe fn poll_slow(
     fds: *mut pollfd,
     n: nfds_t,
@@ -175,19 +191,7 @@ unsafe fn poll_slow(
 ) -> c_int {
     // SAFETY: `fds` is non-null and points to `n` pollfds, as poll's caller promised.
     let fds = unsafe { std::slice::from_raw_parts_mut(fds, n as usize) };
-    poll_core(fds, timeout, &mut |f, t| {
-        let ts = t.map(to_ts);
-        // SAFETY: `f` is a live pollfd slice, `ts` ours or null, `sigmask` the caller's or null.
-        unsafe {
-            real::ppoll(
-                f.as_mut_ptr(),
-                f.len() as nfds_t,
-                ts.as_ref()
-                    .map_or(std::ptr::null(), |t| t as *const timespec),
-                sigmask,
-            )
-        }
-    })
+    poll_core(fds, timeout, &mut |f, t| real_ppoll(f, t, sigmask))
 }
 
 #[no_mangle]
@@ -354,19 +358,7 @@ unsafe fn select_slow(
             revents: 0,
         });
     });
-    let rc = poll_core(&mut fds, timeout, &mut |f, t| {
-        let ts = t.map(to_ts);
-        // SAFETY: `f` is a live pollfd slice, `ts` ours or null, `sigmask` the caller's or null.
-        unsafe {
-            real::ppoll(
-                f.as_mut_ptr(),
-                f.len() as nfds_t,
-                ts.as_ref()
-                    .map_or(std::ptr::null(), |t| t as *const timespec),
-                sigmask,
-            )
-        }
-    });
+    let rc = poll_core(&mut fds, timeout, &mut |f, t| real_ppoll(f, t, sigmask));
     if rc < 0 {
         return Some(-1);
     }

@@ -197,10 +197,12 @@ impl std::str::FromStr for ProxyUrl {
                 let slot = match k {
                     "pipeline" => &mut pipeline,
                     "optimistic" => &mut optimistic,
-                    _ => return Err(UrlError(format!(
+                    _ => {
+                        return Err(UrlError(format!(
                         "unknown option \"{}\" in proxy URL (known: pipeline=0|1, optimistic=0|1)",
                         printable(k)
-                    ))),
+                    )))
+                    }
                 };
                 *slot = match v {
                     "1" => true,

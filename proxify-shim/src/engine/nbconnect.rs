@@ -1216,6 +1216,16 @@ fn gate_kind(fd: c_int, step: bool) -> bool {
             }
             None => true,
         },
+        // Optimistic data: a write goes straight behind the request, but replies already
+        // there are read first (never waiting): a refusal that came back (or a reset) is this
+        // write's ECONNRESET, with its warning line, rather than the kernel's bare error.
+        Some(Kind::ReplyPending) if step => match step_in(fd, true) {
+            Progress::Failed(e) => {
+                set_errno(fdtable::take_failure(fd).unwrap_or(e));
+                false
+            }
+            _ => true,
+        },
         _ => true,
     }
 }

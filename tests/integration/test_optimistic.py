@@ -235,3 +235,21 @@ def test_fast_open_first_write(topo, capture, proxify_bin, mode):
         assert res["sent"] == len(b"fast-open-echo\n"), f"{what}: {res}"
     assert proxy_syns(capture), f"{what}: nothing went to the proxy\n{capture.summary()}"
     assert_no_leak(capture, what)
+
+
+def test_ignored_with_credentials(topo, capture, proxify_bin):
+    """A SOCKS5 proxy with username/password: the option does not apply (one -v line), the
+    connect is the usual one and works."""
+    proxy = (f"socks5h://{netns.TEST_USER}:{topo.password}@{netns.PROXY4}:{netns.DANTE_AUTH_PORT}"
+             "?optimistic=1")
+    r = run_proxified(proxy, [sys.executable, str(CLIENT), "blocking", T4, ECHO], opts=["-vv"])
+    what = f"blocking connect + send to {T4}:{ECHO} via Dante with auth and ?optimistic=1"
+    res = result(r, what)
+    assert r.rc == 0 and "error" not in res and res["echo"], f"{what}\n{res}\n{r}"
+    ignored = [ln for ln in r.stderr.splitlines() if "?optimistic=1 ignored" in ln]
+    assert len(ignored) == 1, f"{what}: one line saying the option is ignored\n{r}"
+    assert "greeting and request sent (optimistic data)" not in r.stderr, f"{what}\n{r}"
+    assert topo.password not in r.stderr, f"{what}: the password was printed\n{r}"
+    conns = connections(capture, port=netns.DANTE_AUTH_PORT)
+    assert conns and not any(early for early, _, _ in conns), f"{what}: {conns}"
+    assert_no_leak(capture, what)

@@ -34,6 +34,9 @@ Proxy URLs are written as curl writes them:
   http://[USER[:PASSWORD]@]HOST[:PORT]      HTTP CONNECT (Basic auth), names sent to the proxy
 USER and PASSWORD are percent-decoded (write '@' as %40, ':' as %3A); an IPv6 HOST
 goes in brackets ([2001:db8::1]); PORT defaults to 1080 (8080 for http).
+A SOCKS5 URL takes ?pipeline=1 (greeting, auth and request in one write) and, without
+credentials on a single-hop route, ?optimistic=1 (connect() returns once greeting and
+request are sent; a refused request is then the first read's ECONNRESET).
 Several -x make a chain, first hop first: strict unless --chain-mode says dynamic
 (dead hops skipped), random or round_robin (--chain-len hops each time).
 

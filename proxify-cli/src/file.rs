@@ -5,6 +5,8 @@
 //!
 //! ```toml
 //! proxy = "socks5h://user:pass@proxy.example:1080"   # or a list: the default chain (strict)
+//!                                                     # per-proxy options are the URL's own:
+//!                                                     # ?pipeline=1, ?optimistic=1
 //! direct = ["10.0.0.0/8"]                             # reached directly, before the rules
 //! connect_timeout = 5                                 # seconds
 //! timeout = 5                                         # seconds for the proxy handshake
@@ -604,6 +606,25 @@ mod tests {
         assert_eq!(line_of("a\nb\nc", 2), 2);
         assert_eq!(line_of("a\nb\nc", 4), 3);
         assert_eq!(line_of("a\n", 99), 2);
+    }
+
+    #[test]
+    fn per_proxy_options_are_the_urls() {
+        let f = parse(
+            "c.toml",
+            "proxy = \"socks5h://192.0.2.1:1080?optimistic=1\"\n\
+             [[chain]]\nname = \"c\"\nhops = [\"socks5://192.0.2.2?pipeline=1&optimistic=1\"]\n",
+        )
+        .unwrap();
+        let d = f.default_chain.as_ref().unwrap();
+        assert!(d.value.hops[0].optimistic && !d.value.hops[0].pipeline);
+        let c = &f.chains[0].value;
+        assert!(c.hops[0].optimistic && c.hops[0].pipeline);
+        let e = parse("c.toml", "proxy = \"socks5://h?optimistic=2\"\n").unwrap_err();
+        assert!(
+            e.starts_with("c.toml:1: ") && e.contains("optimistic"),
+            "{e}"
+        );
     }
 
     #[test]

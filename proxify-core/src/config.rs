@@ -1201,6 +1201,7 @@ mod tests {
                     .unwrap(),
                 "SOCKS4A://ident@proxy.example".parse().unwrap(),
                 "socks5://192.0.2.1:9050/".parse().unwrap(),
+                "socks5h://192.0.2.2:1080?optimistic=1".parse().unwrap(),
             ],
             direct: vec![
                 "10.0.0.0/8".parse().unwrap(),

@@ -257,6 +257,7 @@ fn proxy_line(line: &str, proxy_dns: bool) -> Result<ProxyUrl, String> {
         user,
         pass,
         pipeline: false,
+        optimistic: false,
     })
 }
 

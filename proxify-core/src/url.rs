@@ -77,6 +77,10 @@ pub struct ProxyUrl {
     pub pass: Option<Vec<u8>>,
     /// `?pipeline=1`: pipelined SOCKS5 handshake (see socks::Request::pipeline).
     pub pipeline: bool,
+    /// `?optimistic=1`: optimistic data ([`ProxyUrl::optimistic_applies`]): `connect()`
+    /// returns once greeting and request are sent (pipelined), the program's first data goes
+    /// right behind them, and the proxy's replies are read before the program's first read.
+    pub optimistic: bool,
 }
 
 impl std::fmt::Debug for ProxyUrl {
@@ -88,6 +92,7 @@ impl std::fmt::Debug for ProxyUrl {
             .field("user", &self.user.as_deref().map(String::from_utf8_lossy))
             .field("pass", &self.pass.as_ref().map(|_| "***"))
             .field("pipeline", &self.pipeline)
+            .field("optimistic", &self.optimistic)
             .finish()
     }
 }
@@ -105,7 +110,7 @@ impl std::error::Error for UrlError {}
 
 impl std::str::FromStr for ProxyUrl {
     type Err = UrlError;
-    /// Accepts `scheme://[user[:pass]@]host[:port][/][?pipeline=0|1]`; host is a name, an IPv4
+    /// Accepts `scheme://[user[:pass]@]host[:port][/][?pipeline=0|1][&optimistic=0|1]`; host is a name, an IPv4
     /// literal or a bracketed IPv6 literal. Unknown scheme, bad/zero port, bad percent-encoding,
     /// empty host, unknown query key: error.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -182,24 +187,29 @@ impl std::str::FromStr for ProxyUrl {
             )));
         }
         let mut pipeline = false;
+        let mut optimistic = false;
         if let Some(q) = query {
             for kv in q.split('&').filter(|kv| !kv.is_empty()) {
                 let (k, v) = match kv.find('=') {
                     Some(i) => (&kv[..i], &kv[i + 1..]),
                     None => (kv, ""),
                 };
-                if k != "pipeline" {
-                    return Err(UrlError(format!(
-                        "unknown option \"{}\" in proxy URL (known: pipeline=0|1)",
+                let slot = match k {
+                    "pipeline" => &mut pipeline,
+                    "optimistic" => &mut optimistic,
+                    _ => {
+                        return Err(UrlError(format!(
+                        "unknown option \"{}\" in proxy URL (known: pipeline=0|1, optimistic=0|1)",
                         printable(k)
-                    )));
-                }
-                pipeline = match v {
+                    )))
+                    }
+                };
+                *slot = match v {
                     "1" => true,
                     "0" => false,
                     _ => {
                         return Err(UrlError(format!(
-                            "bad value \"{}\" for pipeline in proxy URL (use 0 or 1)",
+                            "bad value \"{}\" for {k} in proxy URL (use 0 or 1)",
                             printable(v)
                         )))
                     }
@@ -255,6 +265,7 @@ impl std::str::FromStr for ProxyUrl {
             user,
             pass,
             pipeline,
+            optimistic,
         })
     }
 }
@@ -410,10 +421,22 @@ impl ProxyUrl {
             Host::Name(n) => s.push_str(n),
         }
         s.push_str(&format!(":{}", self.port));
-        if self.pipeline {
-            s.push_str("?pipeline=1");
+        match (self.pipeline, self.optimistic) {
+            (true, true) => s.push_str("?pipeline=1&optimistic=1"),
+            (true, false) => s.push_str("?pipeline=1"),
+            (false, true) => s.push_str("?optimistic=1"),
+            (false, false) => {}
         }
         s
+    }
+
+    /// Does `?optimistic=1` take effect for a chain of these hops? Only a single SOCKS5 hop
+    /// without credentials: its greeting offers "no authentication" alone, so greeting and
+    /// request can go in one write and no reply changes what is sent next.
+    pub fn optimistic_applies(hops: &[ProxyUrl]) -> bool {
+        matches!(hops, [h] if h.optimistic
+            && matches!(h.scheme, Scheme::Socks5 | Scheme::Socks5h)
+            && h.user.is_none())
     }
 
     /// Full URL, percent-encoding user and password again, suitable to hand to the shim.
@@ -504,6 +527,12 @@ mod tests {
         assert!(p("socks5://h?pipeline=1").pipeline);
         assert!(p("socks5://h/?pipeline=1").pipeline);
         assert!(!p("socks5://h:1080/?pipeline=0").pipeline);
+        let u = p("socks5h://h?optimistic=1");
+        assert!(u.optimistic && !u.pipeline);
+        let u = p("socks5://h/?optimistic=1&pipeline=1");
+        assert!(u.optimistic && u.pipeline);
+        assert!(!p("socks5://h?optimistic=0").optimistic);
+        assert!(!p("socks5://h").optimistic);
     }
 
     #[test]
@@ -552,6 +581,8 @@ mod tests {
             ("socks5://h#frag", "path"),
             ("socks5://h?foo=1", "foo"),
             ("socks5://h?pipeline=2", "pipeline"),
+            ("socks5://h?optimistic=yes", "for optimistic"),
+            ("socks5://h?fast=1", "optimistic=0|1"),
             ("socks5://%zzuser@h", "%zz"),
             ("socks5://user%4@h", "\"%4\""),
             ("socks5://:pw@h", "user"),
@@ -567,6 +598,21 @@ mod tests {
             assert!(m.contains(needle), "{url}: {m}");
             assert!(!m.contains('\n'), "{url}: {m}");
         }
+    }
+
+    #[test]
+    fn optimistic_applies_only_to_one_socks5_hop_without_credentials() {
+        let one = |u: &str| ProxyUrl::optimistic_applies(&[p(u)]);
+        assert!(one("socks5h://h?optimistic=1"));
+        assert!(one("socks5://h?optimistic=1"));
+        assert!(!one("socks5://h"));
+        assert!(!one("socks5://u:pw@h?optimistic=1"));
+        assert!(!one("socks5://u@h?optimistic=1"));
+        assert!(!one("socks4a://h?optimistic=1"));
+        assert!(!one("http://h?optimistic=1"));
+        let two = [p("socks5://a?optimistic=1"), p("socks5://b?optimistic=1")];
+        assert!(!ProxyUrl::optimistic_applies(&two));
+        assert!(!ProxyUrl::optimistic_applies(&[]));
     }
 
     #[test]
@@ -594,6 +640,8 @@ mod tests {
             "socks4a://ident@proxy:1080",
             "socks5h://a%3Ab%40c:p%25%2F%3F%40%3A%20%2C%FF@[::1]:1081?pipeline=1",
             "socks5h://user:@h:1080",
+            "socks5h://h:1080?optimistic=1",
+            "socks5://h:1080?pipeline=1&optimistic=1",
         ] {
             let u = p(url);
             assert_eq!(u.to_url_string(), url);
@@ -616,6 +664,7 @@ mod tests {
             user: Some(all.clone()),
             pass: Some(all),
             pipeline: false,
+            optimistic: false,
         };
         assert_eq!(p(&u.to_url_string()), u);
         assert!(!u.masked().contains("%FF%FF"));

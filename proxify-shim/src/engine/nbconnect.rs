@@ -34,9 +34,22 @@
 //! poll/select calls, so the program sleeps while the proxy is silent and sees the socket
 //! writable (or failed) when a direct connect would be.
 //!
-//! Size: ~1,070 lines, no unit tests (the integration tests drive it): one state machine
-//! (`Pending`: begin, advance, restart, complete) and the `PENDING` map whose take-out/put-back
-//! lock rule stays private to this file, and the entry points the hooks call (start, step, gate).
+//! Optimistic data (`?optimistic=1` on a single SOCKS5 hop without credentials,
+//! `ProxyUrl::optimistic_applies`): greeting and request go in one write (pipelined), and once
+//! they are sent the step reports the handshake done (`Stepped::Sent`): the readiness fds are
+//! released (`evreg::done`, the program's waits see the socket itself), the fds become
+//! `Kind::ReplyPending` and a blocking `connect` returns 0; the state stays in its slot to
+//! read the proxy's two replies. Writes go straight to the socket, behind the request; every
+//! read hook calls [`gate_read`] first, which reads the replies (exactly them, as the handshake
+//! always does) before the program sees a byte: waiting for them until the handshake deadline
+//! on a blocking socket, EAGAIN on a non-blocking one while they are incomplete. A failed
+//! reply, EOF or the deadline makes that read fail with ECONNRESET (the socket disconnected,
+//! the usual one warning line); a dynamic chain never restarts then.
+//!
+//! Size: ~1,320 lines, no unit tests (the integration tests drive it): one state machine
+//! (`Pending`: begin, advance, restart, complete, and optimistic data's reply phase) and the
+//! `PENDING` map whose take-out/put-back lock rule stays private to this file, and the entry
+//! points the hooks call (start, step, gate, gate_read).
 
 use super::drive;
 use crate::state::fdtable::{self, Entry, Kind};
@@ -59,6 +72,9 @@ use std::time::{Duration, Instant};
 
 /// An entry nobody looked at for this long after its deadline belongs to a closed fd.
 const STALE_AFTER: Duration = Duration::from_secs(30);
+/// The one `-v` line saying `?optimistic=1` does not apply was written.
+static OPTIMISTIC_IGNORED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// One running handshake.
 struct Pending {
@@ -84,6 +100,12 @@ struct Pending {
     started: Option<Instant>,
     /// Its readiness fds (`evreg`).
     ev: u64,
+    /// Optimistic data applies (`?optimistic=1` on a single SOCKS5 hop without credentials):
+    /// the program is told it is connected once greeting and request are sent.
+    optimistic: bool,
+    /// Optimistic data: greeting and request are sent and the program was told; what is left
+    /// is reading the replies (the fds are `Kind::ReplyPending`), from the program's first read.
+    sent: bool,
 }
 
 /// The fds known to refer to one handshake's socket (the first, dups, ones seen by a step):
@@ -105,6 +127,16 @@ impl Fds {
             n: 1,
             more: false,
         }
+    }
+
+    /// Optimistic data: may one of these fds still be waiting for the replies? (Atomic loads
+    /// only: callable under the lock.) A connection the program keeps but does not read for a
+    /// long time keeps its slot; one it closed lets it go.
+    fn replies_pending(&self) -> bool {
+        self.more
+            || self.v[..self.n as usize]
+                .iter()
+                .any(|&f| fdtable::kind(f) == Some(Kind::ReplyPending))
     }
 
     fn add(&mut self, fd: c_int) {
@@ -189,7 +221,11 @@ fn drop_one_stale(now: Instant) -> bool {
         };
         let stale = m
             .iter()
-            .find(|(_, sl)| sl.state.is_some() && sl.deadline + STALE_AFTER <= now)
+            .find(|(_, sl)| {
+                sl.state.as_ref().is_some_and(|p| {
+                    sl.deadline + STALE_AFTER <= now && (!p.sent || !sl.fds.replies_pending())
+                })
+            })
             .map(|(k, _)| *k);
         stale.and_then(|k| m.remove(&k))
     };
@@ -222,6 +258,8 @@ pub enum Progress {
 enum Step {
     Want(c_short),
     Done(Reply),
+    /// Optimistic data: greeting and request are sent, the replies are still to be read.
+    Sent,
 }
 
 /// What to log (and note) once the lock is released.
@@ -334,8 +372,23 @@ fn begin(
     target: &TargetAddr,
     hops: &[(usize, ProxyUrl)],
     ino: Option<u64>,
-) -> Result<(Handshake, SocketAddr), Failure> {
-    let urls: Vec<ProxyUrl> = hops.iter().map(|(_, u)| u.clone()).collect();
+) -> Result<(Handshake, SocketAddr, bool), Failure> {
+    let mut urls: Vec<ProxyUrl> = hops.iter().map(|(_, u)| u.clone()).collect();
+    let optimistic = ProxyUrl::optimistic_applies(&urls);
+    if optimistic {
+        // Greeting and request in one write: the program's data then goes right behind them.
+        urls[0].pipeline = true;
+    } else if urls.iter().any(|u| u.optimistic) && !OPTIMISTIC_IGNORED.swap(true, Ordering::Relaxed)
+    {
+        log::info!(
+            "?optimistic=1 ignored for a connect through {}: it applies only to a single SOCKS5 \
+             proxy without credentials",
+            urls.iter()
+                .map(ProxyUrl::masked)
+                .collect::<Vec<_>>()
+                .join(" -> ")
+        );
+    }
     let first = urls
         .first()
         .ok_or_else(|| Failure::new(libc::EACCES, "the chain has no proxy"))?;
@@ -375,7 +428,7 @@ fn begin(
             ..Failure::new(e, format!("cannot reach proxy {proxy}: {}", strerror(e)))
         });
     }
-    Ok((hs, proxy))
+    Ok((hs, proxy, optimistic))
 }
 
 /// A dynamic chain skips the hop a failure proved dead (`proxify_core::hops`, as the
@@ -615,10 +668,10 @@ fn start_hops(
 ) -> Result<(), Failure> {
     let started = crate::sys::trace::on().then(Instant::now);
     let mut attempts = Attempts::new(chain);
-    let (hops, hs, proxy) = loop {
+    let (hops, hs, proxy, optimistic) = loop {
         let hops = rt.select_hops(chain);
         match begin(rt, fd, domain, &target, &hops, Some(ino)) {
-            Ok((hs, proxy)) => break (hops, hs, proxy),
+            Ok((hs, proxy, optimistic)) => break (hops, hs, proxy, optimistic),
             Err(f) => {
                 disconnect(fd);
                 if !skip_dead(rt, chain, &hops, &mut attempts, &f) {
@@ -646,6 +699,8 @@ fn start_hops(
         via: via.to_string(),
         started,
         ev,
+        optimistic,
+        sent: false,
     });
     super::evreg::arm(ev, libc::POLLOUT, deadline);
     let now = Instant::now();
@@ -729,6 +784,13 @@ fn advance(rt: &Runtime, fd: c_int, p: &mut Pending) -> Result<Step, Failure> {
         }
         return match drive::advance(fd, &mut p.hs)? {
             drive::Progress::Done(r) => Ok(Step::Done(r)),
+            // Optimistic data: all that is sent before the replies is sent; the program may
+            // go on (the replies are read before its first read sees a byte).
+            drive::Progress::Wait(..)
+                if p.optimistic && !p.sent && p.hs.pending_output().is_empty() =>
+            {
+                Ok(Step::Sent)
+            }
             drive::Progress::Wait(ev, what) => want(p, ev, || what.into()),
         };
     }
@@ -743,8 +805,9 @@ fn restart(rt: &Runtime, fd: c_int, p: &mut Pending, mut f: Failure) -> Result<(
         disconnect(fd);
         let hops = rt.select_hops(p.chain);
         match begin(rt, fd, p.domain, &p.target, &hops, None) {
-            Ok((hs, proxy)) => {
+            Ok((hs, proxy, optimistic)) => {
                 p.hs = hs;
+                p.optimistic = optimistic;
                 p.proxy = proxy;
                 p.hops = hops;
                 p.connecting = true;
@@ -766,7 +829,10 @@ fn live_fds(fds: &Fds, ino: u64, also: c_int) -> Vec<c_int> {
     let mut consider = |f: c_int| {
         if f >= 0
             && !v.contains(&f)
-            && fdtable::kind(f) == Some(Kind::Handshaking)
+            && matches!(
+                fdtable::kind(f),
+                Some(Kind::Handshaking | Kind::ReplyPending)
+            )
             && inode(f) == Some(ino)
         {
             v.push(f);
@@ -777,6 +843,7 @@ fn live_fds(fds: &Fds, ino: u64, also: c_int) -> Vec<c_int> {
     }
     if fds.more {
         fdtable::each(Kind::Handshaking, &mut consider);
+        fdtable::each(Kind::ReplyPending, &mut consider);
     }
     v
 }
@@ -857,6 +924,8 @@ fn complete_failed(
 /// What a step ended with, its state moved with the lock released.
 enum Stepped {
     Want(Box<Pending>),
+    /// Optimistic data: greeting and request sent; the replies are still to be read.
+    Sent(Box<Pending>),
     Done(Box<Pending>, Reply),
     Failed(Box<Pending>, Failure, bool),
 }
@@ -872,6 +941,23 @@ fn drive_state(rt: &Runtime, fd: c_int, mut p: Box<Pending>) -> Stepped {
                 return Stepped::Want(p);
             }
             Some(Ok(Step::Done(reply))) => return Stepped::Done(p, reply),
+            Some(Ok(Step::Sent)) => {
+                p.sent = true;
+                return Stepped::Sent(p);
+            }
+            // Optimistic data: the program was told it is connected and may have sent data;
+            // the connection cannot start again. The read that finds it reports ECONNRESET.
+            Some(Err(f)) if p.sent => {
+                let f = Failure {
+                    errno: libc::ECONNRESET,
+                    msg: format!(
+                        "{} (optimistic data: reported to the first read as ECONNRESET)",
+                        f.msg
+                    ),
+                    ..f
+                };
+                return Stepped::Failed(p, f, false);
+            }
             Some(Err(f)) => match restart(rt, fd, &mut p, f) {
                 Ok(()) => {
                     p.want = libc::POLLOUT;
@@ -897,10 +983,20 @@ enum Found {
     Mine(Box<Pending>, u64, Fds),
 }
 
-/// Advances the handshake of `fd` as far as it goes without waiting.
+/// Advances the handshake of `fd` as far as it goes without waiting. An fd with optimistic
+/// data whose replies are still to be read (`Kind::ReplyPending`) is connected as far as the
+/// program's waits, `connect` and `SO_ERROR` are concerned: `Done` (its first read goes
+/// through [`gate_read`]).
 pub fn step(fd: c_int) -> Progress {
+    step_in(fd, false)
+}
+
+/// [`step`]; `replies`: an fd with optimistic data is stepped too (reading the replies).
+fn step_in(fd: c_int, replies: bool) -> Progress {
     match fdtable::kind(fd) {
         Some(Kind::Handshaking) => {}
+        Some(Kind::ReplyPending) if replies => {}
+        Some(Kind::ReplyPending) => return Progress::Done,
         Some(Kind::HandshakeFailed) => {
             return Progress::Failed(fdtable::failed_errno(fd).unwrap_or(libc::EIO))
         }
@@ -960,6 +1056,15 @@ pub fn step(fd: c_int) -> Progress {
                 let o = complete_failed(fd, ino, None, &Fds::one(fd), f, false);
                 (Progress::Failed(libc::ETIMEDOUT), Some(o))
             }
+            Some(Kind::ReplyPending) => {
+                // Optimistic data whose replies nobody can read any more: fail closed.
+                let f = Failure::new(
+                    libc::ECONNRESET,
+                    "the proxy's reply was abandoned (optimistic data)",
+                );
+                let o = complete_failed(fd, ino, None, &Fds::one(fd), f, false);
+                (Progress::Failed(libc::ECONNRESET), Some(o))
+            }
             _ => return Progress::NotOurs,
         },
         Found::Mine(p, gen, fds) => match drive_state(rt, fd, p) {
@@ -982,6 +1087,38 @@ pub fn step(fd: c_int) -> Progress {
                     Some(q) => (Progress::Running { want, deadline, q }, None),
                     None => (Progress::NotOurs, None),
                 }
+            }
+            Stepped::Sent(mut p) => {
+                // The program's waits see the socket itself from now on (connected, writable),
+                // and its fds become ReplyPending; the state goes back to read the replies.
+                let fds = remove_fds(ino, gen).unwrap_or(fds);
+                super::evreg::done(std::mem::replace(&mut p.ev, 0), false);
+                for f in live_fds(&fds, ino, fd) {
+                    fdtable::reply_pending(f);
+                }
+                log::debug!(
+                    "connect fd {fd} to {}: greeting and request sent (optimistic data); the \
+                     replies are read before the first read",
+                    p.shown
+                );
+                let deadline = p.deadline;
+                let left = {
+                    let mut g = PENDING.lock();
+                    match g.as_mut().and_then(|m| m.get_mut(&ino)) {
+                        Some(sl) if sl.gen == gen => {
+                            sl.deadline = deadline;
+                            sl.ev = 0;
+                            sl.q = -1;
+                            sl.state = Some(p);
+                            None
+                        }
+                        // Abandoned meanwhile: dropped below, with the lock released (the
+                        // first read then fails closed).
+                        _ => Some(p),
+                    }
+                };
+                drop(left);
+                (Progress::Done, None)
             }
             Stepped::Done(p, reply) => {
                 // The fd table first, the slot after: a thread that finds no slot sees the
@@ -1079,7 +1216,78 @@ fn gate_kind(fd: c_int, step: bool) -> bool {
             }
             None => true,
         },
+        // Optimistic data: a write goes straight behind the request, but replies already
+        // there are read first (never waiting): a refusal that came back (or a reset) is this
+        // write's ECONNRESET, with its warning line, rather than the kernel's bare error.
+        Some(Kind::ReplyPending) if step => match step_in(fd, true) {
+            Progress::Failed(e) => {
+                set_errno(fdtable::take_failure(fd).unwrap_or(e));
+                false
+            }
+            _ => true,
+        },
         _ => true,
+    }
+}
+
+/// For the read hooks (read, readv, recv, recvfrom, recvmsg, recvmmsg): [`gate`], and for an
+/// fd with optimistic data whose proxy replies are not read yet, reads them first (never a
+/// byte beyond them). A blocking read waits for them until the handshake's deadline; a
+/// non-blocking one (`O_NONBLOCK` or `MSG_DONTWAIT` in `flags`) fails with EAGAIN while they
+/// are incomplete. A failed reply, EOF or the deadline: ECONNRESET (the socket disconnected,
+/// the one warning line written). False: the call fails with errno set.
+#[inline]
+pub fn gate_read(fd: c_int, flags: c_int) -> bool {
+    fdtable::none_handshaking() || gate_read_slow(fd, flags)
+}
+
+#[cold]
+#[inline(never)]
+fn gate_read_slow(fd: c_int, flags: c_int) -> bool {
+    hook(
+        || match fdtable::kind(fd) {
+            // From a signal handler that interrupted proxify: the replies cannot be read here.
+            Some(Kind::ReplyPending) => {
+                set_errno(libc::EAGAIN);
+                false
+            }
+            _ => gate_kind(fd, false),
+        },
+        false,
+        libc::EIO,
+        || match fdtable::kind(fd) {
+            Some(Kind::ReplyPending) => read_replies(fd, flags & libc::MSG_DONTWAIT != 0),
+            _ => gate_kind(fd, true),
+        },
+    )
+}
+
+/// Reads the proxy's replies on an fd with optimistic data (see [`gate_read`]).
+fn read_replies(fd: c_int, dontwait: bool) -> bool {
+    let nonblocking = dontwait || socket::is_nonblocking(fd);
+    loop {
+        match step_in(fd, true) {
+            Progress::NotOurs | Progress::Done => return true,
+            Progress::Failed(e) => {
+                set_errno(fdtable::take_failure(fd).unwrap_or(e));
+                return false;
+            }
+            Progress::Running { .. } if nonblocking => {
+                set_errno(libc::EAGAIN);
+                return false;
+            }
+            Progress::Running { want, deadline, .. } => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let ms = (left.as_millis() + 1).min(i32::MAX as u128) as c_int;
+                let mut p = libc::pollfd {
+                    fd,
+                    events: want,
+                    revents: 0,
+                };
+                // SAFETY: one pollfd we own.
+                unsafe { real::poll(&mut p, 1, ms) };
+            }
+        }
     }
 }
 

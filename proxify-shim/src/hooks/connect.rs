@@ -79,7 +79,7 @@ unsafe fn reentered_dissolve(fd: c_int, addr: *const sockaddr, len: socklen_t) -
 /// relay only answers the port the association announced), so replies keep coming.
 unsafe fn dissolve(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     match fdtable::kind(fd) {
-        Some(Kind::Handshaking) => {
+        Some(Kind::Handshaking | Kind::ReplyPending) => {
             crate::engine::nbconnect::abandon(fd);
             // SAFETY: the caller's arguments, unchanged, under libc's connect contract.
             unsafe { real::connect(fd, addr, len) }
@@ -146,7 +146,7 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
     crate::engine::dnsresp::forget(fd);
     let tracked = fdtable::get(fd);
     if let Some(Entry {
-        kind: Kind::ProxiedTcp,
+        kind: Kind::ProxiedTcp | Kind::ReplyPending,
         ..
     }) = tracked
     {

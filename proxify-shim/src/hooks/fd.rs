@@ -54,7 +54,12 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 /// false (a signal handler that interrupted proxify): then a handshaking socket's copy is
 /// refused (EBUSY). Err: the copy must not stay (its state could not be recorded).
 fn duplicated(oldfd: c_int, newfd: c_int, may_lock: bool) -> Result<(), c_int> {
-    if !may_lock && fdtable::kind(oldfd) == Some(Kind::Handshaking) {
+    if !may_lock
+        && matches!(
+            fdtable::kind(oldfd),
+            Some(Kind::Handshaking | Kind::ReplyPending)
+        )
+    {
         return Err(libc::EBUSY);
     }
     let ctrl = match fdtable::get(oldfd) {
@@ -67,7 +72,7 @@ fn duplicated(oldfd: c_int, newfd: c_int, may_lock: bool) -> Result<(), c_int> {
     match fdtable::copy(oldfd, newfd, ctrl) {
         Ok((stale, kind)) => {
             close_ours(stale);
-            if kind == Some(Kind::Handshaking) {
+            if matches!(kind, Some(Kind::Handshaking | Kind::ReplyPending)) {
                 if !may_lock {
                     close_ours(fdtable::forget(newfd));
                     return Err(libc::EBUSY);

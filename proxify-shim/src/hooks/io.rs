@@ -1,16 +1,17 @@
 //! `read`, `write`, `readv`, `writev`, `shutdown`: a UDP socket connected through a SOCKS5 association
 //! needs the RFC 1928 header added and removed; a socket whose non-blocking proxied connect is
-//! still handshaking is finished first (`nbconnect::gate`); every other fd goes straight to
+//! still handshaking is finished first (`nbconnect::gate`; reads: `gate_read`, which also reads
+//! the proxy's replies of a connect with optimistic data first); every other fd goes straight to
 //! libc after two relaxed atomic loads (or a table look-up when some fd is tracked).
 
-use crate::engine::nbconnect::gate;
+use crate::engine::nbconnect::{gate, gate_read};
 use crate::engine::udp::assoc;
 use crate::sys::real;
 use libc::{c_int, c_void, iovec, msghdr, size_t, ssize_t};
 
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
-    if !gate(fd) {
+    if !gate_read(fd, 0) {
         return -1;
     }
     match assoc(fd) {
@@ -45,7 +46,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssiz
 
 #[no_mangle]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
-    if !gate(fd) {
+    if !gate_read(fd, 0) {
         return -1;
     }
     match assoc(fd) {

@@ -6,7 +6,9 @@
 //! connect followed by the send: the data goes after the proxy's handshake.
 //!
 //! A TCP socket whose non-blocking proxied connect is still handshaking is finished first
-//! (`nbconnect::gate`): the program never sends before, nor reads, the proxy's handshake.
+//! (`nbconnect::gate`): the program never sends before, nor reads, the proxy's handshake. With
+//! optimistic data (`?optimistic=1`) the sends go behind greeting and request at once, and the
+//! receives read the proxy's replies first (`nbconnect::gate_read`).
 //!
 //! Fast path: with no fd tracked and no destination address (connected sockets, TCP) or a
 //! loopback one, the call goes straight to libc without a system call of ours.
@@ -237,7 +239,8 @@ fn dns_to(fd: c_int, dest: SocketAddr, iov: &[iovec], flags: c_int) -> Option<ss
 /// TCP Fast Open to a proxied destination: the connect goes through the proxy (the connect
 /// hook), then `send` sends the data without `MSG_FASTOPEN`. A non-blocking socket answers
 /// EINPROGRESS with nothing sent, as the kernel does without a Fast Open cookie: the program
-/// waits for writable and sends again. A connected socket gets the connect's EISCONN.
+/// waits for writable and sends again — unless optimistic data has sent greeting and request
+/// already: then the data goes behind them and the call returns what was sent. A connected socket gets the connect's EISCONN.
 // SAFETY: addr/alen are the program's sendto/sendmsg arguments, checked by the connect hook.
 unsafe fn fast_open(
     fd: c_int,
@@ -247,6 +250,14 @@ unsafe fn fast_open(
 ) -> ssize_t {
     // SAFETY: `addr` points to `alen` bytes, the program's own destination (see above).
     if unsafe { crate::hooks::connect::connect(fd, addr, alen) } != 0 {
+        // Optimistic data (`?optimistic=1`) on a non-blocking socket whose greeting and
+        // request went out at once: the data goes right behind them, as a Fast Open with a
+        // cookie would send it.
+        if error::errno() == libc::EINPROGRESS
+            && fdtable::kind(fd) == Some(fdtable::Kind::ReplyPending)
+        {
+            return send();
+        }
         return -1;
     }
     send()
@@ -516,7 +527,7 @@ unsafe fn recv_assoc(e: &Entry, fd: c_int, m: &mut msghdr, flags: c_int) -> ssiz
 
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    if !crate::engine::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate_read(fd, flags) {
         return -1;
     }
     if !msg.is_null() {
@@ -554,7 +565,7 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut libc::sockaddr,
     alen: *mut socklen_t,
 ) -> ssize_t {
-    if !crate::engine::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate_read(fd, flags) {
         return -1;
     }
     if let Some(e) = assoc(fd) {
@@ -593,7 +604,7 @@ pub unsafe extern "C" fn recvfrom(
 
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
-    if !crate::engine::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate_read(fd, flags) {
         return -1;
     }
     if assoc(fd).is_some() {
@@ -621,7 +632,7 @@ pub unsafe extern "C" fn recvmmsg(
     flags: c_int,
     timeout: *mut libc::timespec,
 ) -> c_int {
-    if !crate::engine::nbconnect::gate(fd) {
+    if !crate::engine::nbconnect::gate_read(fd, flags) {
         return -1;
     }
     let Some(e) = assoc(fd) else {

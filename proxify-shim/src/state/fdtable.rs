@@ -57,6 +57,12 @@ pub enum Kind {
     /// A non-blocking proxied connect that failed: the socket is disconnected and the errno
     /// waits (in the `relay` words) for `SO_ERROR` or the next I/O call to report it once.
     HandshakeFailed = 7,
+    /// A proxied connect with optimistic data (`?optimistic=1`, `nbconnect.rs`): greeting and
+    /// request are sent and the program was told it is connected, but the proxy's replies are
+    /// still to be read: writes go straight to the socket, the first read consumes the replies
+    /// first (`nbconnect::gate_read`); then it becomes `ProxiedTcp`. `peer` is what the
+    /// program asked for.
+    ReplyPending = 8,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +107,7 @@ type Chunk = [Slot; CHUNK];
 const NO_CHUNK: AtomicPtr<Chunk> = AtomicPtr::new(std::ptr::null_mut());
 static CHUNKS: [AtomicPtr<Chunk>; MAX_CHUNKS] = [NO_CHUNK; MAX_CHUNKS];
 static TRACKED: AtomicUsize = AtomicUsize::new(0);
-/// How many slots are `Handshaking` or `HandshakeFailed`: 0 lets the poll/select/epoll, I/O
+/// How many slots are `Handshaking`, `HandshakeFailed` or `ReplyPending`: 0 lets the poll/select/epoll, I/O
 /// and `getsockopt` hooks go straight to libc.
 static HANDSHAKING: AtomicUsize = AtomicUsize::new(0);
 
@@ -217,7 +223,9 @@ pub fn forked_child() {
 
 #[inline(always)]
 fn is_hs(kind: u8) -> bool {
-    kind == Kind::Handshaking as u8 || kind == Kind::HandshakeFailed as u8
+    kind == Kind::Handshaking as u8
+        || kind == Kind::HandshakeFailed as u8
+        || kind == Kind::ReplyPending as u8
 }
 
 /// Keeps `HANDSHAKING` true across a kind change of one slot.
@@ -350,6 +358,7 @@ fn kind_from(k: u8) -> Option<Kind> {
         5 => Some(Kind::Internal),
         6 => Some(Kind::Handshaking),
         7 => Some(Kind::HandshakeFailed),
+        8 => Some(Kind::ReplyPending),
         _ => None,
     }
 }
@@ -693,20 +702,32 @@ fn transition(fd: i32, from: Kind, to: u8, then: impl FnOnce(&Slot)) -> bool {
     })
 }
 
-/// A running handshake on `fd` succeeded: `Handshaking` becomes `ProxiedTcp` with `relay`
-/// (BND.ADDR:BND.PORT). False if the slot was no longer `Handshaking` (closed meanwhile).
+/// A running handshake on `fd` succeeded: `Handshaking` (or `ReplyPending`) becomes
+/// `ProxiedTcp` with `relay` (BND.ADDR:BND.PORT). False if the slot was neither (closed
+/// meanwhile).
 pub fn handshake_done(fd: i32, relay: Option<SocketAddr>) -> bool {
-    transition(fd, Kind::Handshaking, Kind::ProxiedTcp as u8, |s| {
-        store(&s.relay, relay.as_ref())
+    [Kind::Handshaking, Kind::ReplyPending].iter().any(|&from| {
+        transition(fd, from, Kind::ProxiedTcp as u8, |s| {
+            store(&s.relay, relay.as_ref())
+        })
     })
 }
 
-/// A running handshake on `fd` failed with `errno`: `Handshaking` becomes `HandshakeFailed`.
-/// False if the slot was no longer `Handshaking`.
+/// A running handshake on `fd` failed with `errno`: `Handshaking` (or `ReplyPending`) becomes
+/// `HandshakeFailed`. False if the slot was neither.
 pub fn handshake_failed(fd: i32, errno: i32) -> bool {
-    transition(fd, Kind::Handshaking, Kind::HandshakeFailed as u8, |s| {
-        store_errno(s, errno)
+    [Kind::Handshaking, Kind::ReplyPending].iter().any(|&from| {
+        transition(fd, from, Kind::HandshakeFailed as u8, |s| {
+            store_errno(s, errno)
+        })
     })
+}
+
+/// Optimistic data: greeting and request of `fd`'s handshake are sent, the replies not read
+/// yet: `Handshaking` becomes `ReplyPending` (still counted in `HANDSHAKING`). False if the
+/// slot was no longer `Handshaking`.
+pub fn reply_pending(fd: i32) -> bool {
+    transition(fd, Kind::Handshaking, Kind::ReplyPending as u8, |_| {})
 }
 
 fn store_errno(s: &Slot, errno: i32) {
@@ -869,6 +890,21 @@ mod tests {
         assert!(set(8, h));
         assert_eq!(forget(8), None);
         assert!(none_handshaking());
+        // Optimistic data: replies pending (counted as handshaking, copied by dup), then done
+        // or failed.
+        assert!(set(8, h));
+        assert!(reply_pending(8));
+        assert!(!reply_pending(8));
+        assert_eq!(kind(8), Some(Kind::ReplyPending));
+        assert!(!none_handshaking());
+        assert!(copy(8, 9, -1).is_ok());
+        assert_eq!(kind(9), Some(Kind::ReplyPending));
+        assert!(handshake_done(8, Some(a)));
+        assert_eq!(get(8).unwrap().kind, Kind::ProxiedTcp);
+        assert!(handshake_failed(9, libc::ECONNRESET));
+        assert_eq!(take_failure(9), Some(libc::ECONNRESET));
+        assert!(none_handshaking());
+        assert_eq!(forget(8), None);
         assert!(none_tracked());
     }
 

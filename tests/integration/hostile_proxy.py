@@ -11,6 +11,9 @@ MODE:
   split            a correct no-auth handshake, every reply byte in its own TCP segment
                    (TCP_NODELAY, ~5 ms apart), then relays to the requested destination
   silent           accepts, never answers
+  data-first       reads greeting and CONNECT request, then answers nothing until the client's
+                   first data byte arrives (only a client that sends before the replies — optimistic
+                   data — gets them); then both replies, then echoes what the client sends
   reject CODE      correct method selection, then a CONNECT reply with REP=CODE, closes
 """
 
@@ -110,6 +113,17 @@ def handle(conn, mode, code):
                 conn.sendall(b"\x04\x00")
                 hold(conn)
                 return
+            if mode == "data-first":
+                read_request(conn)
+                first = conn.recv(4096)  # blocks until the program's data (or the end)
+                if not first:
+                    return
+                conn.sendall(b"\x05\x00" + b"\x05\x00\x00\x01" + bytes(6) + first)
+                while True:
+                    more = conn.recv(4096)
+                    if not more:
+                        return
+                    conn.sendall(more)
             if mode == "split":
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 send_split(conn, b"\x05\x00")
@@ -145,7 +159,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("port", type=int)
     ap.add_argument("mode", choices=["garbage", "wrong-version", "short-close", "oversize-domain",
-                                     "split", "silent", "reject"])
+                                     "split", "silent", "reject", "data-first"])
     ap.add_argument("code", type=int, nargs="?", default=5, help="REP code for `reject`")
     ap.add_argument("--host", default="127.0.0.1")
     a = ap.parse_args()

@@ -69,6 +69,7 @@ HOSTILE_PORTS = {
     "oversize-domain": 1093,
     "split": 1094,
     "silent": 1095,
+    "data-first": 1096,
 }
 REJECT_PORT_BASE = 1100  # hostile `reject CODE` listens on 1100 + CODE (codes 1..8)
 SILENT_PORT = 1098  # accepts, never answers

@@ -120,8 +120,25 @@ def test_blocking_client_data_rides_behind_the_request(topo, capture, proxify_bi
     conns = connections(capture)
     assert len(conns) == ATTEMPTS, f"{what}: {conns}"
     one_segment_first(conns, what)
-    assert any(early for early, _, _ in conns), \
-        f"{what}: the data never left before the CONNECT reply came in: {conns}"
+    assert_no_leak(capture, what)
+
+
+@pytest.mark.parametrize("mode", ["blocking", "nonblock-epoll"])
+def test_data_goes_before_the_reply(topo, capture, proxify_bin, mode):
+    """A proxy that answers nothing until the program's first data byte has arrived (hostile
+    `data-first`): only data that really rides behind the request, before any reply, gets the
+    echo. Without the option the same connect waits for a method selection that never comes."""
+    proxy = hostile("data-first")
+    what = f"{mode}: connect + send via {proxy}"
+    r = run_proxified(proxy, [sys.executable, str(CLIENT), mode, T4, ECHO])
+    res = result(r, what)
+    assert r.rc == 0 and "error" not in res and res["echo"], f"{what}: no echo\n{res}\n{r}"
+    assert not r.proxify_lines(), f"{what}: proxify printed something\n{r}"
+    plain = proxy.split("?")[0]
+    r = run_proxified(plain, [sys.executable, str(CLIENT), "refused", T4, ECHO])
+    res = result(r, f"{mode}: without the option")
+    assert not res.get("echo") and res.get("got", "") == "", \
+        f"without ?optimistic=1 the data cannot go first: {res}\n{r}"
     assert_no_leak(capture, what)
 
 

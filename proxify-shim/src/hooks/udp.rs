@@ -544,14 +544,7 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
         // SAFETY: `msg` is non-null, the caller's valid msghdr (recvmsg's contract).
         let m = unsafe { &mut *msg };
         // SAFETY: `msg_name` holds `cap` bytes, its size before the receive.
-        unsafe {
-            fix_source(
-                fd,
-                m.msg_name as *mut libc::sockaddr,
-                &mut m.msg_namelen,
-                cap,
-            )
-        };
+        unsafe { fix_source_msg(fd, m, cap) };
     }
     r
 }
@@ -653,14 +646,7 @@ pub unsafe extern "C" fn recvmmsg(
                 // SAFETY: the kernel filled `r` <= `n` of the caller's mmsghdrs, and i < r.
                 let m = unsafe { &mut (*msgs.add(i)).msg_hdr };
                 // SAFETY: `msg_name` holds `cap` bytes, its size before the receive.
-                unsafe {
-                    fix_source(
-                        fd,
-                        m.msg_name as *mut libc::sockaddr,
-                        &mut m.msg_namelen,
-                        cap,
-                    )
-                };
+                unsafe { fix_source_msg(fd, m, cap) };
             }
         }
         return r;
@@ -697,6 +683,19 @@ pub unsafe extern "C" fn recvmmsg(
 
 /// The DNS responder's source fix-up of a received datagram (its table is behind a lock: left
 /// as it is from a signal handler that interrupted proxify).
+/// [`fix_source`] for the address of a received `msghdr` (`msg_name` of `cap` bytes before).
+unsafe fn fix_source_msg(fd: c_int, m: &mut msghdr, cap: socklen_t) {
+    // SAFETY: `msg_name` and `msg_namelen` as the receive left them (the same contract).
+    unsafe {
+        fix_source(
+            fd,
+            m.msg_name as *mut libc::sockaddr,
+            &mut m.msg_namelen,
+            cap,
+        )
+    }
+}
+
 unsafe fn fix_source(fd: c_int, addr: *mut libc::sockaddr, alen: *mut socklen_t, cap: socklen_t) {
     hook(
         || (),

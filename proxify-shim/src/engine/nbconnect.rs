@@ -1153,6 +1153,19 @@ fn remove_fds(ino: u64, gen: u64) -> Option<Fds> {
         .map(|sl| sl.fds)
 }
 
+/// Waits in `poll` until `fd` has `want` or `deadline` has passed.
+fn wait_for(fd: c_int, want: c_short, deadline: Instant) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let ms = (left.as_millis() + 1).min(i32::MAX as u128) as c_int;
+    let mut p = libc::pollfd {
+        fd,
+        events: want,
+        revents: 0,
+    };
+    // SAFETY: one pollfd we own.
+    unsafe { real::poll(&mut p, 1, ms) };
+}
+
 /// Finishes the handshake of `fd` now, waiting (in `poll`) until its deadline at most.
 pub fn finish(fd: c_int) -> Result<(), c_int> {
     loop {
@@ -1160,15 +1173,7 @@ pub fn finish(fd: c_int) -> Result<(), c_int> {
             Progress::NotOurs | Progress::Done => return Ok(()),
             Progress::Failed(e) => return Err(e),
             Progress::Running { want, deadline, .. } => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let ms = (left.as_millis() + 1).min(i32::MAX as u128) as c_int;
-                let mut p = libc::pollfd {
-                    fd,
-                    events: want,
-                    revents: 0,
-                };
-                // SAFETY: one pollfd we own.
-                unsafe { real::poll(&mut p, 1, ms) };
+                wait_for(fd, want, deadline);
             }
         }
     }
@@ -1277,15 +1282,7 @@ fn read_replies(fd: c_int, dontwait: bool) -> bool {
                 return false;
             }
             Progress::Running { want, deadline, .. } => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let ms = (left.as_millis() + 1).min(i32::MAX as u128) as c_int;
-                let mut p = libc::pollfd {
-                    fd,
-                    events: want,
-                    revents: 0,
-                };
-                // SAFETY: one pollfd we own.
-                unsafe { real::poll(&mut p, 1, ms) };
+                wait_for(fd, want, deadline);
             }
         }
     }

@@ -55,6 +55,9 @@
 //!   of the handshake exists and for [`LINGER`] after (the entry stays, marked dead, and a
 //!   later sweep takes expired entries out, a few at a time, and closes their fds after the
 //!   lock).
+//!
+//! One file of more than 500 lines (about a third of it the unit test): the swap protocol's
+//! invariants (who holds a busy mark, who closes which fd) are checkable only in one place.
 
 use crate::state::fdtable;
 use crate::sys::error::errno;
@@ -912,4 +915,154 @@ pub unsafe fn filter(epfd: c_int, events: *mut epoll_event, n: usize) -> (usize,
         }
     }
     (kept, todo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::lock::audit::count;
+
+    fn pair() -> [c_int; 2] {
+        let mut sv = [-1; 2];
+        // SAFETY: socketpair writes two fds into the array we own.
+        let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) };
+        assert_eq!(r, 0);
+        sv
+    }
+
+    fn prog_ctl(epfd: c_int, op: c_int, fd: c_int, data: u64, hs: Option<u64>) -> c_int {
+        let mut ev = epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLOUT) as u32,
+            u64: data,
+        };
+        // SAFETY: ev is a valid epoll_event for the duration of the call.
+        unsafe { epoll_ctl(epfd, op, fd, &mut ev, hs) }
+    }
+
+    /// The events a wait on `epfd` returns now, after [`filter`].
+    fn wait(epfd: c_int) -> (Vec<epoll_event>, Vec<c_int>, usize) {
+        let mut evs = [epoll_event { events: 0, u64: 0 }; 64];
+        // SAFETY: evs holds 64 events.
+        let n = unsafe { real::epoll_wait(epfd, evs.as_mut_ptr(), 64, 0) };
+        assert!(n >= 0);
+        // SAFETY: the kernel wrote n events into evs.
+        let ((kept, todo), under) = count(|| unsafe { filter(epfd, evs.as_mut_ptr(), n as usize) });
+        (evs[..kept].to_vec(), todo, under)
+    }
+
+    fn ino(fd: c_int) -> u64 {
+        inode(fd).unwrap()
+    }
+
+    // One test: STATE is process-wide.
+    #[test]
+    fn no_allocation_or_free_under_the_lock() {
+        // SAFETY: epoll_create1 takes no pointer.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(ep >= 0);
+        let pairs: Vec<[c_int; 2]> = (0..40).map(|_| pair()).collect();
+        for (i, p) in pairs.iter().enumerate() {
+            let (r, n) = count(|| prog_ctl(ep, libc::EPOLL_CTL_ADD, p[0], i as u64, None));
+            assert_eq!((r, n), (0, 0), "plain ADD {i}");
+        }
+        let a = |i: usize| pairs[i][0];
+        let (r, n) = count(|| prog_ctl(ep, libc::EPOLL_CTL_MOD, a(5), 5, None));
+        assert_eq!((r, n), (0, 0));
+        let (r, n) = count(|| prog_ctl(ep, libc::EPOLL_CTL_DEL, a(6), 0, None));
+        assert_eq!((r, n), (0, 0));
+        assert_eq!(recs_of(a(6)).len(), 0);
+        assert_eq!(recs_of(a(5)).len(), 1);
+
+        // A handshake on a(0): its registration moves onto q.
+        let (hs, n) = count(|| open(a(0), ino(a(0))).unwrap());
+        assert_eq!(n, 0);
+        assert!(q_of(hs) >= 0);
+        assert_eq!(SWAPS.load(Ordering::Relaxed), 1);
+        let (r, n) = count(|| prog_ctl(ep, libc::EPOLL_CTL_ADD, a(0), 0, Some(hs)));
+        assert_eq!(
+            (r, n),
+            (-1, 0),
+            "already there (as the program registered it)"
+        );
+        let (r, n) = count(|| prog_ctl(ep, libc::EPOLL_CTL_MOD, a(0), 100, Some(hs)));
+        assert_eq!((r, n), (0, 0), "MOD of the kept registration");
+        let ((), n) = count(|| arm(hs, libc::POLLIN, Instant::now() + Duration::from_secs(9)));
+        assert_eq!(n, 0);
+        let (evs, _, _) = wait(ep);
+        assert!(
+            evs.iter().all(|e| e.u64 != 100),
+            "q is quiet: the handshake waits to read"
+        );
+        // SAFETY: one byte from a buffer we own, to the peer of a(0).
+        assert_eq!(
+            unsafe { real::write(pairs[0][1], b"x".as_ptr().cast(), 1) },
+            1
+        );
+        // a(0) is not a handshaking fd in the fd table: the first look ends it, failed.
+        let (evs, todo, under) = wait(ep);
+        assert_eq!(under, 0);
+        assert!(todo.is_empty());
+        assert!(evs.iter().all(|e| e.u64 & MAGIC_MASK != MAGIC));
+        let e = evs
+            .iter()
+            .find(|e| e.u64 == 100)
+            .expect("the failure is reported");
+        assert_ne!(e.events & libc::EPOLLERR as u32, 0);
+        assert_eq!(SWAPS.load(Ordering::Relaxed), 0);
+        // The program's registration is back, with its MOD's data.
+        let (evs, _, _) = wait(ep);
+        assert!(evs
+            .iter()
+            .any(|e| e.u64 == 100 && e.events & libc::EPOLLERR as u32 == 0));
+
+        // A failed start: the registration goes back at once.
+        let hs2 = open(a(1), ino(a(1))).unwrap();
+        assert_eq!(SWAPS.load(Ordering::Relaxed), 1);
+        let ((), n) = count(|| abort(hs2));
+        assert_eq!(n, 0);
+        assert_eq!(SWAPS.load(Ordering::Relaxed), 0);
+        assert_eq!(q_of(hs2), -1);
+        assert_eq!(
+            ctl(ep, libc::EPOLL_CTL_MOD, a(1), libc::EPOLLIN as u32, 1),
+            0
+        );
+
+        // A finished one: the next wait puts the registration back, nothing extra reported.
+        let hs3 = open(a(2), ino(a(2))).unwrap();
+        let ((), n) = count(|| done(hs3, false));
+        assert_eq!(n, 0);
+        let (evs, _, under) = wait(ep);
+        assert_eq!(under, 0);
+        assert!(evs.iter().all(|e| e.events & libc::EPOLLERR as u32 == 0));
+        assert_eq!(SWAPS.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            ctl(ep, libc::EPOLL_CTL_MOD, a(2), libc::EPOLLIN as u32, 2),
+            0
+        );
+
+        // DEL of a swapped registration.
+        let hs4 = open(a(3), ino(a(3))).unwrap();
+        let (r, n) = count(|| prog_ctl(ep, libc::EPOLL_CTL_DEL, a(3), 0, Some(hs4)));
+        assert_eq!((r, n), (0, 0));
+        assert_eq!(SWAPS.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            ctl(ep, libc::EPOLL_CTL_MOD, a(3), libc::EPOLLIN as u32, 3),
+            libc::ENOENT
+        );
+        done(hs4, false);
+
+        // A replaced socket keeps its registration.
+        let (r, n) = count(|| replacing(a(4), || 7));
+        assert_eq!((r, n), (7, 0));
+        assert_eq!(
+            ctl(ep, libc::EPOLL_CTL_MOD, a(4), libc::EPOLLIN as u32, 4),
+            0
+        );
+
+        for p in &pairs {
+            close(p[0]);
+            close(p[1]);
+        }
+        close(ep);
+    }
 }

@@ -994,10 +994,8 @@ mod tests {
             "q is quiet: the handshake waits to read"
         );
         // SAFETY: one byte from a buffer we own, to the peer of a(0).
-        assert_eq!(
-            unsafe { real::write(pairs[0][1], b"x".as_ptr().cast(), 1) },
-            1
-        );
+        let wrote = unsafe { real::write(pairs[0][1], b"x".as_ptr().cast(), 1) };
+        assert_eq!(wrote, 1);
         // a(0) is not a handshaking fd in the fd table: the first look ends it, failed.
         let (evs, todo, under) = wait(ep);
         assert_eq!(under, 0);

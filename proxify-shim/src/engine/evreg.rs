@@ -41,8 +41,10 @@
 //!   lock released (`ForkSafeMutex::with_room`, or [`locked`] for a region that inserts into a
 //!   map and reads the others); their values own no memory, so a removal frees nothing.
 //! - The program's plain `epoll_ctl` (no handshake involved: the hot path of every event loop)
-//!   goes to the kernel first, then records the result under the lock in a flat map keyed by
-//!   (fd, epoll fd).
+//!   goes to the kernel first, then records the result under the lock: each fd's first
+//!   [`INLINE`] registrations in a fixed array of its entry, any more in a spill map keyed by
+//!   (fd, epoll fd), so that finding one fd's registrations (when its connect starts) costs a
+//!   look-up, not a walk over every registration of the program.
 //! - A swap being acted on is marked busy (with the process generation, see [`forked_child`]):
 //!   the thread that marked it makes the kernel calls with the lock released and then commits
 //!   (removes it, or clears the mark); the others leave it alone (an event of a busy swap is
@@ -72,11 +74,55 @@ use std::time::{Duration, Instant};
 const MAGIC: u64 = 0x9d1f_a5c3_0000_0000;
 const MAGIC_MASK: u64 = 0xffff_ffff_0000_0000;
 
-/// A registration as the program made it (recorded for every epoll_ctl), keyed by (fd, epfd).
-#[derive(Clone, Copy)]
+/// A registration as the program made it (recorded for every epoll_ctl).
+#[derive(Clone, Copy, Default)]
 struct Rec {
     events: u32,
     data: u64,
+}
+
+/// How many epoll sets' registrations of one fd its entry holds; more go to the spill map.
+const INLINE: usize = 4;
+
+/// The recorded registrations of one fd: (epfd, registration), the first `n` of `v` in use,
+/// and `spilled` more in [`State::spill`].
+#[derive(Clone, Copy, Default)]
+struct Recs {
+    v: [(c_int, Rec); INLINE],
+    n: u8,
+    spilled: u32,
+}
+
+impl Recs {
+    fn inline(&self) -> &[(c_int, Rec)] {
+        &self.v[..self.n as usize]
+    }
+
+    /// Updates `epfd`'s inline registration, or adds it inline if there is room: false if it
+    /// is not inline and there is no room.
+    fn set(&mut self, epfd: c_int, r: Rec) -> bool {
+        let n = self.n as usize;
+        if let Some(e) = self.v[..n].iter_mut().find(|e| e.0 == epfd) {
+            e.1 = r;
+        } else if n < INLINE {
+            self.v[n] = (epfd, r);
+            self.n += 1;
+        } else {
+            return false;
+        }
+        true
+    }
+
+    /// Removes `epfd`'s inline registration: false if it has none.
+    fn unset(&mut self, epfd: c_int) -> bool {
+        let n = self.n as usize;
+        let Some(i) = self.v[..n].iter().position(|e| e.0 == epfd) else {
+            return false;
+        };
+        self.v[i] = self.v[n - 1];
+        self.n -= 1;
+        true
+    }
 }
 
 /// The program's registration of `fd` in one epoll set, replaced there by `qfd`.
@@ -120,7 +166,9 @@ struct Hs {
 }
 
 struct State {
-    recs: Option<HashMap<(c_int, c_int), Rec>>,
+    recs: Option<HashMap<c_int, Recs>>,
+    /// Registrations beyond an fd's [`INLINE`] first, keyed by (fd, epfd).
+    spill: Option<HashMap<(c_int, c_int), Rec>>,
     swaps: Option<HashMap<u32, Swap>>,
     hs: Option<HashMap<u64, Hs>>,
     next_key: u32,
@@ -134,6 +182,7 @@ const SWEEP_BATCH: usize = 8;
 
 static STATE: ForkSafeMutex<State> = ForkSafeMutex::new(State {
     recs: None,
+    spill: None,
     swaps: None,
     hs: None,
     next_key: 0,
@@ -292,41 +341,109 @@ impl State {
     }
 }
 
-/// Records the program's successful `op` of `fd` in `epfd` (the map grows with the lock
+/// Records the program's successful `op` of `fd` in `epfd` (the maps grow with the lock
 /// released; a removed record owns no memory).
 fn record(epfd: c_int, op: c_int, fd: c_int, events: u32, data: u64) {
     match op {
-        libc::EPOLL_CTL_DEL => {
-            let _ = STATE
-                .lock()
-                .recs
-                .as_mut()
-                .and_then(|m| m.remove(&(fd, epfd)));
-        }
+        libc::EPOLL_CTL_DEL => unrecord(epfd, fd),
         libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => {
-            STATE.with_room(
-                |s| &mut s.recs,
-                |m| m.insert((fd, epfd), Rec { events, data }),
-            );
+            let r = Rec { events, data };
+            // A map without room for this record grows with the lock released; then again.
+            // (The guard is a temporary of the `let`: released before the match.)
+            loop {
+                let stored = try_record(&mut STATE.lock(), epfd, fd, r);
+                match stored {
+                    Ok(()) => return,
+                    Err(Grow::Recs) => STATE.with_room(|s| &mut s.recs, |_| ()),
+                    Err(Grow::Spill) => STATE.with_room(|s| &mut s.spill, |_| ()),
+                }
+            }
         }
         _ => {}
     }
 }
 
-/// The program's recorded registrations of `fd`: (epfd, registration). The Vec is allocated
-/// with the lock released, then filled under it.
+/// Which map must grow before a record can be stored.
+enum Grow {
+    Recs,
+    Spill,
+}
+
+/// Stores `fd`'s registration `r` in `epfd` (under the lock), unless a map has no room for it.
+fn try_record(st: &mut State, epfd: c_int, fd: c_int, r: Rec) -> Result<(), Grow> {
+    let Some(m) = st.recs.as_mut() else {
+        return Err(Grow::Recs);
+    };
+    let room = m.len() < m.capacity();
+    let Some(e) = m.get_mut(&fd) else {
+        if !room {
+            return Err(Grow::Recs);
+        }
+        let mut e = Recs::default();
+        e.set(epfd, r);
+        m.insert(fd, e);
+        return Ok(());
+    };
+    if e.set(epfd, r) {
+        return Ok(());
+    }
+    let key = (fd, epfd);
+    if let Some(x) = st.spill.as_mut().and_then(|m| m.get_mut(&key)) {
+        *x = r;
+        return Ok(());
+    }
+    match st.spill.as_mut().filter(|m| m.len() < m.capacity()) {
+        Some(m) => {
+            m.insert(key, r);
+            e.spilled += 1;
+            Ok(())
+        }
+        None => Err(Grow::Spill),
+    }
+}
+
+/// Forgets the program's registration of `fd` in `epfd`.
+fn unrecord(epfd: c_int, fd: c_int) {
+    let mut g = STATE.lock();
+    let st = &mut *g;
+    let Some(m) = st.recs.as_mut() else {
+        return;
+    };
+    let Some(e) = m.get_mut(&fd) else {
+        return;
+    };
+    if !e.unset(epfd) && e.spilled > 0 {
+        if let Some(sp) = st.spill.as_mut() {
+            if sp.remove(&(fd, epfd)).is_some() {
+                e.spilled -= 1;
+            }
+        }
+    }
+    if e.n == 0 && e.spilled == 0 {
+        m.remove(&fd);
+    }
+}
+
+/// The program's recorded registrations of `fd`: (epfd, registration). Its inline ones are
+/// copied under the lock; a Vec for them all is allocated with the lock released, then filled
+/// under it (the spill map is walked only for an fd with registrations there).
 fn recs_of(fd: c_int) -> Vec<(c_int, Rec)> {
     let mut v: Vec<(c_int, Rec)> = Vec::new();
     loop {
         let need = {
             let g = STATE.lock();
-            let Some(m) = g.recs.as_ref() else {
+            let Some(e) = g.recs.as_ref().and_then(|m| m.get(&fd)) else {
                 break;
             };
-            let n = m.keys().filter(|k| k.0 == fd).count();
+            let n = e.n as usize + e.spilled as usize;
             if n <= v.capacity() {
-                for (k, r) in m.iter().filter(|(k, _)| k.0 == fd) {
-                    v.push((k.1, *r));
+                v.extend_from_slice(e.inline());
+                if e.spilled > 0 {
+                    for (k, r) in g.spill.iter().flatten().filter(|(k, _)| k.0 == fd) {
+                        if v.len() < v.capacity() {
+                            v.push((k.1, *r));
+                        }
+                    }
                 }
                 break;
             }
@@ -1057,9 +1174,59 @@ mod tests {
             0
         );
 
+        // One fd in more sets than its entry holds inline: the rest spill, and all move. (a(7)
+        // is in `ep` too.)
+        assert_eq!(prog_ctl(ep, libc::EPOLL_CTL_DEL, a(7), 0, None), 0);
+        let eps: Vec<c_int> = (0..INLINE + 3)
+            // SAFETY: epoll_create1 takes no pointer.
+            .map(|_| unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })
+            .collect();
+        for (i, &e) in eps.iter().enumerate() {
+            let (r, n) = count(|| prog_ctl(e, libc::EPOLL_CTL_ADD, a(7), 70 + i as u64, None));
+            assert_eq!((r, n), (0, 0), "set {i}");
+        }
+        let (r, n) = count(|| prog_ctl(eps[INLINE + 1], libc::EPOLL_CTL_MOD, a(7), 99, None));
+        assert_eq!((r, n), (0, 0));
+        let (r, n) = count(|| prog_ctl(eps[1], libc::EPOLL_CTL_DEL, a(7), 0, None));
+        assert_eq!((r, n), (0, 0));
+        let mut got: Vec<(c_int, u64)> = recs_of(a(7)).iter().map(|(e, r)| (*e, r.data)).collect();
+        got.sort();
+        let mut want: Vec<(c_int, u64)> = eps
+            .iter()
+            .enumerate()
+            .map(|(i, &e)| (e, 70 + i as u64))
+            .collect();
+        want.remove(1);
+        want[INLINE].1 = 99;
+        want.sort();
+        assert_eq!(got, want);
+        let hs5 = open(a(7), ino(a(7))).unwrap();
+        assert_eq!(SWAPS.load(Ordering::Relaxed), INLINE + 2);
+        for &e in &eps {
+            assert_eq!(
+                ctl(e, libc::EPOLL_CTL_MOD, a(7), libc::EPOLLIN as u32, 0),
+                libc::ENOENT
+            );
+        }
+        abort(hs5);
+        assert_eq!(SWAPS.load(Ordering::Relaxed), 0);
+        for (i, &e) in eps.iter().enumerate() {
+            let r = ctl(e, libc::EPOLL_CTL_MOD, a(7), libc::EPOLLIN as u32, 0);
+            assert_eq!(r, if i == 1 { libc::ENOENT } else { 0 }, "set {i}");
+        }
+        // The program's DELs empty the entry, spilled registrations too.
+        for &e in &eps {
+            prog_ctl(e, libc::EPOLL_CTL_DEL, a(7), 0, None);
+        }
+        assert!(recs_of(a(7)).is_empty());
+        assert!(STATE.lock().recs.as_ref().unwrap().get(&a(7)).is_none());
+
         for p in &pairs {
             close(p[0]);
             close(p[1]);
+        }
+        for e in eps {
+            close(e);
         }
         close(ep);
     }

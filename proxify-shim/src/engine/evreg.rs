@@ -384,12 +384,16 @@ fn try_record(st: &mut State, epfd: c_int, fd: c_int, r: Rec) -> Result<(), Grow
         m.insert(fd, e);
         return Ok(());
     };
-    if e.set(epfd, r) {
-        return Ok(());
-    }
+    // A registration is in one place: a spilled one stays spilled (an inline slot freed since
+    // is not for it).
     let key = (fd, epfd);
-    if let Some(x) = st.spill.as_mut().and_then(|m| m.get_mut(&key)) {
-        *x = r;
+    if e.spilled > 0 {
+        if let Some(x) = st.spill.as_mut().and_then(|m| m.get_mut(&key)) {
+            *x = r;
+            return Ok(());
+        }
+    }
+    if e.set(epfd, r) {
         return Ok(());
     }
     match st.spill.as_mut().filter(|m| m.len() < m.capacity()) {
@@ -1188,6 +1192,9 @@ mod tests {
         let (r, n) = count(|| prog_ctl(eps[INLINE + 1], libc::EPOLL_CTL_MOD, a(7), 99, None));
         assert_eq!((r, n), (0, 0));
         let (r, n) = count(|| prog_ctl(eps[1], libc::EPOLL_CTL_DEL, a(7), 0, None));
+        assert_eq!((r, n), (0, 0));
+        // A spilled one modified once an inline slot is free stays one registration.
+        let (r, n) = count(|| prog_ctl(eps[INLINE + 2], libc::EPOLL_CTL_MOD, a(7), 76, None));
         assert_eq!((r, n), (0, 0));
         let mut got: Vec<(c_int, u64)> = recs_of(a(7)).iter().map(|(e, r)| (*e, r.data)).collect();
         got.sort();

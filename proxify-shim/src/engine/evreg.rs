@@ -458,60 +458,94 @@ fn recs_of(fd: c_int) -> Vec<(c_int, Rec)> {
     v
 }
 
-/// Puts `q` of handshake `hs` in the set `epfd` in place of `fd`'s registration: the swap is
-/// reserved (busy) under the lock, `q` (or a dup) enters the set with the lock released, then
-/// the swap is committed or taken back.
-fn swap_in(epfd: c_int, hs: u64, fd: c_int, ino: u64, events: u32, data: u64) -> c_int {
+/// Reserves a swap of `fd`'s registration in the set `epfd` for handshake `hs`, marked busy
+/// (so that a program `epoll_ctl` of the fd waits for it): (key, `q`), or EBADF if the
+/// handshake is gone.
+fn reserve(
+    epfd: c_int,
+    hs: u64,
+    fd: c_int,
+    ino: u64,
+    events: u32,
+    data: u64,
+) -> Result<(u32, c_int), c_int> {
     let forks = FORKS.load(Ordering::Relaxed);
-    let (key, q) = {
-        let mut g = locked(true, false);
-        let st = &mut *g;
-        let Some(q) = st.live(hs).map(|h| h.q) else {
-            return libc::EBADF;
-        };
-        let key = st.new_key();
-        let s = Swap {
-            key,
-            hs,
-            fd,
-            ino,
-            epfd,
-            qfd: q,
-            events,
-            data,
-            busy: Some(forks),
-        };
-        if let Some(m) = st.swaps.as_mut() {
-            m.insert(key, s); // room made by locked()
-        }
-        SWAPS.fetch_add(1, Ordering::AcqRel);
-        (key, q)
+    let mut g = locked(true, false);
+    let st = &mut *g;
+    let q = st.live(hs).ok_or(libc::EBADF)?.q;
+    let key = st.new_key();
+    let s = Swap {
+        key,
+        hs,
+        fd,
+        ino,
+        epfd,
+        qfd: q,
+        events,
+        data,
+        busy: Some(forks),
     };
+    if let Some(m) = st.swaps.as_mut() {
+        m.insert(key, s); // room made by locked()
+    }
+    SWAPS.fetch_add(1, Ordering::AcqRel);
+    Ok((key, q))
+}
+
+/// Puts `q` (or, if the set already holds it, a dup of it) in the set `epfd` for reserved swap
+/// `key`, with the lock released: the fd it put there, or the errno.
+fn place(key: u32, q: c_int, epfd: c_int) -> Result<c_int, c_int> {
     let word = MAGIC | key as u64;
-    let mut qfd = q;
-    let mut r = ctl(epfd, libc::EPOLL_CTL_ADD, q, libc::EPOLLIN as u32, word);
-    if r == libc::EEXIST {
-        // SAFETY: F_DUPFD_CLOEXEC of an fd of ours takes no pointer; the copy is ours.
-        qfd = unsafe { real::fcntl(q, libc::F_DUPFD_CLOEXEC, 3) };
-        r = if qfd < 0 {
-            errno()
-        } else {
-            ctl(epfd, libc::EPOLL_CTL_ADD, qfd, libc::EPOLLIN as u32, word)
-        };
+    let r = ctl(epfd, libc::EPOLL_CTL_ADD, q, libc::EPOLLIN as u32, word);
+    if r != libc::EEXIST {
+        return if r == 0 { Ok(q) } else { Err(r) };
     }
-    if r != 0 {
-        let _ = STATE.lock().remove_swap(key);
-        if qfd != q {
+    // SAFETY: F_DUPFD_CLOEXEC of an fd of ours takes no pointer; the copy is ours.
+    let qfd = unsafe { real::fcntl(q, libc::F_DUPFD_CLOEXEC, 3) };
+    if qfd < 0 {
+        return Err(errno());
+    }
+    match ctl(epfd, libc::EPOLL_CTL_ADD, qfd, libc::EPOLLIN as u32, word) {
+        0 => Ok(qfd),
+        r => {
             close(qfd);
+            Err(r)
         }
-        reap(hs);
-        return r;
     }
+}
+
+/// Reserved swap `key` is in place (through `qfd`): no longer busy.
+fn commit(key: u32, qfd: c_int) {
     if let Some(s) = STATE.lock().swap_mut(key) {
         s.qfd = qfd;
         s.busy = None;
     }
-    0
+}
+
+/// Reserved swap `key` of handshake `hs` did not happen: it goes.
+fn cancel(key: u32, hs: u64) {
+    let _ = STATE.lock().remove_swap(key);
+    reap(hs);
+}
+
+/// Puts `q` of handshake `hs` in the set `epfd` in place of `fd`'s registration: the swap is
+/// reserved (busy) under the lock, `q` (or a dup) enters the set with the lock released, then
+/// the swap is committed or taken back.
+fn swap_in(epfd: c_int, hs: u64, fd: c_int, ino: u64, events: u32, data: u64) -> c_int {
+    let (key, q) = match reserve(epfd, hs, fd, ino, events, data) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    match place(key, q, epfd) {
+        Ok(qfd) => {
+            commit(key, qfd);
+            0
+        }
+        Err(e) => {
+            cancel(key, hs);
+            e
+        }
+    }
 }
 
 /// Clears the busy mark of swap `key`, taken by this thread.
@@ -561,10 +595,13 @@ fn find(epfd: c_int, fd: c_int, ino: Option<u64>) -> Option<Swap> {
     }
 }
 
-/// Removes swap `s` (marked busy by this thread): its `q` leaves the set `epfd`, then the swap
-/// goes; closes the handshake's fds once it is over and no set holds them.
-fn drop_swap(s: &Swap, epfd: c_int) {
+/// Removes swap `s` (marked busy by this thread): its `q` leaves the set `epfd`, then `back`
+/// runs (the program's registration returns), then the swap goes; closes the handshake's fds
+/// once it is over and no set holds them. A program `epoll_ctl` of the fd meanwhile waits for
+/// the swap, so that it finds the registration back (as it would have under one lock).
+fn drop_swap<R>(s: &Swap, epfd: c_int, back: impl FnOnce() -> R) -> R {
     ctl(epfd, libc::EPOLL_CTL_DEL, s.qfd, 0, 0);
+    let out = back();
     let q = {
         let mut g = STATE.lock();
         let _ = g.remove_swap(s.key);
@@ -574,6 +611,7 @@ fn drop_swap(s: &Swap, epfd: c_int) {
         close(s.qfd);
     }
     reap(s.hs);
+    out
 }
 
 /// Swap `key` (marked busy by this thread) back in the set `epfd`: the program's registration
@@ -585,12 +623,17 @@ fn swap_out(key: u32, epfd: c_int) -> Option<epoll_event> {
         let s = *g.swap(key)?;
         (s, g.hs(s.hs).is_none_or(|h| h.failed))
     };
-    drop_swap(&s, epfd);
-    if inode(s.fd) != Some(s.ino) {
-        return None; // closed by the program meanwhile: its registration went with it
-    }
-    if ctl(epfd, libc::EPOLL_CTL_ADD, s.fd, s.events, s.data) == libc::EEXIST {
-        ctl(epfd, libc::EPOLL_CTL_MOD, s.fd, s.events, s.data);
+    let mine = drop_swap(&s, epfd, || {
+        if inode(s.fd) != Some(s.ino) {
+            return false; // closed by the program meanwhile: its registration went with it
+        }
+        if ctl(epfd, libc::EPOLL_CTL_ADD, s.fd, s.events, s.data) == libc::EEXIST {
+            ctl(epfd, libc::EPOLL_CTL_MOD, s.fd, s.events, s.data);
+        }
+        true
+    });
+    if !mine {
+        return None;
     }
     let wanted = s.events & (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP) as u32;
     (failed && wanted != 0).then_some(epoll_event {
@@ -738,15 +781,24 @@ pub fn open(fd: c_int, ino: u64) -> Result<u64, c_int> {
         hs
     };
     for (epfd, r) in recs_of(fd) {
+        // Reserved first: a program epoll_ctl of the fd from now on waits for the move.
+        let Ok((key, q)) = reserve(epfd, hs, fd, ino, r.events, r.data) else {
+            continue;
+        };
         // Succeeds only if the set still holds this socket under this number.
         if ctl(epfd, libc::EPOLL_CTL_DEL, fd, 0, 0) != 0 {
+            cancel(key, hs);
             record(epfd, libc::EPOLL_CTL_DEL, fd, 0, 0);
             continue;
         }
-        if swap_in(epfd, hs, fd, ino, r.events, r.data) != 0 {
-            // Could not move it: put it back as it was (the handshake still works, the
-            // program's SO_ERROR check or first I/O finishes it).
-            ctl(epfd, libc::EPOLL_CTL_ADD, fd, r.events, r.data);
+        match place(key, q, epfd) {
+            Ok(qfd) => commit(key, qfd),
+            Err(_) => {
+                // Could not move it: put it back as it was (the handshake still works, the
+                // program's SO_ERROR check or first I/O finishes it).
+                ctl(epfd, libc::EPOLL_CTL_ADD, fd, r.events, r.data);
+                cancel(key, hs);
+            }
         }
     }
     Ok(hs)
@@ -838,8 +890,9 @@ pub fn abort(hs: u64) {
             Some(None) => wait_busy(),
             Some(Some(s)) => {
                 // The set was named by this epfd a moment ago (in open()).
-                drop_swap(&s, s.epfd);
-                ctl(s.epfd, libc::EPOLL_CTL_ADD, s.fd, s.events, s.data);
+                drop_swap(&s, s.epfd, || {
+                    ctl(s.epfd, libc::EPOLL_CTL_ADD, s.fd, s.events, s.data)
+                });
             }
         }
     }
@@ -935,7 +988,7 @@ pub unsafe fn epoll_ctl(
             }
         }
         (libc::EPOLL_CTL_DEL, Some(s)) => {
-            drop_swap(&s, epfd);
+            drop_swap(&s, epfd, || ());
             0
         }
         _ => return plain(),
@@ -1227,6 +1280,37 @@ mod tests {
         }
         assert!(recs_of(a(7)).is_empty());
         assert!(STATE.lock().recs.as_ref().unwrap().get(&a(7)).is_none());
+
+        // Threads racing on one swapped registration (MODs through find's busy marks, waits
+        // through filter's): nobody hangs, every swap comes back once.
+        let hs6 = open(a(8), ino(a(8))).unwrap();
+        assert_eq!(SWAPS.load(Ordering::Relaxed), 1);
+        let fd8 = a(8);
+        let racers: Vec<_> = (0..4u64)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for i in 0..300 {
+                        let (r, n) = count(|| {
+                            prog_ctl(ep, libc::EPOLL_CTL_MOD, fd8, t * 1000 + i, Some(hs6))
+                        });
+                        assert_eq!((r, n), (0, 0));
+                        let (_, _, under) = wait(ep);
+                        assert_eq!(under, 0);
+                    }
+                })
+            })
+            .collect();
+        for r in racers {
+            r.join().unwrap();
+        }
+        done(hs6, false);
+        let (_, _, under) = wait(ep);
+        assert_eq!(under, 0);
+        assert_eq!(SWAPS.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            ctl(ep, libc::EPOLL_CTL_MOD, a(8), libc::EPOLLIN as u32, 8),
+            0
+        );
 
         for p in &pairs {
             close(p[0]);

@@ -47,18 +47,25 @@
 //!   look-up, not a walk over every registration of the program.
 //! - A swap being acted on is marked busy (with the process generation, see [`forked_child`]):
 //!   the thread that marked it makes the kernel calls with the lock released and then commits
-//!   (removes it, or clears the mark); the others leave it alone (an event of a busy swap is
-//!   dropped: our fds are level-triggered and fire again), and a program `epoll_ctl` or an
-//!   `abort` that needs it waits (yielding) until it is free. A new swap is reserved busy
-//!   before its `q` enters the set. `find` marks each candidate busy while it asks the kernel.
-//!   No thread waits while it holds a mark, so waits always end.
+//!   (removes it, or clears the mark). A swap is reserved busy before the socket leaves a set
+//!   and removed only once the program's registration is back, so the set always holds one of
+//!   the two while a swap is listed. The other threads leave a busy swap alone (its event is
+//!   dropped: our fds are level-triggered and fire again), and a program `epoll_ctl` of its fd
+//!   or an `abort` of its handshake waits (yielding) until it is free. `find` marks each
+//!   candidate busy while it asks the kernel. No thread waits while it holds a mark, so waits
+//!   end.
 //! - A handshake's own fds are copied out under the lock: its dup of the socket is taken out of
 //!   the entry by the one thread that closes it; `q` and the timerfd stay open while any swap
 //!   of the handshake exists and for [`LINGER`] after (the entry stays, marked dead, and a
 //!   later sweep takes expired entries out, a few at a time, and closes their fds after the
 //!   lock).
+//! - In a child forked while a thread of the parent held a busy mark, the mark is void (the
+//!   swap is anyone's, as it stood at the fork); nothing waits for the parent's thread.
+//! - One window is left that the single lock used to close: a plain `epoll_ctl` the kernel has
+//!   answered but not yet recorded when another thread's `connect` of the same fd starts its
+//!   handshake is not moved onto `q` (that set sees the socket itself during the handshake).
 //!
-//! One file of more than 500 lines (about a third of it the unit test): the swap protocol's
+//! One file of more than 500 lines (a fifth of it the unit test): the swap protocol's
 //! invariants (who holds a busy mark, who closes which fd) are checkable only in one place.
 
 use crate::state::fdtable;

@@ -61,9 +61,12 @@
 //!   lock).
 //! - In a child forked while a thread of the parent held a busy mark, the mark is void (the
 //!   swap is anyone's, as it stood at the fork); nothing waits for the parent's thread.
-//! - One window is left that the single lock used to close: a plain `epoll_ctl` the kernel has
-//!   answered but not yet recorded when another thread's `connect` of the same fd starts its
-//!   handshake is not moved onto `q` (that set sees the socket itself during the handshake).
+//! - A plain `epoll_ctl` racing another thread's `connect` of the same fd (the single lock
+//!   used to order the two): an `ADD`/`MOD` the kernel took is moved onto `q` after it is
+//!   recorded if a handshake of the fd started meanwhile ([`adopt`]: `open` may have read the
+//!   records before it), or updates the kept registration if `open` moved it already; a
+//!   `MOD`/`DEL` that found the socket gone from the set (`ENOENT`) while a swap of the fd now
+//!   exists is made again on the kept registration.
 //!
 //! One file of more than 500 lines (a fifth of it the unit test): the swap protocol's
 //! invariants (who holds a busy mark, who closes which fd) are checkable only in one place.
@@ -160,6 +163,9 @@ impl Swap {
 
 #[derive(Clone, Copy)]
 struct Hs {
+    /// The program's fd and its socket's inode (for [`adopt`]).
+    fd: c_int,
+    ino: u64,
     q: c_int,
     timer: c_int,
     /// Our dup of the socket, registered in `q` (-1 once the handshake is over).
@@ -200,6 +206,8 @@ static SWAPS: AtomicUsize = AtomicUsize::new(0);
 /// A handshake ever had readiness fds: from then on every epoll wait looks at what it returns
 /// (a wait that began before another thread swapped a registration in can return our event).
 static EVER: AtomicBool = AtomicBool::new(false);
+/// Handshakes running (for [`adopt`]'s one-load fast path).
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
 /// Bumped in the child of every fork (see [`Swap::busy`]).
 static FORKS: AtomicU32 = AtomicU32::new(0);
 
@@ -467,7 +475,7 @@ fn recs_of(fd: c_int) -> Vec<(c_int, Rec)> {
 
 /// Reserves a swap of `fd`'s registration in the set `epfd` for handshake `hs`, marked busy
 /// (so that a program `epoll_ctl` of the fd waits for it): (key, `q`), or EBADF if the
-/// handshake is gone.
+/// handshake is gone (`once`: EEXIST if a swap of `fd` made through `epfd` exists).
 fn reserve(
     epfd: c_int,
     hs: u64,
@@ -475,11 +483,19 @@ fn reserve(
     ino: u64,
     events: u32,
     data: u64,
+    once: bool,
 ) -> Result<(u32, c_int), c_int> {
     let forks = FORKS.load(Ordering::Relaxed);
     let mut g = locked(true, false);
     let st = &mut *g;
     let q = st.live(hs).ok_or(libc::EBADF)?.q;
+    if once
+        && st
+            .swaps()
+            .any(|s| s.hs == hs && s.fd == fd && s.epfd == epfd)
+    {
+        return Err(libc::EEXIST);
+    }
     let key = st.new_key();
     let s = Swap {
         key,
@@ -539,7 +555,7 @@ fn cancel(key: u32, hs: u64) {
 /// reserved (busy) under the lock, `q` (or a dup) enters the set with the lock released, then
 /// the swap is committed or taken back.
 fn swap_in(epfd: c_int, hs: u64, fd: c_int, ino: u64, events: u32, data: u64) -> c_int {
-    let (key, q) = match reserve(epfd, hs, fd, ino, events, data) {
+    let (key, q) = match reserve(epfd, hs, fd, ino, events, data, false) {
         Ok(x) => x,
         Err(e) => return e,
     };
@@ -716,6 +732,9 @@ fn end(hs: u64, failed: bool, only_running: bool) {
         let mut g = STATE.lock();
         match g.hs_mut(hs) {
             Some(h) if h.dead_at.is_none() && (h.running || !only_running) => {
+                if h.running {
+                    RUNNING.fetch_sub(1, Ordering::AcqRel);
+                }
                 h.running = false;
                 h.failed = failed;
                 Some((h.q, h.timer, std::mem::replace(&mut h.sock, -1)))
@@ -775,6 +794,8 @@ pub fn open(fd: c_int, ino: u64) -> Result<u64, c_int> {
         st.next_hs += 1;
         let hs = st.next_hs;
         let h = Hs {
+            fd,
+            ino,
             q,
             timer,
             sock,
@@ -785,30 +806,80 @@ pub fn open(fd: c_int, ino: u64) -> Result<u64, c_int> {
         if let Some(m) = st.hs.as_mut() {
             m.insert(hs, h); // room made by locked()
         }
+        RUNNING.fetch_add(1, Ordering::AcqRel);
         hs
     };
     for (epfd, r) in recs_of(fd) {
-        // Reserved first: a program epoll_ctl of the fd from now on waits for the move.
-        let Ok((key, q)) = reserve(epfd, hs, fd, ino, r.events, r.data) else {
-            continue;
-        };
-        // Succeeds only if the set still holds this socket under this number.
-        if ctl(epfd, libc::EPOLL_CTL_DEL, fd, 0, 0) != 0 {
-            cancel(key, hs);
-            record(epfd, libc::EPOLL_CTL_DEL, fd, 0, 0);
-            continue;
-        }
-        match place(key, q, epfd) {
-            Ok(qfd) => commit(key, qfd),
-            Err(_) => {
-                // Could not move it: put it back as it was (the handshake still works, the
-                // program's SO_ERROR check or first I/O finishes it).
-                ctl(epfd, libc::EPOLL_CTL_ADD, fd, r.events, r.data);
-                cancel(key, hs);
-            }
-        }
+        move_in(epfd, hs, fd, ino, r, true);
     }
     Ok(hs)
+}
+
+/// Moves the program's registration `r` of `fd` in the set `epfd` onto `q` of handshake `hs`
+/// (unless a swap of it there exists already). `forget`: a set that turns out not to hold the
+/// socket loses the record.
+fn move_in(epfd: c_int, hs: u64, fd: c_int, ino: u64, r: Rec, forget: bool) {
+    // Reserved first: a program epoll_ctl of the fd from now on waits for the move.
+    let Ok((key, q)) = reserve(epfd, hs, fd, ino, r.events, r.data, true) else {
+        return;
+    };
+    // Succeeds only if the set still holds this socket under this number.
+    if ctl(epfd, libc::EPOLL_CTL_DEL, fd, 0, 0) != 0 {
+        cancel(key, hs);
+        if forget {
+            record(epfd, libc::EPOLL_CTL_DEL, fd, 0, 0);
+        }
+        return;
+    }
+    match place(key, q, epfd) {
+        Ok(qfd) => commit(key, qfd),
+        Err(_) => {
+            // Could not move it: put it back as it was (the handshake still works, the
+            // program's SO_ERROR check or first I/O finishes it).
+            ctl(epfd, libc::EPOLL_CTL_ADD, fd, r.events, r.data);
+            cancel(key, hs);
+        }
+    }
+}
+
+/// After the program's plain `ADD`/`MOD` of `fd` in `epfd` was recorded: if a handshake of
+/// `fd` started meanwhile on another thread, its `open` may have read the records before this
+/// one: the registration is moved as `open` would have moved it, or, if `open` moved it
+/// already, the kept registration takes the program's events and data. One load while no
+/// handshake runs.
+fn adopt(epfd: c_int, fd: c_int, r: Rec) {
+    if RUNNING.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let found = {
+        let mut g = STATE.lock();
+        let st = &mut *g;
+        let h = st
+            .hs
+            .iter()
+            .flatten()
+            .find(|(_, h)| h.running && h.dead_at.is_none() && h.fd == fd)
+            .map(|(k, h)| (*k, h.ino));
+        let kept = h.and_then(|(hs, _)| {
+            st.swaps
+                .iter_mut()
+                .flatten()
+                .find(|(_, s)| s.hs == hs && s.fd == fd && s.epfd == epfd)
+        });
+        match kept {
+            Some((_, s)) => {
+                s.events = r.events;
+                s.data = r.data;
+                None
+            }
+            None => h,
+        }
+    };
+    if let Some((hs, ino)) = found {
+        if inode(fd) == Some(ino) {
+            move_in(epfd, hs, fd, ino, r, false);
+        }
+    }
 }
 
 /// Replaces the socket under `fd` by running `replace` (which puts a new socket under the
@@ -869,6 +940,9 @@ pub fn done(hs: u64, failed: bool) {
 pub fn abort(hs: u64) {
     let forks = FORKS.load(Ordering::Relaxed);
     if let Some(h) = STATE.lock().hs_mut(hs) {
+        if h.running {
+            RUNNING.fetch_sub(1, Ordering::AcqRel);
+        }
         h.running = false;
     }
     loop {
@@ -940,12 +1014,29 @@ pub unsafe fn epoll_ctl(
         }
         r
     };
-    let swapped = swapped(fd);
-    if hs.is_none() && !swapped {
-        return plain();
+    let is_swapped = swapped(fd);
+    if hs.is_none() && !is_swapped {
+        let r = plain();
+        if r == 0 && (op == libc::EPOLL_CTL_ADD || op == libc::EPOLL_CTL_MOD) {
+            adopt(epfd, fd, Rec { events, data });
+        } else if r != 0
+            && (op == libc::EPOLL_CTL_MOD || op == libc::EPOLL_CTL_DEL)
+            && errno() == libc::ENOENT
+            && swapped(fd)
+        {
+            // Another thread's handshake took the registration out of the set meanwhile: act
+            // on the kept one (the slow path: this time the swap is seen).
+            // SAFETY: the caller's arguments, passed on under this function's contract.
+            return unsafe { epoll_ctl(epfd, op, fd, ev, hs) };
+        }
+        return r;
     }
     let ino = inode(fd);
-    let found = if swapped { find(epfd, fd, ino) } else { None };
+    let found = if is_swapped {
+        find(epfd, fd, ino)
+    } else {
+        None
+    };
     let r = match (op, found) {
         (libc::EPOLL_CTL_ADD, Some(s)) => {
             release(s.key);
@@ -1317,6 +1408,30 @@ mod tests {
         assert_eq!(
             ctl(ep, libc::EPOLL_CTL_MOD, a(8), libc::EPOLLIN as u32, 8),
             0
+        );
+
+        // A plain ADD recorded after a handshake of the fd started (its open read the records
+        // first, as when the two race on two threads) is moved onto q all the same.
+        assert_eq!(prog_ctl(ep, libc::EPOLL_CTL_DEL, a(9), 0, None), 0);
+        let hs7 = open(a(9), ino(a(9))).unwrap();
+        assert_eq!(SWAPS.load(Ordering::Relaxed), 0);
+        let (r, n) = count(|| prog_ctl(ep, libc::EPOLL_CTL_ADD, a(9), 90, None));
+        assert_eq!((r, n), (0, 0));
+        assert_eq!(SWAPS.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            ctl(ep, libc::EPOLL_CTL_MOD, a(9), libc::EPOLLIN as u32, 0),
+            libc::ENOENT
+        );
+        let (r, n) = count(|| prog_ctl(ep, libc::EPOLL_CTL_MOD, a(9), 91, None));
+        assert_eq!((r, n), (0, 0), "a MOD acts on the kept registration");
+        done(hs7, false);
+        let (evs, _, _) = wait(ep);
+        assert!(evs.iter().all(|e| e.u64 & MAGIC_MASK != MAGIC));
+        assert_eq!(SWAPS.load(Ordering::Relaxed), 0);
+        let (evs, _, _) = wait(ep);
+        assert!(
+            evs.iter().any(|e| e.u64 == 91),
+            "back with the program's last MOD"
         );
 
         for p in &pairs {

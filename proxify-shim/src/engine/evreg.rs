@@ -68,7 +68,7 @@
 //!   `MOD`/`DEL` that found the socket gone from the set (`ENOENT`) while a swap of the fd now
 //!   exists is made again on the kept registration.
 //!
-//! One file of more than 500 lines (a fifth of it the unit test): the swap protocol's
+//! One file of more than 500 lines (a sixth of it the unit test): the swap protocol's
 //! invariants (who holds a busy mark, who closes which fd) are checkable only in one place.
 
 use crate::state::fdtable;

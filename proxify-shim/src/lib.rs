@@ -42,6 +42,7 @@ extern "C" fn fork_prepare() {
 extern "C" fn fork_child() {
     state::fdtable::forked_child();
     nbconnect::forked_child();
+    evreg::forked_child();
     fork_release();
 }
 

@@ -377,3 +377,42 @@ def test_cargo_fetch(topo, capture, proxify_bin, crate_registry, tmp_path):
     assert got and hashlib.sha256(got[0].read_bytes()).hexdigest() == cksum, \
         f"cargo fetch did not store the crate intact: {got}\n{r}"
     _through_proxy(capture, "cargo fetch")
+
+
+MANY_NB = r"""
+import os, resource, select, socket, sys
+wait = sys.argv[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+before = len(os.listdir("/proc/self/fd"))
+for i in range(200):
+    s = socket.socket()
+    s.setblocking(False)
+    try:
+        s.connect((%r, %d))
+    except BlockingIOError:
+        pass
+    if wait == "epoll":
+        ep = select.epoll()
+        ep.register(s.fileno(), select.EPOLLOUT)
+        assert ep.poll(5), "not writable"
+        ep.close()
+    else:
+        assert select.select([], [s], [], 5)[1], "not writable"
+    assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0, "SO_ERROR"
+    s.setblocking(True)
+    s.sendall(b"x")
+    assert s.recv(1) == b"x", "no echo"
+    s.close()
+print("done", len(os.listdir("/proc/self/fd")) - before)
+""" % (T4, ECHO)
+
+
+@pytest.mark.parametrize("wait", ["epoll", "select"])
+def test_many_nonblocking_connects_hold_no_fds(topo, capture, proxify_bin, wait):
+    """200 non-blocking connects one after the other under a 64-fd limit: each handshake's
+    readiness fds are closed when it ends (they linger only while a poll or select waits on
+    one), so the program never runs out of fds and ends with none of ours open."""
+    r = run_proxified(DANTE, [sys.executable, "-c", MANY_NB, wait], timeout=120)
+    expect_ok(r, f"200 non-blocking connects, {wait}")
+    assert r.stdout.strip() == "done 0", f"{wait}: fds left or a failure\n{r}"
+    _through_proxy(capture, f"200 non-blocking connects, {wait}")

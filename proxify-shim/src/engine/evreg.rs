@@ -188,8 +188,33 @@ struct State {
     next_hs: u64,
 }
 
-/// How long an ended handshake's readiness fds stay open.
+/// How long an ended handshake's readiness fds stay open while a poll or select of the
+/// program is waiting on some handshake's `q` (it may have read this one's number just before
+/// the end). With no such wait, they are closed at once: a program making many non-blocking
+/// connects a second must not hold two fds per connect for this long.
 const LINGER: Duration = Duration::from_secs(5);
+/// How many poll/select calls are waiting on readiness fds of ours right now ([`Polling`]).
+static POLLERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Held by a poll or select of the program for as long as it may wait on a `q` of ours
+/// (`hooks/poll.rs`): while any is held, ended handshakes' readiness fds linger.
+pub struct Polling(());
+
+impl Polling {
+    pub fn enter() -> Polling {
+        POLLERS.fetch_add(1, Ordering::SeqCst);
+        Polling(())
+    }
+}
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        if POLLERS.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // The last wait is over: what lingered for it can go now.
+            sweep(Instant::now());
+        }
+    }
+}
 /// How many expired handshakes a sweep takes out per lock.
 const SWEEP_BATCH: usize = 8;
 
@@ -686,9 +711,12 @@ fn reap(hs: u64) {
     sweep(now);
 }
 
-/// Takes out the handshakes dead for [`LINGER`], a batch per lock, and closes their fds after.
+/// Takes out the ended handshakes whose readiness fds no wait can still be using (every one
+/// when no poll or select waits on ours, else those dead for [`LINGER`]), a batch per lock,
+/// and closes their fds after.
 fn sweep(now: Instant) {
     loop {
+        let idle = POLLERS.load(Ordering::SeqCst) == 0;
         let mut out = [None::<Hs>; SWEEP_BATCH];
         let n = {
             let mut g = STATE.lock();
@@ -702,7 +730,7 @@ fn sweep(now: Instant) {
                     break;
                 }
                 if h.dead_at
-                    .is_some_and(|t| now.saturating_duration_since(t) >= LINGER)
+                    .is_some_and(|t| idle || now.saturating_duration_since(t) >= LINGER)
                 {
                     ids[n] = *id;
                     n += 1;

@@ -98,6 +98,8 @@ fn poll_core(
     if ours.is_empty() {
         return wait(fds, timeout);
     }
+    // From here on this call may wait on readiness fds of ours: they stay open meanwhile.
+    let _polling = evreg::Polling::enter();
     let end = timeout.map(|t| Instant::now() + t);
     let mut seen = vec![Seen::Plain; ours.len()];
     let mut extra = 0;

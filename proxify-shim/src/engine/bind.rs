@@ -10,7 +10,7 @@
 
 use super::drive;
 use crate::policy::decide::Proxied;
-use crate::state::fdtable::{self, Entry, Kind};
+use crate::state::fdtable::{self, Entry};
 use crate::state::runtime::Runtime;
 use crate::sys::error::{errno, strerror, Failure};
 use crate::sys::lock::ForkSafeMutex;
@@ -193,14 +193,7 @@ pub fn wanted(rt: &Runtime, fd: c_int, backlog: c_int) -> Result<(TargetAddr, Wh
     if is_loopback(&ip) {
         return Err(Local::Loopback);
     }
-    let ephemeral = local.port() == 0
-        || matches!(
-            fdtable::get(fd),
-            Some(Entry {
-                kind: Kind::BoundEphemeral,
-                ..
-            })
-        );
+    let ephemeral = local.port() == 0 || matches!(fdtable::get(fd), Some(Entry::BoundEphemeral));
     let last = expected_peer();
     if cfg.bind == BindPolicy::Always {
         let peer = last.unwrap_or(TargetAddr::Ip(SocketAddr::new(
@@ -270,15 +263,7 @@ pub fn start(rt: &Runtime, fd: c_int, family: c_int, p: Proxied) -> Result<Socke
     }
     let displaced = STATE.with_room(|s| &mut s.pending, |m| m.insert(fd, client));
     drop(displaced);
-    let tracked = fdtable::set(
-        fd,
-        Entry {
-            kind: Kind::BindListen,
-            peer: None,
-            relay: Some(shown),
-            ctrl: -1,
-        },
-    );
+    let tracked = fdtable::set(fd, Entry::BindListen { bound: shown });
     if !tracked {
         // Untracked, accept and getsockname would not know the socket is a BIND.
         let removed = STATE.lock().pending.as_mut().and_then(|m| m.remove(&fd));
@@ -361,8 +346,12 @@ pub fn accept(rt: &Runtime, fd: c_int, flags: c_int) -> Result<(c_int, SocketAdd
     };
     // SAFETY: F_SETFL on the connection we just accepted takes no pointer.
     unsafe { real::fcntl(nfd, libc::F_SETFL, want as libc::c_ulong) };
-    let mut e = Entry::tcp(peer);
-    e.relay = fdtable::get(fd).and_then(|e| e.relay);
+    // The accepted connection's proxy-side address: the BIND's (what getsockname reports).
+    let bound = match fdtable::get(fd) {
+        Some(Entry::BindListen { bound }) => Some(bound),
+        _ => None,
+    };
+    let e = Entry::ProxiedTcp { peer, bound };
     let program = fdtable::program_family(fd);
     if !fdtable::set(nfd, e) {
         // The program must not get a proxied connection proxify does not know about.

@@ -717,12 +717,7 @@ fn start_hops(
             fds: Fds::one(fd),
         },
     );
-    let entry = Entry {
-        kind: Kind::Handshaking,
-        peer: Some(dest),
-        relay: None,
-        ctrl: -1,
-    };
+    let entry = Entry::Handshaking { peer: dest };
     if !fdtable::set(fd, entry) {
         drop(remove(ino, Some(gen)));
         disconnect(fd);
@@ -906,7 +901,7 @@ fn complete_failed(
             chain: None,
             started: None,
             errno: f.errno,
-            shown: match fdtable::get(fd).and_then(|e| e.peer) {
+            shown: match fdtable::get(fd).and_then(|e| e.peer()) {
                 Some(a) => a.to_string(),
                 None => format!("fd {fd}'s destination"),
             },

@@ -13,7 +13,7 @@
 use super::drive;
 use crate::policy::decide::{self, Proxied, Route};
 use crate::state::fakedns;
-use crate::state::fdtable::{self, Entry, Kind};
+use crate::state::fdtable::{self, Assoc, Entry, Kind};
 use crate::state::runtime::Runtime;
 use crate::sys::error::{errno, strerror, Failure};
 use crate::sys::lock::ForkSafeMutex;
@@ -225,15 +225,9 @@ pub fn ctrl_alive(ctrl: c_int) -> bool {
 /// The association of `fd`, set up now (through the chain the decision `p` for the first
 /// datagram's destination chose) if it has none. One association per socket: later datagrams
 /// use it whatever their destination.
-pub fn assoc_for(rt: &Runtime, fd: c_int, family: c_int, p: &Proxied) -> Result<Entry, Failure> {
-    if let Some(
-        e @ Entry {
-            kind: Kind::UdpAssoc,
-            ..
-        },
-    ) = fdtable::get(fd)
-    {
-        return Ok(e);
+pub fn assoc_for(rt: &Runtime, fd: c_int, family: c_int, p: &Proxied) -> Result<Assoc, Failure> {
+    if let Some(Entry::UdpAssoc(a)) = fdtable::get(fd) {
+        return Ok(a);
     }
     if fd < 0 || fd as usize >= fdtable::MAX_FD {
         return Err(Failure::new(libc::EMFILE, "fd beyond proxify's table"));
@@ -245,13 +239,12 @@ pub fn assoc_for(rt: &Runtime, fd: c_int, family: c_int, p: &Proxied) -> Result<
         associate(rt, fd, family, p.chain, &mut replaced)?
     };
     forget_names(fd);
-    let e = Entry {
-        kind: Kind::UdpAssoc,
-        peer: None,
-        relay: Some(relay),
+    let e = Assoc {
+        relay,
         ctrl,
+        peer: None,
     };
-    if !fdtable::set(fd, e) {
+    if !fdtable::set(fd, Entry::UdpAssoc(e)) {
         // Untracked, the socket's datagrams would go out bare: drop the association.
         // SAFETY: ctrl is our own control socket from associate(); nothing else holds it.
         unsafe { real::close(ctrl) };
@@ -301,18 +294,21 @@ fn traced_associate(
 
 /// The association of `fd` if it is an associated UDP socket.
 #[inline]
-pub fn assoc(fd: c_int) -> Option<Entry> {
+pub fn assoc(fd: c_int) -> Option<Assoc> {
     // One load of the kind byte (none at all when nothing is tracked); the whole entry is
     // decoded only for an associated socket, not on every read of a proxied TCP stream.
     if fdtable::kind(fd) != Some(Kind::UdpAssoc) {
         return None;
     }
-    fdtable::get(fd)
+    match fdtable::get(fd) {
+        Some(Entry::UdpAssoc(a)) => Some(a),
+        _ => None,
+    }
 }
 
-fn family_of(e: &Entry) -> c_int {
+fn family_of(e: &Assoc) -> c_int {
     match e.relay {
-        Some(SocketAddr::V6(_)) => libc::AF_INET6,
+        SocketAddr::V6(_) => libc::AF_INET6,
         _ => libc::AF_INET,
     }
 }
@@ -540,7 +536,7 @@ mod sent_names_tests {
 /// # Safety
 /// `iov` must describe readable memory; `control` as in a `msghdr`.
 pub unsafe fn send(
-    entry: &Entry,
+    entry: &Assoc,
     fd: c_int,
     target: &TargetAddr,
     iov: &[iovec],
@@ -569,13 +565,7 @@ pub unsafe fn send(
         iov_len: hdr.len(),
     });
     vec.extend_from_slice(iov);
-    let (st, len) = match entry.relay {
-        Some(r) => sockaddr::to_storage(&r),
-        None => {
-            crate::sys::guard::set_errno(libc::EIO);
-            return -1;
-        }
-    };
+    let (st, len) = sockaddr::to_storage(&entry.relay);
     // SAFETY: all-zero bytes are a valid msghdr (null pointers, zero lengths).
     let mut m: msghdr = unsafe { std::mem::zeroed() };
     if entry.peer.is_none() {
@@ -620,7 +610,7 @@ fn same(a: &SocketAddr, b: &SocketAddr) -> bool {
 /// # Safety
 /// `iov` must describe writable memory; `control` as in a `msghdr` (its length is updated).
 pub unsafe fn recv(
-    entry: &Entry,
+    entry: &Assoc,
     fd: c_int,
     iov: &[iovec],
     control: (*mut c_void, *mut usize),
@@ -681,7 +671,7 @@ pub unsafe fn recv(
                 drop_it("no source address");
                 continue;
             };
-            let from_relay = entry.relay.map(|r| same(&r, &src)).unwrap_or(false);
+            let from_relay = same(&entry.relay, &src);
             if !from_relay {
                 if entry.peer.is_none() && matches!(decide::route(src), Route::Direct(_)) {
                     // SAFETY: `iov` describes writable memory (recv's contract).

@@ -145,18 +145,10 @@ unsafe fn connect_inet(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_in
     }
     crate::engine::dnsresp::forget(fd);
     let tracked = fdtable::get(fd);
-    if let Some(Entry {
-        kind: Kind::ProxiedTcp | Kind::ReplyPending,
-        ..
-    }) = tracked
-    {
+    if let Some(Entry::ProxiedTcp { .. } | Entry::ReplyPending { .. }) = tracked {
         return fail(libc::EISCONN);
     }
-    if let Some(Entry {
-        kind: Kind::Handshaking | Kind::HandshakeFailed,
-        ..
-    }) = tracked
-    {
+    if let Some(Entry::Handshaking { .. } | Entry::HandshakeFailed { .. }) = tracked {
         // A non-blocking proxied connect under way (EALREADY), done (EISCONN) or failed
         // (its errno, once; then the socket may connect again).
         if let Some(e) = crate::engine::nbconnect::connect_again(fd) {
@@ -360,9 +352,7 @@ fn connect_udp(
             return fail(f.errno);
         }
     };
-    let Some(relay) = entry.relay else {
-        return fail(libc::EIO);
-    };
+    let relay = entry.relay;
     let (st, len) = sa::to_storage(&relay);
     // SAFETY: a valid sockaddr of `len` bytes from to_storage.
     let r = unsafe { real::connect(fd, &st as *const _ as *const sockaddr, len) };
@@ -403,11 +393,11 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
     }
     match fdtable::get(fd) {
         // Like the kernel while a connect is in progress (or after it failed).
-        Some(Entry {
-            kind: Kind::Handshaking | Kind::HandshakeFailed,
-            ..
-        }) => fail(libc::ENOTCONN),
-        Some(Entry { peer: Some(p), .. }) => {
+        Some(Entry::Handshaking { .. } | Entry::HandshakeFailed { .. }) => fail(libc::ENOTCONN),
+        Some(e) if e.peer().is_some() => {
+            let Some(p) = e.peer() else {
+                return fail(libc::ENOTCONN);
+            };
             if addr.is_null() || len.is_null() {
                 return fail(libc::EFAULT);
             }
@@ -469,12 +459,12 @@ unsafe fn adopt_if_copy(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, cap
         return;
     };
     let found = fdtable::find(|other, e| {
-        other != fd && e.kind == Kind::ProxiedTcp && ino(other) == Some(me)
+        other != fd && e.kind() == Kind::ProxiedTcp && ino(other) == Some(me)
     });
     if let Some((_, e)) = found {
         // Only a cache: untracked, the next getpeername finds the copy again the same way.
         let _ = fdtable::set(fd, e);
-        if let Some(p) = e.peer {
+        if let Some(p) = e.peer() {
             // SAFETY: `len` is the caller's non-null socklen_t (adopt_if_copy's contract).
             unsafe { *len = cap };
             // SAFETY: `addr` is the caller's buffer of `cap` bytes, now `*len` again.

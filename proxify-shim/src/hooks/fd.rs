@@ -6,7 +6,7 @@
 
 use crate::engine::dnsresp;
 use crate::engine::nbconnect;
-use crate::state::fdtable::{self, Kind};
+use crate::state::fdtable::{self, Entry, Kind};
 use crate::sys::guard::{caught, guarded, hook, set_errno};
 use crate::sys::real;
 use crate::sys::socket::close_ours;
@@ -66,7 +66,9 @@ fn duplicated(oldfd: c_int, newfd: c_int, may_lock: bool) -> Result<(), c_int> {
         // Each fd owns its copy of the control connection: closing one leaves the association
         // alive for the other.
         // SAFETY: F_DUPFD_CLOEXEC takes no pointer; the copy is ours.
-        Some(e) if e.ctrl >= 0 => unsafe { real::fcntl(e.ctrl, libc::F_DUPFD_CLOEXEC, 3) },
+        Some(Entry::UdpAssoc(a)) if a.ctrl >= 0 => unsafe {
+            real::fcntl(a.ctrl, libc::F_DUPFD_CLOEXEC, 3)
+        },
         _ => -1,
     };
     match fdtable::copy(oldfd, newfd, ctrl) {

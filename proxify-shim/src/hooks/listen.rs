@@ -2,7 +2,7 @@
 //! (see `engine/bind.rs`), and the proxy-side address of proxied connections.
 
 use crate::engine::bind;
-use crate::state::fdtable::{self, Entry, Kind};
+use crate::state::fdtable::{self, Entry};
 use crate::state::runtime;
 use crate::sys::guard::{guarded, hook, set_errno};
 use crate::sys::real;
@@ -113,15 +113,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
             if r == 0 && a.port() == 0 && stream {
                 // Only a hint for `auto` (listen also treats a port-0 local address as ephemeral):
                 // an untracked fd just listens directly, as a non-ephemeral bind would.
-                let _ = fdtable::set(
-                    fd,
-                    Entry {
-                        kind: Kind::BoundEphemeral,
-                        peer: None,
-                        relay: None,
-                        ctrl: -1,
-                    },
-                );
+                let _ = fdtable::set(fd, Entry::BoundEphemeral);
             }
             r
         },
@@ -236,14 +228,7 @@ fn in_family(a: SocketAddr, family: c_int) -> SocketAddr {
 
 #[inline]
 fn is_bind(fd: c_int) -> bool {
-    !fdtable::none_tracked()
-        && matches!(
-            fdtable::get(fd),
-            Some(Entry {
-                kind: Kind::BindListen,
-                ..
-            })
-        )
+    !fdtable::none_tracked() && matches!(fdtable::get(fd), Some(Entry::BindListen { .. }))
 }
 
 #[no_mangle]
@@ -315,19 +300,10 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
     }
     guarded(-1, libc::EIO, || {
         let e = fdtable::get(fd);
-        if let Some(Entry {
-            kind: Kind::ProxiedTcp,
-            ..
-        }) = e
-        {
+        if let Some(Entry::ProxiedTcp { .. }) = e {
             bind::note_local_address_asked();
         }
-        if let Some(Entry {
-            kind: Kind::BindListen | Kind::ProxiedTcp,
-            relay: Some(b),
-            ..
-        }) = e
-        {
+        if let Some(Entry::BindListen { bound: b } | Entry::ProxiedTcp { bound: Some(b), .. }) = e {
             if addr.is_null() || len.is_null() {
                 return fail(libc::EFAULT);
             }

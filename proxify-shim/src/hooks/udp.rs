@@ -20,7 +20,7 @@
 use crate::engine::udp::{self, assoc};
 use crate::policy::decide::Proxied;
 use crate::policy::decide::{self, Route};
-use crate::state::fdtable::{self, Entry};
+use crate::state::fdtable::{self, Assoc};
 use crate::state::runtime;
 use crate::sys::guard::{hook, set_errno};
 use crate::sys::socket::socket_type;
@@ -185,7 +185,7 @@ unsafe fn send_udp(
 
 /// A send without a destination on an associated, connected socket.
 unsafe fn send_connected(
-    entry: &Entry,
+    entry: &Assoc,
     fd: c_int,
     iov: &[iovec],
     control: (*mut c_void, usize),
@@ -481,7 +481,7 @@ pub unsafe extern "C" fn sendmmsg(
 }
 
 /// recvmsg on an associated socket, filling the caller's msghdr.
-unsafe fn recv_assoc(e: &Entry, fd: c_int, m: &mut msghdr, flags: c_int) -> ssize_t {
+unsafe fn recv_assoc(e: &Assoc, fd: c_int, m: &mut msghdr, flags: c_int) -> ssize_t {
     hook(
         || would_block(-1),
         -1,

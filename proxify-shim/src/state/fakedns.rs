@@ -133,15 +133,7 @@ fn from_env() -> Option<*mut u8> {
     // The fd stays open for our children; the program cannot close it by accident. (If it
     // cannot be marked, the mapping made above still serves this process; only a program
     // closing every fd could then drop the table for its children, who fall back to their own.)
-    let _ = crate::state::fdtable::set(
-        fd,
-        crate::state::fdtable::Entry {
-            kind: crate::state::fdtable::Kind::Internal,
-            peer: None,
-            relay: None,
-            ctrl: -1,
-        },
-    );
+    let _ = crate::state::fdtable::set(fd, crate::state::fdtable::Entry::Internal { owner: -1 });
     Some(t)
 }
 

@@ -65,24 +65,116 @@ pub enum Kind {
     ReplyPending = 8,
 }
 
+/// What we know about an fd: one variant per kind, each with its own fields. (The slot's
+/// encoding of them, in atomic words, is private to this file.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub kind: Kind,
-    pub peer: Option<SocketAddr>,
-    pub relay: Option<SocketAddr>,
-    /// Our own fd (the UDP control connection), closed with the entry; -1 if none.
-    /// (`relay`, for a proxied TCP socket, is BND.ADDR:BND.PORT of the proxy's reply.)
+pub enum Entry {
+    /// Connected through the proxy: `peer` is what the program asked for, `bound` the
+    /// BND.ADDR:BND.PORT of the proxy's reply (when it said one).
+    ProxiedTcp {
+        peer: SocketAddr,
+        bound: Option<SocketAddr>,
+    },
+    /// A UDP socket with a SOCKS5 association.
+    UdpAssoc(Assoc),
+    /// A listening socket turned into a SOCKS BIND: `bound` is BND.ADDR:BND.PORT of the first
+    /// reply (what getsockname reports).
+    BindListen { bound: SocketAddr },
+    /// A TCP socket bound to port 0 by the program (a candidate for BIND under `auto`).
+    BoundEphemeral,
+    /// One of proxify's own fds, owned by the fd `owner` (-1: by proxify itself).
+    Internal { owner: i32 },
+    /// A non-blocking proxied connect whose handshake runs: `peer` is what the program asked
+    /// for.
+    Handshaking { peer: SocketAddr },
+    /// A non-blocking proxied connect that failed; its errno waits for `SO_ERROR` or the next
+    /// I/O call ([`failed_errno`], [`take_failure`]).
+    HandshakeFailed { peer: Option<SocketAddr> },
+    /// A proxied connect with optimistic data whose replies are still to be read.
+    ReplyPending { peer: SocketAddr },
+}
+
+/// A UDP socket's SOCKS5 association.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Assoc {
+    /// The proxy's relay, in the socket's family.
+    pub relay: SocketAddr,
+    /// Our TCP control connection (closed with the entry); -1 if none.
     pub ctrl: i32,
+    /// The destination the program connected the socket to (the kernel socket is then
+    /// connected to the relay), if any.
+    pub peer: Option<SocketAddr>,
 }
 
 impl Entry {
+    #[cfg(test)]
     pub fn tcp(peer: SocketAddr) -> Entry {
-        Entry {
-            kind: Kind::ProxiedTcp,
-            peer: Some(peer),
-            relay: None,
-            ctrl: -1,
+        Entry::ProxiedTcp { peer, bound: None }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Entry::ProxiedTcp { .. } => Kind::ProxiedTcp,
+            Entry::UdpAssoc(_) => Kind::UdpAssoc,
+            Entry::BindListen { .. } => Kind::BindListen,
+            Entry::BoundEphemeral => Kind::BoundEphemeral,
+            Entry::Internal { .. } => Kind::Internal,
+            Entry::Handshaking { .. } => Kind::Handshaking,
+            Entry::HandshakeFailed { .. } => Kind::HandshakeFailed,
+            Entry::ReplyPending { .. } => Kind::ReplyPending,
         }
+    }
+
+    /// The destination the program asked for (a connected UDP socket's peer included).
+    pub fn peer(&self) -> Option<SocketAddr> {
+        match *self {
+            Entry::ProxiedTcp { peer, .. }
+            | Entry::Handshaking { peer }
+            | Entry::ReplyPending { peer } => Some(peer),
+            Entry::UdpAssoc(a) => a.peer,
+            Entry::HandshakeFailed { peer } => peer,
+            _ => None,
+        }
+    }
+
+    /// The slot's words: (kind, ctrl, peer, relay).
+    fn words(&self) -> (Kind, i32, Option<SocketAddr>, Option<SocketAddr>) {
+        let k = self.kind();
+        match *self {
+            Entry::ProxiedTcp { peer, bound } => (k, -1, Some(peer), bound),
+            Entry::UdpAssoc(a) => (k, a.ctrl, a.peer, Some(a.relay)),
+            Entry::BindListen { bound } => (k, -1, None, Some(bound)),
+            Entry::BoundEphemeral => (k, -1, None, None),
+            Entry::Internal { owner } => (k, owner, None, None),
+            Entry::Handshaking { peer } | Entry::ReplyPending { peer } => (k, -1, Some(peer), None),
+            Entry::HandshakeFailed { peer } => (k, -1, peer, None),
+        }
+    }
+
+    /// The entry the slot's words make; None for words no writer stores (never a guess).
+    fn from_words(
+        kind: Kind,
+        ctrl: i32,
+        peer: Option<SocketAddr>,
+        relay: Option<SocketAddr>,
+    ) -> Option<Entry> {
+        Some(match kind {
+            Kind::ProxiedTcp => Entry::ProxiedTcp {
+                peer: peer?,
+                bound: relay,
+            },
+            Kind::UdpAssoc => Entry::UdpAssoc(Assoc {
+                relay: relay?,
+                ctrl,
+                peer,
+            }),
+            Kind::BindListen => Entry::BindListen { bound: relay? },
+            Kind::BoundEphemeral => Entry::BoundEphemeral,
+            Kind::Internal => Entry::Internal { owner: ctrl },
+            Kind::Handshaking => Entry::Handshaking { peer: peer? },
+            Kind::HandshakeFailed => Entry::HandshakeFailed { peer },
+            Kind::ReplyPending => Entry::ReplyPending { peer: peer? },
+        })
     }
 }
 
@@ -144,6 +236,18 @@ fn backoff(spins: &mut u32) {
 
 /// Runs `f`, the writes of one slot, as its one writer (see the module doc).
 fn write<R>(s: &Slot, f: impl FnOnce() -> R) -> R {
+    // No signal handler runs on this thread while it writes (its hooks would read a slot
+    // half-written by the very code they interrupted): the writes are a few stores.
+    // SAFETY: all-zero bytes are a valid sigset_t; sigfillset fills the one we own.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `all` and `old` are sigset_ts we own; pthread_sigmask only reads `all` and
+    // writes `old`.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+    }
     WRITING.fetch_add(1, Ordering::Acquire);
     let me = tid();
     let mut spins = 0;
@@ -160,7 +264,8 @@ fn write<R>(s: &Slot, f: impl FnOnce() -> R) -> R {
             continue;
         }
         if (v >> 32) as u32 == me {
-            // A signal handler on top of this thread's own write of the slot.
+            // This thread's own write of the slot, under us (signals are blocked in a write,
+            // so only a synchronous one could get here): write inside it.
             break None;
         }
         backoff(&mut spins);
@@ -170,6 +275,8 @@ fn write<R>(s: &Slot, f: impl FnOnce() -> R) -> R {
         s.seq.store(u64::from(b.wrapping_add(2)), Ordering::Release);
     }
     WRITING.fetch_sub(1, Ordering::Release);
+    // SAFETY: `old` is the mask saved above; restoring it takes no other pointer.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     r
 }
 
@@ -381,45 +488,44 @@ pub fn set(fd: i32, entry: Entry) -> bool {
     let Some(s) = slot_alloc(fd) else {
         return false;
     };
+    let (kind, ctrl, peer, relay) = entry.words();
     let done = write(s, || {
         let old_kind = s.kind.load(Ordering::Relaxed);
         if REFUSE_NEW.load(Ordering::Relaxed) && old_kind == 0 {
             return false;
         }
         let old_ctrl = s.ctrl.load(Ordering::Relaxed) - 1;
-        if old_kind == Kind::UdpAssoc as u8 && old_ctrl >= 0 && old_ctrl != entry.ctrl {
+        if old_kind == Kind::UdpAssoc as u8 && old_ctrl >= 0 && old_ctrl != ctrl {
             return false;
         }
-        store(&s.peer, entry.peer.as_ref());
-        store(&s.relay, entry.relay.as_ref());
+        store(&s.peer, peer.as_ref());
+        store(&s.relay, relay.as_ref());
         if old_kind == 0 {
             // A new entry: whatever family a closed predecessor had is not this socket's.
             s.family.store(0, Ordering::Relaxed);
         }
-        s.ctrl.store(entry.ctrl.max(-1) + 1, Ordering::Relaxed);
-        s.kind.store(entry.kind as u8, Ordering::Release);
+        s.ctrl.store(ctrl.max(-1) + 1, Ordering::Relaxed);
+        s.kind.store(kind as u8, Ordering::Release);
         if old_kind == 0 {
             TRACKED.fetch_add(1, Ordering::Relaxed);
         }
-        count_hs(old_kind, entry.kind as u8);
+        count_hs(old_kind, kind as u8);
         true
     });
-    if done && entry.kind == Kind::UdpAssoc && entry.ctrl >= 0 {
-        // Mark the control fd as ours (its slot names its owner). Unmarked, the program
-        // could close it: that only ends the association (datagrams then fail), never a leak.
-        let _ = set(entry.ctrl, internal(fd));
+    if let (true, Entry::UdpAssoc(a)) = (done, entry) {
+        if a.ctrl >= 0 {
+            // Mark the control fd as ours (its slot names its owner). Unmarked, the program
+            // could close it: that only ends the association (datagrams then fail), never a
+            // leak.
+            let _ = set(a.ctrl, internal(fd));
+        }
     }
     done
 }
 
 /// The entry of one of our own fds, owned by `owner` (-1: by proxify itself).
 fn internal(owner: i32) -> Entry {
-    Entry {
-        kind: Kind::Internal,
-        peer: None,
-        relay: None,
-        ctrl: owner,
-    }
+    Entry::Internal { owner }
 }
 
 /// Is `fd` one of proxify's own fds?
@@ -489,22 +595,27 @@ pub fn get(fd: i32) -> Option<Entry> {
     }
     let s = slot(fd)?;
     let whole = read(s, || {
-        kind_from(s.kind.load(Ordering::Relaxed)).map(|kind| Entry {
-            kind,
-            peer: load(&s.peer),
-            relay: load(&s.relay),
-            ctrl: s.ctrl.load(Ordering::Relaxed) - 1,
+        kind_from(s.kind.load(Ordering::Relaxed)).map(|kind| {
+            (
+                kind,
+                s.ctrl.load(Ordering::Relaxed) - 1,
+                load(&s.peer),
+                load(&s.relay),
+            )
         })
     });
     match whole {
-        Some(e) => e,
-        // Inside this thread's own write of the slot (a signal handler): the kind alone.
-        None => kind_from(s.kind.load(Ordering::Acquire)).map(|kind| Entry {
-            kind,
-            peer: None,
-            relay: None,
-            ctrl: -1,
-        }),
+        Some(w) => {
+            w.and_then(|(kind, ctrl, peer, relay)| Entry::from_words(kind, ctrl, peer, relay))
+        }
+        // Inside this thread's own write of the slot (a signal handler): the kind alone, where
+        // it needs no address; a kind that does is not knowable here (None: the caller's
+        // untracked path, which for such an fd is refused or harmless — see `copy`).
+        None => match kind_from(s.kind.load(Ordering::Acquire))? {
+            Kind::BoundEphemeral => Some(Entry::BoundEphemeral),
+            Kind::HandshakeFailed => Some(Entry::HandshakeFailed { peer: None }),
+            _ => None,
+        },
     }
 }
 
@@ -791,37 +902,46 @@ pub fn copy(oldfd: i32, newfd: i32, ctrl: i32) -> Result<(Option<i32>, Option<Ki
     let copied = read(a, || {
         kind_from(a.kind.load(Ordering::Relaxed)).map(|kind| {
             (
-                Entry {
+                (
                     kind,
-                    peer: load(&a.peer),
-                    relay: load(&a.relay),
-                    ctrl,
-                },
+                    a.ctrl.load(Ordering::Relaxed) - 1,
+                    load(&a.peer),
+                    load(&a.relay),
+                ),
                 a.relay[0].load(Ordering::Relaxed),
                 a.family.load(Ordering::Relaxed),
             )
         })
     });
-    let (e, word, family) = match copied {
+    let ((kind, old_ctrl, peer, relay), word, family) = match copied {
         Some(Some(c)) => c,
         // `oldfd` is not tracked: `newfd` is a plain copy.
         Some(None) => return Ok((stale, None)),
-        // Inside this thread's own write of `oldfd`'s slot (a signal handler): its state is
-        // unknown, and an untracked copy of a tracked socket must not be.
+        // Inside this thread's own write of `oldfd`'s slot: its state is unknown, and an
+        // untracked copy of a tracked socket must not be.
         None => return Err(stale),
+    };
+    // The copy owns the caller's copy of the control fd (UDP), not the original's.
+    let ctrl = if kind == Kind::UdpAssoc {
+        ctrl
+    } else {
+        old_ctrl
+    };
+    let Some(e) = Entry::from_words(kind, ctrl, peer, relay) else {
+        return Err(stale);
     };
     if !set(newfd, e) {
         return Err(stale);
     }
     if let Some(b) = slot(newfd) {
         write(b, || {
-            if e.kind == Kind::HandshakeFailed {
+            if kind == Kind::HandshakeFailed {
                 b.relay[0].store(word, Ordering::Relaxed);
             }
             b.family.store(family, Ordering::Relaxed);
         });
     }
-    Ok((stale, Some(e.kind)))
+    Ok((stale, Some(kind)))
 }
 
 #[cfg(test)]
@@ -831,10 +951,9 @@ mod tests {
     fn set_get_clear_dup() {
         let a: SocketAddr = "[2001:db8::1%3]:443".parse().unwrap();
         assert!(set(10, Entry::tcp(a)));
-        assert_eq!(get(10).unwrap().peer, Some(a));
-        assert_eq!(get(10).unwrap().ctrl, -1);
+        assert_eq!(get(10), Some(Entry::tcp(a)));
         assert_eq!(copy(10, 2000, -1), Ok((None, Some(Kind::ProxiedTcp))));
-        assert_eq!(get(2000).unwrap().peer, Some(a));
+        assert_eq!(get(2000).unwrap().peer(), Some(a));
         assert_eq!(forget(10), None);
         assert!(get(10).is_none());
         clear_range(0, u32::MAX, false, |_| panic!("no control fd"));
@@ -846,33 +965,27 @@ mod tests {
         assert!(get(5).is_none());
         assert!(!set(MAX_FD as i32, Entry::tcp(b)));
         assert!(!set(-1, Entry::tcp(b)));
-        let u = Entry {
-            kind: Kind::UdpAssoc,
-            peer: None,
-            relay: Some(b),
+        let u = Entry::UdpAssoc(Assoc {
+            relay: b,
             ctrl: -1,
-        };
+            peer: None,
+        });
         assert!(set(6, u));
         assert_eq!(get(6), Some(u));
         set_peer(6, Some(a));
-        assert_eq!(get(6).unwrap().peer, Some(a));
+        assert_eq!(get(6).unwrap().peer(), Some(a));
         assert_eq!(forget(6), None);
         assert!(none_tracked());
 
         // Non-blocking handshakes: failed (errno reported once, kept across dup), done.
         assert!(none_handshaking());
-        let h = Entry {
-            kind: Kind::Handshaking,
-            peer: Some(b),
-            relay: None,
-            ctrl: -1,
-        };
+        let h = Entry::Handshaking { peer: b };
         assert!(set(8, h));
         assert!(!none_handshaking());
         assert!(handshake_failed(8, libc::ECONNREFUSED));
         assert!(!handshake_failed(8, libc::EIO));
         assert_eq!(kind(8), Some(Kind::HandshakeFailed));
-        assert_eq!(get(8).unwrap().relay, None);
+        assert_eq!(get(8), Some(Entry::HandshakeFailed { peer: Some(b) }));
         assert!(copy(8, 9, -1).is_ok());
         assert_eq!(failed_errno(9), Some(libc::ECONNREFUSED));
         assert_eq!(take_failure(8), Some(libc::ECONNREFUSED));
@@ -884,8 +997,13 @@ mod tests {
         assert!(set(8, h));
         assert!(handshake_done(8, Some(a)));
         assert!(!handshake_failed(8, libc::EIO));
-        assert_eq!(get(8).unwrap().kind, Kind::ProxiedTcp);
-        assert_eq!(get(8).unwrap().relay, Some(a));
+        assert_eq!(
+            get(8),
+            Some(Entry::ProxiedTcp {
+                peer: b,
+                bound: Some(a)
+            })
+        );
         assert!(none_handshaking());
         assert!(set(8, h));
         assert_eq!(forget(8), None);
@@ -900,7 +1018,7 @@ mod tests {
         assert!(copy(8, 9, -1).is_ok());
         assert_eq!(kind(9), Some(Kind::ReplyPending));
         assert!(handshake_done(8, Some(a)));
-        assert_eq!(get(8).unwrap().kind, Kind::ProxiedTcp);
+        assert_eq!(get(8).unwrap().kind(), Kind::ProxiedTcp);
         assert!(handshake_failed(9, libc::ECONNRESET));
         assert_eq!(take_failure(9), Some(libc::ECONNRESET));
         assert!(none_handshaking());
@@ -919,23 +1037,35 @@ mod tests {
 
     fn control_fds_are_handed_back_never_closed_here() {
         let r: SocketAddr = "192.0.2.9:5000".parse().unwrap();
-        let u = Entry {
-            kind: Kind::UdpAssoc,
-            peer: None,
-            relay: Some(r),
+        let assoc = Assoc {
+            relay: r,
             ctrl: 3001,
+            peer: None,
         };
+        let u = Entry::UdpAssoc(assoc);
         assert!(set(3000, u));
         assert!(is_internal(3001));
         // Another association over it is refused until the first is forgotten.
-        assert!(!set(3000, Entry { ctrl: 3002, ..u }));
+        assert!(!set(
+            3000,
+            Entry::UdpAssoc(Assoc {
+                ctrl: 3002,
+                ..assoc
+            })
+        ));
         // A copy carries the caller's own copy of the control fd.
         assert_eq!(copy(3000, 3003, 3004), Ok((None, Some(Kind::UdpAssoc))));
-        assert_eq!(get(3003).unwrap().ctrl, 3004);
+        assert!(matches!(
+            get(3003),
+            Some(Entry::UdpAssoc(Assoc { ctrl: 3004, .. }))
+        ));
         assert!(is_internal(3004));
         // Our control fd moves: its owner follows.
         assert!(moved_internal(3001, 3005));
-        assert_eq!(get(3000).unwrap().ctrl, 3005);
+        assert!(matches!(
+            get(3000),
+            Some(Entry::UdpAssoc(Assoc { ctrl: 3005, .. }))
+        ));
         assert!(!is_internal(3001));
         assert_eq!(forget(3000), Some(3005));
         assert!(!is_internal(3005));
@@ -949,11 +1079,9 @@ mod tests {
         use std::sync::atomic::AtomicBool;
         let a: SocketAddr = "192.0.2.1:1111".parse().unwrap();
         let b: SocketAddr = "[2001:db8::2]:2222".parse().unwrap();
-        let e = |p: SocketAddr| Entry {
-            kind: Kind::ProxiedTcp,
-            peer: Some(p),
-            relay: Some(p),
-            ctrl: -1,
+        let e = |p: SocketAddr| Entry::ProxiedTcp {
+            peer: p,
+            bound: Some(p),
         };
         assert!(set(4000, e(a)));
         let stop = AtomicBool::new(false);
@@ -966,9 +1094,11 @@ mod tests {
             });
             let mut reads = 0u32;
             while !stop.load(Ordering::Relaxed) || reads == 0 {
-                let got = get(4000).unwrap();
-                assert_eq!(got.peer, got.relay, "a half-written slot");
-                assert!(got.peer == Some(a) || got.peer == Some(b));
+                let Some(Entry::ProxiedTcp { peer, bound }) = get(4000) else {
+                    panic!("not a proxied TCP entry");
+                };
+                assert_eq!(Some(peer), bound, "a half-written slot");
+                assert!(peer == a || peer == b);
                 reads += 1;
             }
         });

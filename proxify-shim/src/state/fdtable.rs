@@ -662,6 +662,11 @@ pub fn program_family(fd: i32) -> Option<i32> {
 /// Forgets `fd`; returns its control fd (for the caller to close) if it had one.
 fn take(fd: i32) -> Option<i32> {
     let s = slot(fd)?;
+    if s.kind.load(Ordering::Acquire) == 0 {
+        // Not tracked: nothing to write (every close of such an fd passes here while anything
+        // is tracked: no signal mask changed, no store).
+        return None;
+    }
     let (old, c) = write(s, || {
         s.family.store(0, Ordering::Relaxed);
         let old = s.kind.swap(0, Ordering::AcqRel);

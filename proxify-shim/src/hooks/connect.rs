@@ -391,13 +391,13 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
         // SAFETY: the caller's arguments, unchanged, under libc's getpeername contract.
         return unsafe { real::getpeername(fd, addr, len) };
     }
-    match fdtable::get(fd) {
+    let tracked = fdtable::get(fd);
+    match (tracked, tracked.and_then(|e| e.peer())) {
         // Like the kernel while a connect is in progress (or after it failed).
-        Some(Entry::Handshaking { .. } | Entry::HandshakeFailed { .. }) => fail(libc::ENOTCONN),
-        Some(e) if e.peer().is_some() => {
-            let Some(p) = e.peer() else {
-                return fail(libc::ENOTCONN);
-            };
+        (Some(Entry::Handshaking { .. } | Entry::HandshakeFailed { .. }), _) => {
+            fail(libc::ENOTCONN)
+        }
+        (Some(_), Some(p)) => {
             if addr.is_null() || len.is_null() {
                 return fail(libc::EFAULT);
             }
@@ -406,8 +406,8 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
             0
         }
         // SAFETY: the caller's arguments, unchanged, under libc's getpeername contract.
-        Some(_) => unsafe { real::getpeername(fd, addr, len) },
-        None => {
+        (Some(_), None) => unsafe { real::getpeername(fd, addr, len) },
+        (None, _) => {
             // SAFETY: non-null, the caller's socklen_t (getpeername's contract).
             let cap = if len.is_null() { 0 } else { unsafe { *len } };
             // SAFETY: the caller's arguments, unchanged, under libc's getpeername contract.

@@ -8,8 +8,16 @@
 //! - `SO_SNDTIMEO` bounds it: after that long it fails with EINPROGRESS, the handshake
 //!   abandoned and the socket disconnected;
 //! - the fd's flags are never changed but for the one `connect` call to the first hop (and
-//!   only while it is the same socket), and an fd closed by another thread meanwhile is
-//!   never touched again: the connect fails with EBADF.
+//!   only while it is the same socket), and an fd closed by another thread meanwhile (through
+//!   libc: the close hook forgets it in the fd table, which each step reads) is never touched
+//!   again: the connect fails with EBADF.
+//!
+//! Its system calls, on a proxy that accepts at once: the socket's type, flags and
+//! `SO_SNDTIMEO`, one `fstat` (the socket's inode, the key of its handshake), the flags
+//! toggled around the `connect` to the first hop (with one `fstat` to check it is the same
+//! socket before they are put back), then the greeting sent at once (no poll or `SO_ERROR`
+//! first: a socket still connecting refuses it with EAGAIN), and per reply one `poll` and its
+//! reads; the fd table's two writes each block signals for their few stores.
 
 use super::nbconnect::{self, Progress};
 use crate::state::fdtable;
@@ -71,7 +79,8 @@ fn interrupting_handler() -> bool {
     false
 }
 
-/// Connects the blocking TCP socket `fd` to `target` through the proxy; returns as
+/// Connects the blocking TCP socket `fd` (its `flags` as the hook read them) to `target`
+/// through the proxy; returns as
 /// `connect(2)` does (0, or -1 with errno set). Failures are logged (one line) by nbconnect.
 #[allow(clippy::too_many_arguments)] // the decision's parts, passed as they are
 pub fn connect(
@@ -81,22 +90,20 @@ pub fn connect(
     dest: SocketAddr,
     target: TargetAddr,
     chain: &'static Chain,
-    shown: String,
-    via: String,
+    flags: c_int,
 ) -> c_int {
     let give_up = sndtimeo(fd).map(|d| Instant::now() + d);
-    if let Err(f) = nbconnect::start_quiet(rt, fd, domain, dest, target, chain, &shown, &via) {
-        nbconnect::trace_outcome(&shown, Some(chain), f.errno, None);
-        crate::sys::error::warn_once(format_args!(
-            "cannot connect to {shown} through {via}: {}",
-            f.msg
-        ));
-        set_errno(f.errno);
-        return -1;
-    }
+    let ino = match nbconnect::start_quiet(rt, fd, domain, dest, target, chain, flags) {
+        Ok(ino) => ino,
+        Err((f, target)) => {
+            nbconnect::failed_to_start(&target, chain, &f);
+            set_errno(f.errno);
+            return -1;
+        }
+    };
     // Bounded: each round either ends or waits in poll until a deadline that only nears.
     loop {
-        match nbconnect::step(fd) {
+        match nbconnect::step_started(fd, ino) {
             Progress::Done => return 0,
             Progress::Failed(e) => {
                 set_errno(fdtable::take_failure(fd).unwrap_or(e));
@@ -112,7 +119,7 @@ pub fn connect(
                 let mut until = deadline;
                 if let Some(g) = give_up {
                     if now >= g {
-                        log::debug!("connect fd {fd} to {shown}: SO_SNDTIMEO passed, abandoned");
+                        log::debug!("connect fd {fd}: SO_SNDTIMEO passed, abandoned");
                         nbconnect::abandon(fd);
                         set_errno(libc::EINPROGRESS);
                         return -1;
@@ -130,14 +137,12 @@ pub fn connect(
                 let rc = unsafe { real::poll(&mut p, 1, ms) };
                 if rc < 0 && errno() == libc::EINTR && interrupting_handler() {
                     if let Err(e) = nbconnect::go_on_in_background(fd) {
-                        log::debug!("connect fd {fd} to {shown}: interrupted, abandoned: {e}");
+                        log::debug!("connect fd {fd}: interrupted, abandoned: {e}");
                         nbconnect::abandon(fd);
                         set_errno(libc::EINTR);
                         return -1;
                     }
-                    log::debug!(
-                        "connect fd {fd} to {shown}: interrupted (EINTR), handshake goes on"
-                    );
+                    log::debug!("connect fd {fd}: interrupted (EINTR), handshake goes on");
                     set_errno(libc::EINTR);
                     return -1;
                 }

@@ -336,3 +336,17 @@ pub fn recv_some(fd: c_int, buf: &mut [u8], deadline: Instant) -> Result<usize, 
         }
     }
 }
+
+/// The proxy (or chain) a connection goes through, for messages.
+pub fn via_of(c: &Chain) -> String {
+    if c.hops.len() == 1 {
+        c.hops[0].masked()
+    } else {
+        format!(
+            "chain {} ({} proxies, {})",
+            c.name,
+            c.hops.len(),
+            c.mode.as_str()
+        )
+    }
+}

@@ -57,15 +57,15 @@ use crate::state::runtime::{self, Fault, Runtime};
 use crate::sys::error::{errno, strerror, Failure};
 use crate::sys::guard::{hook, set_errno};
 use crate::sys::lock::ForkSafeMutex;
+use crate::sys::lock::IntMap;
 use crate::sys::socket::{self, so_error};
 use crate::sys::{real, sockaddr as sa};
 use libc::{c_int, c_short};
-use proxify_core::chain::Handshake;
+use proxify_core::chain::{Handshake, ReadMode, State as HsState};
 use proxify_core::config::Chain;
 use proxify_core::hops::Attempts;
 use proxify_core::socks::{Command, Reply, TargetAddr};
 use proxify_core::url::ProxyUrl;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -81,6 +81,12 @@ struct Pending {
     hs: Handshake,
     /// The TCP connect to the first hop is not confirmed yet.
     connecting: bool,
+    /// The connect to the first hop was just started: the first step sends the greeting at
+    /// once instead of asking poll and `SO_ERROR` first. A socket still connecting refuses
+    /// the send with EAGAIN (then poll and `SO_ERROR` decide, as before), a failed connect
+    /// reports its error there, as `SO_ERROR` would, and a connected one takes the greeting:
+    /// two system calls fewer on a proxy that accepts at once (loopback, a LAN).
+    send_first: bool,
     /// What the handshake waits for (POLLIN or POLLOUT).
     want: c_short,
     /// Of the current phase: connect_timeout, then handshake_timeout once connected.
@@ -93,9 +99,8 @@ struct Pending {
     attempts: Attempts,
     chain: &'static Chain,
     domain: c_int,
+    /// The destination as asked (the log's and the trace's text: rendered only when written).
     target: TargetAddr,
-    shown: String,
-    via: String,
     /// When the connect began (the trace's handshake time; only when tracing).
     started: Option<Instant>,
     /// Its readiness fds (`evreg`).
@@ -170,7 +175,7 @@ struct Slot {
     fds: Fds,
 }
 
-static PENDING: ForkSafeMutex<Option<HashMap<u64, Slot>>> = ForkSafeMutex::new(None);
+static PENDING: ForkSafeMutex<Option<IntMap<u64, Slot>>> = ForkSafeMutex::new(None);
 /// Bumped in the child of every fork (see [`Slot::taken_in`]).
 static FORKS: AtomicU32 = AtomicU32::new(0);
 /// Slot generations.
@@ -268,7 +273,6 @@ enum Outcome {
         fd: c_int,
         chain: &'static Chain,
         started: Option<Instant>,
-        shown: String,
         target: TargetAddr,
         bound: Option<SocketAddr>,
         reply_bound: TargetAddr,
@@ -285,7 +289,12 @@ enum Outcome {
 }
 
 /// The trace's outcome line of a proxied connect (`errno` 0: connected).
-pub fn trace_outcome(shown: &str, chain: Option<&Chain>, errno: c_int, started: Option<Instant>) {
+pub fn trace_outcome(
+    shown: &dyn std::fmt::Display,
+    chain: Option<&Chain>,
+    errno: c_int,
+    started: Option<Instant>,
+) {
     use crate::sys::trace;
     if !trace::on() {
         return;
@@ -293,7 +302,7 @@ pub fn trace_outcome(shown: &str, chain: Option<&Chain>, errno: c_int, started: 
     trace::write(&trace::Event {
         ev: trace::Ev::Outcome,
         call: "connect",
-        dest: &shown,
+        dest: shown,
         via: chain.map_or(trace::Via::Proxy, trace::Via::Chain),
         rule: None,
         result: Some(errno),
@@ -308,15 +317,14 @@ impl Outcome {
                 fd,
                 chain,
                 started,
-                shown,
                 target,
                 bound,
                 reply_bound,
             } => {
-                trace_outcome(&shown, Some(chain), 0, started);
+                trace_outcome(&target, Some(chain), 0, started);
                 crate::engine::bind::note_connection(&target, bound);
                 log::debug!(
-                    "connect fd {fd} to {shown}: connected (proxy bound {})",
+                    "connect fd {fd} to {target}: connected (proxy bound {})",
                     reply_bound
                 );
             }
@@ -372,6 +380,7 @@ fn begin(
     target: &TargetAddr,
     hops: &[(usize, ProxyUrl)],
     ino: Option<u64>,
+    flags: Option<c_int>,
 ) -> Result<(Handshake, SocketAddr, bool), Failure> {
     let mut urls: Vec<ProxyUrl> = hops.iter().map(|(_, u)| u.clone()).collect();
     let optimistic = ProxyUrl::optimistic_applies(&urls);
@@ -403,8 +412,9 @@ fn begin(
     // TCP connect to the first hop starts without waiting; its flags are put back at once,
     // and only if the fd is still the same socket (another thread may have closed it).
     let ino = ino.or_else(|| inode(fd));
+    // (`flags`: as the hook just read them, on the first attempt.)
     // SAFETY: fcntl F_GETFL/F_SETFL on the program's fd (the socket it asked to connect).
-    let flags = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
+    let flags = flags.unwrap_or_else(|| unsafe { real::fcntl(fd, libc::F_GETFL, 0) });
     let toggled = flags >= 0
         && flags & libc::O_NONBLOCK == 0
         // SAFETY: F_SETFL takes no pointer.
@@ -463,25 +473,30 @@ pub fn start(
     dest: SocketAddr,
     target: TargetAddr,
     chain: &'static Chain,
-    shown: String,
-    via: String,
+    flags: c_int,
 ) -> c_int {
-    match try_start(rt, fd, domain, dest, target, chain, &shown, &via, true) {
-        Ok(()) => {
+    match try_start(rt, fd, domain, dest, target, chain, Some(flags), true) {
+        Ok(_) => {
             // Send the greeting now if the proxy answered the TCP connect at once.
             let _ = step(fd);
             set_errno(libc::EINPROGRESS);
         }
-        Err(f) => {
-            trace_outcome(&shown, Some(chain), f.errno, None);
-            crate::sys::error::warn_once(format_args!(
-                "cannot connect to {shown} through {via}: {}",
-                f.msg
-            ));
+        Err((f, target)) => {
+            failed_to_start(&target, chain, &f);
             set_errno(f.errno);
         }
     }
     -1
+}
+
+/// The trace line and the one warning of a connect that could not start.
+pub fn failed_to_start(target: &TargetAddr, chain: &Chain, f: &Failure) {
+    trace_outcome(target, Some(chain), f.errno, None);
+    crate::sys::error::warn_once(format_args!(
+        "cannot connect to {target} through {}: {}",
+        super::drive::via_of(chain),
+        f.msg
+    ));
 }
 
 /// Abandons the handshake of `fd` (the blocking driver gave up: SO_SNDTIMEO): its state is
@@ -511,10 +526,9 @@ pub fn start_quiet(
     dest: SocketAddr,
     target: TargetAddr,
     chain: &'static Chain,
-    shown: &str,
-    via: &str,
-) -> Result<(), Failure> {
-    try_start(rt, fd, domain, dest, target, chain, shown, via, false)
+    flags: c_int,
+) -> Result<u64, (Failure, TargetAddr)> {
+    try_start(rt, fd, domain, dest, target, chain, Some(flags), false)
 }
 
 /// A blocking connect returns (EINTR) while its handshake runs on as a non-blocking one: it
@@ -568,26 +582,37 @@ fn try_start(
     dest: SocketAddr,
     target: TargetAddr,
     chain: &'static Chain,
-    shown: &str,
-    via: &str,
+    flags: Option<c_int>,
     readiness: bool,
-) -> Result<(), Failure> {
-    let cfg = rt
-        .config()
-        .ok_or_else(|| Failure::new(libc::EACCES, rt.config_error().to_string()))?;
+) -> Result<u64, (Failure, TargetAddr)> {
+    let Some(cfg) = rt.config() else {
+        return Err((
+            Failure::new(libc::EACCES, rt.config_error().to_string()),
+            target,
+        ));
+    };
     let mut domain = domain;
     let mut replaced = None;
+    // The fd's flags as the hook read them, for the first attempt only.
+    let mut flags = flags;
     loop {
-        let ino = inode(fd).ok_or_else(|| {
+        let Some(ino) = inode(fd) else {
             let e = errno();
-            Failure::new(e, format!("fstat failed: {}", strerror(e)))
-        })?;
+            return Err((
+                Failure::new(e, format!("fstat failed: {}", strerror(e))),
+                target,
+            ));
+        };
         // Before the connect: the program's registrations of the socket move to our readiness
         // fd. A blocking connect has none unless the socket is in an epoll set (0: none).
         let ev = if readiness || super::evreg::registered(fd) {
-            super::evreg::open(fd, ino).map_err(|e| {
-                Failure::new(e, format!("cannot wait for the proxy: {}", strerror(e)))
-            })?
+            match super::evreg::open(fd, ino) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    let f = Failure::new(e, format!("cannot wait for the proxy: {}", strerror(e)));
+                    return Err((f, target));
+                }
+            }
         } else {
             0
         };
@@ -596,20 +621,19 @@ fn try_start(
             fd,
             domain,
             dest,
-            target.clone(),
-            shown,
-            via,
+            &target,
             cfg,
             chain,
             ino,
             ev,
+            flags.take(),
         );
         match r {
             Ok(()) => {
                 if let Some(program) = replaced {
                     fdtable::set_program_family(fd, program);
                 }
-                return Ok(());
+                return Ok(ino);
             }
             Err(f) => {
                 super::evreg::abort(ev);
@@ -618,12 +642,14 @@ fn try_start(
                     _ => None,
                 };
                 let Some(family) = other else {
-                    return Err(f);
+                    return Err((f, target));
                 };
                 // The proxy is reachable only in the other family (an IPv6-only proxy for an
                 // AF_INET socket, an IPv4 one for an IPV6_V6ONLY socket): the program's socket
                 // is replaced by one that can reach it, under the same fd number.
-                super::evreg::replacing(fd, || socket::replace_family(fd, family))?;
+                if let Err(f) = super::evreg::replacing(fd, || socket::replace_family(fd, family)) {
+                    return Err((f, target));
+                }
                 log::debug!(
                     "connect fd {fd}: socket replaced by an {} one to reach the proxy",
                     if family == libc::AF_INET6 {
@@ -658,19 +684,18 @@ fn start_hops(
     fd: c_int,
     domain: c_int,
     dest: SocketAddr,
-    target: TargetAddr,
-    shown: &str,
-    via: &str,
+    target: &TargetAddr,
     cfg: &proxify_core::config::Config,
     chain: &'static Chain,
     ino: u64,
     ev: u64,
+    flags: Option<c_int>,
 ) -> Result<(), Failure> {
     let started = crate::sys::trace::on().then(Instant::now);
     let mut attempts = Attempts::new(chain);
     let (hops, hs, proxy, optimistic) = loop {
         let hops = rt.select_hops(chain);
-        match begin(rt, fd, domain, &target, &hops, Some(ino)) {
+        match begin(rt, fd, domain, target, &hops, Some(ino), flags) {
             Ok((hs, proxy, optimistic)) => break (hops, hs, proxy, optimistic),
             Err(f) => {
                 disconnect(fd);
@@ -685,6 +710,7 @@ fn start_hops(
     let p = Box::new(Pending {
         hs,
         connecting: true,
+        send_first: true,
         want: libc::POLLOUT,
         deadline,
         handshake_timeout: cfg.handshake_timeout,
@@ -694,9 +720,7 @@ fn start_hops(
         attempts,
         chain,
         domain,
-        target,
-        shown: shown.to_string(),
-        via: via.to_string(),
+        target: target.clone(),
         started,
         ev,
         optimistic,
@@ -741,6 +765,24 @@ fn want(p: &Pending, ev: c_short, what: impl FnOnce() -> String) -> Result<Step,
 /// Moves the handshake as far as it goes without waiting (every call non-blocking).
 fn advance(rt: &Runtime, fd: c_int, p: &mut Pending) -> Result<Step, Failure> {
     loop {
+        if p.connecting && std::mem::take(&mut p.send_first) {
+            match send_first(fd, &mut p.hs) {
+                Ok(true) => {
+                    connected(rt, p);
+                    return after_connect(fd, p, true);
+                }
+                Ok(false) => {} // still connecting: poll and SO_ERROR below
+                Err(e) => {
+                    return Err(Failure {
+                        dead_hop: Some(0),
+                        ..Failure::new(
+                            e,
+                            format!("cannot reach proxy {}: {}", p.proxy, strerror(e)),
+                        )
+                    })
+                }
+            }
+        }
         if p.connecting {
             let mut pfd = libc::pollfd {
                 fd,
@@ -771,23 +813,74 @@ fn advance(rt: &Runtime, fd: c_int, p: &mut Pending) -> Result<Step, Failure> {
                     )
                 });
             }
-            p.connecting = false;
-            p.deadline = Instant::now() + p.handshake_timeout;
-            if rt.fault == Fault::PanicConnect {
-                panic!("injected fault (PROXIFY_TEST_FAULT=panic-connect)");
-            }
+            connected(rt, p);
         }
-        return match drive::advance(fd, &mut p.hs)? {
-            drive::Progress::Done(r) => Ok(Step::Done(r)),
-            // Optimistic data: all that is sent before the replies is sent; the program may
-            // go on (the replies are read before its first read sees a byte).
-            drive::Progress::Wait(..)
-                if p.optimistic && !p.sent && p.hs.pending_output().is_empty() =>
-            {
-                Ok(Step::Sent)
-            }
-            drive::Progress::Wait(ev, what) => want(p, ev, || what.into()),
+        return after_connect(fd, p, false);
+    }
+}
+
+/// The TCP connect to the first hop is confirmed: the handshake's deadline starts.
+fn connected(rt: &Runtime, p: &mut Pending) {
+    p.connecting = false;
+    p.deadline = Instant::now() + p.handshake_timeout;
+    if rt.fault == Fault::PanicConnect {
+        panic!("injected fault (PROXIFY_TEST_FAULT=panic-connect)");
+    }
+}
+
+/// One non-blocking send of the handshake's first bytes on a socket whose connect was just
+/// started: Ok(true) connected (the bytes sent went out), Ok(false) still connecting, Err the
+/// connect's error (the kernel reports a pending socket error to the send and clears it, as
+/// `SO_ERROR` does; EPIPE: closed without one).
+fn send_first(fd: c_int, hs: &mut Handshake) -> Result<bool, c_int> {
+    let out = hs.pending_output();
+    if out.is_empty() {
+        return Ok(false);
+    }
+    loop {
+        // SAFETY: `out` is the handshake's pending bytes, readable for its length.
+        let n = unsafe {
+            real::send(
+                fd,
+                out.as_ptr() as *const libc::c_void,
+                out.len(),
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
         };
+        if n >= 0 {
+            hs.consume_output(n as usize);
+            return Ok(true);
+        }
+        match errno() {
+            libc::EINTR => continue,
+            libc::EAGAIN => return Ok(false),
+            e => return Err(e),
+        }
+    }
+}
+
+/// The rest of a step once connected to the first hop: the handshake as far as it goes.
+/// `just_sent`: [`send_first`] sent the first bytes, so a reply cannot be there yet.
+fn after_connect(fd: c_int, p: &mut Pending, just_sent: bool) -> Result<Step, Failure> {
+    let awaits_reply = just_sent
+        && p.hs.pending_output().is_empty()
+        && matches!(p.hs.state(), HsState::Running)
+        && p.hs.read_mode() != ReadMode::Nothing;
+    let progress = if awaits_reply {
+        drive::Progress::Wait(libc::POLLIN, "waiting for the proxy's reply")
+    } else {
+        drive::advance(fd, &mut p.hs)?
+    };
+    match progress {
+        drive::Progress::Done(r) => Ok(Step::Done(r)),
+        // Optimistic data: all that is sent before the replies is sent; the program may
+        // go on (the replies are read before its first read sees a byte).
+        drive::Progress::Wait(..)
+            if p.optimistic && !p.sent && p.hs.pending_output().is_empty() =>
+        {
+            Ok(Step::Sent)
+        }
+        drive::Progress::Wait(ev, what) => want(p, ev, || what.into()),
     }
 }
 
@@ -799,13 +892,14 @@ fn restart(rt: &Runtime, fd: c_int, p: &mut Pending, mut f: Failure) -> Result<(
         }
         disconnect(fd);
         let hops = rt.select_hops(p.chain);
-        match begin(rt, fd, p.domain, &p.target, &hops, None) {
+        match begin(rt, fd, p.domain, &p.target, &hops, None, None) {
             Ok((hs, proxy, optimistic)) => {
                 p.hs = hs;
                 p.optimistic = optimistic;
                 p.proxy = proxy;
                 p.hops = hops;
                 p.connecting = true;
+                p.send_first = true;
                 p.deadline = Instant::now() + p.connect_timeout;
                 return Ok(());
             }
@@ -819,6 +913,7 @@ fn restart(rt: &Runtime, fd: c_int, p: &mut Pending, mut f: Failure) -> Result<(
 
 /// The fds of the socket `ino` that are still handshaking on it: those noted in `fds`, `also`,
 /// and — when more were noted than `Fds` holds — every other handshaking fd of the socket.
+/// `also` is the fd being stepped, whose inode the caller has checked (or knows) to be `ino`.
 fn live_fds(fds: &Fds, ino: u64, also: c_int) -> Vec<c_int> {
     let mut v: Vec<c_int> = Vec::with_capacity(fds.n as usize + 1);
     let mut consider = |f: c_int| {
@@ -828,7 +923,7 @@ fn live_fds(fds: &Fds, ino: u64, also: c_int) -> Vec<c_int> {
                 fdtable::kind(f),
                 Some(Kind::Handshaking | Kind::ReplyPending)
             )
-            && inode(f) == Some(ino)
+            && (f == also || inode(f) == Some(ino))
         {
             v.push(f);
         }
@@ -859,7 +954,6 @@ fn complete_ok(fd: c_int, ino: u64, p: Box<Pending>, fds: &Fds, reply: Reply) ->
         fd,
         chain: p.chain,
         started: p.started,
-        shown: p.shown,
         target: p.target,
         bound,
         reply_bound: reply.bound,
@@ -891,8 +985,8 @@ fn complete_failed(
                 chain: Some(p.chain),
                 started: p.started,
                 errno: f.errno,
-                shown: p.shown,
-                via: p.via,
+                shown: p.target.to_string(),
+                via: super::drive::via_of(p.chain),
                 msg: f.msg,
                 internal,
             }
@@ -983,11 +1077,19 @@ enum Found {
 /// program's waits, `connect` and `SO_ERROR` are concerned: `Done` (its first read goes
 /// through [`gate_read`]).
 pub fn step(fd: c_int) -> Progress {
-    step_in(fd, false)
+    step_in(fd, false, None)
+}
+
+/// [`step`] by the blocking driver, in the `connect` call that started the handshake on the
+/// socket `ino` ([`start_quiet`]'s answer): the fd table's entry still says the fd is
+/// handshaking (a close through libc would have removed it), so the socket is not asked
+/// for its inode again.
+pub fn step_started(fd: c_int, ino: u64) -> Progress {
+    step_in(fd, false, Some(ino))
 }
 
 /// [`step`]; `replies`: an fd with optimistic data is stepped too (reading the replies).
-fn step_in(fd: c_int, replies: bool) -> Progress {
+fn step_in(fd: c_int, replies: bool, known: Option<u64>) -> Progress {
     match fdtable::kind(fd) {
         Some(Kind::Handshaking) => {}
         Some(Kind::ReplyPending) if replies => {}
@@ -997,7 +1099,7 @@ fn step_in(fd: c_int, replies: bool) -> Progress {
         }
         _ => return Progress::NotOurs,
     }
-    let Some(ino) = inode(fd) else {
+    let Some(ino) = known.or_else(|| inode(fd)) else {
         return Progress::NotOurs;
     };
     let forks = FORKS.load(Ordering::Relaxed);
@@ -1094,7 +1196,7 @@ fn step_in(fd: c_int, replies: bool) -> Progress {
                 log::debug!(
                     "connect fd {fd} to {}: greeting and request sent (optimistic data); the \
                      replies are read before the first read",
-                    p.shown
+                    p.target
                 );
                 let deadline = p.deadline;
                 let left = {
@@ -1219,7 +1321,7 @@ fn gate_kind(fd: c_int, step: bool) -> bool {
         // Optimistic data: a write goes straight behind the request, but replies already
         // there are read first (never waiting): a refusal that came back (or a reset) is this
         // write's ECONNRESET, with its warning line, rather than the kernel's bare error.
-        Some(Kind::ReplyPending) if step => match step_in(fd, true) {
+        Some(Kind::ReplyPending) if step => match step_in(fd, true, None) {
             Progress::Failed(e) => {
                 set_errno(fdtable::take_failure(fd).unwrap_or(e));
                 false
@@ -1266,7 +1368,7 @@ fn gate_read_slow(fd: c_int, flags: c_int) -> bool {
 fn read_replies(fd: c_int, dontwait: bool) -> bool {
     let nonblocking = dontwait || socket::is_nonblocking(fd);
     loop {
-        match step_in(fd, true) {
+        match step_in(fd, true, None) {
             Progress::NotOurs | Progress::Done => return true,
             Progress::Failed(e) => {
                 set_errno(fdtable::take_failure(fd).unwrap_or(e));

@@ -11,7 +11,6 @@ use crate::sys::sockaddr as sa;
 use crate::sys::socket::{socket_domain, sockopt_int};
 use crate::sys::trace;
 use libc::{c_int, sockaddr, socklen_t};
-use proxify_core::config::Chain;
 use std::net::SocketAddr;
 
 #[no_mangle]
@@ -298,7 +297,7 @@ fn connect_proxied(rt: &runtime::Runtime, fd: c_int, dest: SocketAddr, p: Proxie
     // The one decision line (its texts are built only when it is written).
     log::info!(
         "connect fd {fd} to {target}: through {} ({by})",
-        via_of(chain)
+        engine::drive::via_of(chain)
     );
     if trace::on() {
         trace::write(&trace::Event {
@@ -311,27 +310,17 @@ fn connect_proxied(rt: &runtime::Runtime, fd: c_int, dest: SocketAddr, p: Proxie
             ms: None,
         });
     }
-    let (shown, via) = (target.to_string(), via_of(chain));
-    if crate::sys::socket::is_nonblocking(fd) {
+    // SAFETY: F_GETFL takes no pointer.
+    let flags = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
+    if flags < 0 {
+        return fail(errno());
+    }
+    if flags & libc::O_NONBLOCK != 0 {
         // EINPROGRESS at once; the handshake runs from the program's poll/select/epoll calls.
-        return crate::engine::nbconnect::start(rt, fd, domain, dest, target, chain, shown, via);
+        return crate::engine::nbconnect::start(rt, fd, domain, dest, target, chain, flags);
     }
     // Blocking: the same machinery, driven to its end (EINTR and SO_SNDTIMEO as the kernel).
-    engine::connect::connect(rt, fd, domain, dest, target, chain, shown, via)
-}
-
-/// The proxy (or chain) a connection goes through, for messages.
-fn via_of(c: &Chain) -> String {
-    if c.hops.len() == 1 {
-        c.hops[0].masked()
-    } else {
-        format!(
-            "chain {} ({} proxies, {})",
-            c.name,
-            c.hops.len(),
-            c.mode.as_str()
-        )
-    }
+    engine::connect::connect(rt, fd, domain, dest, target, chain, flags)
 }
 
 /// `connect` of a UDP socket to a proxied destination: the association is set up (if the

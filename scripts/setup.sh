@@ -20,6 +20,7 @@ PKGS+=(golang-go)  # issue 13: a CGO_ENABLED=0 Go client under the supervisor
 PKGS+=(libevent-dev libglib2.0-dev pkg-config default-jdk-headless)  # issue 11: event-loop clients (libevent, GIO, Java NIO)
 
 PKGS+=(libcap2-bin util-linux binutils)  # issues 14/17: setcap, setpriv, su and readelf for the exec checks' tests
+PKGS+=(strace)  # issue 15: scripts/bench counts the system calls of a proxied connect
 missing=()
 for p in "${PKGS[@]}"; do
     if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then

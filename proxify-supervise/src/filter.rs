@@ -5,8 +5,13 @@
 //!   ones are AF_UNIX paths the kernel would refuse for an internet socket): notify;
 //! - `getpeername`: notify (answered with the destination for proxied sockets);
 //! - `sendto`/`sendmsg` with MSG_FASTOPEN: EOPNOTSUPP (data and SYN would leave directly);
-//! - `sendto` with a destination address, `sendmsg`, `sendmmsg`: notify (a datagram's
-//!   destination: loopback and direct routes are sent by the supervisor, the rest refused);
+//! - `sendto` with a destination address of at least 16 bytes, `sendmsg`, `sendmmsg`: notify
+//!   (a datagram's destination: loopback and direct routes are sent by the supervisor, the
+//!   rest refused). A `sendto` address shorter than that is allowed, as a short `connect` is:
+//!   every internet socket refuses it (EINVAL; an AF_INET6 datagram socket takes a short
+//!   AF_UNSPEC one as no address at all, its connected peer, which only a notified connect
+//!   set), so such a call is netlink's (12 bytes: glibc's getaddrinfo asks the kernel for
+//!   the interface addresses so each time) or a short AF_UNIX path;
 //! - `io_uring_setup`: ENOSYS (io_uring's connect and send bypass the filter);
 //! - everything else: allowed.
 
@@ -74,7 +79,8 @@ pub fn program() -> Vec<libc::sock_filter> {
     // 6: dispatch. Each entry: jeq NR -> its block. Blocks follow the table.
     // Block layout (offsets from the block start):
     //   connect:  ld addrlen; jge 16 -> notify; allow; notify              (4)
-    //   sendto:   ld flags; jset FASTOPEN -> eopnotsupp; ld dest lo; jeq 0 ?; ld dest hi; jeq 0 -> allow; notify; allow; eopnotsupp (9)
+    //   sendto:   ld flags; jset FASTOPEN -> eopnotsupp; ld dest lo; jeq 0 ?; ld dest hi;
+    //             jeq 0 -> allow; ld addrlen; jge 16 -> notify; notify; allow; eopnotsupp (11)
     //   sendmsg:  ld flags; jset FASTOPEN -> eopnotsupp; notify; eopnotsupp (4)
     let connect_block = vec![
         stmt(LD_W_ABS, off_arg_lo(2)),
@@ -84,11 +90,16 @@ pub fn program() -> Vec<libc::sock_filter> {
     ];
     let sendto_block = vec![
         stmt(LD_W_ABS, off_arg_lo(3)),
-        jump(JSET_K, fastopen, 6, 0),
+        jump(JSET_K, fastopen, 8, 0),
+        // A null destination (both halves of the pointer 0): allowed.
         stmt(LD_W_ABS, off_arg_lo(4)),
         jump(JEQ_K, 0, 0, 2),
         stmt(LD_W_ABS, off_arg_hi(4)),
-        jump(JEQ_K, 0, 1, 0),
+        jump(JEQ_K, 0, 3, 0),
+        // A destination: notified if its length is 16 or more (or negative: the kernel
+        // refuses that), allowed below that.
+        stmt(LD_W_ABS, off_arg_lo(5)),
+        jump(JGE_K, 16, 0, 1),
         notify,
         allow,
         eopnotsupp,
@@ -186,8 +197,25 @@ mod tests {
         // sendto: no destination allowed, a destination notified, FASTOPEN refused.
         assert_eq!(ev(x, NR_SENDTO, [3, 1, 1, 0, 0, 0]), RET_ALLOW);
         assert_eq!(ev(x, NR_SENDTO, [3, 1, 1, 0, 0x1000, 16]), RET_USER_NOTIF);
+        assert_eq!(ev(x, NR_SENDTO, [3, 1, 1, 0, 0x1000, 28]), RET_USER_NOTIF);
         assert_eq!(
             ev(x, NR_SENDTO, [3, 1, 1, 0, 0x7f00_0000_0000, 16]),
+            RET_USER_NOTIF
+        );
+        assert_eq!(
+            ev(x, NR_SENDTO, [3, 1, 1, 0, 0x7f00_0000_0000, 0]),
+            RET_ALLOW
+        );
+        // Shorter than any internet address (netlink's 12): allowed; negative: notified.
+        assert_eq!(ev(x, NR_SENDTO, [3, 1, 1, 0, 0x1000, 12]), RET_ALLOW);
+        assert_eq!(ev(x, NR_SENDTO, [3, 1, 1, 0, 0x1000, 15]), RET_ALLOW);
+        assert_eq!(
+            ev(x, NR_SENDTO, [3, 1, 1, 0, 0x1000, 0xffff_fff0]),
+            RET_USER_NOTIF
+        );
+        // The length's upper half is not the kernel's (socklen_t is 32 bits).
+        assert_eq!(
+            ev(x, NR_SENDTO, [3, 1, 1, 0, 0x1000, 0x1_0000_0010]),
             RET_USER_NOTIF
         );
         let fo = libc::MSG_FASTOPEN as u64;

@@ -8,14 +8,20 @@
 //! `proxify check [...] [HOST:PORT]`: checks the proxies step by step (see `check`).
 //! `proxify completions SHELL`, `proxify man`: generated from the clap definitions.
 //!
-//! Size: ~780 lines, ~50 of them unit tests: every subcommand's glue, of which `proxify run`
-//! (`run` to `preload_with`, ~300 lines) is the largest. Should be split: `run` into run.rs and the
+//! `proxify run` is a launcher, and its start-up is most of what it costs: the `run`
+//! subcommand is parsed with its own definition (`parse_run`), the command is judged with only
+//! what its file needs (`progcheck::judge`), and the exec passes the inherited environment on
+//! as it is (`exec`).
+//!
+//! Size: ~990 lines, ~200 of them unit tests: every subcommand's glue, of which `proxify run`
+//! (`run` to `preload_with`, ~330 lines) is the largest. Should be split: `run` into run.rs and the
 //! password scrubbing (`scrub` and its helpers) into a module of its own; not done yet.
 
 mod alias;
 mod check;
 mod cli;
 mod docs;
+mod exec;
 mod file;
 mod settings;
 mod shellenv;
@@ -29,7 +35,6 @@ use proxify_core::config::ENV_DNS_FD;
 use proxify_core::progcheck::{self, Verdict, ENV_ALLOW_UNPROXIED};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{exit, Command};
 
@@ -61,9 +66,35 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
 /// or exit: it is left to the exit rather than freed (freeing it cost as much as parsing).
 fn parse(argv: &[OsString]) -> Result<Cli, clap::Error> {
     use clap::{CommandFactory, FromArgMatches};
+    if let Some(cli) = parse_run(argv) {
+        return Ok(cli);
+    }
     let cmd = Box::leak(Box::new(Cli::command()));
     let mut m = cmd.try_get_matches_from_mut(argv)?;
     Cli::from_arg_matches_mut(&mut m).map_err(|e| e.format(cmd))
+}
+
+/// `proxify run ...` parsed with a command line of the `run` subcommand alone: building the
+/// whole definition (every subcommand, each with the settings flags and their help texts) was
+/// most of the time `proxify run` spent before its exec. The `run` subcommand is the same
+/// definition, so a command line it takes is parsed as the whole one would; anything else
+/// (help, a usage error) is `None`, and the whole definition parses it again for its message.
+fn parse_run(argv: &[OsString]) -> Option<Cli> {
+    use clap::{Args, FromArgMatches};
+    if argv.get(1).is_none_or(|a| a != "run") {
+        return None;
+    }
+    let run = RunArgs::augment_args(clap::Command::new("run"));
+    let cmd = Box::leak(Box::new(clap::Command::new("proxify").subcommand(run)));
+    let mut m = cmd.try_get_matches_from_mut(argv).ok()?;
+    let (name, mut sub) = m.remove_subcommand()?;
+    if name != "run" {
+        return None;
+    }
+    let args = RunArgs::from_arg_matches_mut(&mut sub).ok()?;
+    Some(Cli {
+        command: Sub::Run(args),
+    })
 }
 
 fn real_main() {
@@ -407,31 +438,32 @@ fn run(args: RunArgs) -> (i32, String) {
             );
         }
     }
-    let mut cmd = Command::new(program);
-    cmd.args(&args.command[1..]);
-    for (key, value) in cfg.to_env() {
-        match value {
-            Some(v) => cmd.env(key, v),
-            None => cmd.env_remove(key),
-        };
-    }
-    cmd.env("LD_PRELOAD", preload);
-    if cred_from.is_empty() {
-        cmd.env_remove(proxify_core::config::ENV_CRED_FROM);
-    } else {
-        cmd.env(proxify_core::config::ENV_CRED_FROM, &cred_from);
-    }
+    // The command's environment: these variables set (Some) or removed (None), in order.
+    let mut env: Vec<(&str, Option<OsString>)> = cfg
+        .to_env()
+        .into_iter()
+        .map(|(k, v)| (k, v.map(OsString::from)))
+        .collect();
+    env.push(("LD_PRELOAD", Some(preload)));
+    env.push((
+        proxify_core::config::ENV_CRED_FROM,
+        (!cred_from.is_empty()).then(|| cred_from.clone().into()),
+    ));
     if allow {
         // The shim reads it too: the command may then run such programs itself.
-        cmd.env(ENV_ALLOW_UNPROXIED, "1");
+        env.push((ENV_ALLOW_UNPROXIED, Some("1".into())));
     }
     let table = dns_table();
-    if let Some(v) = &table {
-        cmd.env(ENV_DNS_FD, v);
-    } else {
-        cmd.env_remove(ENV_DNS_FD);
-    }
+    env.push((ENV_DNS_FD, table.clone().map(OsString::from)));
     if enforce {
+        let mut cmd = Command::new(program);
+        cmd.args(&args.command[1..]);
+        for (key, value) in &env {
+            match value {
+                Some(v) => cmd.env(key, v),
+                None => cmd.env_remove(key),
+            };
+        }
         // The shim's exec hook reads it as a fixed setting: static and Go children run (the
         // inherited filter supervises them).
         cmd.env(settings::ENV_ENFORCE, "1");
@@ -447,9 +479,10 @@ fn run(args: RunArgs) -> (i32, String) {
         );
     }
     // Only --enforce hands the shim the proxies' addresses (proxify_supervise::run sets it).
-    cmd.env_remove(settings::ENV_ENFORCE);
-    cmd.env_remove(proxify_core::config::ENV_HOP_ADDRS);
-    let err = cmd.exec();
+    env.push((settings::ENV_ENFORCE, None));
+    env.push((proxify_core::config::ENV_HOP_ADDRS, None));
+    let env: Vec<(&str, Option<&OsStr>)> = env.iter().map(|(k, v)| (*k, v.as_deref())).collect();
+    let err = exec::exec(program, &args.command[1..], &env);
     (
         EXIT_CANNOT_RUN,
         format!(
@@ -554,14 +587,12 @@ fn find_shim() -> Result<PathBuf, String> {
             abs
         }
         None => {
-            let exe = std::env::current_exe()
-                .and_then(std::fs::canonicalize)
-                .map_err(|e| {
-                    format!(
-                        "cannot find my own executable ({}); set {ENV_SHIM}",
-                        io_error_text(&e)
-                    )
-                })?;
+            let exe = own_executable().map_err(|e| {
+                format!(
+                    "cannot find my own executable ({}); set {ENV_SHIM}",
+                    io_error_text(&e)
+                )
+            })?;
             // Installed layout first (PREFIX/bin/proxify, PREFIX/lib/proxify/libproxify.so),
             // then the build layout (target/release: side by side).
             let installed = exe
@@ -598,6 +629,27 @@ fn find_shim() -> Result<PathBuf, String> {
         ));
     }
     Ok(shim)
+}
+
+/// Our own executable's real path: the path it was run by (`AT_EXECFN`, what `execve` was
+/// given, relative to our working directory, which is still the one it was run in) with its
+/// symbolic links resolved, else the target of `/proc/self/exe` resolved the same way (when
+/// that path does not resolve, e.g. `fexecve` of a descriptor closed on exec). The same file
+/// but for a binary replaced since it started (then the path, which is what the shim is
+/// looked up by, is the one it was run by); reading `/proc/self/exe` costs more than the rest
+/// of the look-up, as it is this process's first use of /proc.
+fn own_executable() -> std::io::Result<PathBuf> {
+    // SAFETY: getauxval has no preconditions; for AT_EXECFN it returns the address of a
+    // NUL-terminated string the kernel put on the initial stack (never freed), or 0.
+    let execfn = unsafe { libc::getauxval(libc::AT_EXECFN) } as *const libc::c_char;
+    if !execfn.is_null() {
+        // SAFETY: see above: a NUL-terminated string that lives as long as the process.
+        let given = unsafe { std::ffi::CStr::from_ptr(execfn) };
+        if let Ok(real) = std::fs::canonicalize(OsStr::from_bytes(given.to_bytes())) {
+            return Ok(real);
+        }
+    }
+    std::env::current_exe().and_then(std::fs::canonicalize)
 }
 
 /// LD_PRELOAD with `shim` first, then the previous entries (without `shim` itself).
@@ -777,6 +829,159 @@ mod tests {
         assert_eq!(mask_raw("socks5://bob@h"), "socks5://bob@h");
         assert_eq!(scrub("x", "socks5://h:1"), "x");
         assert_eq!(mask_raw("socks5://u:@h"), "socks5://u:@h");
+    }
+
+    #[test]
+    fn run_alone_parses_as_the_whole_command_line() {
+        use clap::{CommandFactory, FromArgMatches};
+        let full = |argv: &[OsString]| -> Result<Cli, String> {
+            let mut m = Cli::command()
+                .try_get_matches_from(argv)
+                .map_err(|e| e.to_string())?;
+            Cli::from_arg_matches_mut(&mut m).map_err(|e| e.to_string())
+        };
+        let lines: &[&[&str]] = &[
+            &[
+                "run",
+                "-x",
+                "socks5h://198.51.100.1:1080",
+                "--",
+                "/bin/true",
+            ],
+            &[
+                "run",
+                "-x",
+                "socks5://h",
+                "curl",
+                "-v",
+                "-x",
+                "y",
+                "--",
+                "--proxy",
+            ],
+            &["run", "-vv", "--", "-weird", "-q"],
+            &[
+                "run",
+                "--proxy=socks4a://h",
+                "-f",
+                "c.toml",
+                "--direct",
+                "10.0.0.0/8",
+            ],
+            &[
+                "run",
+                "--connect-timeout",
+                "2",
+                "--timeout",
+                "0.5",
+                "-q",
+                "true",
+            ],
+            &[
+                "run",
+                "--allow-unproxied",
+                "--chain-mode",
+                "dynamic",
+                "--chain-len",
+                "2",
+                "t",
+            ],
+            &[
+                "run",
+                "--rule",
+                "*.lan direct",
+                "--rule",
+                "* deny",
+                "--dnat",
+                "192.0.2.1 192.0.2.2",
+                "t",
+            ],
+            &[
+                "run",
+                "--no-proxy-env",
+                "--mode",
+                "supervise",
+                "--enforce",
+                "t",
+                "a",
+            ],
+            &[
+                "run",
+                "--ignore-no-proxy",
+                "--proxychains",
+                "--bind",
+                "always",
+                "t",
+            ],
+            &[
+                "run",
+                "--trace",
+                "/tmp/t",
+                "--dns-server",
+                "192.0.2.1:53",
+                "-vvv",
+                "t",
+            ],
+            &[
+                "run",
+                "-x",
+                "socks5://a",
+                "-x",
+                "socks5://b",
+                "--mode=auto",
+                "true",
+            ],
+            &["run", "true", "--help"],
+            &["run", "--", "--help"],
+            // Help and usage errors: left to the whole definition.
+            &["run"],
+            &["run", "--help"],
+            &["run", "-h", "true"],
+            &["run", "-V"],
+            &["run", "--version", "true"],
+            &["run", "-x"],
+            &["run", "-q", "-v", "true"],
+            &["run", "--bogus", "true"],
+            &["run", "-f", "a", "--proxychains", "true"],
+            &["run", "--no-proxy-env", "--ignore-no-proxy", "true"],
+            &["run", "-x", "socks9://h", "true"],
+            &["run", "--mode", "sometimes", "true"],
+            &["run", "--chain-len", "0", "true"],
+            &["config", "-x", "socks5://h"],
+            &["runx", "true"],
+            &["--version"],
+            &[],
+        ];
+        for line in lines {
+            let argv: Vec<OsString> = std::iter::once("proxify")
+                .chain(line.iter().copied())
+                .map(OsString::from)
+                .collect();
+            let whole = full(&argv);
+            match parse_run(&argv) {
+                Some(fast) => assert_eq!(
+                    format!("{:?}", fast),
+                    format!("{:?}", whole.expect("the whole definition takes it too")),
+                    "{line:?}"
+                ),
+                None => assert!(
+                    whole.is_err() || line.first() != Some(&"run"),
+                    "{line:?}: only help and errors are left to the whole definition"
+                ),
+            }
+        }
+        // Non-UTF-8 arguments reach the command untouched on both paths.
+        use std::os::unix::ffi::OsStringExt;
+        let odd = OsString::from_vec(vec![b'a', 0xff, b'b']);
+        let argv: Vec<OsString> = ["proxify", "run", "-x", "socks5://h", "cat"]
+            .into_iter()
+            .map(OsString::from)
+            .chain([odd.clone()])
+            .collect();
+        match parse_run(&argv).expect("parsed").command {
+            Sub::Run(a) => assert_eq!(a.command.last(), Some(&odd)),
+            _ => unreachable!(),
+        }
     }
 
     #[test]

@@ -13,10 +13,12 @@
 
 use object::elf;
 use object::read::elf::{FileHeader, ProgramHeader};
-use object::read::{ReadCache, ReadCacheOps, ReadRef};
+use object::read::ReadRef;
 use object::Endianness;
+use std::cell::{Cell, OnceCell};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::ops::Range;
+use std::os::unix::io::AsRawFd;
 
 /// Most bytes read from one file (headers, notes, section headers, names, dynamic section).
 pub const MAX_READ: u64 = 4 << 20;
@@ -127,102 +129,149 @@ pub trait Source<'a>: ReadRef<'a> {}
 impl<'a, T: ReadRef<'a>> Source<'a> for T {}
 
 /// A file read with positioned reads, at most [`MAX_READ`] bytes in all. Small reads (the ELF
-/// reader asks for headers a few dozen bytes at a time) are served from one read-ahead block
-/// of [`BLOCK`] bytes, so that inspecting a program costs a few system calls, not dozens.
+/// reader asks for headers a few dozen bytes at a time) are served from read-ahead blocks of
+/// [`BLOCK`] bytes, so that inspecting a program costs a few system calls, not dozens: the
+/// headers and notes come from the first block, the section headers and their names usually
+/// from one at the end (a block is never read past the end of the file when it can start
+/// earlier). Blocks are kept until the reader is dropped, at most [`SLOTS`] of them: a read
+/// that would need another fails, as one past the budget does (a real program needs a few;
+/// only a crafted file scatters its headers and names over more).
+///
+/// Its own [`ReadRef`] rather than `object`'s `ReadCache` over a stream: no copy of each
+/// header into an allocation of its own, no hashing, and no `memchr` (whose first call
+/// detects the CPU's features with `cpuid`, which traps to the hypervisor in a virtual
+/// machine: it cost `proxify run` more than the rest of the inspection).
 pub struct Bounded<'f> {
     file: &'f File,
     len: u64,
-    pos: u64,
-    left: u64,
-    block: Vec<u8>,
-    block_at: u64,
+    left: Cell<u64>,
+    used: Cell<usize>,
+    blocks: Box<[OnceCell<Block>]>,
 }
 
-/// The read-ahead block's size.
-pub const BLOCK: usize = 32 << 10;
+/// Bytes of the file from `at`.
+struct Block {
+    at: u64,
+    data: Vec<u8>,
+}
+
+/// The read-ahead block's size: the ELF header, the program headers and the notes of a
+/// program are in its first few KiB, its section headers and their names in its last ones.
+/// (Larger blocks cost more than the system calls they save: each fresh page of the buffer is
+/// a page fault.)
+pub const BLOCK: usize = 8 << 10;
+/// Most blocks one reader keeps.
+pub const SLOTS: usize = 64;
+/// Longest string [`ReadRef::read_bytes_at_until`] looks through (section names, `DT_SONAME`),
+/// as `object`'s `ReadCache` does.
+const MAX_STRING: u64 = 4096;
 
 impl<'f> Bounded<'f> {
-    /// A cache over `file` (of `len` bytes) for the ELF reader.
-    pub fn cache(file: &'f File, len: u64) -> ReadCache<Bounded<'f>> {
-        ReadCache::new(Bounded {
+    /// A reader of `file` (of `len` bytes) for the ELF reader; use it as `&Bounded`.
+    pub fn cache(file: &'f File, len: u64) -> Bounded<'f> {
+        Bounded {
             file,
             len,
-            pos: 0,
-            left: MAX_READ,
-            block: Vec::new(),
-            block_at: 0,
-        })
+            left: Cell::new(MAX_READ),
+            used: Cell::new(0),
+            blocks: (0..SLOTS).map(|_| OnceCell::new()).collect(),
+        }
     }
 
-    /// One positioned read of at most `buf.len()` bytes at `at`, charged to the budget.
-    fn read_at(&mut self, buf: &mut [u8], at: u64) -> Result<usize, ()> {
-        let want = (buf.len() as u64).min(self.left) as usize;
-        if want < buf.len() && want == 0 {
+    /// The bytes `at..end` from a block read before.
+    fn cached(&self, at: u64, end: u64) -> Option<&[u8]> {
+        // Newest first: the reader's next request is usually near its last one.
+        self.blocks[..self.used.get()]
+            .iter()
+            .rev()
+            .filter_map(OnceCell::get)
+            .find(|b| at >= b.at && end <= b.at + b.data.len() as u64)
+            .map(|b| &b.data[(at - b.at) as usize..(end - b.at) as usize])
+    }
+
+    /// Reads up to `want` bytes at `at` (fewer at the end of the file or of the budget) into a
+    /// new block; `exact`: all of them or nothing (a read larger than what is left of the budget
+    /// fails without reading).
+    fn fill(&self, at: u64, want: u64, exact: bool) -> Result<&Block, ()> {
+        let slot = self.blocks.get(self.used.get()).ok_or(())?;
+        if exact && want > self.left.get() {
             return Err(());
         }
-        loop {
-            match self.file.read_at(&mut buf[..want], at) {
-                Ok(n) => {
-                    self.left -= n as u64;
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(()),
+        let want = want.min(self.left.get()).min(self.len.saturating_sub(at)) as usize;
+        if want == 0 {
+            return Err(());
+        }
+        // Read into the vector's spare capacity: zeroing a block first cost as much as the
+        // rest of the inspection.
+        let mut data: Vec<u8> = Vec::with_capacity(want);
+        let fd = self.file.as_raw_fd();
+        while data.len() < want {
+            let got = data.len();
+            // SAFETY: the destination is the vector's spare capacity, `want - got` bytes from
+            // its initialised length; pread writes at most that many bytes there.
+            let n = unsafe {
+                libc::pread(
+                    fd,
+                    data.as_mut_ptr().add(got).cast(),
+                    want - got,
+                    (at + got as u64) as libc::off_t,
+                )
+            };
+            match n {
+                0 => break,
+                // SAFETY: pread initialised `n` more bytes after the first `got`.
+                n if n > 0 => unsafe { data.set_len(got + n as usize) },
+                _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+                _ => return Err(()),
             }
         }
+        self.left.set(self.left.get() - data.len() as u64);
+        self.used.set(self.used.get() + 1);
+        Ok(slot.get_or_init(|| Block { at, data }))
     }
 }
 
-impl ReadCacheOps for Bounded<'_> {
-    fn len(&mut self) -> Result<u64, ()> {
+impl<'a> ReadRef<'a> for &'a Bounded<'_> {
+    fn len(self) -> Result<u64, ()> {
         Ok(self.len)
     }
 
-    fn seek(&mut self, pos: u64) -> Result<u64, ()> {
-        self.pos = pos;
-        Ok(pos)
-    }
-
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ()> {
-        if buf.len() > BLOCK / 2 {
-            let n = self.read_at(buf, self.pos)?;
-            self.pos += n as u64;
-            return Ok(n);
+    fn read_bytes_at(self, offset: u64, size: u64) -> Result<&'a [u8], ()> {
+        if size == 0 {
+            return Ok(&[]);
         }
-        let inside = |b: &Self| {
-            b.pos >= b.block_at && b.pos + buf.len() as u64 <= b.block_at + b.block.len() as u64
-        };
-        if !inside(self) {
-            // Refill at the page below `pos`: the reader's next headers are usually near.
-            let at = self.pos & !4095;
-            let mut block = std::mem::take(&mut self.block);
-            block.resize(BLOCK, 0);
-            let n = self.read_at(&mut block, at)?;
-            block.truncate(n);
-            self.block = block;
-            self.block_at = at;
-        }
-        let from = (self.pos - self.block_at) as usize;
-        if from >= self.block.len() {
-            return Ok(0); // at or past the end of the file
-        }
-        let n = buf.len().min(self.block.len() - from);
-        buf[..n].copy_from_slice(&self.block[from..from + n]);
-        self.pos += n as u64;
-        Ok(n)
-    }
-
-    fn read_exact(&mut self, mut buf: &mut [u8]) -> Result<(), ()> {
-        if buf.len() > BLOCK / 2 && buf.len() as u64 > self.left {
+        let end = offset.checked_add(size).ok_or(())?;
+        if end > self.len {
             return Err(());
         }
-        while !buf.is_empty() {
-            match self.read(buf)? {
-                0 => return Err(()),
-                n => buf = &mut buf[n..],
-            }
+        if let Some(bytes) = self.cached(offset, end) {
+            return Ok(bytes);
         }
-        Ok(())
+        let block = if size > BLOCK as u64 / 2 {
+            // A large read (a table): exactly what is asked for.
+            self.fill(offset, size, true)?
+        } else {
+            // From the page below `offset` (the reader's next headers are usually near), or
+            // the file's last BLOCK bytes when that ends past the file's end (the section
+            // headers are there, and their names just before them).
+            let start = (offset & !4095).min(self.len.saturating_sub(BLOCK as u64));
+            self.fill(start, BLOCK as u64, false)?
+        };
+        let from = offset - block.at;
+        if end - block.at > block.data.len() as u64 {
+            return Err(()); // the file ended early, or the budget did
+        }
+        Ok(&block.data[from as usize..(end - block.at) as usize])
+    }
+
+    fn read_bytes_at_until(self, range: Range<u64>, delimiter: u8) -> Result<&'a [u8], ()> {
+        if range.start > range.end || range.end > self.len {
+            return Err(());
+        }
+        let window = (range.end - range.start).min(MAX_STRING);
+        let bytes = self.read_bytes_at(range.start, window)?;
+        let n = bytes.iter().position(|&b| b == delimiter).ok_or(())?;
+        Ok(&bytes[..n])
     }
 }
 

@@ -17,9 +17,10 @@
 //! runs), and meant for a supervisor that runs [`Verdict::Static`]/[`Verdict::Go`] programs
 //! under its own control instead of refusing them ([`Verdict::innermost`]).
 //!
-//! Size: ~590 lines: `Verdict` with its user-facing texts (~160 lines) and `Judge`, the one
-//! recursive procedure that ties the parts together; the parts and the tests already have
-//! files of their own.
+//! Size: ~650 lines: `Verdict` with its user-facing texts (~160 lines) and `Judge`, the one
+//! recursive procedure that ties the parts together (`Walk`, for a `Judge` given its caller's
+//! credentials and loader, or for this process with each looked up only when a file needs it);
+//! the parts and the tests already have files of their own.
 
 pub mod elf;
 pub mod loader;
@@ -267,6 +268,56 @@ impl Judge {
 
     /// The verdict for `exec`.
     pub fn judge(&self, exec: &Exec) -> Verdict {
+        Walk(self).judge(exec)
+    }
+}
+
+/// What the judge asks of the caller: would exec of a file with these ids change its
+/// privileges, and is this file its dynamic loader.
+trait Caller {
+    fn exec_change(&self, ids: &privilege::FileIds) -> Option<Privilege>;
+    fn is_loader(&self, id: (u64, u64), soname: Option<&[u8]>) -> bool;
+}
+
+impl Caller for Judge {
+    fn exec_change(&self, ids: &privilege::FileIds) -> Option<Privilege> {
+        privilege::exec_change(&self.creds, ids)
+    }
+
+    fn is_loader(&self, id: (u64, u64), soname: Option<&[u8]>) -> bool {
+        self.loader.is(id, soname)
+    }
+}
+
+/// This process as it is now, like [`Judge::current`], but each part looked up only when a
+/// file needs it: the capability sets (`/proc/self/status`) for a set-id file or one with
+/// file capabilities, the dynamic loader (two more ELF files to read) for a program without
+/// `PT_INTERP`. A dynamically linked program needs neither: its verdict costs the id system
+/// calls and its own inspection.
+#[derive(Default)]
+struct Current {
+    creds: std::cell::OnceCell<Creds>,
+}
+
+impl Caller for Current {
+    fn exec_change(&self, ids: &privilege::FileIds) -> Option<Privilege> {
+        if ids.mode & (libc::S_ISUID | libc::S_ISGID) == 0 && ids.caps.is_none() {
+            // Neither set-id bits nor capabilities: only the real and effective ids count.
+            return privilege::exec_change(&Creds::ids(), ids);
+        }
+        privilege::exec_change(self.creds.get_or_init(Creds::current), ids)
+    }
+
+    fn is_loader(&self, id: (u64, u64), soname: Option<&[u8]>) -> bool {
+        loader::host_loader().is(id, soname)
+    }
+}
+
+/// The judging procedure, for a [`Caller`].
+struct Walk<'c, C>(&'c C);
+
+impl<C: Caller> Walk<'_, C> {
+    fn judge(&self, exec: &Exec) -> Verdict {
         let path = spawn::resolve(exec.cwd, exec.path);
         self.file(&path, exec.args, exec, 0)
     }
@@ -290,7 +341,7 @@ impl Judge {
                 if let Ok(c) = CString::new(path.as_os_str().as_bytes()) {
                     match privilege::FileIds::of_path(&c, &meta) {
                         Ok(ids) => {
-                            if let Some(p) = privilege::exec_change(&self.creds, &ids) {
+                            if let Some(p) = self.0.exec_change(&ids) {
                                 return Verdict::PrivilegeChange(p);
                             }
                         }
@@ -324,7 +375,7 @@ impl Judge {
         }
         match privilege::FileIds::of_file(&file, &meta) {
             Ok(ids) => {
-                if let Some(p) = privilege::exec_change(&self.creds, &ids) {
+                if let Some(p) = self.0.exec_change(&ids) {
                     return Verdict::PrivilegeChange(p);
                 }
             }
@@ -346,7 +397,10 @@ impl Judge {
             }
             elf::Kind::Dynamic { .. } => Verdict::Preloadable,
             elf::Kind::Static { soname, .. } => {
-                if self.loader.is((meta.dev(), meta.ino()), soname.as_deref()) {
+                if self
+                    .0
+                    .is_loader((meta.dev(), meta.ino()), soname.as_deref())
+                {
                     self.loader_run(args, exec, depth)
                 } else {
                     Verdict::Static
@@ -462,7 +516,10 @@ impl Judge {
                 Verdict::Preloadable
             }
             Ok(elf::Kind::Static { soname, .. }) => {
-                if self.loader.is((meta.dev(), meta.ino()), soname.as_deref()) {
+                if self
+                    .0
+                    .is_loader((meta.dev(), meta.ino()), soname.as_deref())
+                {
                     // The loader asked to run itself as the program.
                     self.loader_run(args, exec, depth + 1)
                 } else {
@@ -535,7 +592,7 @@ pub fn allowed_line(name: &str, verdict: &Verdict) -> String {
 /// The verdict for `path` run by this process with `args`, `PATH` of this process.
 pub fn judge(path: &Path, args: &[&OsStr]) -> Verdict {
     let search = std::env::var_os("PATH");
-    Judge::current().judge(&Exec {
+    Walk(&Current::default()).judge(&Exec {
         path,
         args,
         search_path: search.as_deref(),

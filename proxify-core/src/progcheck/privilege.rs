@@ -115,6 +115,14 @@ impl Creds {
         {
             return c;
         }
+        Self::ids()
+    }
+
+    /// The real and effective ids from the id system calls, with every capability assumed in
+    /// the bounding and inheritable sets and `no_new_privs` unset (file capabilities and
+    /// set-id bits then always count). Exact for a file without set-id bits or capabilities:
+    /// for it [`exec_change`] looks at nothing else.
+    pub fn ids() -> Creds {
         // SAFETY: these calls only return ids.
         let (ruid, euid, rgid, egid) = unsafe {
             (

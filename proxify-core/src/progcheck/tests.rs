@@ -1,7 +1,7 @@
 //! Tests of the verdicts on real programs built here (static, static-pie, dynamic, setuid,
 //! setgid and capability copies, scripts, the dynamic loader) and on crafted ELF files.
 //!
-//! Size: ~1,070 lines: 16 tests on programs built here (cc: static, static-pie, Go; setuid,
+//! Size: ~1,160 lines: 18 tests on programs built here (cc: static, static-pie, Go; setuid,
 //! setgid and capability copies; scripts, the loader) and on crafted ELF files, sharing helpers.
 //! The crafted-ELF builder (`Crafted`, ~170 lines) could move to a file of its own; not done yet.
 
@@ -93,13 +93,21 @@ fn static_binary(name: &str, pie: bool) -> PathBuf {
     cc(name, "int main(void) { return 0; }\n", &[flag])
 }
 
+/// The verdict of `Judge::current()`, checked against the one `judge` gives (this process,
+/// its credentials and loader looked up only when needed): the two must never differ.
+fn judged(exec: &Exec) -> Verdict {
+    let v = Judge::current().judge(exec);
+    assert_eq!(Walk(&Current::default()).judge(exec), v, "{exec:?}");
+    v
+}
+
 fn judge_path(p: &Path) -> Verdict {
-    Judge::current().judge(&Exec::path(p))
+    judged(&Exec::path(p))
 }
 
 fn judge_args(p: &Path, args: &[&str]) -> Verdict {
     let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-    Judge::current().judge(&Exec {
+    judged(&Exec {
         path: p,
         args: &args,
         search_path: None,
@@ -108,7 +116,7 @@ fn judge_args(p: &Path, args: &[&str]) -> Verdict {
 }
 
 fn judge_with(p: &Path, search: Option<&OsStr>) -> Verdict {
-    Judge::current().judge(&Exec {
+    judged(&Exec {
         path: p,
         args: &[],
         search_path: search,
@@ -1095,4 +1103,62 @@ fn small_reads_come_from_the_read_ahead_block_and_match_the_file() {
     }
     assert!((&cache).read_bytes_at(len as u64 - 5, 10).is_err());
     assert!((&cache).read_bytes_at(len as u64 + 10, 1).is_err());
+}
+
+#[test]
+fn without_set_id_bits_or_capabilities_only_the_ids_count() {
+    // What Creds::ids leaves out (capability sets, no_new_privs) never changes the answer
+    // for such a file, whatever the ids, the mode's other bits and the mount.
+    let ids = [
+        (1000, 1000, 1000, 1000),
+        (0, 0, 0, 0),
+        (1000, 0, 1000, 1000),
+        (1000, 1000, 1000, 42),
+        (0, 1000, 0, 0),
+    ];
+    for (ruid, euid, rgid, egid) in ids {
+        let exact = |inh, bnd, nnp| Creds {
+            ruid,
+            euid,
+            rgid,
+            egid,
+            cap_inheritable: inh,
+            cap_bounding: bnd,
+            no_new_privs: nnp,
+        };
+        let assumed = exact(u64::MAX, u64::MAX, false);
+        for mode in [0o755, 0o711, 0o1777, 0o750, 0o100] {
+            for nosuid in [false, true] {
+                let f = privilege::FileIds {
+                    mode: libc::S_IFREG | mode,
+                    uid: 0,
+                    gid: 0,
+                    caps: None,
+                    nosuid,
+                };
+                for (inh, bnd, nnp) in
+                    [(0, 0, false), (0, (1 << 41) - 1, true), (u64::MAX, 0, true)]
+                {
+                    assert_eq!(
+                        privilege::exec_change(&exact(inh, bnd, nnp), &f),
+                        privilege::exec_change(&assumed, &f),
+                        "{mode:o} {nosuid} {ruid} {euid} {rgid} {egid}"
+                    );
+                }
+            }
+        }
+    }
+    // SAFETY: these calls only return ids.
+    let me = unsafe {
+        (
+            libc::getuid(),
+            libc::geteuid(),
+            libc::getgid(),
+            libc::getegid(),
+        )
+    };
+    let c = Creds::ids();
+    assert_eq!((c.ruid, c.euid, c.rgid, c.egid), me);
+    let full = Creds::current();
+    assert_eq!((full.ruid, full.euid, full.rgid, full.egid), me);
 }

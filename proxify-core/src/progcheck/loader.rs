@@ -26,9 +26,124 @@ static HOST: OnceLock<HostLoader> = OnceLock::new();
 /// itself when it has none and is a shared object (the process was started as
 /// `ld.so PROGRAM`). Computed once; call it early (before threads and forks) in a library.
 pub fn host_loader() -> &'static HostLoader {
-    HOST.get_or_init(|| find_host().unwrap_or_default())
+    HOST.get_or_init(|| find_mapped().or_else(find_host).unwrap_or_default())
 }
 
+/// The loader as this process has it mapped: the object at `AT_BASE` (the kernel's load
+/// address of the interpreter), its name as the loader recorded it (the `PT_INTERP` path) and
+/// its `DT_SONAME` read from the mapped dynamic section. One `stat`, no file read: the shim's
+/// constructor runs this in every process. None when the process has no interpreter
+/// (`AT_BASE` 0: a static program, or the loader run as a program) or its mapping is not as
+/// expected; [`find_host`] reads the files then.
+fn find_mapped() -> Option<HostLoader> {
+    // SAFETY: getauxval only reads the auxiliary vector.
+    let base = unsafe { libc::getauxval(libc::AT_BASE) } as usize;
+    if base == 0 {
+        return None;
+    }
+    struct Found {
+        base: usize,
+        name: Option<Vec<u8>>,
+        soname: Option<Vec<u8>>,
+    }
+    extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `data` is the `Found` passed to dl_iterate_phdr below, `info` the loader's
+        // description of one loaded object, valid during this call.
+        let (found, info) = unsafe { (&mut *(data as *mut Found), &*info) };
+        if info.dlpi_addr as usize != found.base || info.dlpi_name.is_null() {
+            return 0;
+        }
+        // SAFETY: dlpi_name is the object's NUL-terminated name, checked non-null.
+        let name = unsafe { std::ffi::CStr::from_ptr(info.dlpi_name) }.to_bytes();
+        found.name = (!name.is_empty()).then(|| name.to_vec());
+        // SAFETY: dlpi_phdr points at the object's dlpi_phnum mapped program headers.
+        let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum.into()) };
+        found.soname = mapped_soname(found.base, phdrs);
+        1
+    }
+    let mut found = Found {
+        base,
+        name: None,
+        soname: None,
+    };
+    // SAFETY: `each` matches the callback type and only uses `found` while this call runs.
+    unsafe { libc::dl_iterate_phdr(Some(each), &mut found as *mut Found as *mut libc::c_void) };
+    let meta = std::fs::metadata(OsStr::from_bytes(&found.name?)).ok()?;
+    Some(HostLoader {
+        id: Some((meta.dev(), meta.ino())),
+        soname: found.soname,
+    })
+}
+
+#[cfg(target_pointer_width = "64")]
+type Phdr = libc::Elf64_Phdr;
+#[cfg(target_pointer_width = "32")]
+type Phdr = libc::Elf32_Phdr;
+
+/// `DT_SONAME` of the object mapped at `base` with these program headers, from its mapped
+/// `PT_DYNAMIC`. Every address is checked to lie in one of its `PT_LOAD` segments.
+fn mapped_soname(base: usize, phdrs: &[Phdr]) -> Option<Vec<u8>> {
+    let loads: Vec<(usize, usize)> = phdrs
+        .iter()
+        .filter(|p| p.p_type == libc::PT_LOAD)
+        .map(|p| {
+            let start = base.wrapping_add(p.p_vaddr as usize);
+            (start, start.wrapping_add(p.p_memsz as usize))
+        })
+        .collect();
+    // The bytes [addr, addr + len) lie in one mapped segment.
+    let mapped = |addr: usize, len: usize| {
+        loads
+            .iter()
+            .any(|&(s, e)| addr >= s && addr.checked_add(len).is_some_and(|end| end <= e))
+    };
+    let dynamic = phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC)?;
+    let dyn_at = base.wrapping_add(dynamic.p_vaddr as usize);
+    let word = std::mem::size_of::<usize>();
+    let count = dynamic.p_memsz as usize / (2 * word);
+    if !mapped(dyn_at, count * 2 * word) || !dyn_at.is_multiple_of(word) {
+        return None;
+    }
+    let (mut strtab, mut strsz, mut soname) = (None, None, None);
+    for i in 0..count {
+        // SAFETY: entry `i` of the dynamic array (tag, value: two words), checked above to lie
+        // in a mapped segment and aligned.
+        let (tag, val) = unsafe {
+            let e = (dyn_at as *const usize).add(2 * i);
+            (*e as isize, *e.add(1))
+        };
+        match tag as i64 {
+            0 => break,               // DT_NULL
+            5 => strtab = Some(val),  // DT_STRTAB
+            10 => strsz = Some(val),  // DT_STRSZ
+            14 => soname = Some(val), // DT_SONAME
+            _ => {}
+        }
+    }
+    let (strtab, strsz, off) = (strtab?, strsz?, soname?);
+    // The loader relocates its own DT_STRTAB in place where the dynamic section is writable
+    // (x86_64); elsewhere it stays the link-time address.
+    let table = if mapped(strtab, strsz) {
+        strtab
+    } else {
+        base.wrapping_add(strtab)
+    };
+    if off >= strsz || !mapped(table, strsz) {
+        return None;
+    }
+    // SAFETY: [table, table + strsz) lies in a mapped segment (checked above).
+    let bytes = unsafe { std::slice::from_raw_parts(table as *const u8, strsz) };
+    let name = &bytes[off..];
+    let end = name.iter().position(|&b| b == 0)?;
+    (end > 0).then(|| name[..end].to_vec())
+}
+
+/// The loader found from the files: the `PT_INTERP` of `/proc/self/exe` read with the ELF
+/// reader, then that file inspected for its `DT_SONAME`.
 fn find_host() -> Option<HostLoader> {
     let exe = File::open("/proc/self/exe").ok()?;
     let len = exe.metadata().ok()?.len();
@@ -186,6 +301,12 @@ mod tests {
         ] {
             assert_eq!(run(nothing), Run::Nothing, "{nothing:?}");
         }
+    }
+
+    #[test]
+    fn the_mapped_loader_is_the_one_the_files_name() {
+        let mapped = find_mapped().expect("a dynamically linked test binary");
+        assert_eq!(Some(mapped), find_host());
     }
 
     #[test]

@@ -46,9 +46,12 @@ macro_rules! real_fns {
             #[allow(clippy::missing_safety_doc, clippy::too_many_arguments)]
             #[inline]
             pub unsafe fn $name($($arg: $ty),*) -> $ret {
-                let mut p = slot::$name.load(Ordering::Relaxed);
+                let p = slot::$name.load(Ordering::Relaxed);
                 if p == 0 {
-                    p = resolve(concat!($sym, "\0").as_bytes(), &slot::$name);
+                    // Out of line, so that the resolved path is a plain tail call: a hook's
+                    // fast path then saves no registers around it (bench row 3).
+                    // SAFETY: the caller's contract, passed on.
+                    return unsafe { first::$name($($arg),*) };
                 }
                 // SAFETY: `p` is the non-zero address dlsym gave for `$sym`, a C function with
                 // this signature.
@@ -58,6 +61,25 @@ macro_rules! real_fns {
                 unsafe { f($($arg),*) }
             }
         )*
+        /// The first call of each wrapper, before its symbol is resolved.
+        mod first {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[allow(clippy::missing_safety_doc, clippy::too_many_arguments)]
+                #[cold]
+                #[inline(never)]
+                pub unsafe fn $name($($arg: $ty),*) -> $ret {
+                    let p = resolve(concat!($sym, "\0").as_bytes(), &super::slot::$name);
+                    let f: unsafe extern "C" fn($($ty),*) -> $ret =
+                        // SAFETY: `p` is the non-zero address dlsym gave for `$sym`, a C
+                        // function with this signature.
+                        unsafe { std::mem::transmute(p) };
+                    // SAFETY: the caller meets `$sym`'s C contract for these arguments.
+                    unsafe { f($($arg),*) }
+                }
+            )*
+        }
         /// Resolves every symbol now (called from the constructor).
         pub fn resolve_all() {
             $( if slot::$name.load(Ordering::Relaxed) == 0 {

@@ -188,12 +188,16 @@ unsafe fn gai(
     let mut head: *mut addrinfo = std::ptr::null_mut();
     let mut tail: *mut addrinfo = std::ptr::null_mut();
     for ip in &ans.addrs {
-        let Ok(lit) = CString::new(ip.to_string()) else {
-            continue;
-        };
+        // The family's unspecified address, then the address written into each node: libc
+        // builds the same list for any address of a family, and nothing is formatted.
+        let lit = if ip.is_ipv4() { c"0.0.0.0" } else { c"::" };
         let mut part: *mut addrinfo = std::ptr::null_mut();
         // SAFETY: `lit` is a C string, `service` the caller's, `h` and `part` are locals.
         let rc = unsafe { real::getaddrinfo(lit.as_ptr(), service, &h, &mut part) };
+        if rc == 0 {
+            // SAFETY: `part` is the list libc's getaddrinfo just returned, ours until linked.
+            unsafe { set_addrs(part, *ip) };
+        }
         if rc != 0 {
             if !head.is_null() {
                 // SAFETY: `head` is our list from libc's getaddrinfo, not given to the caller.
@@ -874,6 +878,41 @@ res_hooks! {
         => res_query_like("res_nquerydomain", name, domain, class, ty, answer, anslen);
     res_nsend __res_nsend(statp: *mut c_void, msg: *const u8, msglen: c_int, answer: *mut u8, anslen: c_int)
         => res_send_like("res_nsend", msg, msglen, answer, anslen);
+}
+
+/// Writes `ip` into the socket address of every node of `list` (a numeric look-up of the
+/// family's unspecified address): for an IPv4 node the `sin_addr`, for an IPv6 one the
+/// `sin6_addr`; the port, the flow info and the scope id stay as libc set them.
+///
+/// # Safety
+/// `list` is null or a list from libc's getaddrinfo that nobody else uses yet.
+unsafe fn set_addrs(mut list: *mut addrinfo, ip: IpAddr) {
+    while !list.is_null() {
+        // SAFETY: `list` is a node of that list (the caller's contract).
+        let n = unsafe { &mut *list };
+        match ip {
+            IpAddr::V4(a)
+                if n.ai_family == libc::AF_INET
+                    && !n.ai_addr.is_null()
+                    && n.ai_addrlen as usize >= std::mem::size_of::<libc::sockaddr_in>() =>
+            {
+                // SAFETY: an AF_INET node's ai_addr is a sockaddr_in of ai_addrlen bytes.
+                let sin = unsafe { &mut *(n.ai_addr as *mut libc::sockaddr_in) };
+                sin.sin_addr.s_addr = u32::from_ne_bytes(a.octets());
+            }
+            IpAddr::V6(a)
+                if n.ai_family == libc::AF_INET6
+                    && !n.ai_addr.is_null()
+                    && n.ai_addrlen as usize >= std::mem::size_of::<libc::sockaddr_in6>() =>
+            {
+                // SAFETY: an AF_INET6 node's ai_addr is a sockaddr_in6 of ai_addrlen bytes.
+                let sin6 = unsafe { &mut *(n.ai_addr as *mut libc::sockaddr_in6) };
+                sin6.sin6_addr.s6_addr = a.octets();
+            }
+            _ => {}
+        }
+        list = n.ai_next;
+    }
 }
 
 /// The trace's line for a name look-up: `remote`, the name goes to the proxy (a placeholder

@@ -66,6 +66,11 @@ pub fn lookup_name(name: &str) -> Option<(String, Vec<IpAddr>)> {
 
 pub fn lookup_name_in(text: &str, name: &str) -> Option<(String, Vec<IpAddr>)> {
     let name = name.strip_suffix('.').unwrap_or(name);
+    // Most names looked up are not in the file: a scan for the name's bytes settles that
+    // without parsing a line (a name the file lists is in its text).
+    if !mentions(text, name) {
+        return None;
+    }
     let mut canon = None;
     let mut addrs = Vec::new();
     for (ip, names) in entries(text) {
@@ -77,6 +82,19 @@ pub fn lookup_name_in(text: &str, name: &str) -> Option<(String, Vec<IpAddr>)> {
         }
     }
     canon.map(|c| (c, addrs))
+}
+
+/// True when `text` holds `name` anywhere, ASCII case ignored (an empty name: always).
+fn mentions(text: &str, name: &str) -> bool {
+    let (t, n) = (text.as_bytes(), name.as_bytes());
+    let Some((&first, rest)) = n.split_first() else {
+        return true;
+    };
+    let first = first.to_ascii_lowercase();
+    t.len() >= n.len()
+        && (0..=t.len() - n.len()).any(|i| {
+            t[i].to_ascii_lowercase() == first && t[i + 1..i + n.len()].eq_ignore_ascii_case(rest)
+        })
 }
 
 /// The first name listed for `ip`.
@@ -101,6 +119,21 @@ mod tests {
         assert_eq!(c, "Target.example");
         assert_eq!(a, vec!["203.0.113.10".parse::<IpAddr>().unwrap()]);
         assert!(lookup_name_in(t, "nothere").is_none());
+        // A name that is only part of a listed one, or only in a comment, is not listed.
+        assert!(lookup_name_in(t, "Target").is_none());
+        assert!(lookup_name_in(t, "x").is_none());
+        assert!(lookup_name_in(t, "c").is_none());
+        assert!(lookup_name_in(t, "TARGET.EXAMPLE.").is_some());
+    }
+
+    #[test]
+    fn mentions_ignores_ascii_case() {
+        assert!(mentions("a Target.example b", "target.EXAMPLE"));
+        assert!(mentions("xy", "y"));
+        assert!(mentions("xy", ""));
+        assert!(!mentions("xy", "xyz"));
+        assert!(!mentions("", "a"));
+        assert!(!mentions("target.exampl", "target.example"));
     }
 
     #[test]

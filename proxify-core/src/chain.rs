@@ -125,6 +125,15 @@ fn client_for(url: &ProxyUrl, command: Command, target: TargetAddr) -> Result<Ho
 impl Handshake {
     /// A handshake through `hops` (first hop first; the socket is already connected to it).
     pub fn new(hops: &[ProxyUrl], command: Command, target: TargetAddr) -> Result<Self, Failure> {
+        Self::with_hops(hops.to_vec(), command, target)
+    }
+
+    /// [`Handshake::new`] taking the hops it keeps (no copy of them).
+    pub fn with_hops(
+        hops: Vec<ProxyUrl>,
+        command: Command,
+        target: TargetAddr,
+    ) -> Result<Self, Failure> {
         let first = hops
             .first()
             .ok_or_else(|| Failure::new(libc::EACCES, "no proxy configured"))?;
@@ -133,9 +142,9 @@ impl Handshake {
         } else {
             (command, target.clone())
         };
-        let current = client_for(first, c, t).map_err(|f| Self::at(hops, 0, f))?;
+        let current = client_for(first, c, t).map_err(|f| Self::at(&hops, 0, f))?;
         Ok(Handshake {
-            hops: hops.to_vec(),
+            hops,
             idx: 0,
             command,
             target,

@@ -472,7 +472,10 @@ impl Client {
                     Command::Bind => 2,
                     Command::UdpAssociate => 3,
                 };
-                let mut request = vec![5, cmd, 0];
+                // VER CMD RSV, then ATYP, the address (a name: its length byte and up to 255
+                // bytes) and the port: allocated once at its largest.
+                let mut request = Vec::with_capacity(3 + 1 + 1 + 255 + 2);
+                request.extend_from_slice(&[5, cmd, 0]);
                 encode_addr(&target, &mut request)?;
                 let mut auth = Vec::new();
                 if let Some(cr) = &req.credentials {
@@ -493,7 +496,10 @@ impl Client {
                     c.method = METHOD_USER_PASS;
                 }
                 c.phase = Phase::Method;
-                c.out = vec![5, 1, c.method];
+                if req.pipeline {
+                    c.out.reserve_exact(3 + auth.len() + request.len());
+                }
+                c.out.extend_from_slice(&[5, 1, c.method]);
                 if req.pipeline {
                     c.out.append(&mut auth);
                     c.out.append(&mut request);

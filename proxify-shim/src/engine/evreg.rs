@@ -933,11 +933,17 @@ pub fn replacing<T>(fd: c_int, replace: impl FnOnce() -> T) -> T {
 
 /// The readiness fd of handshake `hs` (what poll/select wait on in place of the socket).
 pub fn q_of(hs: u64) -> c_int {
+    if hs == 0 {
+        return -1; // no readiness fd (a blocking connect): ids start at 1
+    }
     STATE.lock().live(hs).map_or(-1, |h| h.q)
 }
 
 /// The handshake waits for `want` until `deadline`.
 pub fn arm(hs: u64, want: c_short, deadline: Instant) {
+    if hs == 0 {
+        return; // no readiness fd (a blocking connect): ids start at 1
+    }
     let left = deadline.saturating_duration_since(Instant::now());
     let Some((q, sock, timer)) = STATE
         .lock()

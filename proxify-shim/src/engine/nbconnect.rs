@@ -406,7 +406,7 @@ fn begin(
         ..Failure::new(libc::EHOSTUNREACH, e)
     })?;
     let proxy = drive::pick_proxy_addr(fd, domain, &addrs)?;
-    let hs = Handshake::new(&urls, Command::Connect, target.clone())?;
+    let hs = Handshake::with_hops(urls, Command::Connect, target.clone())?;
     let (st, len) = sa::to_storage(&proxy);
     // A blocking socket (engine::connect) is made non-blocking for this one call only, so the
     // TCP connect to the first hop starts without waiting; its flags are put back at once,
@@ -706,7 +706,8 @@ fn start_hops(
         }
     };
     let gen = GEN.fetch_add(1, Ordering::Relaxed) + 1;
-    let deadline = Instant::now() + cfg.connect_timeout;
+    let now = Instant::now();
+    let deadline = now + cfg.connect_timeout;
     let p = Box::new(Pending {
         hs,
         connecting: true,
@@ -727,7 +728,6 @@ fn start_hops(
         sent: false,
     });
     super::evreg::arm(ev, libc::POLLOUT, deadline);
-    let now = Instant::now();
     while drop_one_stale(now) {}
     insert(
         ino,

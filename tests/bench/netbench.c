@@ -7,7 +7,8 @@
  *       sends that many bytes and closes), UDP echo (the reply is the datagram followed by
  *       " src=IP:PORT", the sender address the server saw).
  *   netbench conn  TARGET [SOCKS] [--threads T] --count N --secs S
- *       connect + 1-byte echo + close, in a loop bounded by count and time; prints ok/err/rate.
+ *       connect + 1-byte echo + close, in a loop bounded by count and time; prints ok/err/rate
+ *       and the process's CPU time (user, system) and context switches (getrusage).
  *   netbench rtt   TARGET [SOCKS] --count N
  *       time from connect() to the first response byte, one line per connection (microseconds).
  *   netbench bulk  TARGET [SOCKS] --bytes B
@@ -366,6 +367,13 @@ static int cmd_conn(const struct cfg *c) {
     }
     double dt = now() - t0;
     printf("ok=%ld\nerr=%ld\nsecs=%.6f\nrate=%.3f\n", ok, err, dt, ok / dt);
+    /* The process's CPU time and context switches so far (its threads', and what ran in it
+     * before an exec: scripts/bench takes the difference of two counts). */
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        printf("cpu_user_us=%ld\ncpu_sys_us=%ld\ncsw=%ld\n",
+               ru.ru_utime.tv_sec * 1000000L + ru.ru_utime.tv_usec,
+               ru.ru_stime.tv_sec * 1000000L + ru.ru_stime.tv_usec, ru.ru_nvcsw + ru.ru_nivcsw);
     if (err) printf("error=%s\n", strerror(last));
     return err ? 1 : 0;
 }

@@ -22,6 +22,7 @@ mod check;
 mod cli;
 mod docs;
 mod exec;
+mod fastrun;
 mod file;
 mod settings;
 mod shellenv;
@@ -66,6 +67,11 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
 /// or exit: it is left to the exit rather than freed (freeing it cost as much as parsing).
 fn parse(argv: &[OsString]) -> Result<Cli, clap::Error> {
     use clap::{CommandFactory, FromArgMatches};
+    if let Some(args) = fastrun::parse(argv) {
+        return Ok(Cli {
+            command: Sub::Run(args),
+        });
+    }
     if let Some(cli) = parse_run(argv) {
         return Ok(cli);
     }

@@ -404,6 +404,26 @@ mod tests {
     }
 
     #[test]
+    fn the_proxychains4_alias_lines_take_it_too() {
+        use crate::alias::{translate, Alias};
+        for line in [
+            &["-q", "-f", "pc.conf", "curl", "-q", "-f", "x"][..],
+            &["-f", "pc.conf", "nmap", "-sT", "host"],
+            &["telnet", "host.example"],
+        ] {
+            for quiet in [None, Some(std::ffi::OsStr::new("1"))] {
+                let args: Vec<OsString> = line.iter().map(OsString::from).collect();
+                let Alias::Run(run) = translate(&args, quiet) else {
+                    panic!("{line:?}: not a run")
+                };
+                let a: Vec<OsString> = std::iter::once("proxify".into()).chain(run).collect();
+                let f = parse(&a).unwrap_or_else(|| panic!("{a:?} falls back"));
+                assert_eq!(format!("{f:?}"), format!("{:?}", clap_parse(&a).unwrap()));
+            }
+        }
+    }
+
+    #[test]
     fn the_usual_command_lines() {
         let a = parse(&argv(&[
             "-x",

@@ -194,9 +194,17 @@ unsafe fn gai(
         let mut part: *mut addrinfo = std::ptr::null_mut();
         // SAFETY: `lit` is a C string, `service` the caller's, `h` and `part` are locals.
         let rc = unsafe { real::getaddrinfo(lit.as_ptr(), service, &h, &mut part) };
-        if rc == 0 {
-            // SAFETY: `part` is the list libc's getaddrinfo just returned, ours until linked.
-            unsafe { set_addrs(part, *ip) };
+        // SAFETY: `part` is the list libc's getaddrinfo just returned, ours until linked.
+        if rc == 0 && !unsafe { set_addrs(part, *ip) } {
+            // A node of another family than asked (never seen): it would hold the unspecified
+            // address, so nothing of this answer is handed out.
+            // SAFETY: `part` is that list, not given to anyone.
+            unsafe { real::freeaddrinfo(part) };
+            if !head.is_null() {
+                // SAFETY: `head` is our list from libc's getaddrinfo, not given to the caller.
+                unsafe { real::freeaddrinfo(head) };
+            }
+            return libc::EAI_FAIL;
         }
         if rc != 0 {
             if !head.is_null() {
@@ -882,11 +890,12 @@ res_hooks! {
 
 /// Writes `ip` into the socket address of every node of `list` (a numeric look-up of the
 /// family's unspecified address): for an IPv4 node the `sin_addr`, for an IPv6 one the
-/// `sin6_addr`; the port, the flow info and the scope id stay as libc set them.
+/// `sin6_addr`; the port, the flow info and the scope id stay as libc set them. False when a
+/// node is not of `ip`'s family (it then keeps the unspecified address).
 ///
 /// # Safety
 /// `list` is null or a list from libc's getaddrinfo that nobody else uses yet.
-unsafe fn set_addrs(mut list: *mut addrinfo, ip: IpAddr) {
+unsafe fn set_addrs(mut list: *mut addrinfo, ip: IpAddr) -> bool {
     while !list.is_null() {
         // SAFETY: `list` is a node of that list (the caller's contract).
         let n = unsafe { &mut *list };
@@ -909,10 +918,11 @@ unsafe fn set_addrs(mut list: *mut addrinfo, ip: IpAddr) {
                 let sin6 = unsafe { &mut *(n.ai_addr as *mut libc::sockaddr_in6) };
                 sin6.sin6_addr.s6_addr = a.octets();
             }
-            _ => {}
+            _ => return false,
         }
         list = n.ai_next;
     }
+    true
 }
 
 /// The trace's line for a name look-up: `remote`, the name goes to the proxy (a placeholder

@@ -158,25 +158,24 @@ fn next_value<'a>(argv: &'a [OsString], i: &mut usize) -> Option<&'a str> {
 /// Stores option `name`'s `value` (None for a flag) as clap would.
 fn set(a: &mut RunArgs, name: &str, value: Option<&str>) -> Option<()> {
     let s = &mut a.settings;
-    let v = || value.ok_or(String::new());
     match name {
-        "proxy" => s.proxy.push(values::proxy_url(v().ok()?).ok()?),
+        "proxy" => s.proxy.push(values::proxy_url(value?).ok()?),
         "config" => s.config = Some(PathBuf::from(value?)),
         "proxychains" => s.proxychains = true,
-        "chain-mode" => s.chain_mode = Some(values::chain_mode(v().ok()?).ok()?),
-        "chain-len" => s.chain_len = Some(values::chain_len(v().ok()?).ok()?),
-        "rule" => s.rule.push(values::rule(v().ok()?).ok()?),
-        "direct" => s.direct.push(values::cidr(v().ok()?).ok()?),
-        "dnat" => s.dnat.push(values::dnat(v().ok()?).ok()?),
+        "chain-mode" => s.chain_mode = Some(values::chain_mode(value?).ok()?),
+        "chain-len" => s.chain_len = Some(values::chain_len(value?).ok()?),
+        "rule" => s.rule.push(values::rule(value?).ok()?),
+        "direct" => s.direct.push(values::cidr(value?).ok()?),
+        "dnat" => s.dnat.push(values::dnat(value?).ok()?),
         "no-proxy-env" => s.no_proxy_env = true,
         "ignore-no-proxy" => s.ignore_no_proxy = true,
-        "connect-timeout" => s.connect_timeout = Some(values::seconds(v().ok()?).ok()?),
-        "timeout" => s.timeout = Some(values::seconds(v().ok()?).ok()?),
-        "bind" => s.bind = Some(values::bind_policy(v().ok()?).ok()?),
+        "connect-timeout" => s.connect_timeout = Some(values::seconds(value?).ok()?),
+        "timeout" => s.timeout = Some(values::seconds(value?).ok()?),
+        "bind" => s.bind = Some(values::bind_policy(value?).ok()?),
         "quiet" => s.quiet = true,
         "verbose" => s.verbose = s.verbose.checked_add(1)?,
         "trace" => s.trace = Some(PathBuf::from(value?)),
-        "dns-server" => s.dns_server = Some(values::dns_server(v().ok()?).ok()?),
+        "dns-server" => s.dns_server = Some(values::dns_server(value?).ok()?),
         "allow-unproxied" => a.allow_unproxied = true,
         "mode" => match value? {
             m @ ("auto" | "preload" | "supervise") => a.mode = Some(m.to_string()),
